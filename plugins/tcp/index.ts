@@ -1,0 +1,36 @@
+import { tcp as libp2pTcp } from '@libp2p/tcp'
+import { definePlugin, multiaddrSchema, z } from 'meshkit'
+
+const options = z
+  .strictObject({
+    /** Listen addresses used when the config sets no `listen`. @default ['/ip4/0.0.0.0/tcp/0'] */
+    listen: z.array(multiaddrSchema("'/ip4/0.0.0.0/tcp/4001'")).default(['/ip4/0.0.0.0/tcp/0']),
+    /** Close inbound sockets idle for this long (ms). @default 30000 */
+    inboundSocketInactivityTimeout: z.number().int().positive().default(30_000),
+    /** Close outbound sockets idle for this long (ms). @default 30000 */
+    outboundSocketInactivityTimeout: z.number().int().positive().default(30_000),
+  })
+  .default({
+    listen: ['/ip4/0.0.0.0/tcp/0'],
+    inboundSocketInactivityTimeout: 30_000,
+    outboundSocketInactivityTimeout: 30_000,
+  })
+
+/** TCP transport. Connections are secured and multiplexed by the `connection-encrypter`/`stream-muxer` plugins. */
+export const tcp = definePlugin({
+  name: 'tcp',
+  provides: ['transport'],
+  dependencies: ['connection-encrypter', 'stream-muxer'],
+  options,
+  create: (opts) => ({
+    libp2p: () => ({
+      transports: [
+        libp2pTcp({
+          inboundSocketInactivityTimeout: opts.inboundSocketInactivityTimeout,
+          outboundSocketInactivityTimeout: opts.outboundSocketInactivityTimeout,
+        }),
+      ],
+      addresses: { listen: opts.listen },
+    }),
+  }),
+})

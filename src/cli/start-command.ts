@@ -1,0 +1,68 @@
+import type { Command } from 'commander'
+import { createLogger, type LogLevel, type MeshEvent, startMesh } from 'meshkit'
+import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
+import type { CliIo } from './run-cli.js'
+
+export interface StartCommandOptions {
+  cwd: string
+  config?: string
+  dataDir?: string
+  listen?: string[]
+  dial?: string[]
+  json?: boolean
+  logLevel?: LogLevel
+  mode: string
+}
+
+/** `mesh start`: runs a node until SIGINT/SIGTERM, then stops every plugin in reverse order. */
+export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: Command): Promise<void> {
+  const logger = createLogger({ level: opts.logLevel ?? 'info' })
+  const mesh = await startMesh({
+    cwd: opts.cwd,
+    configFile: opts.config,
+    env: { command: 'start', mode: opts.mode },
+    registry: builtinPlugins,
+    defaults: defaultConfig(),
+    overrides: { dataDir: opts.dataDir, listen: opts.listen, dial: opts.dial, logLevel: opts.logLevel },
+    logger,
+  })
+  const { node } = mesh
+  const addresses = node.libp2p.getMultiaddrs().map(String)
+  if (opts.json) {
+    const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
+    line({ event: 'started', peerId: node.peerId.toString(), addresses })
+    mesh.kernel.events.on('*', (event) => {
+      if (event.event !== 'node:started') line(event)
+    })
+  } else {
+    io.stdout(
+      `Meshkit node ${mesh.loaded.config.name} started\n  peer id: ${node.peerId}\n  config:  ${mesh.loaded.file ?? '(defaults)'}\n  listening on:\n${addresses.map((a) => `    ${a}`).join('\n')}\n`,
+    )
+    mesh.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
+    mesh.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    let stopping = false
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn(`${signal} again: exiting without waiting`)
+        process.exit(1)
+      }
+      stopping = true
+      logger.info(`${signal}: stopping`)
+      const timeout = setTimeout(() => {
+        logger.error(`stop took longer than ${mesh.loaded.config.shutdownTimeout} ms; exiting`)
+        process.exit(1)
+      }, mesh.loaded.config.shutdownTimeout)
+      timeout.unref()
+      mesh.close().then(() => {
+        clearTimeout(timeout)
+        if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
+        resolve()
+      }, reject)
+    }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+  })
+}

@@ -1,0 +1,87 @@
+import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { parseDuration } from './duration.js'
+import { LOG_LEVELS } from './logger.js'
+
+/** Extra facts a custom check attaches to its issue, used by the error formatter. */
+export interface IssueParams {
+  expected: string
+  hint?: string
+}
+
+/** A duration field: ms number or `'5s'`-style string, never negative. */
+export function durationSchema(example = "'5s'") {
+  return z.unknown().transform((value, ctx) => {
+    const ms = parseDuration(value)
+    if (ms === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'invalid duration',
+        params: {
+          expected: 'a duration >= 0: milliseconds as a number, or a string like 500ms, 5s, 2m, 1h',
+          hint: `write e.g. ${example}`,
+        } satisfies IssueParams,
+      })
+      return z.NEVER
+    }
+    return ms
+  })
+}
+
+/** A multiaddr string, parsed to check it. */
+export function multiaddrSchema(example = "'/ip4/0.0.0.0/tcp/4001'") {
+  return z.unknown().superRefine((value, ctx) => {
+    let reason = 'not a string'
+    if (typeof value === 'string') {
+      try {
+        multiaddr(value)
+        if (value.startsWith('/')) return
+        reason = 'a multiaddr starts with /'
+      } catch (err) {
+        reason = err instanceof Error ? err.message : String(err)
+      }
+    }
+    ctx.addIssue({
+      code: 'custom',
+      message: 'invalid multiaddr',
+      params: {
+        expected: `a multiaddr string (${reason})`,
+        hint: `write e.g. ${example}`,
+      } satisfies IssueParams,
+    })
+  }) as z.ZodType<string>
+}
+
+/** A positive integer field. */
+function countSchema() {
+  return z.number().int().positive()
+}
+
+/** The core config schema; plugin entries are checked separately (see resolve-config). */
+export const coreConfigSchema = z.strictObject({
+  name: z.string().min(1).optional(),
+  dataDir: z.string().min(1).optional(),
+  listen: z.array(multiaddrSchema()).optional(),
+  announce: z.array(multiaddrSchema("'/ip4/203.0.113.7/tcp/4001'")).optional(),
+  dial: z.array(multiaddrSchema("'/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...'")).optional(),
+  plugins: z.array(z.unknown()).optional(),
+  logLevel: z.enum(LOG_LEVELS).optional(),
+  datastore: z.enum(['persistent', 'memory']).optional(),
+  connections: z
+    .strictObject({
+      maxConnections: countSchema().optional(),
+      dialTimeout: durationSchema("'10s'").optional(),
+    })
+    .optional(),
+  shutdownTimeout: durationSchema().optional(),
+})
+
+/** Per-path hints for fields whose generic message would not say enough. */
+export const FIELD_HINTS: Record<string, string> = {
+  name: "a short name for logs, e.g. 'alice'",
+  dataDir: "a directory path, e.g. '.mesh'",
+  logLevel: `one of ${LOG_LEVELS.join(', ')}`,
+  datastore: "'persistent' (kept in <dataDir>/datastore) or 'memory'",
+  'connections.maxConnections': 'a whole number above 0, e.g. 300',
+  plugins: "an array of plugins, e.g. [tcp(), quic()] with them imported from 'meshkit/plugins'",
+}

@@ -1,0 +1,88 @@
+import type { MeshPlugin } from './plugin.js'
+
+/** Log levels, most severe first. */
+export type LogLevel = 'silent' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+
+/** What a config function is told about the run, like Vite's `ConfigEnv`. */
+export interface ConfigEnv {
+  /** The CLI command (or API caller) the config is loaded for. */
+  command: 'start' | 'dev'
+  /** A free-form mode, e.g. `development` or `production`. @default 'production' for start, 'development' for dev */
+  mode: string
+}
+
+/** A duration: milliseconds as a number, or a string such as `'500ms'`, `'5s'`, `'2m'`, `'1h'`. */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h'}`
+
+/** A plugin reference usable in JSON/YAML configs: a registered name, or a name with options. */
+export type PluginReference = string | { plugin: string; options?: unknown }
+
+/** The config a user writes in `mesh.config.ts` (every field optional). */
+export interface MeshConfig {
+  /** A name for this node, used in logs. @default 'mesh' */
+  name?: string
+  /** Where the identity key, datastore and caches live, relative to the config file. @default '.mesh' */
+  dataDir?: string
+  /** Multiaddrs to listen on. When unset, each transport plugin's defaults are used. */
+  listen?: string[]
+  /** Multiaddrs to announce instead of the listen addresses (e.g. a public IP behind port forwarding). */
+  announce?: string[]
+  /** Multiaddrs (with /p2p/<peer id>) to dial once the node has started. @default [] */
+  dial?: string[]
+  /** The plugins; order matters only among plugins with no dependency between them. @default the defaults */
+  plugins?: Array<MeshPlugin | PluginReference | false | null | undefined>
+  /** Log level for Meshkit's logs on stderr. @default 'info' */
+  logLevel?: LogLevel
+  /** `persistent` keeps peers and records in `<dataDir>/datastore`; `memory` forgets them. @default 'persistent' */
+  datastore?: 'persistent' | 'memory'
+  /** Connection limits. */
+  connections?: {
+    /** @default 300 */
+    maxConnections?: number
+    /** Time allowed for one dial. @default '10s' */
+    dialTimeout?: Duration
+  }
+  /** The longest a graceful stop may take before the process exits anyway. @default '5s' */
+  shutdownTimeout?: Duration
+}
+
+/** The config after validation: defaults filled in, durations in ms, plugins resolved and ordered. */
+export interface ResolvedMeshConfig {
+  name: string
+  /** Absolute path. */
+  dataDir: string
+  listen?: string[]
+  announce?: string[]
+  dial: string[]
+  /** Plugins in start order (dependencies first), with validated options. */
+  plugins: ResolvedPlugin[]
+  logLevel: LogLevel
+  datastore: 'persistent' | 'memory'
+  connections: { maxConnections: number; dialTimeout: number }
+  shutdownTimeout: number
+  /** The file the config came from, if any. */
+  configFile?: string
+  /** The directory relative paths are resolved against. */
+  root: string
+}
+
+/** A plugin after validation: its options parsed by its schema. */
+export interface ResolvedPlugin {
+  plugin: MeshPlugin
+  options: unknown
+  /** Where it stood in `config.plugins`. */
+  index: number
+}
+
+export type UserConfigExport = MeshConfig | ((env: ConfigEnv) => MeshConfig | Promise<MeshConfig>)
+
+/** Typed identity helper for `mesh.config.ts`, like Vite's. */
+export function defineConfig(config: MeshConfig): MeshConfig
+export function defineConfig(config: (env: ConfigEnv) => MeshConfig): (env: ConfigEnv) => MeshConfig
+export function defineConfig(
+  config: (env: ConfigEnv) => Promise<MeshConfig>,
+): (env: ConfigEnv) => Promise<MeshConfig>
+export function defineConfig(config: UserConfigExport): UserConfigExport
+export function defineConfig(config: UserConfigExport): UserConfigExport {
+  return config
+}

@@ -1,0 +1,188 @@
+/**
+ * The one registry of Meshkit's coded errors. Every error a user can cause names what is wrong and
+ * says how to fix it; `userError: true` means the CLI prints it without a stack trace and exits 2.
+ */
+
+interface ErrorSpec<A extends unknown[]> {
+  /** Whether the error comes from user input (config, CLI args, files) rather than a bug or the network. */
+  user: boolean
+  message: (...args: A) => string
+  hint?: (...args: A) => string
+}
+
+function spec<A extends unknown[]>(s: ErrorSpec<A>): ErrorSpec<A> {
+  return s
+}
+
+export const ERRORS = {
+  MESH_ERR_CONFIG_NOT_FOUND: spec({
+    user: true,
+    message: (path: string) => `Config file ${path} does not exist.`,
+    hint: () => 'Check the path given to --config, or run without --config to search the project directory.',
+  }),
+  MESH_ERR_CONFIG_LOAD: spec({
+    user: true,
+    message: (file: string, reason: string) => `Could not load ${file}: ${reason}`,
+    hint: () => 'Fix the error at the location shown; the config is a module that must run without throwing.',
+  }),
+  MESH_ERR_CONFIG_NOT_OBJECT: spec({
+    user: true,
+    message: (file: string, got: string) =>
+      `${file} must export a config object (or a function returning one), but it exported ${got}.`,
+    hint: () => "Write `export default defineConfig({ ... })` with defineConfig from 'meshkit'.",
+  }),
+  MESH_ERR_CONFIG_INVALID: spec({
+    user: true,
+    message: (file: string, details: string, count: number) =>
+      `${file} has ${count} invalid setting${count === 1 ? '' : 's'}:\n${details}`,
+  }),
+  MESH_ERR_DUPLICATE_PLUGIN: spec({
+    user: true,
+    message: (name: string, first: number, second: number) =>
+      `Two plugins are named '${name}' (plugins[${first}] and plugins[${second}]).`,
+    hint: () => 'Plugin names must be unique: remove one of them from `plugins`.',
+  }),
+  MESH_ERR_MISSING_DEPENDENCY: spec({
+    user: true,
+    message: (plugin: string, dep: string) =>
+      `Plugin '${plugin}' depends on '${dep}', but no plugin in the config provides it.`,
+    hint: (plugin: string, dep: string) =>
+      `Add a plugin that provides '${dep}' to \`plugins\`, or remove '${plugin}'.`,
+  }),
+  MESH_ERR_DEPENDENCY_CYCLE: spec({
+    user: true,
+    message: (cycle: string[]) => `Plugin dependencies form a cycle: ${cycle.join(' -> ')}.`,
+    hint: () => 'Break the cycle: one of these plugins must not depend on the next one.',
+  }),
+  MESH_ERR_SLOT_CONFLICT: spec({
+    user: true,
+    message: (slot: string, a: string, b: string) =>
+      `Plugins '${a}' and '${b}' both provide '${slot}', and a node can have only one '${slot}' plugin.`,
+    hint: (slot: string) => `Keep one '${slot}' plugin in \`plugins\` and remove the other.`,
+  }),
+  MESH_ERR_SERVICE_CONFLICT: spec({
+    user: true,
+    message: (service: string, a: string, b: string) =>
+      `Plugins '${a}' and '${b}' both add the libp2p service '${service}'.`,
+    hint: () => 'Remove one of the two plugins, or rename the service key in your own plugin.',
+  }),
+  MESH_ERR_UNDECLARED_DEPENDENCY: spec({
+    user: true,
+    message: (plugin: string, cap: string) =>
+      `Plugin '${plugin}' used '${cap}' without declaring it in its \`dependencies\`.`,
+    hint: (_plugin: string, cap: string) =>
+      `Add '${cap}' to the plugin's \`dependencies\` so the kernel can order and check it.`,
+  }),
+  MESH_ERR_NOT_EXCLUSIVE: spec({
+    user: false,
+    message: (plugin: string, cap: string, count: number) =>
+      `Plugin '${plugin}' asked for the single provider of '${cap}', but ${count} plugins provide it.`,
+    hint: () =>
+      "Use `ctx.useAll(capability)` for capabilities that several plugins provide (like 'transport').",
+  }),
+  MESH_ERR_NODE_NOT_CREATED: spec({
+    user: false,
+    message: (plugin: string) => `Plugin '${plugin}' asked for the libp2p node before it was created.`,
+    hint: () => 'Use ctx.libp2p in start() or later, not in setup() or libp2p().',
+  }),
+  MESH_ERR_PLUGIN_HOOK_FAILED: spec({
+    user: false,
+    message: (plugin: string, hook: string, reason: string) =>
+      `Plugin '${plugin}' failed in ${hook}(): ${reason}`,
+  }),
+  MESH_ERR_NODE_CREATE_FAILED: spec({
+    user: false,
+    message: (reason: string) => `Could not create the libp2p node: ${reason}`,
+    hint: () => 'Check the libp2p options the plugins contribute (transports, services, addresses).',
+  }),
+  MESH_ERR_LISTEN_FAILED: spec({
+    user: true,
+    message: (reason: string) => `The node could not listen: ${reason}`,
+    hint: () => 'Pick another port in `listen` (or --listen), or stop the process that holds it.',
+  }),
+  MESH_ERR_STOP_FAILED: spec({
+    user: false,
+    message: (details: string) => `Stopping the node finished with errors:\n${details}`,
+  }),
+  MESH_ERR_IDENTITY_CORRUPT: spec({
+    user: true,
+    message: (file: string, reason: string) =>
+      `The identity key ${file} is not a valid private key (${reason}).`,
+    hint: () =>
+      'Restore the file from a backup. To start over with a NEW peer id, move the file away; Meshkit never overwrites it.',
+  }),
+  MESH_ERR_IDENTITY_UNREADABLE: spec({
+    user: true,
+    message: (file: string, reason: string) => `The identity key ${file} cannot be read (${reason}).`,
+    hint: () => 'Check the file permissions and owner (it should be readable by this user, mode 0600).',
+  }),
+  MESH_ERR_DATA_DIR: spec({
+    user: true,
+    message: (dir: string, reason: string) => `The data dir ${dir} cannot be used (${reason}).`,
+    hint: () => 'Pass a writable directory with --data-dir, or set `dataDir` in the config.',
+  }),
+  MESH_ERR_DATA_DIR_LOCKED: spec({
+    user: true,
+    message: (dir: string) => `The data dir ${dir} is in use by another running node.`,
+    hint: () => 'Stop the other node, or give this one its own --data-dir.',
+  }),
+  MESH_ERR_INVALID_ARGUMENT: spec({
+    user: true,
+    message: (what: string, reason: string) => `Invalid ${what}: ${reason}`,
+  }),
+  MESH_ERR_UNKNOWN_PLUGIN: spec({
+    user: true,
+    message: (name: string) => `No plugin named '${name}' is registered.`,
+  }),
+} as const
+
+export type ErrorCode = keyof typeof ERRORS
+type ArgsOf<C extends ErrorCode> = Parameters<(typeof ERRORS)[C]['message']>
+
+/** An error with a stable `code` from {@link ERRORS}, a message, and a hint saying how to fix it. */
+export class MeshError extends Error {
+  override readonly name = 'MeshError'
+  readonly code: ErrorCode
+  readonly hint?: string
+  readonly userError: boolean
+  /** Further errors collected on the way (e.g. every failure during stop). */
+  readonly errors: unknown[]
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { hint?: string; cause?: unknown; errors?: unknown[]; userError?: boolean } = {},
+  ) {
+    super(message, { cause: opts.cause })
+    this.code = code
+    this.hint = opts.hint
+    this.userError = opts.userError ?? ERRORS[code].user
+    this.errors = opts.errors ?? []
+  }
+
+  /** The message and hint as one text, as the CLI prints it. */
+  describe(): string {
+    return this.hint ? `${this.code}: ${this.message}\n  Fix: ${this.hint}` : `${this.code}: ${this.message}`
+  }
+}
+
+/** Creates the coded error `code` with the registry's message and hint for `args`. */
+export function meshError<C extends ErrorCode>(
+  code: C,
+  args: ArgsOf<C>,
+  opts: { cause?: unknown; errors?: unknown[]; hint?: string } = {},
+): MeshError {
+  const s = ERRORS[code] as ErrorSpec<unknown[]>
+  const hint = opts.hint ?? s.hint?.(...(args as unknown[]))
+  return new MeshError(code, s.message(...(args as unknown[])), { ...opts, hint })
+}
+
+export function isMeshError(err: unknown, code?: ErrorCode): err is MeshError {
+  return err instanceof MeshError && (code === undefined || err.code === code)
+}
+
+/** A short reason text for any thrown value. */
+export function reasonOf(err: unknown): string {
+  if (err instanceof Error) return err.message
+  return String(err)
+}

@@ -1,0 +1,49 @@
+/** Meshkit's public core API: everything a plugin (built-in or yours) and an app may use. */
+export { z } from 'zod'
+export { durationSchema, multiaddrSchema } from './config-schema.js'
+export type {
+  ConfigEnv,
+  Duration,
+  LogLevel,
+  MeshConfig,
+  PluginReference,
+  ResolvedMeshConfig,
+  ResolvedPlugin,
+  UserConfigExport,
+} from './config-types.js'
+export { defineConfig } from './config-types.js'
+export { parseDuration } from './duration.js'
+export { ERRORS, type ErrorCode, isMeshError, MeshError, meshError } from './errors.js'
+export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
+export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
+export { MeshKernel, type MeshKernelOptions } from './kernel.js'
+export { combineGaters } from './libp2p-options.js'
+export {
+  CONFIG_SEARCH_PLACES,
+  type ConfigModule,
+  findConfigModule,
+  importConfigModule,
+  type LoadConfigOptions,
+  type LoadedConfig,
+  loadConfig,
+} from './load-config.js'
+export { createLogger, LOG_LEVELS, type Logger, type LoggerOptions } from './logger.js'
+export { describeConnection, MeshNode, type NodeState } from './mesh-node.js'
+export {
+  type Capability,
+  definePlugin,
+  isMeshPlugin,
+  type Libp2pContribution,
+  type MeshPlugin,
+  MULTI_PROVIDER_CAPABILITIES,
+  type PluginApply,
+  type PluginContext,
+  type PluginDefinition,
+  type PluginFactory,
+  type PluginHooks,
+  type Slot,
+} from './plugin.js'
+export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
+export { type ConfigProblem, type PluginRegistry, resolveConfig } from './resolve-config.js'
+export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
+export { capabilityToken, TOKENS, type Token } from './tokens.js'

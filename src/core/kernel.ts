@@ -1,0 +1,202 @@
+import 'reflect-metadata'
+import { join } from 'node:path'
+import type { Datastore } from 'interface-datastore'
+import { type DependencyContainer, container as globalContainer } from 'tsyringe'
+import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
+import { MeshError, meshError, reasonOf } from './errors.js'
+import { createEventBus, type MeshEventBus } from './events.js'
+import { type Identity, loadOrCreateIdentity } from './identity.js'
+import { createLogger, type Logger } from './logger.js'
+import { MeshNode, NODE_CONTAINER } from './mesh-node.js'
+import { TOKENS } from './tokens.js'
+
+export interface MeshKernelOptions {
+  /** @default { command: 'start', mode: 'production' } */
+  env?: ConfigEnv
+  logger?: Logger
+  /** Shared across node rebuilds, so subscribers follow whichever node is current. */
+  events?: MeshEventBus
+}
+
+interface DataDirResources {
+  identity: Identity
+  datastore: Datastore
+  close: () => Promise<void>
+  users: number
+}
+
+async function openDatastore(
+  config: ResolvedMeshConfig,
+): Promise<{ datastore: Datastore; close: () => Promise<void> }> {
+  if (config.datastore === 'memory') {
+    const { MemoryDatastore } = await import('datastore-core')
+    return { datastore: new MemoryDatastore(), close: async () => {} }
+  }
+  const { LevelDatastore } = await import('datastore-level')
+  const path = join(config.dataDir, 'datastore')
+  const store = new LevelDatastore(path)
+  try {
+    await store.open()
+  } catch (err) {
+    const text = `${reasonOf(err)} ${reasonOf((err as { cause?: unknown }).cause ?? '')}`
+    if (/lock/i.test(text)) throw meshError('MESH_ERR_DATA_DIR_LOCKED', [config.dataDir], { cause: err })
+    throw meshError('MESH_ERR_DATA_DIR', [config.dataDir, `cannot open the datastore: ${reasonOf(err)}`], {
+      cause: err,
+    })
+  }
+  return { datastore: store, close: () => store.close() }
+}
+
+/**
+ * Builds Meshkit nodes from resolved configs. Each build gets its own child container (disposed with
+ * the node); the identity and datastore of a data dir are shared by the builds that use it, so a new
+ * node can be built while the old one runs and then swapped in with the same peer id.
+ */
+export class MeshKernel {
+  readonly env: ConfigEnv
+  readonly logger: Logger
+  readonly events: MeshEventBus
+  #root: DependencyContainer
+  #resources = new Map<string, Promise<DataDirResources>>()
+  #owners = new WeakMap<MeshNode, string>()
+  #current?: MeshNode
+  #closed = false
+
+  constructor(options: MeshKernelOptions = {}) {
+    this.env = options.env ?? { command: 'start', mode: 'production' }
+    this.logger = options.logger ?? createLogger()
+    this.events =
+      options.events ??
+      createEventBus((err, e) =>
+        this.logger.error(`an event listener for ${e.event} threw: ${reasonOf(err)}`),
+      )
+    this.#root = globalContainer.createChildContainer()
+    this.#root.register(TOKENS.env, { useValue: this.env })
+    this.#root.register(TOKENS.logger, { useValue: this.logger })
+    this.#root.register(TOKENS.events, { useValue: this.events })
+  }
+
+  /** The node that `start`/`swap` made current, if any. */
+  get current(): MeshNode | undefined {
+    return this.#current
+  }
+
+  async #acquire(config: ResolvedMeshConfig): Promise<DataDirResources> {
+    const key = `${config.dataDir}\0${config.datastore}`
+    let pending = this.#resources.get(key)
+    if (!pending) {
+      pending = (async () => {
+        const identity = await loadOrCreateIdentity(config.dataDir, this.logger)
+        const { datastore, close } = await openDatastore(config)
+        return { identity, datastore, close, users: 0 }
+      })()
+      this.#resources.set(key, pending)
+      pending.catch(() => this.#resources.delete(key))
+    }
+    const resources = await pending
+    resources.users++
+    return resources
+  }
+
+  async #release(key: string): Promise<void> {
+    const pending = this.#resources.get(key)
+    if (!pending) return
+    const resources = await pending
+    if (--resources.users > 0) return
+    this.#resources.delete(key)
+    await resources.close()
+  }
+
+  /** Builds a node (plugins set up, libp2p created, nothing started). A failure leaves nothing behind. */
+  async build(config: ResolvedMeshConfig): Promise<MeshNode> {
+    if (this.#closed) throw new MeshError('MESH_ERR_INVALID_ARGUMENT', 'the kernel is closed')
+    this.logger.level = config.logLevel
+    const key = `${config.dataDir}\0${config.datastore}`
+    const resources = await this.#acquire(config)
+    const child = this.#root.createChildContainer()
+    child.register(TOKENS.config, { useValue: config })
+    child.register(TOKENS.datastore, { useValue: resources.datastore })
+    child.register(TOKENS.peerId, { useValue: resources.identity.peerId })
+    child.register(TOKENS.privateKey, { useValue: resources.identity.privateKey })
+    child.register(NODE_CONTAINER, { useValue: child })
+    const node = child.resolve(MeshNode)
+    this.#owners.set(node, key)
+    try {
+      await node.init()
+    } catch (err) {
+      await this.dispose(node).catch(() => {})
+      throw err
+    }
+    return node
+  }
+
+  /** Builds and starts a node from `config` and makes it current (stopping a previous current one). */
+  async start(config: ResolvedMeshConfig): Promise<MeshNode> {
+    const node = await this.build(config)
+    await this.swap(node)
+    return node
+  }
+
+  /**
+   * Makes `next` the current node: starts it while the old one still runs, then stops the old one.
+   * When `next` cannot start beside the old one (e.g. the same fixed port), the old one is stopped
+   * first; if `next` still fails, the old one is started again and the error is thrown.
+   */
+  async swap(next: MeshNode): Promise<void> {
+    const previous = this.#current
+    try {
+      await next.start()
+    } catch (err) {
+      if (!previous || !(err instanceof MeshError && err.code === 'MESH_ERR_LISTEN_FAILED')) {
+        await this.dispose(next).catch(() => {})
+        throw err
+      }
+      await previous.stop()
+      try {
+        await next.start()
+      } catch (retryErr) {
+        await this.dispose(next).catch(() => {})
+        await previous.start()
+        throw retryErr
+      }
+    }
+    this.#current = next
+    if (previous) await this.dispose(previous)
+  }
+
+  /** Builds a node from a new config and swaps it in; on any failure the current node keeps running. */
+  async reload(config: ResolvedMeshConfig): Promise<MeshNode> {
+    const next = await this.build(config)
+    await this.swap(next)
+    return next
+  }
+
+  /** Stops and releases a node and its container; releases its data dir when no other node uses it. */
+  async dispose(node: MeshNode): Promise<void> {
+    const errors: unknown[] = []
+    await node.dispose().catch((err) => errors.push(err))
+    const key = this.#owners.get(node)
+    this.#owners.delete(node)
+    if (key) await this.#release(key).catch((err) => errors.push(err))
+    if (this.#current === node) this.#current = undefined
+    if (errors.length > 0) throw errors[0]
+  }
+
+  /** Stops the current node and releases everything. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    const errors: unknown[] = []
+    if (this.#current) await this.dispose(this.#current).catch((err) => errors.push(err))
+    for (const pending of this.#resources.values()) {
+      await pending.then((r) => r.close()).catch((err) => errors.push(err))
+    }
+    this.#resources.clear()
+    await this.#root.dispose()
+    if (errors.length === 1) throw errors[0]
+    if (errors.length > 1)
+      throw meshError('MESH_ERR_STOP_FAILED', [errors.map((e) => `  - ${reasonOf(e)}`).join('\n')], {
+        errors,
+      })
+  }
+}

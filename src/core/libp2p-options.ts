@@ -1,0 +1,85 @@
+import type { ConnectionGater } from '@libp2p/interface'
+import type { Libp2pOptions } from 'libp2p'
+import type { ResolvedMeshConfig } from './config-types.js'
+import { meshError } from './errors.js'
+import type { Libp2pContribution } from './plugin.js'
+
+type GaterMethod = keyof ConnectionGater
+
+/** Combines gaters: a connection is denied as soon as any gater denies it. */
+export function combineGaters(gaters: readonly ConnectionGater[]): ConnectionGater | undefined {
+  if (gaters.length === 0) return undefined
+  if (gaters.length === 1) return gaters[0]
+  const methods = new Set(gaters.flatMap((g) => Object.keys(g) as GaterMethod[]))
+  const combined: Record<string, (...args: unknown[]) => Promise<boolean>> = {}
+  for (const method of methods) {
+    combined[method] = async (...args: unknown[]) => {
+      for (const gater of gaters) {
+        const fn = gater[method] as ((...a: unknown[]) => boolean | Promise<boolean>) | undefined
+        if (fn && (await fn.apply(gater, args))) return true
+      }
+      return false
+    }
+  }
+  return combined as ConnectionGater
+}
+
+const unique = (items: readonly string[]) => [...new Set(items)]
+
+/** Merges every plugin's libp2p contribution, in plugin order, with the config's own settings. */
+export function mergeContributions(
+  contributions: ReadonlyArray<{ plugin: string; contribution: Libp2pContribution }>,
+  config: ResolvedMeshConfig,
+): Libp2pOptions {
+  const services: Record<string, unknown> = {}
+  const serviceOwner = new Map<string, string>()
+  const listen: string[] = []
+  const announce: string[] = []
+  const appendAnnounce: string[] = []
+  const noAnnounce: string[] = []
+  const gaters: ConnectionGater[] = []
+  const options: Required<
+    Pick<Libp2pOptions, 'transports' | 'connectionEncrypters' | 'streamMuxers' | 'peerDiscovery'>
+  > = {
+    transports: [],
+    connectionEncrypters: [],
+    streamMuxers: [],
+    peerDiscovery: [],
+  }
+  let connectionManager: NonNullable<Libp2pOptions['connectionManager']> = {}
+  for (const { plugin, contribution: c } of contributions) {
+    options.transports.push(...(c.transports ?? []))
+    options.connectionEncrypters.push(...(c.connectionEncrypters ?? []))
+    options.streamMuxers.push(...(c.streamMuxers ?? []))
+    options.peerDiscovery.push(...(c.peerDiscovery ?? []))
+    for (const [key, factory] of Object.entries(c.services ?? {})) {
+      const owner = serviceOwner.get(key)
+      if (owner) throw meshError('MESH_ERR_SERVICE_CONFLICT', [key, owner, plugin])
+      serviceOwner.set(key, plugin)
+      services[key] = factory
+    }
+    if (c.connectionGater) gaters.push(c.connectionGater)
+    listen.push(...(c.addresses?.listen ?? []))
+    announce.push(...(c.addresses?.announce ?? []))
+    appendAnnounce.push(...(c.addresses?.appendAnnounce ?? []))
+    noAnnounce.push(...(c.addresses?.noAnnounce ?? []))
+    connectionManager = { ...connectionManager, ...c.connectionManager }
+  }
+  const gater = combineGaters(gaters)
+  return {
+    ...options,
+    services: services as Libp2pOptions['services'],
+    ...(gater ? { connectionGater: gater } : {}),
+    addresses: {
+      listen: unique(config.listen ?? listen),
+      announce: unique(config.announce ?? announce),
+      appendAnnounce: unique(appendAnnounce),
+      noAnnounce: unique(noAnnounce),
+    },
+    connectionManager: {
+      maxConnections: config.connections.maxConnections,
+      dialTimeout: config.connections.dialTimeout,
+      ...connectionManager,
+    },
+  }
+}

@@ -1,0 +1,160 @@
+import type { ConnectionGater, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Datastore } from 'interface-datastore'
+import type { Libp2pInit } from 'libp2p'
+import type { z } from 'zod'
+import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
+import type { MeshEventBus } from './events.js'
+import type { Logger } from './logger.js'
+import type { Token } from './tokens.js'
+
+/**
+ * Slots every node understands. `transport` and `bootstrap` take any number of plugins; the others are
+ * exclusive: one plugin provides them. Any other string is a free capability name (exclusive too).
+ */
+export type Slot = 'transport' | 'bootstrap' | 'discovery' | 'nat' | 'clustering'
+
+/** A slot or a free capability name such as `'connection-encrypter'` or `'my-metrics'`. */
+export type Capability = Slot | (string & {})
+
+/** Capabilities that many plugins may provide at once; every other capability has one provider. */
+export const MULTI_PROVIDER_CAPABILITIES: ReadonlySet<string> = new Set([
+  'transport',
+  'bootstrap',
+  'connection-encrypter',
+  'stream-muxer',
+  'peer-discovery',
+])
+
+/** What a plugin adds to the libp2p options. Arrays are concatenated, services merged, gaters combined. */
+export interface Libp2pContribution {
+  transports?: NonNullable<Libp2pInit['transports']>
+  connectionEncrypters?: NonNullable<Libp2pInit['connectionEncrypters']>
+  streamMuxers?: NonNullable<Libp2pInit['streamMuxers']>
+  peerDiscovery?: NonNullable<Libp2pInit['peerDiscovery']>
+  services?: NonNullable<Libp2pInit['services']>
+  /** Every gater's verdicts are combined: a connection is denied when any plugin denies it. */
+  connectionGater?: ConnectionGater
+  /** Listen addresses are used only when the config sets no `listen` of its own. */
+  addresses?: { listen?: string[]; announce?: string[]; appendAnnounce?: string[]; noAnnounce?: string[] }
+  /** Connection-manager settings (later plugins override earlier ones key by key). */
+  connectionManager?: NonNullable<Libp2pInit['connectionManager']>
+}
+
+/** What a plugin's hooks can reach: kernel services, resolved through the node's own container. */
+export interface PluginContext {
+  /** The plugin's own name. */
+  readonly name: string
+  readonly config: ResolvedMeshConfig
+  readonly env: ConfigEnv
+  /** A logger whose lines carry the plugin's name. */
+  readonly logger: Logger
+  readonly events: MeshEventBus
+  /** The node's datastore (persistent under the data dir unless the config says `datastore: 'memory'`). */
+  readonly datastore: Datastore
+  readonly peerId: PeerId
+  readonly privateKey: PrivateKey
+  /** The libp2p node. Available from `start()` on; earlier access throws MESH_ERR_NODE_NOT_CREATED. */
+  readonly libp2p: Libp2p
+  /** Aborted when the node stops: pass it to timers, loops and dials. */
+  readonly signal: AbortSignal
+  /** The API of the one plugin that provides `capability`; it must be listed in `dependencies`. */
+  use<T = unknown>(capability: Capability): T
+  /** The APIs of every plugin that provides `capability`; it must be listed in `dependencies`. */
+  useAll<T = unknown>(capability: Capability): T[]
+  /** A kernel service by token (see `TOKENS`). */
+  resolve<T>(token: Token<T>): T
+}
+
+/** The lifecycle hooks a plugin implements; all optional. Called in dependency order (stop: reverse). */
+export interface PluginHooks<Api = unknown> {
+  /** Before the libp2p node exists. The returned value is the plugin's API, reachable via `ctx.use()`. */
+  setup?(ctx: PluginContext): Api | Promise<Api>
+  /** Contribute to the libp2p options. Called after every `setup`. */
+  libp2p?(ctx: PluginContext): Libp2pContribution | Promise<Libp2pContribution>
+  /** After the libp2p node has started. A throw rolls back everything already started. */
+  start?(ctx: PluginContext): void | Promise<void>
+  /** Release what start() took. Must not throw for resources already released. */
+  stop?(ctx: PluginContext): void | Promise<void>
+}
+
+/** When a plugin takes part: only for `mesh start`, only for `mesh dev`, or as a function decides. */
+export type PluginApply = 'start' | 'dev' | ((config: ResolvedMeshConfig, env: ConfigEnv) => boolean)
+
+/** The static description of a plugin, given to {@link definePlugin}. */
+export interface PluginDefinition<Schema extends z.ZodType | undefined, Api> {
+  /** Unique name; also a capability other plugins can depend on. Kebab-case. */
+  name: string
+  /** Slots or capabilities this plugin provides. */
+  provides?: readonly Capability[]
+  /** Capabilities (or plugin names) that must be present; they start before this plugin. */
+  dependencies?: readonly Capability[]
+  /** Ordering among plugins without dependencies between them: `pre` first, `post` last. */
+  enforce?: 'pre' | 'post'
+  /** Restricts the plugin to a command. @default always */
+  apply?: PluginApply
+  /** A zod schema for the options; the kernel validates them with the rest of the config. */
+  options?: Schema
+  /** Makes the hooks for one node from the validated options. */
+  create(options: Schema extends z.ZodType ? z.output<Schema> : undefined): PluginHooks<Api>
+}
+
+/** A plugin as it sits in `config.plugins`: the definition plus the raw options it was given. */
+export interface MeshPlugin<Api = unknown> {
+  readonly kind: 'meshkit-plugin'
+  readonly name: string
+  readonly provides: readonly Capability[]
+  readonly dependencies: readonly Capability[]
+  readonly enforce?: 'pre' | 'post'
+  readonly apply?: PluginApply
+  /** Options as written in the config, validated by the kernel. */
+  readonly rawOptions: unknown
+  readonly definition: PluginDefinition<z.ZodType | undefined, Api>
+}
+
+/** A plugin factory made by {@link definePlugin}: call it with options to get a plugin for the config. */
+export interface PluginFactory<Schema extends z.ZodType | undefined, Api> {
+  (
+    ...args: Schema extends z.ZodType
+      ? undefined extends z.input<Schema>
+        ? [options?: z.input<Schema>]
+        : [options: z.input<Schema>]
+      : []
+  ): MeshPlugin<Api>
+  readonly pluginName: string
+  readonly provides: readonly Capability[]
+  readonly definition: PluginDefinition<Schema, Api>
+}
+
+/**
+ * Defines a plugin. Built-in plugins use exactly this, so a user's plugin can replace any of them.
+ *
+ * @example
+ * export const hello = definePlugin({
+ *   name: 'hello',
+ *   options: z.object({ greeting: z.string().default('hi') }).default({}),
+ *   create: (opts) => ({ start: (ctx) => ctx.logger.info(opts.greeting) }),
+ * })
+ */
+export function definePlugin<Schema extends z.ZodType | undefined = undefined, Api = void>(
+  definition: PluginDefinition<Schema, Api>,
+): PluginFactory<Schema, Api> {
+  const factory = (options?: unknown): MeshPlugin<Api> => ({
+    kind: 'meshkit-plugin',
+    name: definition.name,
+    provides: definition.provides ?? [],
+    dependencies: definition.dependencies ?? [],
+    enforce: definition.enforce,
+    apply: definition.apply,
+    rawOptions: options,
+    definition: definition as PluginDefinition<z.ZodType | undefined, Api>,
+  })
+  return Object.assign(factory, {
+    pluginName: definition.name,
+    provides: definition.provides ?? [],
+    definition,
+  }) as unknown as PluginFactory<Schema, Api>
+}
+
+export function isMeshPlugin(value: unknown): value is MeshPlugin {
+  return typeof value === 'object' && value !== null && (value as MeshPlugin).kind === 'meshkit-plugin'
+}
