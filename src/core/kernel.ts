@@ -58,7 +58,7 @@ export class MeshKernel {
   readonly events: MeshEventBus
   #root: DependencyContainer
   #resources = new Map<string, Promise<DataDirResources>>()
-  #owners = new WeakMap<MeshNode, string>()
+  #owners = new WeakMap<MeshNode, { key: string; container: DependencyContainer }>()
   #current?: MeshNode
   #closed = false
 
@@ -120,7 +120,7 @@ export class MeshKernel {
     child.register(TOKENS.privateKey, { useValue: resources.identity.privateKey })
     child.register(NODE_CONTAINER, { useValue: child })
     const node = child.resolve(MeshNode)
-    this.#owners.set(node, key)
+    this.#owners.set(node, { key, container: child })
     try {
       await node.init()
     } catch (err) {
@@ -174,10 +174,12 @@ export class MeshKernel {
   /** Stops and releases a node and its container; releases its data dir when no other node uses it. */
   async dispose(node: MeshNode): Promise<void> {
     const errors: unknown[] = []
-    await node.dispose().catch((err) => errors.push(err))
-    const key = this.#owners.get(node)
+    const owner = this.#owners.get(node)
     this.#owners.delete(node)
-    if (key) await this.#release(key).catch((err) => errors.push(err))
+    // disposing the node's container disposes the node it constructed (stop, then unusable)
+    if (owner) await Promise.resolve(owner.container.dispose()).catch((err: unknown) => errors.push(err))
+    else await node.dispose().catch((err) => errors.push(err))
+    if (owner) await this.#release(owner.key).catch((err) => errors.push(err))
     if (this.#current === node) this.#current = undefined
     if (errors.length > 0) throw errors[0]
   }

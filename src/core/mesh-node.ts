@@ -21,6 +21,11 @@ import { capabilityToken, TOKENS, type Token } from './tokens.js'
 /** The DI token of a node build's own child container. */
 export const NODE_CONTAINER: Token<DependencyContainer> = Symbol.for('meshkit.node-container')
 
+/** How a plugin's API sits in the container. */
+interface ApiBox {
+  api: unknown
+}
+
 export type NodeState = 'created' | 'starting' | 'started' | 'stopping' | 'stopped'
 
 interface PluginSlot {
@@ -95,7 +100,12 @@ export class MeshNode {
 
   /** The API of the plugin providing `capability` (for apps and tests, not plugins: they use ctx.use). */
   api<T = unknown>(capability: Capability): T {
-    return this.container.resolve(capabilityToken<T>(capability))
+    if (this.#disposed)
+      throw new MeshError(
+        'MESH_ERR_INVALID_ARGUMENT',
+        "this node was disposed; use the kernel's current node",
+      )
+    return this.container.resolve<ApiBox>(capabilityToken<ApiBox>(capability)).api as T
   }
 
   /** Runs every plugin's `setup` and `libp2p` hooks in order, then creates the libp2p node (not started). */
@@ -107,7 +117,8 @@ export class MeshNode {
     for (const slot of this.#slots) {
       const api = await this.#hook(slot, 'setup')
       for (const cap of new Set([slot.resolved.plugin.name, ...slot.resolved.plugin.provides])) {
-        this.container.register(capabilityToken(cap), { useValue: api })
+        // boxed: tsyringe treats `useValue: undefined` as no value, and a plugin may have no API
+        this.container.register(capabilityToken<ApiBox>(cap), { useValue: { api } })
       }
     }
     const contributions: Array<{ plugin: string; contribution: Libp2pContribution }> = []
@@ -182,17 +193,13 @@ export class MeshNode {
     })
   }
 
-  /** Stops (if needed) and releases the node's container. The kernel calls this when a node is dropped. */
+  /**
+   * Stops the node (if needed) and marks it unusable. Called by the node's container when the kernel
+   * disposes it (tsyringe disposes what it constructed), so the kernel never forgets a node's teardown.
+   */
   async dispose(): Promise<void> {
-    const errors: unknown[] = []
-    await this.stop().catch((err) => errors.push(err))
     this.#disposed = true
-    try {
-      await this.container.dispose()
-    } catch (err) {
-      errors.push(err)
-    }
-    if (errors.length > 0) throw errors[0]
+    await this.stop()
   }
 
   async #teardown(): Promise<unknown[]> {
@@ -266,12 +273,14 @@ export class MeshNode {
           if (providers.length !== 1)
             throw meshError('MESH_ERR_NOT_EXCLUSIVE', [plugin.name, cap, providers.length])
         }
-        return node.container.resolve(capabilityToken<T>(cap))
+        return node.container.resolve<ApiBox>(capabilityToken<ApiBox>(cap)).api as T
       },
       useAll<T>(cap: Capability): T[] {
         check(cap)
-        const token = capabilityToken<T>(cap)
-        return node.container.isRegistered(token, true) ? node.container.resolveAll(token) : []
+        const token = capabilityToken<ApiBox>(cap)
+        return node.container.isRegistered(token, true)
+          ? node.container.resolveAll<ApiBox>(token).map((b) => b.api as T)
+          : []
       },
       resolve<T>(token: Token<T>): T {
         return node.container.resolve(token)
