@@ -1,5 +1,5 @@
-import { Command, CommanderError, Option } from 'commander'
-import { isMeshError, LOG_LEVELS } from 'meshkit'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import { isMeshError, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { startCommand } from './start-command.js'
 
 /** Exit codes: 0 ok, 1 unexpected failure, 2 user error (bad config, bad arguments). */
@@ -15,6 +15,19 @@ const defaultIo: CliIo = {
   stderr: (text) => process.stderr.write(text),
 }
 
+/**
+ * Parses one value of a repeatable multiaddr option with the config's own multiaddr check, so a bad
+ * value is reported against the flag that carried it (not as an invalid setting of the config file).
+ */
+function multiaddrArg(value: string, previous: string[] | undefined): string[] {
+  const result = multiaddrSchema().safeParse(value)
+  if (result.success) return [...(previous ?? []), value]
+  const issue = result.error.issues[0] as { params?: { expected?: string; hint?: string } } | undefined
+  const params = issue?.params
+  const expected = params?.expected ?? 'a multiaddr string'
+  throw new InvalidArgumentError(`Expected ${expected}${params?.hint ? `; ${params.hint}` : ''}.`)
+}
+
 /** Builds the `mesh` program. Every command is a thin face over library functions. */
 export function createProgram(io: CliIo = defaultIo): Command {
   const program = new Command('mesh')
@@ -28,8 +41,8 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .description('run a node from mesh.config.ts (or the defaults)')
     .option('-c, --config <path>', 'config file (default: search the current directory)')
     .option('-d, --data-dir <dir>', 'data dir for the identity key and datastore (default: .mesh)')
-    .option('-l, --listen <multiaddr...>', 'listen address (repeatable); replaces the config')
-    .option('--dial <multiaddr...>', 'dial this peer address after start (repeatable)')
+    .option('-l, --listen <multiaddr...>', 'listen address (repeatable); replaces the config', multiaddrArg)
+    .option('--dial <multiaddr...>', 'dial this peer address after start (repeatable)', multiaddrArg)
     .option('--json', 'print JSON lines on stdout: a started event, then one line per node event')
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
     .option('--mode <mode>', 'mode passed to a config function', 'production')

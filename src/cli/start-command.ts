@@ -14,55 +14,72 @@ export interface StartCommandOptions {
   mode: string
 }
 
-/** `mesh start`: runs a node until SIGINT/SIGTERM, then stops every plugin in reverse order. */
+/**
+ * `mesh start`: runs a node until SIGINT/SIGTERM, then stops every plugin in reverse order.
+ * The signal handlers are installed before the node starts (a signal during startup stops the node
+ * as soon as it has started), so whoever reads the `started` line may signal at once: it is never
+ * Node's default handler (killed by the signal, nothing stopped) that gets it.
+ */
 export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: Command): Promise<void> {
   const logger = createLogger({ level: opts.logLevel ?? 'info' })
-  const mesh = await startMesh({
-    cwd: opts.cwd,
-    configFile: opts.config,
-    env: { command: 'start', mode: opts.mode },
-    registry: builtinPlugins,
-    defaults: defaultConfig(),
-    overrides: { dataDir: opts.dataDir, listen: opts.listen, dial: opts.dial, logLevel: opts.logLevel },
-    logger,
-  })
-  const { node } = mesh
-  const addresses = node.libp2p.getMultiaddrs().map(String)
-  if (opts.json) {
-    const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
-    line({ event: 'started', peerId: node.peerId.toString(), addresses })
-    mesh.kernel.events.on('*', (event) => {
-      if (event.event !== 'node:started') line(event)
-    })
-  } else {
-    io.stdout(
-      `Meshkit node ${mesh.loaded.config.name} started\n  peer id: ${node.peerId}\n  config:  ${mesh.loaded.file ?? '(defaults)'}\n  listening on:\n${addresses.map((a) => `    ${a}`).join('\n')}\n`,
-    )
-    mesh.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
-    mesh.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
-  }
-
-  await new Promise<void>((resolve, reject) => {
-    let stopping = false
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        logger.warn(`${signal} again: exiting without waiting`)
-        process.exit(1)
-      }
-      stopping = true
-      logger.info(`${signal}: stopping`)
-      const timeout = setTimeout(() => {
-        logger.error(`stop took longer than ${mesh.loaded.config.shutdownTimeout} ms; exiting`)
-        process.exit(1)
-      }, mesh.loaded.config.shutdownTimeout)
-      timeout.unref()
-      mesh.close().then(() => {
-        clearTimeout(timeout)
-        if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
-        resolve()
-      }, reject)
+  let received: NodeJS.Signals | undefined
+  let stop: (() => void) | undefined
+  // `on`, not `once`: a second signal must reach this handler too, not Node's default
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (received) {
+      logger.warn(`${signal} again: exiting without waiting`)
+      process.exit(1)
     }
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
-  })
+    received = signal
+    logger.info(`${signal}: stopping`)
+    stop?.()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    const mesh = await startMesh({
+      cwd: opts.cwd,
+      configFile: opts.config,
+      env: { command: 'start', mode: opts.mode },
+      registry: builtinPlugins,
+      defaults: defaultConfig(),
+      overrides: { dataDir: opts.dataDir, listen: opts.listen, dial: opts.dial, logLevel: opts.logLevel },
+      logger,
+    })
+    const { node } = mesh
+    const addresses = node.libp2p.getMultiaddrs().map(String)
+    if (opts.json) {
+      const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
+      line({ event: 'started', peerId: node.peerId.toString(), addresses })
+      mesh.kernel.events.on('*', (event) => {
+        if (event.event !== 'node:started') line(event)
+      })
+    } else {
+      io.stdout(
+        `Meshkit node ${mesh.loaded.config.name} started\n  peer id: ${node.peerId}\n  config:  ${mesh.loaded.file ?? '(defaults)'}\n  listening on:\n${addresses.map((a) => `    ${a}`).join('\n')}\n`,
+      )
+      mesh.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
+      mesh.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
+    }
+
+    await new Promise<void>((resolve, reject) => {
+      stop = () => {
+        const timeout = setTimeout(() => {
+          logger.error(`stop took longer than ${mesh.loaded.config.shutdownTimeout} ms; exiting`)
+          process.exit(1)
+        }, mesh.loaded.config.shutdownTimeout)
+        timeout.unref()
+        mesh.close().then(() => {
+          clearTimeout(timeout)
+          if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
+          resolve()
+        }, reject)
+      }
+      // a signal that came while the node was starting
+      if (received) stop()
+    })
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }

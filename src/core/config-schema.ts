@@ -1,6 +1,6 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { parseDuration } from './duration.js'
+import { MAX_DURATION_MS, parseDuration, suggestDuration } from './duration.js'
 import { LOG_LEVELS } from './logger.js'
 
 /** Extra facts a custom check attaches to its issue, used by the error formatter. */
@@ -9,17 +9,30 @@ export interface IssueParams {
   hint?: string
 }
 
-/** A duration field: ms number or `'5s'`-style string, never negative. */
+/** A duration field: ms number or `'5s'`-style string, never negative, at most {@link MAX_DURATION_MS}. */
 export function durationSchema(example = "'5s'") {
   return z.unknown().transform((value, ctx) => {
     const ms = parseDuration(value)
+    if (ms !== undefined && ms > MAX_DURATION_MS) {
+      // Node timers fire at once (after 1 ms) for anything longer, so a huge timeout would mean none.
+      ctx.addIssue({
+        code: 'custom',
+        message: 'duration too long',
+        params: {
+          expected: `a duration of at most ${MAX_DURATION_MS} ms (about 24 days)`,
+          hint: `write a shorter duration, e.g. ${example}`,
+        } satisfies IssueParams,
+      })
+      return z.NEVER
+    }
     if (ms === undefined) {
+      const meant = suggestDuration(value)
       ctx.addIssue({
         code: 'custom',
         message: 'invalid duration',
         params: {
           expected: 'a duration >= 0: milliseconds as a number, or a string like 500ms, 5s, 2m, 1h',
-          hint: `write e.g. ${example}`,
+          hint: meant ? `write '${meant}'` : `write e.g. ${example}`,
         } satisfies IssueParams,
       })
       return z.NEVER
@@ -34,9 +47,10 @@ export function multiaddrSchema(example = "'/ip4/0.0.0.0/tcp/4001'") {
     let reason = 'not a string'
     if (typeof value === 'string') {
       try {
-        multiaddr(value)
-        if (value.startsWith('/')) return
-        reason = 'a multiaddr starts with /'
+        const parsed = multiaddr(value)
+        if (!value.startsWith('/')) reason = 'a multiaddr starts with /'
+        else if (parsed.getComponents().length === 0) reason = 'it has no protocols, e.g. /ip4/.../tcp/...'
+        else return
       } catch (err) {
         reason = err instanceof Error ? err.message : String(err)
       }
@@ -83,5 +97,9 @@ export const FIELD_HINTS: Record<string, string> = {
   logLevel: `one of ${LOG_LEVELS.join(', ')}`,
   datastore: "'persistent' (kept in <dataDir>/datastore) or 'memory'",
   'connections.maxConnections': 'a whole number above 0, e.g. 300',
+  connections: "an object, e.g. { maxConnections: 300, dialTimeout: '10s' }",
+  listen: "a list of multiaddrs, e.g. ['/ip4/0.0.0.0/tcp/4001']",
+  announce: "a list of multiaddrs, e.g. ['/ip4/203.0.113.7/tcp/4001']",
+  dial: "a list of multiaddrs with peer ids, e.g. ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...']",
   plugins: "an array of plugins, e.g. [tcp(), quic()] with them imported from 'meshkit/plugins'",
 }

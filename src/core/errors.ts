@@ -49,6 +49,10 @@ export const ERRORS = {
     hint: (plugin: string, dep: string) =>
       `Add a plugin that provides '${dep}' to \`plugins\`, or remove '${plugin}'.`,
   }),
+  MESH_ERR_NO_TRANSPORT: spec({
+    user: true,
+    message: () => 'The config has no transport plugin, so the node could neither listen nor dial.',
+  }),
   MESH_ERR_DEPENDENCY_CYCLE: spec({
     user: true,
     message: (cycle: string[]) => `Plugin dependencies form a cycle: ${cycle.join(' -> ')}.`,

@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
-import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { chmod, link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
@@ -31,8 +32,9 @@ export async function ensureDataDir(dir: string): Promise<void> {
 
 /**
  * Loads the node's Ed25519 identity from `<dataDir>/identity.key`, or creates it (mode 0600, written
- * to a temp file then renamed, so a crash never leaves half a key). An existing file that cannot be
- * read or parsed is an error: it is never overwritten, since that would silently change the peer id.
+ * to a temp file then linked into place, so a crash never leaves half a key and concurrent creators
+ * agree on one key). An existing file that cannot be read or parsed is an error: it is never
+ * overwritten, since that would silently change the peer id.
  */
 export async function loadOrCreateIdentity(dataDir: string, logger?: Logger): Promise<Identity> {
   await ensureDataDir(dataDir)
@@ -62,7 +64,9 @@ export async function loadOrCreateIdentity(dataDir: string, logger?: Logger): Pr
   }
 
   const privateKey = await generateKeyPair('Ed25519')
-  const temp = `${file}.${process.pid}.tmp`
+  // unique per call: two loads in one process must not share (and delete) each other's temp file
+  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  let linked: boolean
   try {
     const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
     try {
@@ -71,20 +75,39 @@ export async function loadOrCreateIdentity(dataDir: string, logger?: Logger): Pr
     } finally {
       await handle.close()
     }
-    // link-free "create if absent": fail rather than replace a key another process just wrote
-    try {
-      await stat(file)
-      await unlink(temp)
-      return loadOrCreateIdentity(dataDir, logger)
-    } catch {
-      await rename(temp, file)
-    }
+    linked = await publish(temp, file)
   } catch (err) {
-    await unlink(temp).catch(() => {})
     throw meshError('MESH_ERR_DATA_DIR', [dataDir, `cannot write ${IDENTITY_FILE}: ${reasonOf(err)}`], {
       cause: err,
     })
+  } finally {
+    await unlink(temp).catch(() => {})
   }
+  // another process (or call) created the key first: use that one, so every caller gets the same peer id
+  if (!linked) return loadOrCreateIdentity(dataDir, logger)
   logger?.info(`created a new identity in ${file}`)
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey), file, created: true }
+}
+
+/**
+ * Makes the complete temp file visible as `file` unless `file` exists, atomically: link(2) fails with
+ * EEXIST instead of replacing. Returns false when `file` already existed. Where hard links are not
+ * supported, falls back to check-then-rename (a tiny race, but never a half-written key).
+ */
+async function publish(temp: string, file: string): Promise<boolean> {
+  try {
+    await link(temp, file)
+    return true
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') return false
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err
+  }
+  try {
+    await stat(file)
+    return false
+  } catch {
+    await rename(temp, file)
+    return true
+  }
 }

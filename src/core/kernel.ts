@@ -38,13 +38,39 @@ async function openDatastore(
   try {
     await store.open()
   } catch (err) {
-    const text = `${reasonOf(err)} ${reasonOf((err as { cause?: unknown }).cause ?? '')}`
-    if (/lock/i.test(text)) throw meshError('MESH_ERR_DATA_DIR_LOCKED', [config.dataDir], { cause: err })
-    throw meshError('MESH_ERR_DATA_DIR', [config.dataDir, `cannot open the datastore: ${reasonOf(err)}`], {
-      cause: err,
+    // datastore-level rethrows as OpenFailedError(String(err)), dropping the cause (e.g. LEVEL_LOCKED
+    // when another process holds the data dir); its level db tells the real reason when asked again
+    const db = (store as unknown as { db?: { open(): Promise<void> } }).db
+    const real: unknown = db
+      ? await db.open().then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+      : err
+    if (db && real === undefined) return { datastore: store, close: () => store.close() }
+    if (isLockError(real) || isLockError(err))
+      throw meshError('MESH_ERR_DATA_DIR_LOCKED', [config.dataDir], { cause: real })
+    throw meshError('MESH_ERR_DATA_DIR', [config.dataDir, `cannot open the datastore: ${causeText(real)}`], {
+      cause: real,
     })
   }
   return { datastore: store, close: () => store.close() }
+}
+
+/** Whether `err` or one of its causes says the database is locked by another process. */
+function isLockError(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === 'LEVEL_LOCKED' || /\block\b/i.test(reasonOf(e))) return true
+  }
+  return false
+}
+
+/** An error's message followed by its causes' messages. */
+function causeText(err: unknown): string {
+  const parts: string[] = []
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++)
+    parts.push(reasonOf(e))
+  return parts.join(': ')
 }
 
 /**

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { unlink, writeFile } from 'node:fs/promises'
-import { dirname, isAbsolute, relative, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { cosmiconfig, type Loader } from 'cosmiconfig'
+import { basename, dirname, isAbsolute, relative, resolve } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig'
 import type { Message, Plugin } from 'esbuild'
 import type { ConfigEnv, MeshConfig, ResolvedMeshConfig } from './config-types.js'
 import { isMeshError, meshError, reasonOf } from './errors.js'
@@ -55,11 +55,58 @@ export interface ConfigModule {
 const BOX = Symbol('meshkit.loaded')
 type Boxed = { [BOX]: ConfigModule }
 
-function locate(message: Message, cwd: string): string {
+/** How a file is named in messages: relative to `cwd` when inside it, else absolute. */
+function labelFor(file: string, cwd: string): string {
+  const rel = relative(cwd, file)
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file
+}
+
+/** A source line and a caret under `column` (0-based), indented for an error message. */
+function excerpt(lineText: string, column: number): string {
+  return `\n    ${lineText}\n    ${' '.repeat(Math.max(0, column))}^`
+}
+
+/**
+ * What {@link injectFileUrls} puts in front of line 1 of a bundled file. It stays on line 1 so that
+ * line numbers are unchanged; columns on line 1 are corrected by its length where they are reported.
+ */
+function fileHeader(path: string): string {
+  return (
+    `const __meshkit_url = ${JSON.stringify(pathToFileURL(path).href)};` +
+    `const __meshkit_dirname = ${JSON.stringify(dirname(path))};` +
+    `const __meshkit_filename = ${JSON.stringify(path)};`
+  )
+}
+
+function locate(message: Message, dir: string, cwd: string): string {
   const loc = message.location
   if (!loc) return message.text
-  const file = isAbsolute(loc.file) ? relative(cwd, loc.file) : loc.file
-  return `${message.text} (at ${file}:${loc.line}:${loc.column + 1})\n    ${loc.lineText}`
+  const file = resolve(dir, loc.file)
+  let { column, lineText } = loc
+  const header = fileHeader(file)
+  if (loc.line === 1 && lineText.startsWith(header)) {
+    lineText = lineText.slice(header.length)
+    column = Math.max(0, column - header.length)
+  }
+  return `${message.text} (at ${labelFor(file, cwd)}:${loc.line}:${column + 1})${excerpt(lineText, column)}`
+}
+
+/** Where in the config's own files (source-mapped) `err` was thrown, as `file:line:col`. */
+function thrownAt(err: unknown, files: readonly string[], cwd: string): string | undefined {
+  const stack = err instanceof Error && typeof err.stack === 'string' ? err.stack : ''
+  for (const frame of stack.split('\n').slice(1)) {
+    const match = /^\s*at (?:.*? \()?(.+?):(\d+):(\d+)\)?$/.exec(frame)
+    if (!match) continue
+    let file = match[1]
+    if (file.startsWith('file://')) file = fileURLToPath(file)
+    if (!files.includes(file)) continue
+    const line = Number(match[2])
+    let column = Number(match[3])
+    const header = fileHeader(file).length
+    if (line === 1 && column > header) column -= header
+    return `${labelFor(file, cwd)}:${line}:${column}`
+  }
+  return undefined
 }
 
 /** Gives every bundled local file its own import.meta.url, __dirname and __filename. */
@@ -69,13 +116,11 @@ function injectFileUrls(): Plugin {
     setup(build) {
       build.onLoad({ filter: /\.[cm]?[jt]s$/ }, async (args) => {
         const { readFile } = await import('node:fs/promises')
-        const contents = await readFile(args.path, 'utf8')
+        let contents = await readFile(args.path, 'utf8')
+        // A hashbang must come first; as a comment it keeps its length and its line.
+        if (contents.startsWith('#!')) contents = `//${contents.slice(2)}`
         const loader = args.path.endsWith('ts') ? 'ts' : 'js'
-        const header =
-          `const __meshkit_url = ${JSON.stringify(pathToFileURL(args.path).href)};` +
-          `const __meshkit_dirname = ${JSON.stringify(dirname(args.path))};` +
-          `const __meshkit_filename = ${JSON.stringify(args.path)};`
-        return { contents: `${header}${contents}`, loader }
+        return { contents: `${fileHeader(args.path)}${contents}`, loader }
       })
     },
   }
@@ -85,10 +130,14 @@ function injectFileUrls(): Plugin {
  * Loads a JS/TS config module fresh: bundles its local imports with esbuild (packages stay external),
  * writes the result next to the config under a unique name, imports it, and deletes it. No module
  * cache can serve a stale copy, and the bundle's inputs are the files to watch.
+ *
+ * @param cwd The directory that file names in error messages are relative to. @default process.cwd()
  */
-export async function importConfigModule(file: string): Promise<ConfigModule> {
+export async function importConfigModule(file: string, cwd = process.cwd()): Promise<ConfigModule> {
   const { build } = await import('esbuild')
   const dir = dirname(file)
+  const label = labelFor(file, cwd)
+  const temp = `${file}.timestamp-${Date.now()}-${randomBytes(4).toString('hex')}.mjs`
   process.setSourceMapsEnabled(true)
   let code: string
   let dependencies: string[]
@@ -102,6 +151,8 @@ export async function importConfigModule(file: string): Promise<ConfigModule> {
       format: 'esm',
       target: 'node22',
       packages: 'external',
+      // tsconfig `paths` may map 'meshkit' to sources (as in this repo): the kernel's own copy must be used
+      external: ['meshkit', 'meshkit/*'],
       metafile: true,
       sourcemap: 'inline',
       logLevel: 'silent',
@@ -111,7 +162,15 @@ export async function importConfigModule(file: string): Promise<ConfigModule> {
         __filename: '__meshkit_filename',
       },
       banner: {
-        js: "import { createRequire as __meshkitCreateRequire } from 'node:module';const require = __meshkitCreateRequire(import.meta.url);",
+        js:
+          "import { createRequire as __meshkitCreateRequire } from 'node:module';" +
+          `import * as __meshkit_self from ${JSON.stringify(pathToFileURL(temp).href)};` +
+          'const require = __meshkitCreateRequire(import.meta.url);',
+      },
+      // `export default promise` that rejects (e.g. an async IIFE) is awaited by loadConfig; marking it
+      // handled before the module finishes keeps Node from crashing on an "unhandled" rejection first.
+      footer: {
+        js: "if (typeof __meshkit_self.default?.then === 'function') __meshkit_self.default.then(undefined, () => {});",
       },
       plugins: [injectFileUrls()],
     })
@@ -119,32 +178,106 @@ export async function importConfigModule(file: string): Promise<ConfigModule> {
     dependencies = Object.keys(result.metafile.inputs).map((input) => resolve(dir, input))
   } catch (err) {
     const errors = (err as { errors?: Message[] }).errors
-    const reason = errors?.length ? errors.map((m) => locate(m, dir)).join('\n  ') : reasonOf(err)
-    throw meshError('MESH_ERR_CONFIG_LOAD', [relative(process.cwd(), file) || file, reason], { cause: err })
+    const reason = errors?.length ? errors.map((m) => locate(m, dir, cwd)).join('\n  ') : reasonOf(err)
+    throw meshError('MESH_ERR_CONFIG_LOAD', [label, reason], { cause: err })
   }
-  const temp = `${file}.timestamp-${Date.now()}-${randomBytes(4).toString('hex')}.mjs`
+  let mod: Record<string, unknown>
   try {
     await writeFile(temp, code)
-    const mod = (await import(pathToFileURL(temp).href)) as { default?: unknown }
-    return { value: 'default' in mod ? mod.default : mod, dependencies }
+    mod = (await import(pathToFileURL(temp).href)) as Record<string, unknown>
   } catch (err) {
-    throw meshError('MESH_ERR_CONFIG_LOAD', [relative(process.cwd(), file) || file, reasonOf(err)], {
+    // The temp file is an implementation detail: name the config file instead.
+    const reason = reasonOf(err)
+      .replaceAll(pathToFileURL(temp).href, pathToFileURL(file).href)
+      .replaceAll(temp, file)
+    const at = thrownAt(err, dependencies, cwd)
+    const missing = /Cannot find (?:package|module) '([^']+)'/.exec(reason)?.[1]
+    throw meshError('MESH_ERR_CONFIG_LOAD', [label, at ? `${reason} (thrown at ${at})` : reason], {
       cause: err,
+      hint: missing
+        ? `Install the missing package (npm install ${missing}) or fix the import of '${missing}'.`
+        : undefined,
     })
   } finally {
     await unlink(temp).catch(() => {})
   }
+  if (!('default' in mod)) {
+    const names = Object.keys(mod)
+    throw meshError('MESH_ERR_CONFIG_NOT_OBJECT', [
+      label,
+      `nothing: it has no default export${names.length ? ` (only named exports: ${names.join(', ')})` : ''}`,
+    ])
+  }
+  return { value: mod.default, dependencies }
 }
 
-const scriptLoader: Loader = async (filepath) =>
-  ({ [BOX]: await importConfigModule(filepath) }) satisfies Boxed
+/** JSON, with the file named and the position of a syntax error given as line:column. */
+function jsonLoader(cwd: string): Loader {
+  return (filepath, content) => {
+    try {
+      return keepNull(JSON.parse(content), filepath)
+    } catch (err) {
+      const message = reasonOf(err)
+      // V8 may append the source around the error, over several lines: keep only the first part.
+      const reason = message
+        .split('\n')[0]
+        .replace(/, (?:\.\.\.)?".*$/, '')
+        .replace(/ in JSON at position \d+.*$/, '')
+      const offset = /end of JSON input/.test(message)
+        ? content.length
+        : Number(/at position (\d+)/.exec(message)?.[1] ?? Number.NaN)
+      let where = ''
+      if (Number.isFinite(offset)) {
+        const before = content.slice(0, offset).split(/\r?\n/)
+        const line = before.length
+        const column = before[line - 1].length
+        const lineText = content.split(/\r?\n/)[line - 1] ?? ''
+        where = ` (at ${labelFor(filepath, cwd)}:${line}:${column + 1})${excerpt(lineText, column)}`
+      }
+      throw meshError('MESH_ERR_CONFIG_LOAD', [labelFor(filepath, cwd), `invalid JSON: ${reason}${where}`], {
+        cause: err,
+        hint: 'Fix the JSON at the location shown (JSON allows no comments, no trailing commas, only double quotes).',
+      })
+    }
+  }
+}
+
+/** YAML, with the file named (the parser's message has the line:column and an excerpt). */
+function yamlLoader(cwd: string): Loader {
+  return async (filepath, content) => {
+    let value: unknown
+    try {
+      value = await defaultLoaders['.yaml'](filepath, content)
+    } catch (err) {
+      const reason = reasonOf(err).replace(/^YAML Error in [^\n]*:\n/, '')
+      throw meshError('MESH_ERR_CONFIG_LOAD', [labelFor(filepath, cwd), `invalid YAML: ${reason}`], {
+        cause: err,
+        hint: 'Fix the YAML at the location shown.',
+      })
+    }
+    return keepNull(value, filepath)
+  }
+}
+
+/**
+ * cosmiconfig skips a file whose content is `null` as if it did not exist, and would run the defaults;
+ * a config file that says `null` is a mistake to report. (package.json is passed through: its `mesh`
+ * field is picked later, and a package.json without one is no config.)
+ */
+function keepNull(value: unknown, filepath: string): unknown {
+  if (value !== null || basename(filepath) === 'package.json') return value
+  return { [BOX]: { value, dependencies: [filepath] } } satisfies Boxed
+}
 
 function unbox(config: unknown, filepath: string): ConfigModule {
   if (config && typeof config === 'object' && BOX in config) return (config as Boxed)[BOX]
   return { value: config, dependencies: [filepath] }
 }
 
-function explorer() {
+function explorer(cwd: string) {
+  const scriptLoader: Loader = async (filepath) =>
+    ({ [BOX]: await importConfigModule(filepath, cwd) }) satisfies Boxed
+  const yaml = yamlLoader(cwd)
   return cosmiconfig('mesh', {
     searchPlaces: [...CONFIG_SEARCH_PLACES],
     searchStrategy: 'none',
@@ -155,6 +288,10 @@ function explorer() {
       '.js': scriptLoader,
       '.mjs': scriptLoader,
       '.cjs': scriptLoader,
+      '.json': jsonLoader(cwd),
+      '.yaml': yaml,
+      '.yml': yaml,
+      noExt: yaml,
     },
   })
 }
@@ -168,16 +305,19 @@ export async function findConfigModule(
     if (options.configFile) {
       const file = resolve(cwd, options.configFile)
       if (!existsSync(file)) throw meshError('MESH_ERR_CONFIG_NOT_FOUND', [file])
-      const result = await explorer().load(file)
+      const result = await explorer(cwd).load(file)
       return { ...unbox(result?.config, file), file }
     }
-    const result = await explorer().search(cwd)
+    const result = await explorer(cwd).search(cwd)
     if (!result) return undefined
     return { ...unbox(result.config, result.filepath), file: result.filepath }
   } catch (err) {
     if (isMeshError(err)) throw err
-    const file = options.configFile ?? cwd
-    throw meshError('MESH_ERR_CONFIG_LOAD', [file, reasonOf(err)], { cause: err })
+    // cosmiconfig puts the file it was reading on the error.
+    const failed = (err as { filepath?: unknown }).filepath
+    const file =
+      typeof failed === 'string' ? failed : options.configFile ? resolve(cwd, options.configFile) : cwd
+    throw meshError('MESH_ERR_CONFIG_LOAD', [labelFor(file, cwd), reasonOf(err)], { cause: err })
   }
 }
 
@@ -189,19 +329,29 @@ export async function loadConfig(options: LoadConfigOptions): Promise<LoadedConf
   const cwd = options.cwd ?? process.cwd()
   const found = await findConfigModule(options)
   const file = found?.file
-  const label = file ? relative(cwd, file) || file : 'the default config'
+  const label = file ? labelFor(file, cwd) : 'the default config'
   let raw: unknown = found ? found.value : {}
+  const failed = (what: string, err: unknown) => {
+    const at = thrownAt(err, found?.dependencies ?? [], cwd)
+    const reason = `${what}: ${reasonOf(err)}${at ? ` (thrown at ${at})` : ''}`
+    return meshError('MESH_ERR_CONFIG_LOAD', [label, reason], { cause: err })
+  }
+  if (isThenable(raw)) {
+    try {
+      raw = await raw
+    } catch (err) {
+      throw failed('the promise it exports rejected', err)
+    }
+  }
   if (typeof raw === 'function') {
     try {
       raw = await (raw as (env: ConfigEnv) => unknown)(options.env)
     } catch (err) {
-      throw meshError('MESH_ERR_CONFIG_LOAD', [label, `its config function threw: ${reasonOf(err)}`], {
-        cause: err,
-      })
+      throw failed('its config function threw', err)
     }
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw meshError('MESH_ERR_CONFIG_NOT_OBJECT', [label, describeValue(raw)])
+    throw meshError('MESH_ERR_CONFIG_NOT_OBJECT', [label, describeValue(raw)], { hint: dataFileHint(file) })
   }
   const merged = { ...(raw as MeshConfig), ...stripUndefined(options.overrides ?? {}) }
   const config = resolveConfig(merged, {
@@ -211,7 +361,27 @@ export async function loadConfig(options: LoadConfigOptions): Promise<LoadedConf
     registry: options.registry,
     defaults: options.defaults,
   })
+  // `file` names the config in messages; the resolved config carries the real path (or none).
+  config.configFile = file
   return { config, file, dependencies: found?.dependencies ?? [] }
+}
+
+/** For JSON/YAML configs the registry's "export default defineConfig" hint does not apply. */
+function dataFileHint(file: string | undefined): string | undefined {
+  if (!file || /\.[cm]?[jt]s$/.test(file)) return undefined
+  if (basename(file) === 'package.json')
+    return 'Make the "mesh" field of package.json an object, e.g. "mesh": { "name": "alice" }.'
+  if (/\.ya?ml$|\.meshrc$/.test(file))
+    return 'Make the top level of the file a mapping of settings, e.g. `name: alice`.'
+  return 'Make the top level of the file an object of settings, e.g. { "name": "alice" }.'
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  )
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

@@ -1,5 +1,5 @@
 import type { ResolvedPlugin } from './config-types.js'
-import { meshError } from './errors.js'
+import { MeshError, meshError } from './errors.js'
 import { MULTI_PROVIDER_CAPABILITIES } from './plugin.js'
 import type { PluginRegistry } from './resolve-config.js'
 
@@ -50,14 +50,34 @@ export function orderPlugins(
   }
   for (const cap of REQUIRED_CAPABILITIES) {
     if (!providers.has(cap)) {
-      throw meshError('MESH_ERR_MISSING_DEPENDENCY', ['(the node)', cap], {
-        hint: `A node needs at least one '${cap}' plugin: add one to \`plugins\`${
-          registeredProviders(registry, cap).length
-            ? ` (registered: ${registeredProviders(registry, cap).join(', ')})`
-            : ''
-        }.`,
+      const candidates = registeredProviders(registry, cap)
+      throw meshError('MESH_ERR_NO_TRANSPORT', [], {
+        hint: `A node needs at least one '${cap}' plugin: add one to \`plugins\`${candidates.length ? ` (registered: ${candidates.join(', ')})` : ''}.`,
       })
     }
+  }
+
+  const missing: Array<{ plugin: string; dep: string; candidates: string[] }> = []
+  for (const p of plugins) {
+    for (const dep of p.plugin.dependencies) {
+      if (!providers.has(dep))
+        missing.push({ plugin: p.plugin.name, dep, candidates: registeredProviders(registry, dep) })
+    }
+  }
+  if (missing.length > 0) {
+    const [first, ...rest] = missing
+    const hintFor = (m: (typeof missing)[number]) =>
+      m.candidates.length
+        ? `Add a plugin that provides '${m.dep}' to \`plugins\` (registered: ${m.candidates.join(', ')}).`
+        : `Add a plugin that provides '${m.dep}' to \`plugins\`, or remove '${m.plugin}'.`
+    const err = meshError('MESH_ERR_MISSING_DEPENDENCY', [first.plugin, first.dep], {
+      hint: missing.map(hintFor).join(' '),
+    })
+    if (rest.length > 0) {
+      const lines = missing.map((m) => meshError('MESH_ERR_MISSING_DEPENDENCY', [m.plugin, m.dep]).message)
+      throw new MeshError('MESH_ERR_MISSING_DEPENDENCY', lines.join('\n'), { hint: err.hint })
+    }
+    throw err
   }
 
   const edges = new Map<ResolvedPlugin, Set<ResolvedPlugin>>() // provider -> dependents
@@ -68,14 +88,7 @@ export function orderPlugins(
   }
   for (const p of plugins) {
     for (const dep of p.plugin.dependencies) {
-      const list = providers.get(dep)
-      if (!list) {
-        const candidates = registeredProviders(registry, dep)
-        const hint = candidates.length
-          ? `Add a plugin that provides '${dep}' to \`plugins\` (registered: ${candidates.join(', ')}).`
-          : undefined
-        throw meshError('MESH_ERR_MISSING_DEPENDENCY', [p.plugin.name, dep], { hint })
-      }
+      const list = providers.get(dep) ?? []
       for (const provider of list) {
         if (provider === p) continue
         if (!edges.get(provider)!.has(p)) {

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { coreConfigSchema, FIELD_HINTS, type IssueParams } from './config-schema.js'
 import type { ConfigEnv, MeshConfig, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
 import { didYouMean } from './did-you-mean.js'
-import { meshError } from './errors.js'
+import { type MeshError, meshError } from './errors.js'
 import { isMeshPlugin, type MeshPlugin, type PluginFactory } from './plugin.js'
 import { orderPlugins } from './plugin-graph.js'
 
@@ -35,7 +35,11 @@ const MAX_VALUE_LENGTH = 60
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing (undefined)'
   if (value === null) return 'null'
-  if (typeof value === 'function') return `a function${value.name ? ` (${value.name})` : ''}`
+  if (typeof value === 'function') {
+    const pluginName = (value as { pluginName?: unknown }).pluginName
+    if (typeof pluginName === 'string') return `the plugin factory ${pluginName}, not called`
+    return `a function${value.name ? ` (${value.name})` : ''}`
+  }
   if (Array.isArray(value)) return `an array of ${value.length}`
   let text: string
   try {
@@ -65,45 +69,147 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return cur
 }
 
-/** The keys a strict object schema at `path` accepts (for "did you mean"). */
-function knownKeysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
-  let cur: z.ZodType | undefined = schema
-  for (const key of [...path, undefined]) {
-    while (
-      cur &&
-      (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault || cur instanceof z.ZodNullable)
+/** Peels wrappers (optional, default, pipe, ...) off a schema; remembers the first default met. */
+function unwrapSchema(schema: z.ZodType | undefined): {
+  schema: z.ZodType | undefined
+  fallback?: { value: unknown }
+} {
+  let cur = schema
+  let fallback: { value: unknown } | undefined
+  for (let depth = 0; cur && depth < 32; depth++) {
+    if (cur instanceof z.ZodDefault || cur instanceof z.ZodPrefault) {
+      fallback ??= { value: (cur.def as { defaultValue: unknown }).defaultValue }
+      cur = cur.unwrap() as z.ZodType
+    } else if (
+      cur instanceof z.ZodOptional ||
+      cur instanceof z.ZodNullable ||
+      cur instanceof z.ZodNonOptional ||
+      cur instanceof z.ZodCatch ||
+      cur instanceof z.ZodReadonly ||
+      cur instanceof z.ZodLazy
     ) {
       cur = cur.unwrap() as z.ZodType
+    } else if (cur instanceof z.ZodPipe) {
+      cur = cur.in as z.ZodType
+    } else {
+      break
     }
-    if (key === undefined) break
-    if (cur instanceof z.ZodObject) cur = cur.shape[key as string] as z.ZodType | undefined
-    else if (cur instanceof z.ZodArray) cur = cur.element as z.ZodType
-    else return []
   }
-  return cur instanceof z.ZodObject ? Object.keys(cur.shape) : []
+  return { schema: cur, fallback }
+}
+
+/** The schema at `path` inside `schema` (unwrapped), and its default value if it has one. */
+function schemaAt(
+  schema: z.ZodType,
+  path: readonly PropertyKey[],
+): { schema: z.ZodType | undefined; fallback?: { value: unknown } } {
+  let cur = unwrapSchema(schema)
+  for (const key of path) {
+    const s = cur.schema
+    if (s instanceof z.ZodObject) cur = unwrapSchema(s.shape[key as string] as z.ZodType | undefined)
+    else if (s instanceof z.ZodArray) cur = unwrapSchema(s.element as z.ZodType)
+    else if (s instanceof z.ZodRecord) cur = unwrapSchema(s.valueType as z.ZodType)
+    else return { schema: undefined }
+  }
+  return cur
+}
+
+/** The keys a strict object schema at `path` accepts (for "did you mean"). */
+function knownKeysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  const at = schemaAt(schema, path).schema
+  return at instanceof z.ZodObject ? Object.keys(at.shape) : []
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  object: 'an object',
+  array: 'an array',
+  int: 'a whole number',
+  number: 'a number',
+  string: 'a string',
+  boolean: 'true or false',
+  bigint: 'a bigint',
+  undefined: 'nothing (leave it out)',
+  null: 'null',
+  function: 'a function',
+  date: 'a date',
+}
+
+function count(n: number | bigint, one: string, many: string): string {
+  return `${n} ${Number(n) === 1 ? one : many}`
 }
 
 function expectedOf(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case 'invalid_type':
-      return issue.expected === 'object' ? 'an object' : `a ${issue.expected}`
-    case 'too_small':
-      if (issue.origin === 'string') return `a non-empty string (at least ${issue.minimum} characters)`
-      if (issue.origin === 'array') return `at least ${issue.minimum} entries`
+      return TYPE_NAMES[issue.expected] ?? `a value of type ${issue.expected}`
+    case 'too_small': {
+      const least = (issue as { exact?: boolean }).exact ? 'exactly' : 'at least'
+      if (issue.origin === 'string') {
+        if (least === 'at least' && Number(issue.minimum) <= 1) return 'a non-empty string'
+        return `a string of ${least} ${count(issue.minimum, 'character', 'characters')}`
+      }
+      if (issue.origin === 'array' || issue.origin === 'set')
+        return `${least} ${count(issue.minimum, 'entry', 'entries')}`
       return `a number ${issue.inclusive ? '>=' : '>'} ${issue.minimum}`
-    case 'too_big':
-      return `a value ${issue.inclusive ? '<=' : '<'} ${issue.maximum}`
+    }
+    case 'too_big': {
+      const most = (issue as { exact?: boolean }).exact ? 'exactly' : 'at most'
+      if (issue.origin === 'string')
+        return `a string of ${most} ${count(issue.maximum, 'character', 'characters')}`
+      if (issue.origin === 'array' || issue.origin === 'set')
+        return `${most} ${count(issue.maximum, 'entry', 'entries')}`
+      return `a number ${issue.inclusive ? '<=' : '<'} ${issue.maximum}`
+    }
     case 'invalid_value':
-      return `one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`
+      return issue.values.length === 1
+        ? `exactly ${JSON.stringify(issue.values[0])}`
+        : `one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`
     case 'invalid_format':
       return `a string in ${issue.format} format`
     case 'not_multiple_of':
       return `a multiple of ${issue.divisor}`
+    case 'invalid_union': {
+      // One form per union member, from the first thing each member found wrong.
+      const forms = issue.errors
+        .map((branch) => branch[0])
+        .filter((first): first is z.core.$ZodIssue => first !== undefined)
+        .map((first) =>
+          first.path.length === 0
+            ? expectedOf(first)
+            : `an object whose ${pathText(first.path)} is ${expectedOf(first)}`,
+        )
+      const unique = [...new Set(forms)]
+      return unique.length > 0 ? unique.join(' or ') : issue.message
+    }
     case 'custom':
       return (issue.params as IssueParams | undefined)?.expected ?? issue.message
     default:
       return issue.message
   }
+}
+
+/** `'300'` where a number belongs: the hint is to drop the quotes. */
+function quotedNumberHint(issue: z.core.$ZodIssue, value: unknown): string | undefined {
+  if (issue.code !== 'invalid_type' || (issue.expected !== 'number' && issue.expected !== 'int'))
+    return undefined
+  if (typeof value !== 'string' || value.trim() === '' || !Number.isFinite(Number(value))) return undefined
+  return `write the number without quotes: ${Number(value)}`
+}
+
+/** A fix for an issue that has no field-specific hint: what to write, or that the default is there. */
+function genericHint(
+  issue: z.core.$ZodIssue,
+  value: unknown,
+  expected: string,
+  fallback: { value: unknown } | undefined,
+  isPluginOptions: boolean,
+): string {
+  if (isPluginOptions) return `pass the plugin its options as ${expected}`
+  if (issue.code === 'invalid_type' && value === undefined) return `add it: it is required (${expected})`
+  if (fallback === undefined || fallback.value === undefined) return `change it to ${expected}`
+  let text = JSON.stringify(fallback.value) ?? String(fallback.value)
+  if (text.length > MAX_VALUE_LENGTH) text = `${text.slice(0, MAX_VALUE_LENGTH)}…`
+  return `change it to ${expected}, or remove it to use the default (${text})`
 }
 
 /** Turns zod issues into problems, expanding unknown keys with "did you mean". */
@@ -127,34 +233,29 @@ export function problemsFromZod(
         problems.push({
           path: at([...issue.path, key]),
           value: valueAt(input, [...issue.path, key]),
-          expected: `no such key (known keys: ${known.join(', ')})`,
+          expected: known.length > 0 ? `no such key (known keys: ${known.join(', ')})` : 'no such key',
           hint: guess ? `did you mean '${guess}'?` : 'remove it',
         })
       }
       continue
     }
-    if (
-      issue.code === 'invalid_type' &&
-      issue.expected === 'number' &&
-      typeof valueAt(input, issue.path) === 'string'
-    ) {
-      const path = pathText(issue.path)
-      problems.push({
-        path: at(issue.path),
-        value: valueAt(input, issue.path),
-        expected: 'a number',
-        hint: FIELD_HINTS[path] ?? 'write the number without quotes',
-      })
-      continue
-    }
-    const path = pathText(issue.path)
+    const value = valueAt(input, issue.path)
+    const expected = expectedOf(issue)
     const params = issue.code === 'custom' ? (issue.params as IssueParams | undefined) : undefined
-    problems.push({
-      path: at(issue.path),
-      value: valueAt(input, issue.path),
-      expected: expectedOf(issue),
-      hint: params?.hint ?? FIELD_HINTS[path],
-    })
+    // Field hints describe the core config; a plugin's option of the same name is another field.
+    const fieldHint = prefix ? undefined : FIELD_HINTS[pathText(issue.path)]
+    const hint =
+      params?.hint ??
+      quotedNumberHint(issue, value) ??
+      fieldHint ??
+      genericHint(
+        issue,
+        value,
+        expected,
+        schemaAt(schema, issue.path).fallback,
+        prefix !== '' && issue.path.length === 0,
+      )
+    problems.push({ path: at(issue.path), value, expected, hint })
   }
   return problems
 }
@@ -168,8 +269,8 @@ export function formatProblems(problems: readonly ConfigProblem[]): string {
     .join('\n')
 }
 
-function invalid(file: string, problems: ConfigProblem[]) {
-  return meshError('MESH_ERR_CONFIG_INVALID', [file, formatProblems(problems), problems.length])
+function invalid(file: string, problems: ConfigProblem[], errors: MeshError[]) {
+  return meshError('MESH_ERR_CONFIG_INVALID', [file, formatProblems(problems), problems.length], { errors })
 }
 
 /** Turns a `config.plugins` entry into a plugin, or records why it cannot be one. */
@@ -228,6 +329,12 @@ function pluginFromEntry(
   return undefined
 }
 
+/** The entries of an object whose value is not undefined (so that they cannot hide a lower layer). */
+function definedOnly(value: unknown): Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return {}
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined))
+}
+
 function appliesTo(plugin: MeshPlugin, env: ConfigEnv, config: ResolvedMeshConfig): boolean {
   const apply = plugin.apply
   if (apply === undefined) return true
@@ -252,12 +359,21 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
     ? []
     : problemsFromZod(parsed.error.issues, coreConfigSchema, raw)
   const user = (parsed.success ? parsed.data : raw) as Record<string, unknown>
-  const defaults = options.defaults ?? {}
-  const pick = <T>(key: string, fallback: T): T =>
-    (user[key] ?? (defaults as Record<string, unknown>)[key] ?? fallback) as T
+  // The defaults are a lower layer of the same config (startMesh passes its `config` here): they are
+  // checked and parsed (durations to ms) like the user's values, and `connections` merges key by key.
+  const { plugins: defaultPlugins, ...defaultCore } = options.defaults ?? {}
+  const parsedDefaults = coreConfigSchema.safeParse(defaultCore)
+  if (!parsedDefaults.success) {
+    problems.push(...problemsFromZod(parsedDefaults.error.issues, coreConfigSchema, defaultCore))
+  }
+  const base = (parsedDefaults.success ? parsedDefaults.data : {}) as Record<string, unknown>
+  const pick = <T>(key: string, fallback: T): T => (user[key] ?? base[key] ?? fallback) as T
 
   const dataDir = pick<string>('dataDir', '.mesh')
-  const connections = (user.connections ?? {}) as { maxConnections?: number; dialTimeout?: number }
+  const connections = {
+    ...definedOnly(base.connections),
+    ...(parsed.success ? definedOnly(user.connections) : {}),
+  } as { maxConnections?: number; dialTimeout?: number }
   const resolved: ResolvedMeshConfig = {
     name: pick('name', 'mesh'),
     dataDir: isAbsolute(dataDir) ? dataDir : resolvePath(root, dataDir),
@@ -276,9 +392,11 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
     root,
   }
 
-  const entries = (Array.isArray(user.plugins) ? user.plugins : (defaults.plugins ?? [])) as unknown[]
+  const entries = (Array.isArray(user.plugins) ? user.plugins : (defaultPlugins ?? [])) as unknown[]
   const plugins: ResolvedPlugin[] = []
   const seen = new Map<string, number>()
+  /** Coded errors behind some problems (e.g. MESH_ERR_DUPLICATE_PLUGIN), kept on the thrown error's `errors`. */
+  const related: MeshError[] = []
   entries.forEach((entry, index) => {
     if (entry === false || entry === null || entry === undefined) return
     const plugin = pluginFromEntry(entry, index, registry, problems)
@@ -286,11 +404,12 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
     const first = seen.get(plugin.name)
     if (first !== undefined) {
       const err = meshError('MESH_ERR_DUPLICATE_PLUGIN', [plugin.name, first, index])
+      related.push(err)
       problems.push({
         path: `plugins[${index}]`,
         value: plugin.name,
         expected: 'a plugin name not used before',
-        hint: `${err.message} ${err.hint}`,
+        hint: `${err.message} ${err.hint} (${err.code})`,
       })
       return
     }
@@ -314,7 +433,7 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       )
     }
   })
-  if (problems.length > 0) throw invalid(file, problems)
+  if (problems.length > 0) throw invalid(file, problems, related)
 
   resolved.plugins = orderPlugins(plugins, registry)
   return resolved

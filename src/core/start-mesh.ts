@@ -4,6 +4,7 @@ import { MeshKernel } from './kernel.js'
 import { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 import type { Logger } from './logger.js'
 import type { MeshNode } from './mesh-node.js'
+import { resolveConfig } from './resolve-config.js'
 
 export interface StartMeshOptions extends Partial<LoadConfigOptions> {
   /** Use this config object instead of searching for a file. */
@@ -26,13 +27,23 @@ export interface RunningMesh {
  */
 export async function startMesh(options: StartMeshOptions = {}): Promise<RunningMesh> {
   const env = options.env ?? { command: 'start', mode: 'production' }
-  const loaded = options.config
-    ? await loadConfig({
-        ...options,
-        env,
-        configFile: undefined,
-        defaults: { ...options.defaults, ...options.config },
-      })
+  const loaded: LoadedConfig = options.config
+    ? {
+        config: resolveConfig(
+          {
+            ...options.config,
+            ...Object.fromEntries(Object.entries(options.overrides ?? {}).filter(([, v]) => v !== undefined)),
+          },
+          {
+            env,
+            root: options.cwd ?? process.cwd(),
+            file: 'the config object',
+            registry: options.registry,
+            defaults: options.defaults,
+          },
+        ),
+        dependencies: [],
+      }
     : await loadConfig({ ...options, env })
   const kernel = new MeshKernel({ env, logger: options.logger, events: options.events })
   try {
