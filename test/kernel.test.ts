@@ -204,6 +204,29 @@ describe('kernel', function () {
     })
   })
 
+  describe('data dir', () => {
+    it('two nodes never share a data dir (and so a peer id), whatever the datastore', async () => {
+      await kernel().start(resolve(baseConfig()))
+      const err = await kernel()
+        .start(resolve(baseConfig()))
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+      expect(isMeshError(err, 'MESH_ERR_DATA_DIR_LOCKED')).to.equal(true)
+      expect((err as MeshError).hint).to.include(`Process ${process.pid}`)
+    })
+
+    it('takes over a lock left by a process that is gone', async () => {
+      const { mkdir, writeFile, readFile } = await import('node:fs/promises')
+      await mkdir(`${dir}/a`, { recursive: true })
+      await writeFile(`${dir}/a/node.lock`, '2147483646')
+      const node = await kernel().start(resolve(baseConfig()))
+      expect(node.state).to.equal('started')
+      expect(await readFile(`${dir}/a/node.lock`, 'utf8')).to.equal(String(process.pid))
+    })
+  })
+
   describe('plugin context', () => {
     it('resolves capabilities, kernel services and the node, and refuses undeclared use', async () => {
       const seen: Record<string, unknown> = {}

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import type { Datastore } from 'interface-datastore'
 import { type DependencyContainer, container as globalContainer } from 'tsyringe'
 import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
+import { lockDataDir } from './data-dir-lock.js'
 import { MeshError, meshError, reasonOf } from './errors.js'
 import { createEventBus, type MeshEventBus } from './events.js'
 import { type Identity, loadOrCreateIdentity } from './identity.js'
@@ -108,13 +109,19 @@ export class MeshKernel {
   }
 
   async #acquire(config: ResolvedMeshConfig): Promise<DataDirResources> {
-    const key = `${config.dataDir}\0${config.datastore}`
+    const key = config.dataDir
     let pending = this.#resources.get(key)
     if (!pending) {
       pending = (async () => {
         const identity = await loadOrCreateIdentity(config.dataDir, this.logger)
-        const { datastore, close } = await openDatastore(config)
-        return { identity, datastore, close, users: 0 }
+        const unlock = await lockDataDir(config.dataDir)
+        try {
+          const { datastore, close } = await openDatastore(config)
+          return { identity, datastore, close: () => close().finally(unlock), users: 0 }
+        } catch (err) {
+          await unlock()
+          throw err
+        }
       })()
       this.#resources.set(key, pending)
       pending.catch(() => this.#resources.delete(key))
@@ -137,7 +144,7 @@ export class MeshKernel {
   async build(config: ResolvedMeshConfig): Promise<MeshNode> {
     if (this.#closed) throw new MeshError('MESH_ERR_INVALID_ARGUMENT', 'the kernel is closed')
     this.logger.level = config.logLevel
-    const key = `${config.dataDir}\0${config.datastore}`
+    const key = config.dataDir
     const resources = await this.#acquire(config)
     const child = this.#root.createChildContainer()
     child.register(TOKENS.config, { useValue: config })
