@@ -19,9 +19,8 @@ let added = 0
 for (const [path, entry] of Object.entries(lock.packages)) {
   const optional = entry.optionalDependencies ?? {}
   for (const [name, version] of Object.entries(optional)) {
-    const key = `${path ? `${path}/` : ''}node_modules/${name}`.replace(/^node_modules\/.*?node_modules\//, 'node_modules/')
     const flat = `node_modules/${name}`
-    if (lock.packages[key] || lock.packages[flat]) continue
+    if (lock.packages[flat] || lock.packages[`${path}/${flat}`]) continue
     const suffix = Object.keys(platforms).find((p) => name.endsWith(`-${p}`))
     if (!suffix) continue
     const [os, cpu, libc] = platforms[suffix]
@@ -29,6 +28,8 @@ for (const [path, entry] of Object.entries(lock.packages)) {
     added++
   }
 }
-lock.packages = Object.fromEntries(Object.entries(lock.packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a < b ? -1 : 1)))
+lock.packages = Object.fromEntries(
+  Object.entries(lock.packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a < b ? -1 : 1)),
+)
 writeFileSync(file, `${JSON.stringify(lock, null, 2)}\n`)
 console.log(`fix-lock: added ${added} platform entries`)
