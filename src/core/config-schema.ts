@@ -85,6 +85,17 @@ export const coreConfigSchema = z.strictObject({
     .strictObject({
       maxConnections: countSchema().optional(),
       dialTimeout: durationSchema("'10s'").optional(),
+      allow: z.array(multiaddrSchema("'/ip4/127.0.0.1'")).optional(),
+      inboundConnectionThreshold: z.number().positive().optional(),
+      maxIncomingPendingConnections: countSchema().optional(),
+    })
+    .optional(),
+  bootstrap: z
+    .strictObject({
+      minConnections: z.number().int().min(0).optional(),
+      retryInitial: durationSchema("'1s'").optional(),
+      retryMax: durationSchema("'1m'").optional(),
+      dialConcurrency: countSchema().optional(),
     })
     .optional(),
   shutdownTimeout: durationSchema().optional(),
@@ -98,6 +109,11 @@ export const FIELD_HINTS: Record<string, string> = {
   datastore: "'persistent' (kept in <dataDir>/datastore) or 'memory'",
   'connections.maxConnections': 'a whole number above 0, e.g. 300',
   connections: "an object, e.g. { maxConnections: 300, dialTimeout: '10s' }",
+  'connections.inboundConnectionThreshold': 'inbound connections per second per host, e.g. 5',
+  'connections.maxIncomingPendingConnections': 'a whole number above 0, e.g. 10',
+  'bootstrap.minConnections': 'a whole number >= 0, e.g. 3 (0 turns bootstrapping off)',
+  'bootstrap.dialConcurrency': 'a whole number above 0, e.g. 4',
+  bootstrap: "an object, e.g. { minConnections: 3, retryInitial: '1s', retryMax: '1m' }",
   listen: "a list of multiaddrs, e.g. ['/ip4/0.0.0.0/tcp/4001']",
   announce: "a list of multiaddrs, e.g. ['/ip4/203.0.113.7/tcp/4001']",
   dial: "a list of multiaddrs with peer ids, e.g. ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...']",

@@ -41,6 +41,26 @@ export interface MeshConfig {
     maxConnections?: number
     /** Time allowed for one dial. @default '10s' */
     dialTimeout?: Duration
+    /**
+     * Address prefixes exempt from the inbound limits below, e.g. `['/ip4/127.0.0.1']` for a test mesh
+     * whose peers all share one host. @default []
+     */
+    allow?: string[]
+    /** Inbound connections accepted per second from one host. @default 5 */
+    inboundConnectionThreshold?: number
+    /** Inbound connections being upgraded at once. @default 10 */
+    maxIncomingPendingConnections?: number
+  }
+  /** How the node keeps in touch with the mesh through the `bootstrap` plugins. */
+  bootstrap?: {
+    /** Connections to keep; below it, bootstrap candidates are dialled. 0 turns it off. @default 3 */
+    minConnections?: number
+    /** First retry delay after a round that left the node below `minConnections`. @default '1s' */
+    retryInitial?: Duration
+    /** Longest retry delay (exponential backoff with full jitter). @default '1m' */
+    retryMax?: Duration
+    /** Bootstrap dials in flight at once. @default 4 */
+    dialConcurrency?: number
   }
   /** The longest a graceful stop may take before the process exits anyway. @default '5s' */
   shutdownTimeout?: Duration
@@ -58,7 +78,14 @@ export interface ResolvedMeshConfig {
   plugins: ResolvedPlugin[]
   logLevel: LogLevel
   datastore: 'persistent' | 'memory'
-  connections: { maxConnections: number; dialTimeout: number }
+  connections: {
+    maxConnections: number
+    dialTimeout: number
+    allow: string[]
+    inboundConnectionThreshold: number
+    maxIncomingPendingConnections: number
+  }
+  bootstrap: { minConnections: number; retryInitial: number; retryMax: number; dialConcurrency: number }
   shutdownTimeout: number
   /** The file the config came from, if any. */
   configFile?: string

@@ -1,5 +1,6 @@
 /** Meshkit's public core API: everything a plugin (built-in or yours) and an app may use. */
 export { z } from 'zod'
+export { type BootstrapSource, backoffDelay, type NamedBootstrapSource } from './bootstrap.js'
 export { durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,

@@ -79,6 +79,9 @@ export function mergeContributions(
     connectionManager: {
       maxConnections: config.connections.maxConnections,
       dialTimeout: config.connections.dialTimeout,
+      allow: config.connections.allow,
+      inboundConnectionThreshold: config.connections.inboundConnectionThreshold,
+      maxIncomingPendingConnections: config.connections.maxIncomingPendingConnections,
       ...connectionManager,
     },
   }

@@ -3,6 +3,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Datastore } from 'interface-datastore'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { type DependencyContainer, inject, injectable } from 'tsyringe'
+import { Bootstrapper, type BootstrapSource } from './bootstrap.js'
 import type { ConfigEnv, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
 import { MeshError, meshError, reasonOf } from './errors.js'
 import type { MeshEventBus } from './events.js'
@@ -33,6 +34,7 @@ interface PluginSlot {
   hooks: PluginHooks
   ctx: PluginContext
   started: boolean
+  api?: unknown
 }
 
 /** How a connection was made, judged from its address and limits. */
@@ -71,6 +73,7 @@ export class MeshNode {
   #abort = new AbortController()
   #unsubscribe: Array<() => void> = []
   #disposed = false
+  #bootstrapper?: Bootstrapper
 
   constructor(
     @inject(TOKENS.config) readonly config: ResolvedMeshConfig,
@@ -116,6 +119,17 @@ export class MeshNode {
     }
     for (const slot of this.#slots) {
       const api = await this.#hook(slot, 'setup')
+      slot.api = api
+      if (
+        slot.resolved.plugin.provides.includes('bootstrap') &&
+        typeof (api as BootstrapSource)?.candidates !== 'function'
+      ) {
+        throw meshError('MESH_ERR_PLUGIN_HOOK_FAILED', [
+          slot.resolved.plugin.name,
+          'setup',
+          "it provides 'bootstrap' but returned no bootstrap source (an object with a candidates() method)",
+        ])
+      }
       for (const cap of new Set([slot.resolved.plugin.name, ...slot.resolved.plugin.provides])) {
         // boxed: tsyringe treats `useValue: undefined` as no value, and a plugin may have no API
         this.container.register(capabilityToken<ApiBox>(cap), { useValue: { api } })
@@ -160,6 +174,16 @@ export class MeshNode {
           await this.#hook(slot, 'start')
           slot.started = true
         }
+        this.#bootstrapper = new Bootstrapper(
+          libp2p,
+          this.#slots
+            .filter((s) => s.resolved.plugin.provides.includes('bootstrap'))
+            .map((s) => ({ name: s.resolved.plugin.name, source: s.api as BootstrapSource })),
+          { ...this.config.bootstrap, dialTimeout: this.config.connections.dialTimeout },
+          this.logger.child('bootstrap'),
+          this.events,
+        )
+        this.#bootstrapper.start()
       } catch (err) {
         const rollback = await this.#teardown()
         this.#state = 'stopped'
@@ -205,6 +229,8 @@ export class MeshNode {
   async #teardown(): Promise<unknown[]> {
     const errors: unknown[] = []
     this.#abort.abort()
+    await this.#bootstrapper?.stop().catch((err: unknown) => errors.push(err))
+    this.#bootstrapper = undefined
     for (const slot of [...this.#slots].reverse()) {
       if (!slot.started) continue
       slot.started = false

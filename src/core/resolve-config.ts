@@ -370,10 +370,10 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
   const pick = <T>(key: string, fallback: T): T => (user[key] ?? base[key] ?? fallback) as T
 
   const dataDir = pick<string>('dataDir', '.mesh')
-  const connections = {
-    ...definedOnly(base.connections),
-    ...(parsed.success ? definedOnly(user.connections) : {}),
-  } as { maxConnections?: number; dialTimeout?: number }
+  const section = <T>(key: string) =>
+    ({ ...definedOnly(base[key]), ...(parsed.success ? definedOnly(user[key]) : {}) }) as Partial<T>
+  const connections = section<ResolvedMeshConfig['connections']>('connections')
+  const bootstrap = section<ResolvedMeshConfig['bootstrap']>('bootstrap')
   const resolved: ResolvedMeshConfig = {
     name: pick('name', 'mesh'),
     dataDir: isAbsolute(dataDir) ? dataDir : resolvePath(root, dataDir),
@@ -386,6 +386,15 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
     connections: {
       maxConnections: connections.maxConnections ?? 300,
       dialTimeout: connections.dialTimeout ?? 10_000,
+      allow: connections.allow ?? [],
+      inboundConnectionThreshold: connections.inboundConnectionThreshold ?? 5,
+      maxIncomingPendingConnections: connections.maxIncomingPendingConnections ?? 10,
+    },
+    bootstrap: {
+      minConnections: bootstrap.minConnections ?? 3,
+      retryInitial: bootstrap.retryInitial ?? 1000,
+      retryMax: bootstrap.retryMax ?? 60_000,
+      dialConcurrency: bootstrap.dialConcurrency ?? 4,
     },
     shutdownTimeout: pick('shutdownTimeout', 5000),
     configFile: options.file,

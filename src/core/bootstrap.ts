@@ -1,0 +1,159 @@
+import type { Libp2p } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { ResolvedMeshConfig } from './config-types.js'
+import { reasonOf } from './errors.js'
+import type { MeshEventBus } from './events.js'
+import type { Logger } from './logger.js'
+
+/**
+ * The contract of the `bootstrap` slot: a plugin that provides `'bootstrap'` returns a source from
+ * `setup()`. The kernel's bootstrapper asks every source for candidates, in priority order, whenever the
+ * node has fewer than `bootstrap.minConnections` peers, and retries with backoff while it stays below.
+ */
+export interface BootstrapSource {
+  /** Lower is tried first: e.g. a peer cache (10) before a static list (20) before DNS seeds (30). @default 50 */
+  readonly priority?: number
+  /** Addresses to dial, with `/p2p/<peer id>` where known. Called once per bootstrap round. */
+  candidates(options: { signal: AbortSignal }): Promise<readonly string[]> | readonly string[]
+}
+
+export interface NamedBootstrapSource {
+  name: string
+  source: BootstrapSource
+}
+
+type BootstrapSettings = ResolvedMeshConfig['bootstrap']
+
+/** The delay before retry `attempt` (0-based): exponential, capped, with "equal jitter" (half fixed, half random). */
+export function backoffDelay(attempt: number, initial: number, max: number, random = Math.random): number {
+  const ceiling = Math.min(max, initial * 2 ** Math.min(attempt, 30))
+  return Math.round(ceiling / 2 + random() * (ceiling / 2))
+}
+
+/**
+ * Keeps at least `minConnections` peers connected by dialling bootstrap candidates; when a round leaves
+ * the node below that, waits with exponential backoff and jitter, then tries again, so a node started
+ * before its bootstrap peers exist joins them when they come up. Started after the plugins, stopped first.
+ */
+export class Bootstrapper {
+  #abort = new AbortController()
+  #loop?: Promise<void>
+  #wake?: () => void
+  #offDisconnect?: () => void
+
+  constructor(
+    private readonly libp2p: Libp2p,
+    private readonly sources: readonly NamedBootstrapSource[],
+    private readonly settings: BootstrapSettings & { dialTimeout: number },
+    private readonly logger: Logger,
+    private readonly events: MeshEventBus,
+  ) {}
+
+  start(): void {
+    if (this.#loop || this.sources.length === 0 || this.settings.minConnections === 0) return
+    this.#abort = new AbortController()
+    const onDisconnect = () => this.#wake?.()
+    this.libp2p.addEventListener('peer:disconnect', onDisconnect)
+    this.#offDisconnect = () => this.libp2p.removeEventListener('peer:disconnect', onDisconnect)
+    this.#loop = this.#run().catch((err) => {
+      if (!this.#abort.signal.aborted) this.logger.error(`bootstrap stopped: ${reasonOf(err)}`)
+    })
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort()
+    this.#wake?.()
+    this.#offDisconnect?.()
+    await this.#loop
+    this.#loop = undefined
+  }
+
+  #connected(): number {
+    return this.libp2p.getPeers().length
+  }
+
+  /** Waits `ms` (forever when undefined) or until woken (a peer disconnected) or stopped. */
+  #sleep(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(done, ms)
+      const signal = this.#abort.signal
+      function done() {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      this.#wake = done
+      signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal
+    let attempt = 0
+    while (!signal.aborted) {
+      if (this.#connected() >= this.settings.minConnections) {
+        attempt = 0
+        await this.#sleep()
+        continue
+      }
+      await this.#round(signal)
+      if (signal.aborted) return
+      if (this.#connected() >= this.settings.minConnections) continue
+      const delayMs = backoffDelay(attempt++, this.settings.retryInitial, this.settings.retryMax)
+      this.logger.debug(
+        `bootstrap: ${this.#connected()} of ${this.settings.minConnections} peers; retrying in ${delayMs} ms`,
+      )
+      this.events.emit('bootstrap:retry', { attempt, delayMs, connections: this.#connected() })
+      await this.#sleep(delayMs)
+    }
+  }
+
+  async #round(signal: AbortSignal): Promise<void> {
+    const ordered = [...this.sources].sort((a, b) => (a.source.priority ?? 50) - (b.source.priority ?? 50))
+    const seen = new Set<string>()
+    const queue: Array<{ address: string; source: string }> = []
+    for (const { name, source } of ordered) {
+      try {
+        for (const address of await source.candidates({ signal })) {
+          if (seen.has(address)) continue
+          seen.add(address)
+          queue.push({ address, source: name })
+        }
+      } catch (err) {
+        if (signal.aborted) return
+        this.logger.warn(`bootstrap source ${name} failed: ${reasonOf(err)}`)
+      }
+    }
+    const self = this.libp2p.peerId.toString()
+    const next = () => queue.shift()
+    const worker = async () => {
+      for (let item = next(); item && !signal.aborted; item = next()) {
+        if (this.#connected() >= this.settings.minConnections) return
+        let target: ReturnType<typeof multiaddr>
+        try {
+          target = multiaddr(item.address)
+        } catch (err) {
+          this.logger.warn(
+            `bootstrap source ${item.source} gave a bad address ${item.address}: ${reasonOf(err)}`,
+          )
+          continue
+        }
+        const peer = target.getComponents().findLast((c) => c.name === 'p2p')?.value
+        if (peer === self) continue
+        if (peer && this.libp2p.getPeers().some((p) => p.toString() === peer)) continue
+        try {
+          const connection = await this.libp2p.dial(target, {
+            signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.dialTimeout)]),
+          })
+          const peerId = connection.remotePeer.toString()
+          this.logger.debug(`bootstrap: connected to ${peerId} via ${item.source}`)
+          this.events.emit('bootstrap:connected', { peerId, address: item.address, source: item.source })
+        } catch (err) {
+          if (signal.aborted) return
+          this.logger.debug(`bootstrap: ${item.address} (${item.source}) failed: ${reasonOf(err)}`)
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: this.settings.dialConcurrency }, worker))
+  }
+}
