@@ -127,7 +127,8 @@ describe('config validation: in-memory configs', () => {
     const err = resolveError({ connections: { dialTimout: '5s' } })
     expectProblem(err, 'connections.dialTimout', {
       got: '"5s" (string)',
-      expected: 'no such key (known keys: maxConnections, dialTimeout)',
+      expected:
+        'no such key (known keys: maxConnections, dialTimeout, allow, inboundConnectionThreshold, maxIncomingPendingConnections)',
       fix: "did you mean 'dialTimeout'?",
     })
   })
@@ -435,7 +436,11 @@ describe('config validation: defaults are a checked layer of the config', () => 
       },
     )
     expect(config.shutdownTimeout).to.equal(10_000)
-    expect(config.connections).to.deep.equal({ maxConnections: 50, dialTimeout: 2000 })
+    expect(config.connections).to.deep.include({
+      maxConnections: 50,
+      dialTimeout: 2000,
+      inboundConnectionThreshold: 5,
+    })
   })
 
   it('rejects a bad value given as a default (e.g. startMesh({ config }) with a typo)', () => {
