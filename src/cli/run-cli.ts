@@ -46,9 +46,18 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .option('--json', 'print JSON lines on stdout: a started event, then one line per node event')
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
     .option('--mode <mode>', 'mode passed to a config function', 'production')
+    .option('-t, --topic <name>', 'join this topic once started (repeatable; needs kadTopics())', topicArg)
     .action((opts, cmd: Command) => startCommand({ ...opts, cwd: process.cwd() }, io, cmd))
 
   return program
+}
+
+/** Collects repeated `--topic` values, checking each. */
+function topicArg(value: string, previous: string[] = []): string[] {
+  if (value.length === 0 || value.length > 128) {
+    throw new InvalidArgumentError(`a topic is 1 to 128 characters, got ${value.length}`)
+  }
+  return [...previous, value]
 }
 
 /** Runs the CLI and returns the exit code; never throws. */

@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { createLogger, type LogLevel, type MeshEvent, startMesh } from 'meshkit'
+import { createLogger, type LogLevel, MeshError, type MeshEvent, startMesh } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import type { CliIo } from './run-cli.js'
 
@@ -12,6 +12,13 @@ export interface StartCommandOptions {
   json?: boolean
   logLevel?: LogLevel
   mode: string
+  /** Topics to join once started (needs a plugin providing the `discovery` slot, e.g. kadTopics()). */
+  topic?: string[]
+}
+
+/** The part of the `discovery` slot's API the CLI uses. */
+interface JoinsTopics {
+  join(topic: string): Promise<void>
 }
 
 /**
@@ -47,6 +54,16 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       logger,
     })
     const { node } = mesh
+    if (opts.topic?.length && !node.plugins.some((p) => p.plugin.provides.includes('discovery'))) {
+      await mesh.close()
+      throw new MeshError(
+        'MESH_ERR_INVALID_ARGUMENT',
+        '--topic needs a topic discovery plugin, and the config has none.',
+        {
+          hint: "Add kadTopics() from 'meshkit/plugins' (or another plugin providing 'discovery') to `plugins`.",
+        },
+      )
+    }
     const addresses = node.libp2p.getMultiaddrs().map(String)
     if (opts.json) {
       const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
@@ -60,6 +77,14 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       )
       mesh.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
       mesh.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
+      mesh.kernel.events.on('topic:peer', (e) => logger.info(`topic ${e.topic}: peer ${e.peerId}`))
+      mesh.kernel.events.on('topic:peer:lost', (e) =>
+        logger.info(`topic ${e.topic}: lost ${e.peerId} (${e.reason})`),
+      )
+    }
+    if (opts.topic?.length) {
+      const discovery = node.api<JoinsTopics>('discovery')
+      await Promise.all(opts.topic.map((t) => discovery.join(t)))
     }
 
     await new Promise<void>((resolve, reject) => {

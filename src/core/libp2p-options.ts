@@ -1,4 +1,4 @@
-import type { ConnectionGater } from '@libp2p/interface'
+import type { ComponentLogger, ConnectionGater, Logger } from '@libp2p/interface'
 import type { Libp2pOptions } from 'libp2p'
 import type { ResolvedMeshConfig } from './config-types.js'
 import { meshError } from './errors.js'
@@ -25,6 +25,22 @@ export function combineGaters(gaters: readonly ConnectionGater[]): ConnectionGat
 }
 
 const unique = (items: readonly string[]) => [...new Set(items)]
+
+/**
+ * libp2p's debug logging is off unless DEBUG is set, yet its default logger still builds a `debug`
+ * instance (with a TTY check) for every component of every connection. When DEBUG is unset, a shared
+ * no-op logger saves that work; with DEBUG set, libp2p's own logger is used.
+ */
+export function quietComponentLogger(env: NodeJS.ProcessEnv = process.env): ComponentLogger | undefined {
+  if (env.DEBUG) return undefined
+  const noop = Object.assign(() => {}, {
+    enabled: false,
+    error: () => {},
+    trace: () => {},
+    newScope: (): Logger => noop,
+  }) as Logger
+  return { forComponent: () => noop }
+}
 
 /** Merges every plugin's libp2p contribution, in plugin order, with the config's own settings. */
 export function mergeContributions(
@@ -66,7 +82,9 @@ export function mergeContributions(
     connectionManager = { ...connectionManager, ...c.connectionManager }
   }
   const gater = combineGaters(gaters)
+  const logger = quietComponentLogger()
   return {
+    ...(logger ? { logger } : {}),
     ...options,
     services: services as Libp2pOptions['services'],
     ...(gater ? { connectionGater: gater } : {}),

@@ -329,16 +329,20 @@ export class MeshNode {
     on('connection:close', (c: Connection) => ({ connectionId: c.id, peerId: c.remotePeer.toString() }))
   }
 
+  /** Dials the config's `dial` addresses, all at once; failures are logged and reported as events. */
   async #dialConfigured(): Promise<void> {
-    for (const address of this.config.dial) {
-      if (this.#state !== 'started') return
-      try {
-        const connection = await this.libp2p.dial(multiaddr(address), { signal: this.#abort.signal })
-        this.logger.info(`dialled ${address} (${connection.remotePeer})`)
-      } catch (err) {
-        this.logger.warn(`could not dial ${address}: ${reasonOf(err)}`)
-        this.events.emit('dial:failed', { address, error: reasonOf(err) })
-      }
-    }
+    await Promise.all(
+      this.config.dial.map(async (address) => {
+        if (this.#state !== 'started') return
+        try {
+          const connection = await this.libp2p.dial(multiaddr(address), { signal: this.#abort.signal })
+          this.logger.info(`dialled ${address} (${connection.remotePeer})`)
+        } catch (err) {
+          if (this.#abort.signal.aborted) return
+          this.logger.warn(`could not dial ${address}: ${reasonOf(err)}`)
+          this.events.emit('dial:failed', { address, error: reasonOf(err) })
+        }
+      }),
+    )
   }
 }

@@ -1,0 +1,200 @@
+import type { PeerInfo } from '@libp2p/interface'
+import { type KadDHT, kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
+import { MemoryDatastore } from 'datastore-core'
+import { definePlugin, durationSchema, type Libp2pContribution, z } from 'meshkit'
+import type { CID } from 'multiformats/cid'
+import { TopicPeerDiscovery } from './topic-discovery.js'
+import { TopicManager } from './topic-manager.js'
+
+export { topicKey } from './topic-key.js'
+export { TOPICS_PROTOCOL } from './wire.js'
+
+/** The private-mesh DHT protocol Meshkit uses unless told otherwise. */
+export const MESH_KAD_PROTOCOL = '/mesh/kad/1.0.0'
+/** The public IPFS ("amino") DHT protocol. */
+export const AMINO_KAD_PROTOCOL = '/ipfs/kad/1.0.0'
+
+const topicName = z.string().min(1).max(128)
+
+const options = z
+  .strictObject({
+    /** Topics joined at start. @default [] */
+    topics: z.array(topicName).default([]),
+    /** Namespace mixed into every topic key, so separate meshes on one DHT don't meet. @default 'meshkit' */
+    namespace: z.string().min(1).max(64).default('meshkit'),
+    /** Topic members to keep connected per joined topic. @default 8 */
+    connectionsPerTopic: z.number().int().positive().max(256).default(8),
+    /** `private` uses /mesh/kad/1.0.0; `amino` joins the public IPFS DHT (/ipfs/kad/1.0.0). @default 'private' */
+    mode: z.enum(['private', 'amino']).default('private'),
+    /** Overrides the DHT protocol id. @default per `mode` */
+    protocol: z.string().startsWith('/').optional(),
+    /** Longest a DHT query may run. @default '60s' */
+    queryTimeout: durationSchema("'60s'").default(60_000),
+    /** Kademlia k (bucket size, replication factor). @default 20 */
+    kBucketSize: z.number().int().min(2).max(200).default(20),
+    /**
+     * DHT server or client. `auto`: server when peers' private addresses count (`addressScope: 'all'`,
+     * a LAN or test mesh), else kad-dht decides from the node's public addresses. @default 'auto'
+     */
+    dhtMode: z.enum(['auto', 'client', 'server']).default('auto'),
+    /**
+     * Which peer addresses the DHT keeps: `public` strips private ones (right on the internet);
+     * `all` keeps them (LANs, loopback test meshes). @default 'public'
+     */
+    addressScope: z.enum(['public', 'all']).default('public'),
+    /** Provider records in the node's datastore (kept across restarts when it is persistent) or in memory. @default 'datastore' */
+    records: z.enum(['datastore', 'memory']).default('datastore'),
+    /** Lifetime of a topic announcement; re-announced before it expires. @default '48h' */
+    recordTtl: durationSchema("'48h'").default(48 * 3_600_000),
+    /** Exchange topic members with connected peers (fast rendezvous). @default true */
+    memberExchange: z.boolean().default(true),
+    /** Delay between DHT lookups while a topic is short of peers (doubles up to `lookupMax`). @default '250ms' */
+    lookupInitial: durationSchema("'250ms'").default(250),
+    /** @default '30s' */
+    lookupMax: durationSchema("'30s'").default(30_000),
+    /** Lookup interval once a topic has its peers. @default '5m' */
+    refreshInterval: durationSchema("'5m'").default(300_000),
+    /** How long a member learned from others stays known without news. @default '15m' */
+    memberTtl: durationSchema("'15m'").default(900_000),
+  })
+  .default({
+    topics: [],
+    namespace: 'meshkit',
+    connectionsPerTopic: 8,
+    mode: 'private',
+    queryTimeout: 60_000,
+    kBucketSize: 20,
+    dhtMode: 'auto',
+    addressScope: 'public',
+    records: 'datastore',
+    recordTtl: 48 * 3_600_000,
+    memberExchange: true,
+    lookupInitial: 250,
+    lookupMax: 30_000,
+    refreshInterval: 300_000,
+    memberTtl: 900_000,
+  })
+
+/** What `kadTopics()` offers other plugins (`ctx.use('discovery')`) and apps (`node.api('discovery')`). */
+export interface TopicDiscovery {
+  /** Joins a topic: announce it, find its members, keep `connectionsPerTopic` of them connected. */
+  join(topic: string): Promise<void>
+  /** Leaves a topic: stops announcing it and drops it from exchanges; its peers are `topic:peer:lost`. */
+  leave(topic: string): Promise<void>
+  /** Joined topics. */
+  topics(): string[]
+  /** Connected members of a joined topic (peer ids). */
+  peers(topic: string): string[]
+  /** Announces a topic on the DHT once, without joining it. */
+  announceTopic(topic: string, options?: { signal?: AbortSignal }): Promise<void>
+  /** Members of a topic (known ones first, then a DHT lookup), with addresses. Abort with `signal`. */
+  findPeersForTopic(topic: string, options?: { signal?: AbortSignal }): AsyncIterable<PeerInfo>
+  /** The DHT peers closest to a key (bytes, or a string hashed as UTF-8 bytes by kad-dht). */
+  getClosestPeers(key: Uint8Array | string, options?: { signal?: AbortSignal }): AsyncIterable<PeerInfo>
+  /** The DHT key (CID) of a topic; see topicKey(). */
+  topicKey(topic: string): Promise<CID>
+}
+
+/**
+ * Topic discovery on the Kademlia DHT (@libp2p/kad-dht): topics are provider records under a CID
+ * derived from the topic name, plus a member exchange between connected peers for fast rendezvous.
+ */
+export const kadTopics = definePlugin({
+  name: 'kad-topics',
+  provides: ['discovery', 'peer-discovery'],
+  dependencies: ['transport', 'identify', 'ping'],
+  options,
+  create: (opts) => {
+    const discovery = new TopicPeerDiscovery()
+    let manager: TopicManager | undefined
+    const need = (): TopicManager => {
+      if (!manager) throw new Error('kad-topics is not started; use it after the node has started')
+      return manager
+    }
+    const validTopic = (topic: string) => {
+      const parsed = topicName.safeParse(topic)
+      if (!parsed.success) throw new TypeError(`invalid topic ${JSON.stringify(topic)}: 1 to 128 characters`)
+      return parsed.data
+    }
+    const dhtService = (ctx: { libp2p: { services: Record<string, unknown> } }) =>
+      ctx.libp2p.services.dht as KadDHT
+    const api: TopicDiscovery = {
+      join: (topic) => need().join(validTopic(topic)),
+      leave: (topic) => need().leave(validTopic(topic)),
+      topics: () => manager?.topics() ?? [],
+      peers: (topic) => manager?.peers(topic) ?? [],
+      announceTopic: async (topic, o) => {
+        const m = need()
+        await m.announce(await m.keyOf(validTopic(topic)), o?.signal)
+      },
+      findPeersForTopic: (topic, o) => need().find(validTopic(topic), o?.signal),
+      getClosestPeers: async function* (key, o) {
+        const m = need()
+        const bytes = typeof key === 'string' ? new TextEncoder().encode(key) : key
+        for await (const event of m.dht.getClosestPeers(bytes, { signal: o?.signal })) {
+          if (event.name === 'FINAL_PEER') yield event.peer
+        }
+      },
+      topicKey: (topic) => need().keyOf(validTopic(topic)),
+    }
+    const serverMode =
+      opts.dhtMode === 'server'
+        ? true
+        : opts.dhtMode === 'client'
+          ? false
+          : opts.addressScope === 'all'
+            ? true
+            : undefined
+    return {
+      setup: () => api,
+      libp2p: () => ({
+        services: {
+          dht: (components: Parameters<ReturnType<typeof kadDHT>>[0]) =>
+            kadDHT({
+              protocol: opts.protocol ?? (opts.mode === 'amino' ? AMINO_KAD_PROTOCOL : MESH_KAD_PROTOCOL),
+              clientMode: serverMode === undefined ? undefined : !serverMode,
+              peerInfoMapper: opts.addressScope === 'all' ? passthroughMapper : removePrivateAddressesMapper,
+              kBucketSize: opts.kBucketSize,
+              initialQuerySelfInterval: 1000,
+              providers: { provideValidity: Math.ceil(opts.recordTtl / 1000) },
+              reprovide: {
+                validity: opts.recordTtl,
+                threshold: Math.floor(opts.recordTtl / 2),
+                interval: Math.min(3_600_000, Math.floor(opts.recordTtl / 4)),
+              },
+            })(
+              opts.records === 'memory'
+                ? Object.create(components, { datastore: { value: new MemoryDatastore() } })
+                : components,
+            ),
+        } as unknown as Libp2pContribution['services'],
+        peerDiscovery: [() => discovery],
+      }),
+      start: async (ctx) => {
+        manager = new TopicManager(
+          ctx.libp2p,
+          dhtService(ctx),
+          {
+            namespace: opts.namespace,
+            connectionsPerTopic: opts.connectionsPerTopic,
+            queryTimeout: opts.queryTimeout,
+            memberExchange: opts.memberExchange,
+            lookupBackoff: { initial: opts.lookupInitial, max: opts.lookupMax },
+            refreshInterval: opts.refreshInterval,
+            memberTtl: opts.memberTtl,
+          },
+          ctx.logger,
+          ctx.events,
+          ctx.signal,
+          (peer) => discovery.discovered(peer),
+        )
+        await manager.start()
+        await Promise.all(opts.topics.map((topic) => manager!.join(topic)))
+      },
+      stop: async () => {
+        await manager?.stop()
+        manager = undefined
+      },
+    }
+  },
+})
