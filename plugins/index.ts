@@ -1,22 +1,26 @@
 /** Meshkit's built-in plugins (`meshkit/plugins`), the registry JSON configs name them by, and the default config. */
 import { defineConfig, type MeshConfig, type PluginRegistry } from 'meshkit'
+import { dnsSeeds } from './dns-seeds/index.js'
 import { identify } from './identify/index.js'
 import { kadTopics } from './kad-topics/index.js'
 import { mdns } from './mdns/index.js'
 import { noise } from './noise/index.js'
+import { peerCache } from './peer-cache/index.js'
 import { ping } from './ping/index.js'
 import { quic } from './quic/index.js'
+import { staticPeers } from './static-peers/index.js'
 import { tcp } from './tcp/index.js'
 import { yamux } from './yamux/index.js'
 
 export type { TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
-export { identify, kadTopics, mdns, noise, ping, quic, tcp, yamux }
+export type { CachedPeer, PeerCacheApi } from './peer-cache/index.js'
+export { dnsSeeds, identify, kadTopics, mdns, noise, peerCache, ping, quic, staticPeers, tcp, yamux }
 
 /** Built-in plugins by name, for `.meshrc.json` / YAML / package.json configs: `"plugins": ["tcp"]`. */
 export const builtinPlugins: PluginRegistry = new Map(
-  [identify, ping, noise, yamux, tcp, quic, kadTopics, mdns].map(
+  [identify, ping, noise, yamux, tcp, quic, kadTopics, mdns, staticPeers, dnsSeeds, peerCache].map(
     (factory) => [factory.pluginName, factory] as const,
   ),
 ) as PluginRegistry

@@ -360,8 +360,13 @@ export class TopicManager {
     } finally {
       this.#dialing.delete(id)
     }
-    // without member exchange, a member we dialled is known from the DHT: it is a topic peer
-    if (!this.settings.memberExchange && this.libp2p.getConnections(peerIdFromString(id)).length > 0) {
+    // A member we dialled is known as one (from the DHT or a rendezvous point): it counts as a topic
+    // peer as soon as the connection is up; the exchange on that connection confirms it, or reports it
+    // left (then it is `topic:peer:lost` with reason 'left').
+    if (
+      this.libp2p.getConnections(peerIdFromString(id)).length > 0 &&
+      this.#joined.get(joined.topic) === joined
+    ) {
       this.#markTopicPeer(joined, id)
     }
     this.#fill(joined)

@@ -125,10 +125,12 @@ export class Bootstrapper {
       }
     }
     const self = this.libp2p.peerId.toString()
-    const next = () => queue.shift()
+    // dials in flight count towards the minimum: a round opens no more connections than it needs
+    let inFlight = 0
     const worker = async () => {
-      for (let item = next(); item && !signal.aborted; item = next()) {
-        if (this.#connected() >= this.settings.minConnections) return
+      while (!signal.aborted && queue.length > 0) {
+        if (this.#connected() + inFlight >= this.settings.minConnections) return
+        const item = queue.shift()!
         let target: ReturnType<typeof multiaddr>
         try {
           target = multiaddr(item.address)
@@ -141,16 +143,29 @@ export class Bootstrapper {
         const peer = target.getComponents().findLast((c) => c.name === 'p2p')?.value
         if (peer === self) continue
         if (peer && this.libp2p.getPeers().some((p) => p.toString() === peer)) continue
+        // an address without /p2p/: skip it when a connection to that very address is open (else every round
+        // dials it again, and libp2p closes the duplicate)
+        if (
+          !peer &&
+          this.libp2p.getConnections().some((c) => c.remoteAddr.decapsulateCode(421).equals(target))
+        )
+          continue
+        inFlight++
+        const started = Date.now()
         try {
           const connection = await this.libp2p.dial(target, {
             signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.dialTimeout)]),
           })
+          // dial() hands back an existing connection to a known peer: that is no new bootstrap peer
+          if (connection.timeline.open < started) continue
           const peerId = connection.remotePeer.toString()
           this.logger.debug(`bootstrap: connected to ${peerId} via ${item.source}`)
           this.events.emit('bootstrap:connected', { peerId, address: item.address, source: item.source })
         } catch (err) {
           if (signal.aborted) return
           this.logger.debug(`bootstrap: ${item.address} (${item.source}) failed: ${reasonOf(err)}`)
+        } finally {
+          inFlight--
         }
       }
     }

@@ -1,0 +1,472 @@
+import { randomBytes } from 'node:crypto'
+import { constants } from 'node:fs'
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises'
+import { dirname, isAbsolute, join } from 'node:path'
+import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { type BootstrapSource, definePlugin, durationSchema, type Logger, z } from 'meshkit'
+
+/** The priority of the peer cache among bootstrap sources: first, before static peers (20) and DNS seeds (30). */
+export const PEER_CACHE_PRIORITY = 10
+
+/** The cache file's name inside the data dir when `file` is not set. */
+export const PEER_CACHE_FILE = 'peer-cache.json'
+
+/** A cache file larger than this is not read (it is treated as corrupt and kept aside). */
+export const MAX_CACHE_FILE_BYTES = 4 * 1024 * 1024
+
+const FORMAT_VERSION = 1
+
+const options = z
+  .strictObject({
+    /** The cache file; a relative path is taken from the data dir. @default '<dataDir>/peer-cache.json' */
+    file: z.string().min(1).optional(),
+    /** The most peers kept; the best by recency and score stay. @default 100 */
+    maxPeers: z.number().int().positive().max(10_000).default(100),
+    /** The most addresses kept per peer, the last one that worked first. @default 8 */
+    maxAddressesPerPeer: z.number().int().positive().max(64).default(8),
+    /** The file is written at most once per this interval (and on stop). @default '1s' */
+    flushInterval: durationSchema("'1s'").default(1_000),
+  })
+  .default({ maxPeers: 100, maxAddressesPerPeer: 8, flushInterval: 1_000 })
+
+type Options = z.output<typeof options>
+
+/** One remembered peer, as kept in memory and in the file. */
+export interface CachedPeer {
+  /** The peer id. */
+  id: string
+  /** Dialable addresses without `/p2p/<id>`, the last one that worked first. */
+  addrs: string[]
+  /** Connections made to (or from) the peer. */
+  successes: number
+  /** Dials to the peer that did not connect. */
+  failures: number
+  /** When the peer was last connected (ms since the epoch). */
+  lastSeen: number
+  /** When a dial to the peer last failed (ms since the epoch). */
+  lastFailure?: number
+}
+
+/** The peer cache's API (`node.api('peer-cache')`): a bootstrap source plus a look at the cache. */
+export interface PeerCacheApi extends BootstrapSource {
+  /** The cached peers, best first. */
+  peers(): CachedPeer[]
+  /** Writes the cache now if it changed (it is written on its own at most once per `flushInterval`). */
+  flush(): Promise<void>
+  /** The cache file's path. */
+  readonly file: string
+}
+
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+const time = z.number().min(0).max(8.64e15)
+const entrySchema = z.object({
+  id: z.string().min(1).max(200),
+  addrs: z.array(z.string().max(2048)).max(1000),
+  successes: count,
+  failures: count,
+  lastSeen: time,
+  lastFailure: time.optional(),
+})
+const fileSchema = z.object({ version: z.literal(FORMAT_VERSION), peers: z.array(z.unknown()).max(100_000) })
+
+/** The address without a trailing `/p2p/<id>` (relay addresses keep the relay's id). */
+function stripPeer(address: string, id: string): string {
+  const suffix = `/p2p/${id}`
+  return address.endsWith(suffix) ? address.slice(0, -suffix.length) : address
+}
+
+/** Whether a multiaddr string parses and is worth dialling (not 0.0.0.0 or ::). */
+function dialable(address: string): boolean {
+  if (!address.startsWith('/')) return false
+  try {
+    const components = multiaddr(address).getComponents()
+    if (components.length === 0) return false
+    const host = components[0]
+    return !(host.name === 'ip4' && host.value === '0.0.0.0') && !(host.name === 'ip6' && host.value === '::')
+  } catch {
+    return false
+  }
+}
+
+function validPeerId(id: string): boolean {
+  try {
+    return peerIdFromString(id).toString() === id
+  } catch {
+    return false
+  }
+}
+
+/** True when a dial failed after the peer was last seen: it goes behind the peers that still work. */
+const failing = (p: CachedPeer) => (p.lastFailure ?? 0) > p.lastSeen
+
+/** Best first: peers not failing since last seen, then the most recently seen, then the best record. */
+export function comparePeers(a: CachedPeer, b: CachedPeer): number {
+  return (
+    Number(failing(a)) - Number(failing(b)) ||
+    b.lastSeen - a.lastSeen ||
+    b.successes - b.failures - (a.successes - a.failures) ||
+    a.id.localeCompare(b.id)
+  )
+}
+
+/** Reads and checks a cache file's text: the good entries, and what was wrong with the rest. */
+export function parseCacheFile(
+  text: string,
+  maxAddressesPerPeer = 64,
+): { peers: CachedPeer[]; problems: string[] } {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    return { peers: [], problems: [`not JSON (${err instanceof Error ? err.message : String(err)})`] }
+  }
+  const top = fileSchema.safeParse(json)
+  if (!top.success) {
+    const version = (json as { version?: unknown } | null)?.version
+    return {
+      peers: [],
+      problems: [
+        typeof version === 'number' && version !== FORMAT_VERSION
+          ? `format version ${version}, expected ${FORMAT_VERSION}`
+          : `not a peer cache (expected { version: ${FORMAT_VERSION}, peers: [...] })`,
+      ],
+    }
+  }
+  const peers = new Map<string, CachedPeer>()
+  let bad = 0
+  for (const raw of top.data.peers) {
+    const entry = entrySchema.safeParse(raw)
+    if (!entry.success || !validPeerId(entry.data.id) || peers.has(entry.data.id)) {
+      bad++
+      continue
+    }
+    const addrs = [...new Set(entry.data.addrs.map((a) => stripPeer(a, entry.data.id)))].filter(dialable)
+    if (addrs.length !== entry.data.addrs.length) bad++
+    if (addrs.length === 0) continue
+    peers.set(entry.data.id, { ...entry.data, addrs: addrs.slice(0, maxAddressesPerPeer) })
+  }
+  return { peers: [...peers.values()], problems: bad > 0 ? [`${bad} malformed entries dropped`] : [] }
+}
+
+/** A free name for a backup of `file`: `<file>.corrupt`, else `<file>.corrupt.1`, `.2`, ... */
+async function backupName(file: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const candidate = i === 0 ? `${file}.corrupt` : `${file}.corrupt.${i}`
+    const exists = await lstat(candidate).then(
+      () => true,
+      () => false,
+    )
+    if (!exists) return candidate
+  }
+  return `${file}.corrupt.${Date.now()}`
+}
+
+/** Writes `text` to `file` atomically: a private temp file (0600) beside it, synced, then renamed over it. */
+async function writeAtomic(file: string, text: string): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 })
+  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+    try {
+      await handle.writeFile(text)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    await rename(temp, file)
+  } catch (err) {
+    await unlink(temp).catch(() => {})
+    throw err
+  }
+}
+
+/** The cache itself: what peers were connected, how dials to them went, and the file it lives in. */
+class PeerCache {
+  readonly peers = new Map<string, CachedPeer>()
+  /** Dials started to a cached peer and not yet resolved: peer id to start time. */
+  readonly #dials = new Map<string, number>()
+  #dirty = false
+  #timer?: NodeJS.Timeout
+  #writing: Promise<void> = Promise.resolve()
+  /** False when the file on disk could not be read nor moved aside: it is then never overwritten. */
+  #writable = true
+  #writeFailed = false
+  #stopped = false
+  #loaded = false
+
+  constructor(
+    readonly file: string,
+    private readonly opts: Options,
+    private readonly logger: Logger,
+    private readonly self: string,
+    private readonly dialTimeout: number,
+  ) {}
+
+  /** Loads the file on the first start; on a restart only resumes saving. */
+  async start(): Promise<void> {
+    this.#stopped = false
+    if (this.#loaded) return
+    this.#loaded = true
+    await this.#load()
+  }
+
+  async #load(): Promise<void> {
+    let text: string
+    try {
+      const info = await lstat(this.file)
+      if (!info.isFile()) throw new Error('it is not a regular file')
+      if (info.size > MAX_CACHE_FILE_BYTES) {
+        await this.#setAside(`it is larger than ${MAX_CACHE_FILE_BYTES} bytes`)
+        return
+      }
+      const handle = await open(this.file, constants.O_RDONLY | constants.O_NOFOLLOW)
+      try {
+        text = await handle.readFile('utf8')
+      } finally {
+        await handle.close()
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+      this.#writable = false
+      this.logger.warn(
+        `cannot read the peer cache ${this.file} (${(err as Error).message ?? err}); starting without it, ` +
+          'and leaving the file untouched',
+      )
+      return
+    }
+    const { peers, problems } = parseCacheFile(text, this.opts.maxAddressesPerPeer)
+    for (const peer of peers) if (peer.id !== this.self) this.peers.set(peer.id, peer)
+    if (problems.length > 0) {
+      await this.#setAside(problems.join('; '), peers.length)
+      // re-save the entries that were good, now that the original is kept aside
+      if (this.peers.size > 0) this.#markDirty()
+    }
+    if (this.#prune()) this.#markDirty()
+    this.logger.debug(`loaded ${this.peers.size} peers from ${this.file}`)
+  }
+
+  /** Moves an unusable cache file aside (never deleting it), with a warning. */
+  async #setAside(problem: string, kept = 0): Promise<void> {
+    try {
+      const backup = await backupName(this.file)
+      await rename(this.file, backup)
+      this.logger.warn(
+        `the peer cache ${this.file} is unusable (${problem}); ` +
+          `${kept > 0 ? `kept ${kept} good entries, ` : 'starting empty, '}moved the file to ${backup}`,
+      )
+    } catch (err) {
+      this.#writable = false
+      this.logger.warn(
+        `the peer cache ${this.file} is unusable (${problem}) and cannot be moved aside ` +
+          `(${(err as Error).message}); it is left untouched and the cache is not saved this run`,
+      )
+    }
+  }
+
+  #entry(id: string): CachedPeer {
+    let peer = this.peers.get(id)
+    if (!peer) {
+      peer = { id, addrs: [], successes: 0, failures: 0, lastSeen: 0 }
+      this.peers.set(id, peer)
+    }
+    return peer
+  }
+
+  #addAddresses(peer: CachedPeer, addresses: string[], front: boolean): void {
+    const fresh = addresses.map((a) => stripPeer(a, peer.id)).filter(dialable)
+    if (fresh.length === 0) return
+    const merged = front ? [...fresh, ...peer.addrs] : [...peer.addrs, ...fresh]
+    const next = [...new Set(merged)].slice(0, this.opts.maxAddressesPerPeer)
+    if (next.join() !== peer.addrs.join()) {
+      peer.addrs = next
+      this.#markDirty()
+    }
+  }
+
+  connected(peerId: PeerId): void {
+    const id = peerId.toString()
+    if (id === this.self) return
+    const peer = this.#entry(id)
+    peer.successes++
+    peer.lastSeen = Date.now()
+    this.#dials.delete(id)
+    this.#markDirty()
+  }
+
+  connectionOpened(connection: Connection): void {
+    const id = connection.remotePeer.toString()
+    if (id === this.self) return
+    const peer = this.#entry(id)
+    peer.lastSeen = Date.now()
+    this.#dials.delete(id)
+    // an inbound connection's remote address is the peer's outgoing port: nothing to dial back
+    if (connection.direction === 'outbound')
+      this.#addAddresses(peer, [connection.remoteAddr.toString()], true)
+    this.#markDirty()
+  }
+
+  identified(result: IdentifyResult): void {
+    const peer = this.peers.get(result.peerId.toString())
+    if (peer) this.#addAddresses(peer, result.listenAddrs.map(String), false)
+  }
+
+  dialling(peerId: PeerId): void {
+    const id = peerId.toString()
+    if (this.peers.has(id) && !this.#dials.has(id)) this.#dials.set(id, Date.now())
+  }
+
+  /** Counts a failure for every dial to a cached peer that has had time to connect and did not. */
+  settleDials(): void {
+    const now = Date.now()
+    for (const [id, started] of this.#dials) {
+      if (now - started < this.dialTimeout + 1_000) continue
+      this.#dials.delete(id)
+      const peer = this.peers.get(id)
+      if (!peer || peer.lastSeen >= started) continue
+      peer.failures++
+      peer.lastFailure = now
+      this.#markDirty()
+    }
+  }
+
+  /** The peers worth saving or dialling, best first. */
+  ranked(): CachedPeer[] {
+    return [...this.peers.values()].filter((p) => p.addrs.length > 0).sort(comparePeers)
+  }
+
+  /** Keeps the best `maxPeers` (peers with no address yet go first); true when some were dropped. */
+  #prune(): boolean {
+    if (this.peers.size <= this.opts.maxPeers) return false
+    const keep = new Set(
+      this.ranked()
+        .slice(0, this.opts.maxPeers)
+        .map((p) => p.id),
+    )
+    for (const id of this.peers.keys()) if (!keep.has(id)) this.peers.delete(id)
+    return true
+  }
+
+  candidates(): string[] {
+    this.settleDials()
+    return this.ranked().flatMap((p) => p.addrs.map((a) => `${a}/p2p/${p.id}`))
+  }
+
+  #markDirty(): void {
+    this.#dirty = true
+    if (this.#timer || this.#stopped) return
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      void this.flush()
+    }, this.opts.flushInterval)
+    this.#timer.unref()
+  }
+
+  /** Writes the cache if it changed; one write at a time; failures are logged, never thrown. */
+  flush(): Promise<void> {
+    const run = async () => {
+      if (!this.#dirty || !this.#writable) return
+      this.#dirty = false
+      this.#prune()
+      const peers = this.ranked().map((p) => ({ ...p }))
+      const text = `${JSON.stringify({ version: FORMAT_VERSION, updated: Date.now(), peers }, null, 2)}\n`
+      try {
+        await writeAtomic(this.file, text)
+        if (this.#writeFailed) this.logger.info(`the peer cache ${this.file} is saved again`)
+        this.#writeFailed = false
+      } catch (err) {
+        this.#dirty = true
+        if (!this.#writeFailed)
+          this.logger.warn(`cannot save the peer cache ${this.file}: ${(err as Error).message}`)
+        this.#writeFailed = true
+      }
+    }
+    this.#writing = this.#writing.then(run, run)
+    return this.#writing
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#dials.clear()
+    await this.flush()
+  }
+}
+
+/**
+ * Remembers the peers this node connected to (their working addresses, successes, failures, last seen)
+ * in `<dataDir>/peer-cache.json`, and offers them first when bootstrapping, so a restarted node rejoins
+ * the mesh without its seeds. Writes are atomic (temp file + rename, mode 0600) and at most once per
+ * `flushInterval`; an unusable file is moved aside to `<file>.corrupt` with a warning, never lost.
+ */
+export const peerCache = definePlugin({
+  name: 'peer-cache',
+  provides: ['bootstrap'],
+  options,
+  create: (opts) => {
+    let cache: PeerCache | undefined
+    let unsubscribe: Array<() => void> = []
+    return {
+      setup: (ctx): PeerCacheApi => {
+        const file = !opts.file
+          ? join(ctx.config.dataDir, PEER_CACHE_FILE)
+          : isAbsolute(opts.file)
+            ? opts.file
+            : join(ctx.config.dataDir, opts.file)
+        const current = new PeerCache(
+          file,
+          opts,
+          ctx.logger,
+          ctx.peerId.toString(),
+          ctx.config.connections.dialTimeout,
+        )
+        cache = current
+        return {
+          priority: PEER_CACHE_PRIORITY,
+          file,
+          candidates: () => current.candidates(),
+          peers: () => current.ranked().map((p) => ({ ...p, addrs: [...p.addrs] })),
+          flush: () => current.flush(),
+        }
+      },
+      libp2p: () => ({
+        connectionGater: {
+          // never denies: it only notes the dial, so a dial that does not connect counts as a failure
+          denyDialPeer: (peerId: PeerId) => {
+            cache?.dialling(peerId)
+            return false
+          },
+        },
+      }),
+      start: async (ctx) => {
+        if (!cache) return
+        const current = cache
+        await current.start()
+        const on = <E extends 'peer:connect' | 'connection:open' | 'peer:identify'>(
+          name: E,
+          handle: (detail: never) => void,
+        ) => {
+          const listener = (evt: CustomEvent) => {
+            try {
+              handle(evt.detail as never)
+            } catch (err) {
+              ctx.logger.debug(`peer cache: ${name}: ${(err as Error).message}`)
+            }
+          }
+          ctx.libp2p.addEventListener(name, listener as never)
+          unsubscribe.push(() => ctx.libp2p.removeEventListener(name, listener as never))
+        }
+        on('peer:connect', (peerId: PeerId) => current.connected(peerId))
+        on('connection:open', (connection: Connection) => current.connectionOpened(connection))
+        on('peer:identify', (result: IdentifyResult) => current.identified(result))
+      },
+      stop: async () => {
+        for (const off of unsubscribe) off()
+        unsubscribe = []
+        await cache?.stop()
+      },
+    }
+  },
+})

@@ -1,0 +1,254 @@
+import { createServer } from 'node:net'
+import { expect } from 'chai'
+import {
+  backoffDelay,
+  type ConfigEnv,
+  createLogger,
+  loadOrCreateIdentity,
+  type MeshConfig,
+  type MeshEvent,
+  MeshKernel,
+  type MeshNode,
+  resolveConfig,
+} from 'meshkit'
+import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
+import { staticPeers } from '../plugins/static-peers/index.js'
+import { tempDir, waitFor } from './helpers.js'
+
+const env: ConfigEnv = { command: 'start', mode: 'test' }
+
+interface TestNode {
+  kernel: MeshKernel
+  node: MeshNode
+  events: MeshEvent[]
+  logs: string[]
+  peerId: string
+  /** The first listen address, with /p2p/<peer id>. */
+  address: string
+  close(): Promise<void>
+}
+
+/** A port on 127.0.0.1 that nothing listens on (right now). */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+describe('bootstrap: static peers', function () {
+  this.timeout(30_000)
+  let dir: string
+  let cleanup: () => Promise<void>
+  const live: TestNode[] = []
+
+  beforeEach(async () => {
+    ;({ dir, cleanup } = await tempDir('meshkit-bootstrap-'))
+  })
+  afterEach(async () => {
+    for (const n of live.splice(0)) await n.close().catch(() => {})
+    await cleanup()
+  })
+
+  /** Starts a loopback-only node in `<dir>/<name>` with identify/noise/yamux/tcp plus `extra.plugins`. */
+  async function start(name: string, extra: MeshConfig = {}): Promise<TestNode> {
+    const logs: string[] = []
+    const kernel = new MeshKernel({ env, logger: createLogger({ write: (line) => logs.push(line) }) })
+    const events: MeshEvent[] = []
+    kernel.events.on('*', (e) => events.push({ ...e, at: Date.now() }))
+    const config = resolveConfig(
+      {
+        dataDir: `${dir}/${name}`,
+        datastore: 'memory',
+        logLevel: 'warn',
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        ...extra,
+        connections: { allow: ['/ip4/127.0.0.1'], ...extra.connections },
+        plugins: [identify(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
+      },
+      { env, registry: builtinPlugins },
+    )
+    try {
+      const node = await kernel.start(config)
+      const entry: TestNode = {
+        kernel,
+        node,
+        events,
+        logs,
+        peerId: node.peerId.toString(),
+        address: node.libp2p.getMultiaddrs()[0].toString(),
+        close: async () => {
+          live.splice(live.indexOf(entry) >>> 0, 1)
+          await kernel.close()
+        },
+      }
+      live.push(entry)
+      return entry
+    } catch (err) {
+      await kernel.close().catch(() => {})
+      throw err
+    }
+  }
+
+  const connectedTo = (n: TestNode, peer: string) =>
+    n.node.libp2p.getPeers().some((p) => p.toString() === peer)
+  const of = (n: TestNode, event: string) => n.events.filter((e) => e.event === event)
+
+  it('dials a static peer and reports it as bootstrap:connected from static-peers', async () => {
+    const a = await start('a')
+    const b = await start('b', {
+      bootstrap: { minConnections: 1 },
+      plugins: [staticPeers({ peers: [a.address] })],
+    })
+    await waitFor(() => of(b, 'bootstrap:connected').length > 0, { what: 'bootstrap:connected' })
+    expect(of(b, 'bootstrap:connected')[0]).to.include({
+      peerId: a.peerId,
+      address: a.address,
+      source: 'static-peers',
+    })
+    expect(connectedTo(b, a.peerId)).to.equal(true)
+    expect(of(b, 'bootstrap:retry'), 'no retry once the minimum is met').to.have.length(0)
+  })
+
+  it('rejects a bad multiaddr in the options, naming the plugin and the entry', () => {
+    const err = (() => {
+      try {
+        resolveConfig(
+          {
+            dataDir: `${dir}/x`,
+            plugins: [tcp(), noise(), yamux(), staticPeers({ peers: ['not-an-addr'] })],
+          },
+          { env, registry: builtinPlugins },
+        )
+      } catch (e) {
+        return e as Error
+      }
+    })()
+    expect(err?.message).to.match(/plugins\[3\]\(static-peers\)\.peers\[0\]/)
+  })
+
+  it('warns about a static peer without /p2p/<peer id>, and still dials it', async () => {
+    const a = await start('a')
+    const bare = a.address.replace(/\/p2p\/[^/]+$/, '')
+    const b = await start('b', {
+      bootstrap: { minConnections: 1 },
+      plugins: [staticPeers({ peers: [bare] })],
+    })
+    expect(b.logs.join('\n')).to.match(/\[static-peers\].*no \/p2p\/<peer id>/)
+    await waitFor(() => connectedTo(b, a.peerId), { what: 'B connected to A' })
+  })
+
+  it('backs off while its peer is down, joins it when it comes up, and again after it restarts', async () => {
+    const aDir = `${dir}/a`
+    const idA = (await loadOrCreateIdentity(aDir)).peerId.toString()
+    const port = await freePort()
+    const target = `/ip4/127.0.0.1/tcp/${port}/p2p/${idA}`
+    const b = await start('b', {
+      bootstrap: { minConnections: 1, retryInitial: '100ms', retryMax: '2s' },
+      plugins: [staticPeers({ peers: [target] })],
+    })
+
+    await waitFor(() => of(b, 'bootstrap:retry').length >= 3, { timeoutMs: 5_000, what: '3 retries' })
+    const retries = of(b, 'bootstrap:retry').slice(0, 3)
+    expect(retries.map((r) => r.attempt)).to.deep.equal([1, 2, 3])
+    expect(retries.every((r) => r.connections === 0)).to.equal(true)
+    const delays = retries.map((r) => r.delayMs as number)
+    // equal jitter: attempt n waits between half and all of min(retryMax, retryInitial * 2^n)
+    delays.forEach((d, n) => {
+      expect(d).to.be.within(100 * 2 ** n * 0.5, 100 * 2 ** n)
+    })
+    expect(delays[1]).to.be.at.least(delays[0])
+    expect(delays[2]).to.be.at.least(delays[1])
+    expect(delays[2]).to.be.greaterThan(delays[0])
+
+    const startA = () => start('a', { listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    let a = await startA()
+    expect(a.peerId).to.equal(idA)
+    await waitFor(() => connectedTo(b, idA), { timeoutMs: 5_000, what: 'B joined A once A came up' })
+    await waitFor(() => of(b, 'bootstrap:connected').length === 1, { what: 'bootstrap:connected' })
+    expect(of(b, 'bootstrap:connected')[0]).to.include({ peerId: idA, source: 'static-peers' })
+
+    // A goes away: the disconnect wakes the bootstrapper, which backs off from the start again
+    const before = of(b, 'bootstrap:retry').length
+    const stoppedAt = Date.now()
+    await a.close()
+    await waitFor(() => of(b, 'bootstrap:retry').length >= before + 2, {
+      timeoutMs: 5_000,
+      what: 'retries after A stopped',
+    })
+    const resumed = of(b, 'bootstrap:retry').slice(before)
+    expect(resumed[0].attempt, 'the backoff starts over').to.equal(1)
+    expect(resumed[0].at as number).to.be.at.least(stoppedAt)
+
+    a = await startA()
+    await waitFor(() => connectedTo(b, idA), { timeoutMs: 5_000, what: 'B rejoined A after its restart' })
+    await waitFor(() => of(b, 'bootstrap:connected').length === 2, { what: 'a second bootstrap:connected' })
+  })
+
+  it('stops dialling once it has minConnections peers (one dial at a time)', async () => {
+    const peers = [await start('a'), await start('c'), await start('d')]
+    const b = await start('b', {
+      bootstrap: { minConnections: 2, dialConcurrency: 1, retryInitial: '100ms' },
+      plugins: [staticPeers({ peers: peers.map((p) => p.address) })],
+    })
+    await waitFor(() => b.node.libp2p.getPeers().length >= 2, { what: 'two peers' })
+    // give a third dial every chance to happen if the bootstrapper were to make one
+    await new Promise((r) => setTimeout(r, 500))
+    expect(b.node.libp2p.getPeers()).to.have.length(2)
+    const connected = of(b, 'bootstrap:connected')
+    expect(connected).to.have.length(2)
+    expect(connected.map((e) => e.peerId)).to.deep.equal([peers[0].peerId, peers[1].peerId])
+    expect(of(b, 'bootstrap:retry')).to.have.length(0)
+  })
+
+  // dials in flight count towards minConnections: dialConcurrency 4 must not end with 3 peers
+  it('stops dialling once it has minConnections peers (dials in parallel)', async () => {
+    const peers = [await start('a'), await start('c'), await start('d')]
+    const b = await start('b', {
+      bootstrap: { minConnections: 2, dialConcurrency: 4 },
+      plugins: [staticPeers({ peers: peers.map((p) => p.address) })],
+    })
+    await waitFor(() => b.node.libp2p.getPeers().length >= 2, { what: 'two peers' })
+    await new Promise((r) => setTimeout(r, 500))
+    expect(b.node.libp2p.getPeers()).to.have.length(2)
+    expect(of(b, 'bootstrap:connected')).to.have.length(2)
+  })
+
+  // an address without /p2p/ that is already connected is skipped, and only new connections are reported
+  it('an address without /p2p/ is not dialled again while connected', async () => {
+    const a = await start('a')
+    const bare = a.address.replace(/\/p2p\/[^/]+$/, '')
+    const b = await start('b', {
+      bootstrap: { minConnections: 3, retryInitial: '50ms', retryMax: '100ms' },
+      plugins: [staticPeers({ peers: [bare] })],
+    })
+    await waitFor(() => of(b, 'bootstrap:retry').length >= 5, { what: '5 retries' })
+    expect(of(b, 'bootstrap:connected')).to.have.length(1)
+    expect(of(b, 'connection:open')).to.have.length(1)
+  })
+
+  it('a minConnections of 0 turns bootstrapping off', async () => {
+    const a = await start('a')
+    const b = await start('b', {
+      bootstrap: { minConnections: 0 },
+      plugins: [staticPeers({ peers: [a.address] })],
+    })
+    await new Promise((r) => setTimeout(r, 300))
+    expect(b.node.libp2p.getPeers()).to.have.length(0)
+    expect(of(b, 'bootstrap:connected')).to.have.length(0)
+  })
+})
+
+describe('bootstrap: backoff', () => {
+  it('grows exponentially up to retryMax, with equal jitter (half fixed, half random)', () => {
+    expect([0, 1, 2, 3].map((n) => backoffDelay(n, 100, 1_000, () => 0))).to.deep.equal([50, 100, 200, 400])
+    expect([0, 1, 2, 3].map((n) => backoffDelay(n, 100, 1_000, () => 1))).to.deep.equal([100, 200, 400, 800])
+    expect(backoffDelay(10, 100, 1_000, () => 0)).to.equal(500)
+    expect(backoffDelay(10, 100, 1_000, () => 1)).to.equal(1_000)
+    expect(
+      backoffDelay(5_000, 1_000, 60_000, () => 1),
+      'no overflow on a long outage',
+    ).to.equal(60_000)
+  })
+})
