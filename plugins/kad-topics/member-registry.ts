@@ -42,6 +42,12 @@ export class MemberRegistry {
     return true
   }
 
+  /** Whether `peerId` is a live member of `key`. */
+  has(key: string, peerId: string): boolean {
+    const member = this.#keys.get(key)?.get(peerId)
+    return member !== undefined && member.lastSeen >= this.now() - this.limits.ttl
+  }
+
   remove(key: string, peerId: string): void {
     const members = this.#keys.get(key)
     members?.delete(peerId)

@@ -34,11 +34,17 @@ interface JoinedTopic {
   cid: CID
   /** Connected peers that are members (emitted as topic:peer). */
   peers: Set<string>
+  /** Members being dialled for this topic. */
+  dialing: Set<string>
+  /** When the topic was joined (ms since epoch). */
+  since: number
   abort: AbortController
   wake?: () => void
 }
 
 const TOPIC_TAG = 'meshkit-topic'
+/** How long after joining a topic only "higher" members are dialled (see #fill). */
+const DIAL_GRACE_MS = 750
 
 /**
  * Joins and leaves topics: announces them on the DHT, looks members up (DHT provider records and the
@@ -116,6 +122,8 @@ export class TopicManager {
       key: cid.toString(),
       cid,
       peers: new Set(),
+      dialing: new Set(),
+      since: Date.now(),
       abort: new AbortController(),
     }
     this.#joined.set(topic, joined)
@@ -201,11 +209,15 @@ export class TopicManager {
         continue
       }
       round++
+      let learned = false
       if (this.settings.memberExchange) {
+        const before = this.registry.members(joined.key).length
         const others = this.libp2p.getPeers().filter((p) => !joined.peers.has(p.toString()))
         await Promise.all(others.map((p) => this.#exchange(p)))
+        learned = this.registry.members(joined.key).length > before
       }
-      if (short() && (round >= 2 || !this.settings.memberExchange)) {
+      // the DHT only when the exchange brought nothing new (DHT queries cost connections)
+      if (short() && !learned && (round >= 2 || !this.settings.memberExchange)) {
         try {
           for await (const _ of this.find(joined.topic, signal)) this.#fill(joined)
         } catch (err) {
@@ -320,10 +332,18 @@ export class TopicManager {
   /** Dials known members of a topic until it has `connectionsPerTopic` connected members. */
   #fill(joined: JoinedTopic): void {
     if (this.signal.aborted || joined.abort.signal.aborted) return
-    let deficit = this.settings.connectionsPerTopic - joined.peers.size - this.#pendingFor(joined)
+    // At most half the target in flight: members dial each other at the same time, and an inbound
+    // connection that lands meanwhile fills the topic as well as an outbound one.
+    const inFlight = this.#pendingFor(joined)
+    const cap = Math.ceil(this.settings.connectionsPerTopic / 2)
+    let deficit = Math.min(this.settings.connectionsPerTopic - joined.peers.size - inFlight, cap - inFlight)
     if (deficit <= 0) return
     const now = Date.now()
-    for (const [id, member] of this.registry.members(joined.key)) {
+    // Two members who learn of each other at once would both dial: each pair is dialled by the peer
+    // with the lower id, unless the topic is still short after a grace period (then anyone dials).
+    const grace = now - joined.since > DIAL_GRACE_MS
+    const candidates = this.registry.members(joined.key).filter(([id]) => grace || id > this.#self)
+    for (const [id, member] of candidates) {
       if (deficit <= 0) break
       if (id === this.#self || joined.peers.has(id) || this.#dialing.has(id)) continue
       if ((this.#failedUntil.get(id) ?? 0) > now) continue
@@ -341,13 +361,12 @@ export class TopicManager {
   }
 
   #pendingFor(joined: JoinedTopic): number {
-    let n = 0
-    for (const id of this.#dialing) if (this.registry.members(joined.key).some(([m]) => m === id)) n++
-    return n
+    return joined.dialing.size
   }
 
   async #dial(id: string, addrs: readonly string[], joined: JoinedTopic): Promise<void> {
     this.#dialing.add(id)
+    joined.dialing.add(id)
     try {
       const peerId = peerIdFromString(id)
       await this.libp2p.peerStore.merge(peerId, { multiaddrs: addrs.map((a) => multiaddr(a)) })
@@ -359,6 +378,7 @@ export class TopicManager {
       this.logger.debug(`dialling topic member ${id} failed: ${(err as Error).message}`)
     } finally {
       this.#dialing.delete(id)
+      joined.dialing.delete(id)
     }
     // A member we dialled is known as one (from the DHT or a rendezvous point): it counts as a topic
     // peer as soon as the connection is up; the exchange on that connection confirms it, or reports it
