@@ -18,6 +18,11 @@ const IP_CANDIDATES = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']
 /** The `ip` binary: iproute2's usual places first (root's PATH may lack /usr/sbin), else PATH. */
 export const IP = IP_CANDIDATES.find((p) => existsSync(p)) ?? 'ip'
 
+const NFT_CANDIDATES = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft', '/bin/nft']
+
+/** The `nft` binary (nftables), found like {@link IP}. */
+export const NFT = NFT_CANDIDATES.find((p) => existsSync(p)) ?? 'nft'
+
 /** How long one `ip` command may take. */
 const COMMAND_TIMEOUT_MS = 10_000
 
@@ -26,34 +31,57 @@ export interface CommandResult {
   stderr: string
 }
 
+export interface RunOptions {
+  /** Killed (SIGKILL) after this long. @default 10 s */
+  timeoutMs?: number
+  /** Written to the command's stdin (which is closed after it). */
+  input?: string
+}
+
 /** Runs a command to completion (killed after `timeoutMs`); rejects with its stderr when it fails. */
 export function run(
   cmd: string,
   args: readonly string[],
-  { timeoutMs = COMMAND_TIMEOUT_MS }: { timeoutMs?: number } = {},
+  { timeoutMs = COMMAND_TIMEOUT_MS, input }: RunOptions = {},
 ): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, [...args], { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      if (err) {
-        const detail = String(stderr).trim() || err.message
-        reject(Object.assign(new Error(`${cmd} ${args.join(' ')}: ${detail}`), { cause: err, stderr }))
-      } else resolve({ stdout: String(stdout), stderr: String(stderr) })
-    })
+    const child = execFile(
+      cmd,
+      [...args],
+      { timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        if (err) {
+          const detail = String(stderr).trim() || err.message
+          reject(Object.assign(new Error(`${cmd} ${args.join(' ')}: ${detail}`), { cause: err, stderr }))
+        } else resolve({ stdout: String(stdout), stderr: String(stderr) })
+      },
+    )
+    // a command that exits without reading its input must not fail the run with EPIPE
+    child.stdin?.on('error', () => {})
+    child.stdin?.end(input)
   })
 }
 
 /** Runs `ip ...args` (in the root namespace). */
-export function ip(args: readonly string[], options?: { timeoutMs?: number }): Promise<CommandResult> {
+export function ip(args: readonly string[], options?: RunOptions): Promise<CommandResult> {
   return run(IP, args, options)
 }
 
 /** Runs `ip -n <name> ...args`: an `ip` command (link, addr, route, ...) inside the namespace. */
-export function netnsIp(
-  name: string,
-  args: readonly string[],
-  options?: { timeoutMs?: number },
-): Promise<CommandResult> {
+export function netnsIp(name: string, args: readonly string[], options?: RunOptions): Promise<CommandResult> {
   return run(IP, ['-n', name, ...args], options)
+}
+
+/**
+ * Runs several `ip` commands inside the namespace in one process (`ip -n <name> -batch -`), one command
+ * (without the leading `ip`) per entry: much cheaper than one process each. Stops at the first failure.
+ */
+export function netnsIpBatch(
+  name: string,
+  commands: readonly string[],
+  options?: RunOptions,
+): Promise<CommandResult> {
+  return run(IP, ['-n', name, '-batch', '-'], { ...options, input: `${commands.join('\n')}\n` })
 }
 
 let probed: Promise<string | undefined> | undefined
@@ -85,6 +113,26 @@ export function netnsUnavailableReason(): Promise<string | undefined> {
   return probed
 }
 
+let nftProbed: Promise<string | undefined> | undefined
+
+/**
+ * Why nftables rules cannot be loaded into namespaces here (no namespaces, see
+ * {@link netnsUnavailableReason}, or no `nft` command), or undefined when they can.
+ */
+export function nftUnavailableReason(): Promise<string | undefined> {
+  nftProbed ??= (async () => {
+    const why = await netnsUnavailableReason()
+    if (why) return why
+    try {
+      await run(NFT, ['--version'])
+    } catch {
+      return 'the `nft` command is missing (install nftables: apt-get install -y nftables)'
+    }
+    return undefined
+  })()
+  return nftProbed
+}
+
 /** True when tests can create network namespaces (see {@link netnsUnavailableReason} for why not). */
 export async function canUseNetns(): Promise<boolean> {
   return (await netnsUnavailableReason()) === undefined
@@ -98,24 +146,38 @@ export function uniqueNetnsName(prefix = 'mk'): string {
 const created = new Set<string>()
 let exitHookInstalled = false
 
-/** Deletes what is still tracked when the test process exits without its after hooks having run. */
+/** Deletes what is still tracked, synchronously: the last-chance cleanup on exit or on a fatal signal. */
+function deleteTrackedNetnsSync(): void {
+  for (const name of [...created]) {
+    try {
+      for (const pid of execFileSync(IP, ['netns', 'pids', name], { timeout: 5000 })
+        .toString()
+        .split(/\s+/)
+        .filter(Boolean))
+        process.kill(Number(pid), 'SIGKILL')
+      execFileSync(IP, ['netns', 'delete', name], { timeout: 5000, stdio: 'ignore' })
+      created.delete(name)
+    } catch {
+      // best effort: the process is exiting
+    }
+  }
+}
+
+/**
+ * Deletes what is still tracked when the test process exits without its after hooks having run, and
+ * also when it is ended by SIGINT, SIGTERM or SIGHUP (which skip 'exit' handlers): then the signal is
+ * raised again, so the process still ends by it unless someone else handles it.
+ */
 function installExitHook(): void {
   if (exitHookInstalled) return
   exitHookInstalled = true
-  process.once('exit', () => {
-    for (const name of created) {
-      try {
-        for (const pid of execFileSync(IP, ['netns', 'pids', name], { timeout: 5000 })
-          .toString()
-          .split(/\s+/)
-          .filter(Boolean))
-          process.kill(Number(pid), 'SIGKILL')
-        execFileSync(IP, ['netns', 'delete', name], { timeout: 5000, stdio: 'ignore' })
-      } catch {
-        // best effort: the process is exiting
-      }
-    }
-  })
+  process.once('exit', deleteTrackedNetnsSync)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      deleteTrackedNetnsSync()
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    })
+  }
 }
 
 export interface CreateNetnsOptions {
@@ -232,9 +294,20 @@ export function netnsExec(
   name: string,
   cmd: string,
   args: readonly string[] = [],
-  options?: { timeoutMs?: number },
+  options?: RunOptions,
 ): Promise<CommandResult> {
   return run(IP, ['netns', 'exec', name, cmd, ...args], options)
+}
+
+/** Sets sysctl `key` (e.g. 'net.ipv4.ip_forward') inside namespace `name` (the net.* keys are per namespace). */
+export async function netnsSysctl(name: string, key: string, value: string): Promise<void> {
+  const path = `/proc/sys/${key.replaceAll('.', '/')}`
+  await netnsExec(name, '/bin/sh', ['-c', 'printf "%s\\n" "$1" > "$2"', 'sysctl', value, path])
+}
+
+/** Runs `nft` inside namespace `name`: `script` (an nft file's text) is fed on stdin when given. */
+export function netnsNft(name: string, args: readonly string[], script?: string): Promise<CommandResult> {
+  return netnsExec(name, NFT, script === undefined ? args : [...args, '-f', '-'], { input: script })
 }
 
 export interface NetnsSpawnOptions {
