@@ -6,7 +6,7 @@
  *   setup     the 5 bootstrap nodes start (not timed; the RSS sampler already runs)
  *   t0        all N peers are started at once (create, start, join the topic); CPU is read here
  *   full      every peer has had min(5, N-1) topic peers connected at the same time (or --timeout-ms)
- *   late      one more peer joins the warm mesh: its time to a first topic peer (and to min(5, N) peers)
+ *   late      one more peer joins the warm mesh (2 s after full rendezvous): its time to a first topic peer (and to min(5, N) peers)
  *   teardown  everything stopped (bounded), then the result line is printed
  */
 import { median, round } from '../lib/stats.js'
@@ -231,6 +231,9 @@ export class Tracker {
 const mb = (bytes: number) => round(bytes / MIB)
 const cpuSeconds = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1e6
 
+/** Pause between full rendezvous and the late joiner's start. */
+export const LATE_JOINER_SETTLE_MS = 2000
+
 /** Runs one scenario: N peers at once, until full rendezvous (or timeout), then a late joiner; then stops all. */
 export async function measure(
   impl: ImplName,
@@ -273,6 +276,9 @@ export async function measure(
 
     let late: RunResult['late_joiner'] = null
     if (ok && options.lateJoiner !== false) {
+      // "warm": the mesh has rendezvoused and settled (the last peers' exchanges and DHT announcements
+      // finish); the same pause for every implementation
+      await new Promise((r) => setTimeout(r, LATE_JOINER_SETTLE_MS))
       const lateCpu0 = process.cpuUsage()
       const tLate = performance.now()
       const started = harness.startPeer(n, tracker.sink(n)).catch((err: unknown) => {

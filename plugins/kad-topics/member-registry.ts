@@ -5,6 +5,8 @@ export interface KnownMember {
   lastSeen: number
   /** True when the member told us itself (or the DHT did); false when a third peer relayed it. */
   direct: boolean
+  /** The member last said it is short of peers in this topic. */
+  short: boolean
 }
 
 /**
@@ -21,7 +23,7 @@ export class MemberRegistry {
   ) {}
 
   /** Records a member; returns true when it was not known for this key before. */
-  add(key: string, peerId: string, addrs: readonly string[], direct: boolean): boolean {
+  add(key: string, peerId: string, addrs: readonly string[], direct: boolean, short = false): boolean {
     let members = this.#keys.get(key)
     if (!members) {
       if (this.#keys.size >= this.limits.maxKeys) this.#evictKey()
@@ -34,11 +36,12 @@ export class MemberRegistry {
       if (!direct && existing.direct) return false
       existing.lastSeen = this.now()
       existing.direct ||= direct
+      existing.short = short
       if (addrs.length > 0) existing.addrs = [...addrs]
       return false
     }
     if (members.size >= this.limits.maxMembers) this.#evictMember(members)
-    members.set(peerId, { addrs: [...addrs], lastSeen: this.now(), direct })
+    members.set(peerId, { addrs: [...addrs], lastSeen: this.now(), direct, short })
     return true
   }
 

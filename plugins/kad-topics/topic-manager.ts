@@ -43,6 +43,8 @@ interface JoinedTopic {
 }
 
 const TOPIC_TAG = 'meshkit-topic'
+/** Longest pause between asking connected peers for members while a topic is short. */
+const EXCHANGE_POLL_MAX_MS = 2000
 /** How long after joining a topic only "higher" members are dialled (see #fill). */
 const DIAL_GRACE_MS = 750
 
@@ -196,19 +198,20 @@ export class TopicManager {
    */
   async #lookupLoop(joined: JoinedTopic): Promise<void> {
     const { initial, max } = this.settings.lookupBackoff
-    let delay = initial
-    let round = 0
+    // asking connected peers is cheap: at most EXCHANGE_POLL_MAX_MS apart while short; DHT queries open
+    // connections: they back off up to `max`, and run only when the exchange brought nothing new
+    let pollDelay = initial
+    let dhtDelay = Math.max(initial * 4, 1000)
+    let nextDht = Date.now() + (this.settings.memberExchange ? dhtDelay : 0)
     const signal = joined.abort.signal
     const short = () => joined.peers.size < this.settings.connectionsPerTopic
     while (!signal.aborted && !this.signal.aborted) {
-      await this.#sleep(joined, short() ? delay : this.settings.refreshInterval)
+      await this.#sleep(joined, short() ? pollDelay : this.settings.refreshInterval)
       if (signal.aborted || this.signal.aborted) return
       if (!short()) {
-        round = 0
-        delay = initial
+        pollDelay = initial
         continue
       }
-      round++
       let learned = false
       if (this.settings.memberExchange) {
         const before = this.registry.members(joined.key).length
@@ -216,17 +219,18 @@ export class TopicManager {
         await Promise.all(others.map((p) => this.#exchange(p)))
         learned = this.registry.members(joined.key).length > before
       }
-      // the DHT only when the exchange brought nothing new (DHT queries cost connections)
-      if (short() && !learned && (round >= 2 || !this.settings.memberExchange)) {
+      if (short() && !learned && Date.now() >= nextDht) {
         try {
           for await (const _ of this.find(joined.topic, signal)) this.#fill(joined)
         } catch (err) {
           if (signal.aborted) return
           this.logger.debug(`lookup of ${joined.topic} failed: ${(err as Error).message}`)
         }
+        nextDht = Date.now() + dhtDelay
+        dhtDelay = Math.min(dhtDelay * 2, max)
       }
       this.#fill(joined)
-      delay = Math.min(delay * 2, max)
+      pollDelay = Math.min(pollDelay * 2, EXCHANGE_POLL_MAX_MS)
     }
   }
 
@@ -265,9 +269,9 @@ export class TopicManager {
 
   // --- membership --------------------------------------------------------------------------------
 
-  #learn(key: string, id: string, addrs: readonly string[], direct: boolean): void {
+  #learn(key: string, id: string, addrs: readonly string[], direct: boolean, short = false): void {
     if (id === this.#self) return
-    const isNew = this.registry.add(key, id, addrs, direct)
+    const isNew = this.registry.add(key, id, addrs, direct, short)
     if (isNew && this.#keyToTopic.has(key) && addrs.length > 0) {
       try {
         this.onDiscovered({ id: peerIdFromString(id), multiaddrs: addrs.map((a) => multiaddr(a)) })
@@ -278,13 +282,19 @@ export class TopicManager {
   }
 
   /** Applies what `peer` said it joined: registry entries, topic-peer status. */
-  #applyRemoteJoined(peer: string, joinedKeys: readonly string[], addrs: readonly string[]): void {
+  #applyRemoteJoined(
+    peer: string,
+    joinedKeys: readonly string[],
+    addrs: readonly string[],
+    shortKeys: readonly string[] = [],
+  ): void {
+    const short = new Set(shortKeys)
     const next = new Set(joinedKeys)
     const previous = this.#remoteJoined.get(peer)
     for (const key of previous ?? []) if (!next.has(key)) this.registry.remove(key, peer)
     this.#remoteJoined.set(peer, next)
     const knownAddrs = addrs.length > 0 ? addrs : this.#addrsOf(peer)
-    for (const key of next) this.#learn(key, peer, knownAddrs, true)
+    for (const key of next) this.#learn(key, peer, knownAddrs, true, short.has(key))
     for (const joined of this.#joined.values()) {
       if (next.has(joined.key)) this.#markTopicPeer(joined, peer)
       else if (joined.peers.has(peer)) this.#lost(joined, peer, 'left')
@@ -342,7 +352,9 @@ export class TopicManager {
     // Two members who learn of each other at once would both dial: each pair is dialled by the peer
     // with the lower id, unless the topic is still short after a grace period (then anyone dials).
     const grace = now - joined.since > DIAL_GRACE_MS
-    const candidates = this.registry.members(joined.key).filter(([id]) => grace || id > this.#self)
+    const candidates = this.registry
+      .members(joined.key)
+      .filter(([id, m]) => grace || id > this.#self || (m.short && m.direct))
     for (const [id, member] of candidates) {
       if (deficit <= 0) break
       if (id === this.#self || joined.peers.has(id) || this.#dialing.has(id)) continue
@@ -395,7 +407,10 @@ export class TopicManager {
   // --- member exchange -----------------------------------------------------------------------
 
   #request(): TopicsRequest {
-    return { v: 1, joined: [...this.#keyToTopic.keys()], addrs: this.#selfAddrs() }
+    const short = [...this.#joined.values()]
+      .filter((j) => j.peers.size < this.settings.connectionsPerTopic)
+      .map((j) => j.key)
+    return { v: 1, joined: [...this.#keyToTopic.keys()], addrs: this.#selfAddrs(), short }
   }
 
   readonly #exchanges = new Map<string, { promise: Promise<void>; again: boolean }>()
@@ -437,10 +452,10 @@ export class TopicManager {
       this.logger.debug(
         `exchange with ${id}: it joined ${response.joined.length} topics, told us ${sent} members`,
       )
-      this.#applyRemoteJoined(id, response.joined, response.addrs)
+      this.#applyRemoteJoined(id, response.joined, response.addrs, response.short)
       for (const [key, members] of Object.entries(response.members)) {
         if (!this.#keyToTopic.has(key)) continue
-        for (const member of members) this.#learn(key, member.id, member.addrs, false)
+        for (const member of members) this.#learn(key, member.id, member.addrs, false, member.short)
       }
       for (const joined of this.#joined.values()) this.#fill(joined)
     } catch (err) {
@@ -457,14 +472,18 @@ export class TopicManager {
       const signal = AbortSignal.any([this.signal, AbortSignal.timeout(10_000)])
       const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
       const request = decodeRequest((await lp.read({ signal })).subarray())
-      this.#applyRemoteJoined(peer, request.joined, request.addrs)
+      this.#applyRemoteJoined(peer, request.joined, request.addrs, request.short)
       const members: Record<string, WireMember[]> = {}
       for (const key of request.joined) {
         const list = this.registry
           .members(key)
           .filter(([id]) => id !== peer)
           .slice(0, LIMITS.maxMembersPerTopic)
-          .map(([id, m]) => ({ id, addrs: m.addrs.slice(0, LIMITS.maxAddrs) }))
+          .map(([id, m]) => ({
+            id,
+            addrs: m.addrs.slice(0, LIMITS.maxAddrs),
+            ...(m.short ? { short: true } : {}),
+          }))
         if (list.length > 0) members[key] = list
       }
       const response: TopicsResponse = { ...this.#request(), members }

@@ -23,6 +23,8 @@ export const LIMITS = {
 export interface WireMember {
   id: string
   addrs: string[]
+  /** The member said it is short of peers in this topic (a good one to dial). */
+  short?: boolean
 }
 
 /** Request: "I joined these keys (reachable at these addrs); who else is in them?" */
@@ -30,6 +32,8 @@ export interface TopicsRequest {
   v: 1
   joined: string[]
   addrs: string[]
+  /** The joined keys in which the sender has fewer peers than it wants. */
+  short?: string[]
 }
 
 /** Response: the responder's own keys, and members it knows for the requested keys. */
@@ -37,6 +41,7 @@ export interface TopicsResponse {
   v: 1
   joined: string[]
   addrs: string[]
+  short?: string[]
   members: Record<string, WireMember[]>
 }
 
@@ -99,6 +104,7 @@ export function decodeRequest(bytes: Uint8Array): TopicsRequest {
     v: 1,
     joined: stringList(m.joined, LIMITS.maxJoined, 'joined'),
     addrs: stringList(m.addrs ?? [], LIMITS.maxAddrs, 'addrs', checkAddr),
+    short: stringList(m.short ?? [], LIMITS.maxJoined, 'short'),
   }
 }
 
@@ -112,21 +118,28 @@ export function decodeResponse(bytes: Uint8Array): TopicsResponse {
     fail(`members has ${entries.length} keys (max ${LIMITS.maxMemberTopics})`)
   const parsed: Record<string, WireMember[]> = {}
   for (const [key, list] of entries) {
+    if (key === '__proto__') continue // never a topic key; assigning it would replace parsed's prototype
     if (key.length > LIMITS.maxStringLength) fail('member key too long')
     if (!Array.isArray(list) || list.length > LIMITS.maxMembersPerTopic)
       fail(`bad member list for ${key.slice(0, 80)}`)
     parsed[key] = list.map((member: unknown) => {
       if (member === null || typeof member !== 'object') fail('member is not an object')
-      const { id, addrs } = member as { id?: unknown; addrs?: unknown }
+      const { id, addrs, short } = member as { id?: unknown; addrs?: unknown; short?: unknown }
       if (typeof id !== 'string' || id.length > LIMITS.maxStringLength) fail('member id is not a string')
       checkPeerId(id)
-      return { id, addrs: stringList(addrs, LIMITS.maxAddrs, 'member addrs', checkAddr) }
+      if (short !== undefined && typeof short !== 'boolean') fail('member short is not a boolean')
+      return {
+        id,
+        addrs: stringList(addrs, LIMITS.maxAddrs, 'member addrs', checkAddr),
+        short: short === true,
+      }
     })
   }
   return {
     v: 1,
     joined: stringList(m.joined, LIMITS.maxJoined, 'joined'),
     addrs: stringList(m.addrs ?? [], LIMITS.maxAddrs, 'addrs', checkAddr),
+    short: stringList(m.short ?? [], LIMITS.maxJoined, 'short'),
     members: parsed,
   }
 }
