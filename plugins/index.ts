@@ -8,6 +8,8 @@ import { noise } from './noise/index.js'
 import { peerCache } from './peer-cache/index.js'
 import { ping } from './ping/index.js'
 import { quic } from './quic/index.js'
+import { relayClient } from './relay-client/index.js'
+import { relayServer } from './relay-server/index.js'
 import { staticPeers } from './static-peers/index.js'
 import { tcp } from './tcp/index.js'
 import { yamux } from './yamux/index.js'
@@ -16,13 +18,42 @@ export type { TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
 export type { CachedPeer, PeerCacheApi } from './peer-cache/index.js'
-export { dnsSeeds, identify, kadTopics, mdns, noise, peerCache, ping, quic, staticPeers, tcp, yamux }
+export type { RelayClientApi, RelayReservationInfo } from './relay-client/index.js'
+export type { RelayServerApi, RelayServerReservation } from './relay-server/index.js'
+export { RELAY_HOP_PROTOCOL, RELAY_SERVICE, RELAY_STOP_PROTOCOL } from './relay-server/index.js'
+export {
+  dnsSeeds,
+  identify,
+  kadTopics,
+  mdns,
+  noise,
+  peerCache,
+  ping,
+  quic,
+  relayClient,
+  relayServer,
+  staticPeers,
+  tcp,
+  yamux,
+}
 
 /** Built-in plugins by name, for `.meshrc.json` / YAML / package.json configs: `"plugins": ["tcp"]`. */
 export const builtinPlugins: PluginRegistry = new Map(
-  [identify, ping, noise, yamux, tcp, quic, kadTopics, mdns, staticPeers, dnsSeeds, peerCache].map(
-    (factory) => [factory.pluginName, factory] as const,
-  ),
+  [
+    identify,
+    ping,
+    noise,
+    yamux,
+    tcp,
+    quic,
+    kadTopics,
+    mdns,
+    staticPeers,
+    dnsSeeds,
+    peerCache,
+    relayServer,
+    relayClient,
+  ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 
 /** What a node runs with when the config leaves a field unset, or when there is no config at all. */

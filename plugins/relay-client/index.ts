@@ -1,0 +1,486 @@
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import type { Connection, IdentifyResult, Libp2p, PeerId } from '@libp2p/interface'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import {
+  backoffDelay,
+  definePlugin,
+  durationSchema,
+  type Libp2pContribution,
+  type Logger,
+  type MeshEventBus,
+  multiaddrSchema,
+  z,
+} from 'meshkit'
+
+const options = z
+  .strictObject({
+    /**
+     * Relays to reserve a slot on, as multiaddrs with `/p2p/<relay peer id>` (which relay restarted is
+     * recognised by its id). @default []
+     */
+    relays: z
+      .array(
+        multiaddrSchema("'/ip4/198.51.100.1/tcp/4001/p2p/12D3KooW...'").refine(
+          (a) => /\/p2p\/[^/]+$/.test(a) && !a.includes('/p2p-circuit'),
+          { message: 'a relay address must end with /p2p/<relay peer id> and must not be a circuit address' },
+        ),
+      )
+      .default([]),
+    /**
+     * Reservations to keep, on the relays with the lowest round-trip time. `0` only adds the circuit
+     * transport (dial through relays, no reservations). @default 2
+     */
+    minReservations: z.number().int().min(0).max(16).default(2),
+    /** How often the reserved relays are pinged (RTT, liveness). @default '30s' */
+    checkInterval: durationSchema("'30s'").default(30_000),
+    /** Failed pings in a row after which a relay connection counts as dead and is replaced. @default 2 */
+    maxPingFailures: z.number().int().positive().default(2),
+    /** Longest a ping, a dial to a relay or a reservation request may take. @default '10s' */
+    timeout: durationSchema("'10s'").default(10_000),
+    /** First delay before retrying a relay that failed (doubles up to `retryMax`, with jitter). @default '1s' */
+    retryInitial: durationSchema("'1s'").default(1_000),
+    /** @default '60s' */
+    retryMax: durationSchema("'60s'").default(60_000),
+  })
+  .default({
+    relays: [],
+    minReservations: 2,
+    checkInterval: 30_000,
+    maxPingFailures: 2,
+    timeout: 10_000,
+    retryInitial: 1_000,
+    retryMax: 60_000,
+  })
+
+type Options = z.output<typeof options>
+
+/** One reservation the client holds. */
+export interface RelayReservationInfo {
+  /** The relay's peer id. */
+  relay: string
+  /** The /p2p-circuit addresses this node is reachable at through the relay. */
+  addrs: string[]
+  /** Expiry (ms since the epoch), as the relay granted it. */
+  expires: number
+  /** Last measured round-trip time to the relay (ms). */
+  rttMs: number | undefined
+}
+
+/** What `relayClient()` offers (`node.api('relay-client')`). */
+export interface RelayClientApi {
+  /** Reservations held right now. */
+  reservations(): RelayReservationInfo[]
+  /** Re-measures the relays and reserves where short of `minReservations` now (normally automatic). */
+  check(): Promise<void>
+}
+
+// The parts of @libp2p/circuit-relay-v2's transport (its reservation store) this plugin drives.
+interface StoreReservation {
+  relay: PeerId
+  details: { reservation: { expire: bigint; addrs: Uint8Array[] }; connection: string; type: string }
+}
+interface ReservationStore extends EventTarget {
+  addRelay(peer: PeerId, type: 'configured'): Promise<StoreReservation>
+  hasReservation(peer: PeerId): boolean
+  relayFilter?: { has(key: Uint8Array): boolean; add(key: Uint8Array): void }
+}
+interface Captured {
+  store: ReservationStore
+  addressManager: {
+    confirmObservedAddr(addr: Multiaddr, options?: { type?: string }): void
+    removeObservedAddr(addr: Multiaddr): void
+  }
+  transportManager: { listen(addrs: Multiaddr[]): Promise<void> }
+  listener: CircuitListener
+}
+
+/** The address this plugin's listener is created for (`/p2p-circuit`: any relay). */
+const LISTEN_ADDR = '/p2p-circuit'
+
+/**
+ * The node's circuit listener. libp2p's own listener (one per relay address) forgets its relay when the
+ * reservation is lost and never takes it back; this one advertises whatever reservations the manager holds.
+ */
+class CircuitListener extends EventTarget {
+  addrs: () => Multiaddr[] = () => []
+  async listen(): Promise<void> {}
+  getAddrs(): Multiaddr[] {
+    return this.addrs()
+  }
+  updateAnnounceAddrs(): void {}
+  async close(): Promise<void> {
+    this.addrs = () => []
+    queueMicrotask(() => this.dispatchEvent(new CustomEvent('close')))
+  }
+  changed(): void {
+    this.dispatchEvent(new CustomEvent('listening'))
+  }
+}
+
+interface RelayState {
+  addr: Multiaddr
+  id: string
+  rttMs?: number
+  pingFailures: number
+  /** Failed attempts in a row (backoff). */
+  attempt: number
+  /** Not before this time (ms) while backing off. */
+  retryAt: number
+  reservation?: { expires: number; addrs: Multiaddr[]; connection: string; seq?: bigint }
+  /** The relay's last signed peer record sequence number (a new one after a restart). */
+  seq?: bigint
+}
+
+const reasonOf = (err: unknown) => (err instanceof Error ? err.message : String(err))
+
+class RelayManager {
+  readonly relays: RelayState[]
+  #timer: ReturnType<typeof setTimeout> | undefined
+  #running: Promise<void> | undefined
+  #again = false
+  #stopped = false
+  readonly #off: Array<() => void> = []
+
+  constructor(
+    private readonly node: Libp2p,
+    private readonly captured: Captured,
+    private readonly opts: Options,
+    private readonly logger: Logger,
+    private readonly events: MeshEventBus,
+    private readonly signal: AbortSignal,
+  ) {
+    this.relays = opts.relays.map((a) => {
+      const addr = multiaddr(a)
+      return {
+        addr,
+        id: addr.getComponents().findLast((c) => c.name === 'p2p')?.value ?? '',
+        pingFailures: 0,
+        attempt: 0,
+        retryAt: 0,
+      }
+    })
+  }
+
+  async start(): Promise<void> {
+    this.captured.listener.addrs = () => this.relays.flatMap((r) => r.reservation?.addrs ?? [])
+    await this.captured.transportManager.listen([multiaddr(LISTEN_ADDR)])
+    const store = this.captured.store
+    const on = (target: EventTarget, name: string, fn: (evt: CustomEvent) => void) => {
+      const listener = fn as unknown as (evt: Event) => void
+      target.addEventListener(name, listener)
+      this.#off.push(() => target.removeEventListener(name, listener))
+    }
+    on(store, 'relay:created-reservation', (evt) => this.#created(evt.detail as StoreReservation))
+    on(store, 'relay:removed', (evt) => this.#removed(evt.detail as StoreReservation))
+    // a relay we hold no reservation on came (back): try it now instead of waiting for the backoff
+    on(this.node as unknown as EventTarget, 'peer:identify', (evt) =>
+      this.#identified(evt.detail as IdentifyResult),
+    )
+    if (this.opts.minReservations > 0 && this.relays.length < this.opts.minReservations) {
+      this.logger.warn(
+        `minReservations is ${this.opts.minReservations} but only ${this.relays.length} relay(s) are configured`,
+      )
+    }
+    this.kick()
+  }
+
+  stop(): void {
+    this.#stopped = true
+    clearTimeout(this.#timer)
+    for (const off of this.#off.splice(0)) off()
+  }
+
+  /** Runs a check soon (coalesced: one at a time). */
+  kick(): void {
+    if (this.#stopped) return
+    clearTimeout(this.#timer)
+    this.#timer = setTimeout(() => void this.check(), 0)
+  }
+
+  async check(): Promise<void> {
+    if (this.#running) {
+      this.#again = true
+      return this.#running
+    }
+    this.#running = (async () => {
+      try {
+        do {
+          this.#again = false
+          await this.#checkOnce()
+        } while (this.#again && !this.#stopped)
+      } catch (err) {
+        this.logger.warn(`relay check failed: ${reasonOf(err)}`)
+      } finally {
+        this.#running = undefined
+        this.#schedule()
+      }
+    })()
+    return this.#running
+  }
+
+  reservations(): RelayReservationInfo[] {
+    return this.relays
+      .filter((r) => r.reservation)
+      .map((r) => ({
+        relay: r.id,
+        addrs: r.reservation!.addrs.map((a) => a.toString()),
+        expires: r.reservation!.expires,
+        rttMs: r.rttMs,
+      }))
+  }
+
+  #schedule(): void {
+    if (this.#stopped || this.opts.minReservations === 0) return
+    const now = Date.now()
+    let next = now + this.opts.checkInterval
+    if (this.#reservedCount() < this.opts.minReservations) {
+      for (const r of this.relays) if (!r.reservation) next = Math.min(next, Math.max(r.retryAt, now + 50))
+    }
+    clearTimeout(this.#timer)
+    this.#timer = setTimeout(() => void this.check(), next - now)
+  }
+
+  #reservedCount(): number {
+    return this.relays.filter((r) => r.reservation).length
+  }
+
+  #timeoutSignal(): AbortSignal {
+    return AbortSignal.any([this.signal, AbortSignal.timeout(this.opts.timeout)])
+  }
+
+  async #ping(r: RelayState, target: Multiaddr | PeerId): Promise<boolean> {
+    const ping = (this.node.services as Record<string, unknown>).ping as
+      | { ping(p: Multiaddr | PeerId, o: { signal: AbortSignal }): Promise<number> }
+      | undefined
+    try {
+      if (!ping) {
+        // no ping service: measure a dial instead (a reused connection counts as reachable)
+        const started = Date.now()
+        await this.node.dial(target, { signal: this.#timeoutSignal() })
+        r.rttMs ??= Date.now() - started
+        return true
+      }
+      r.rttMs = await ping.ping(target, { signal: this.#timeoutSignal() })
+      r.pingFailures = 0
+      return true
+    } catch (err) {
+      r.pingFailures++
+      if (!this.signal.aborted) this.logger.debug(`ping to relay ${r.id} failed: ${reasonOf(err)}`)
+      return false
+    }
+  }
+
+  async #checkOnce(): Promise<void> {
+    if (this.#stopped || this.opts.minReservations === 0) return
+    const now = Date.now()
+    // 1. liveness and RTT of relays we hold a reservation on: a relay that stops answering is replaced
+    await Promise.all(
+      this.relays
+        .filter((r) => r.reservation)
+        .map(async (r) => {
+          const ok = await this.#ping(r, r.addr)
+          if (!ok && r.pingFailures >= this.opts.maxPingFailures && r.reservation) {
+            this.logger.info(`relay ${r.id} stopped answering pings: dropping its reservation`)
+            await this.#drop(r, 'ping-failed')
+          }
+        }),
+    )
+    if (this.#stopped) return
+    // 2. measure the relays we may reserve on (those not backing off), best RTT first
+    const candidates = this.relays.filter((r) => !r.reservation && r.retryAt <= now)
+    if (this.#reservedCount() >= this.opts.minReservations || candidates.length === 0) return
+    const reachable = (
+      await Promise.all(candidates.map(async (r) => ((await this.#ping(r, r.addr)) ? r : undefined)))
+    )
+      .filter((r): r is RelayState => r !== undefined)
+      .sort((a, b) => (a.rttMs ?? Infinity) - (b.rttMs ?? Infinity))
+    for (const r of candidates) if (!reachable.includes(r)) this.#failed(r, 'unreachable')
+    // 3. reserve on the best ones until there are enough
+    for (const r of reachable) {
+      if (this.#stopped || this.#reservedCount() >= this.opts.minReservations) break
+      await this.#reserve(r)
+    }
+  }
+
+  async #reserve(r: RelayState): Promise<void> {
+    try {
+      const connection = await this.node.dial(r.addr, { signal: this.#timeoutSignal() })
+      if (connection.limits) throw new Error('only a relayed connection to the relay')
+      // Workaround: the transport's reservation store blacklists (for good) a relay whose dial once failed,
+      // so a configured relay that was down once would never be reserved on again. Clear that mark.
+      const filter = this.captured.store.relayFilter
+      if (filter?.has(connection.remotePeer.toMultihash().bytes)) {
+        this.captured.store.relayFilter = { has: () => false, add: () => {} }
+      }
+      const result = await this.captured.store.addRelay(connection.remotePeer, 'configured')
+      this.#created(result)
+      r.attempt = 0
+      r.retryAt = 0
+    } catch (err) {
+      if (this.#stopped) return
+      this.#failed(r, reasonOf(err))
+    }
+  }
+
+  #failed(r: RelayState, error: string): void {
+    const delayMs = backoffDelay(r.attempt, this.opts.retryInitial, this.opts.retryMax)
+    r.attempt++
+    r.retryAt = Date.now() + delayMs
+    this.events.emit('relay:retry', { relay: r.id, attempt: r.attempt, delayMs, error })
+  }
+
+  async #drop(r: RelayState, reason: string): Promise<void> {
+    const reservation = r.reservation
+    if (!reservation) return
+    this.#lost(r, reason)
+    const conn = this.node.getConnections().find((c) => c.id === reservation.connection)
+    // a dead (or stale) connection: abort it, which makes the transport drop its reservation entry too
+    conn?.abort(new Error(`relay reservation dropped: ${reason}`))
+  }
+
+  #byPeer(peer: PeerId | string): RelayState | undefined {
+    const id = peer.toString()
+    return this.relays.find((r) => r.id === id)
+  }
+
+  #created(res: StoreReservation): void {
+    const r = this.#byPeer(res.relay)
+    if (!r || this.#stopped) return
+    const expires = Number(res.details.reservation.expire) * 1000
+    const addrs = res.details.reservation.addrs.map((b) => multiaddr(b).encapsulate('/p2p-circuit'))
+    const previous = r.reservation
+    if (previous && previous.expires === expires && previous.connection === res.details.connection) return
+    for (const a of addrs) this.captured.addressManager.confirmObservedAddr(a, { type: 'transport' })
+    for (const a of previous?.addrs ?? []) {
+      if (!addrs.some((n) => n.equals(a))) this.captured.addressManager.removeObservedAddr(a)
+    }
+    r.reservation = { expires, addrs, connection: res.details.connection }
+    r.pingFailures = 0
+    this.captured.listener.changed()
+    this.events.emit('relay:reserved', {
+      relay: r.id,
+      expires,
+      addrs: addrs.map((a) => a.toString()),
+      rttMs: r.rttMs,
+      refreshed: previous !== undefined,
+    })
+  }
+
+  #removed(res: StoreReservation): void {
+    const r = this.#byPeer(res.relay)
+    if (!r?.reservation) return
+    const open = this.node
+      .getConnections(res.relay)
+      .some((c) => c.id === r.reservation?.connection && c.status === 'open')
+    const reason = !open
+      ? 'connection-closed'
+      : r.reservation.expires <= Date.now()
+        ? 'expired'
+        : 'refresh-failed'
+    this.#lost(r, reason)
+  }
+
+  #lost(r: RelayState, reason: string): void {
+    const reservation = r.reservation
+    if (!reservation) return
+    r.reservation = undefined
+    for (const a of reservation.addrs) this.captured.addressManager.removeObservedAddr(a)
+    if (this.#stopped) return
+    this.captured.listener.changed()
+    this.events.emit('relay:lost', { relay: r.id, reason })
+    this.logger.info(`lost the reservation on relay ${r.id} (${reason}): reserving again`)
+    // retry right away (a relay restart is usually back soon), then with backoff
+    r.attempt = 0
+    r.retryAt = 0
+    this.kick()
+  }
+
+  #identified(result: IdentifyResult): void {
+    const r = this.#byPeer(result.peerId)
+    if (!r || this.#stopped) return
+    const seq = result.signedPeerRecord?.seq
+    const restarted = seq !== undefined && r.seq !== undefined && seq !== r.seq
+    if (seq !== undefined) r.seq = seq
+    if (r.reservation) {
+      const stale = !this.node
+        .getConnections(result.peerId)
+        .some((c: Connection) => c.id === r.reservation?.connection)
+      // a new peer record while our reservation's connection looks alive: the relay restarted and forgot us
+      if (stale || (restarted && result.connection.id !== r.reservation.connection)) {
+        void this.#drop(r, restarted ? 'relay-restarted' : 'connection-closed')
+      }
+      return
+    }
+    r.retryAt = 0
+    r.attempt = 0
+    this.kick()
+  }
+}
+
+/**
+ * Circuit relay client: adds the circuit relay transport (dial and be dialled through relays) and keeps at
+ * least `minReservations` reservations on the configured relays with the lowest RTT.
+ *
+ * - Starts even when every relay is down; unreachable relays are retried with backoff (`relay:retry`).
+ * - Notices a lost reservation (relay connection closed, failed refresh or expiry, pings unanswered, a
+ *   relay that identifies with a new peer record) and reserves again: js-libp2p alone never re-reserves
+ *   on a configured relay that restarted.
+ * - Events: `relay:reserved {relay, expires, addrs, rttMs, refreshed}`, `relay:lost {relay, reason}`,
+ *   `relay:retry {relay, attempt, delayMs, error}`.
+ *
+ * Relayed connections are limited (by the relay: 2 min / 128 KiB by default); protocols that must run on
+ * them need `runOnLimitedConnection: true`.
+ */
+export const relayClient = definePlugin({
+  name: 'relay-client',
+  provides: ['relay-client'],
+  dependencies: ['transport', 'identify', 'ping'],
+  options,
+  create: (opts) => {
+    let captured: Captured | undefined
+    let manager: RelayManager | undefined
+    const api: RelayClientApi = {
+      reservations: () => manager?.reservations() ?? [],
+      check: async () => manager?.check(),
+    }
+    return {
+      setup: () => api,
+      libp2p: (): Libp2pContribution => ({
+        transports: [
+          ((components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) => {
+            const transport = circuitRelayTransport({ reservationCompletionTimeout: opts.timeout })(
+              components,
+            )
+            const listener = new CircuitListener()
+            captured = {
+              store: (transport as unknown as { reservationStore: ReservationStore }).reservationStore,
+              addressManager: components.addressManager as unknown as Captured['addressManager'],
+              transportManager: components.transportManager,
+              listener,
+            }
+            // dial and STOP handling stay libp2p's; listening (what the node advertises) is this plugin's
+            return new Proxy(transport, {
+              get(target, prop) {
+                if (prop === 'createListener') return () => listener
+                if (prop === 'listenFilter') {
+                  return (addrs: Multiaddr[]) => addrs.filter((a) => a.toString() === LISTEN_ADDR)
+                }
+                const value = Reflect.get(target, prop, target)
+                return typeof value === 'function' ? value.bind(target) : value
+              },
+            })
+          }) as unknown as NonNullable<Libp2pContribution['transports']>[number],
+        ],
+      }),
+      start: async (ctx) => {
+        if (!captured) throw new Error('relay-client: the circuit relay transport was not created')
+        manager = new RelayManager(ctx.libp2p, captured, opts, ctx.logger, ctx.events, ctx.signal)
+        await manager.start()
+      },
+      stop: () => {
+        manager?.stop()
+        manager = undefined
+      },
+    }
+  },
+})

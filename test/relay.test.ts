@@ -1,0 +1,418 @@
+import { connect, createServer, type Socket } from 'node:net'
+import { multiaddr } from '@multiformats/multiaddr'
+import { expect } from 'chai'
+import {
+  type ConfigEnv,
+  createLogger,
+  loadOrCreateIdentity,
+  type MeshConfig,
+  type MeshEvent,
+  MeshKernel,
+  type MeshNode,
+  resolveConfig,
+} from 'meshkit'
+import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
+import { type RelayClientApi, relayClient } from '../plugins/relay-client/index.js'
+import { type RelayServerApi, relayServer } from '../plugins/relay-server/index.js'
+import { tempDir, waitFor } from './helpers.js'
+
+const env: ConfigEnv = { command: 'start', mode: 'test' }
+
+interface TestNode {
+  kernel: MeshKernel
+  node: MeshNode
+  events: MeshEvent[]
+  peerId: string
+  address: string
+  close(): Promise<void>
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/**
+ * A loopback TCP proxy in front of `targetPort`: adds `delayMs` each way (loopback has no netem), and can
+ * blackhole the connections open at that moment (they stay open but carry nothing: a half-open relay).
+ */
+async function tcpProxy(targetPort: number, delayMs = 0) {
+  const pairs = new Set<{ a: Socket; b: Socket; dead: boolean }>()
+  const server = createServer((a) => {
+    const b = connect(targetPort, '127.0.0.1')
+    const pair = { a, b, dead: false }
+    pairs.add(pair)
+    const pipe = (from: Socket, to: Socket) => {
+      from.on('data', (chunk) => {
+        if (pair.dead) return
+        if (delayMs === 0) to.write(chunk)
+        else setTimeout(() => !pair.dead && !to.destroyed && to.write(chunk), delayMs)
+      })
+      from.on('close', () => {
+        pairs.delete(pair)
+        if (!pair.dead) to.destroy()
+      })
+      from.on('error', () => {})
+    }
+    pipe(a, b)
+    pipe(b, a)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as { port: number }).port,
+    /**
+     * The connections open now are cut on the relay's side only: the relay sees them close, the client's
+     * end stays open and silent (no FIN, no RST), as after a relay restart the client did not notice.
+     * New connections work.
+     */
+    blackhole: () => {
+      for (const p of pairs) {
+        p.dead = true
+        p.b.destroy()
+      }
+    },
+    close: async () => {
+      for (const p of pairs) {
+        p.a.destroy()
+        p.b.destroy()
+      }
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+// fast retries so that restarts are noticed within the tests' bounds
+const fastClient = { retryInitial: '100ms', retryMax: '500ms', timeout: '3s', checkInterval: '1s' } as const
+
+describe('relay: server and client', function () {
+  this.timeout(30_000)
+  let dir: string
+  let cleanup: () => Promise<void>
+  const live: TestNode[] = []
+  const proxies: Array<{ close(): Promise<void> }> = []
+
+  beforeEach(async () => {
+    ;({ dir, cleanup } = await tempDir('meshkit-relay-'))
+  })
+  afterEach(async () => {
+    for (const n of live.splice(0).reverse()) await n.close().catch(() => {})
+    for (const p of proxies.splice(0)) await p.close()
+    await cleanup()
+  })
+
+  async function start(name: string, extra: MeshConfig = {}): Promise<TestNode> {
+    const kernel = new MeshKernel({ env, logger: createLogger({ write: () => {} }) })
+    const events: MeshEvent[] = []
+    kernel.events.on('*', (e) => events.push({ ...e, at: Date.now() }))
+    const config = resolveConfig(
+      {
+        dataDir: `${dir}/${name}`,
+        datastore: 'memory',
+        logLevel: 'silent',
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        ...extra,
+        connections: { allow: ['/ip4/127.0.0.1'], ...extra.connections },
+        plugins: [identify(), ping(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
+      },
+      { env, registry: builtinPlugins },
+    )
+    try {
+      const node = await kernel.start(config)
+      const entry: TestNode = {
+        kernel,
+        node,
+        events,
+        peerId: node.peerId.toString(),
+        address: node.libp2p.getMultiaddrs()[0].toString(),
+        close: async () => {
+          const i = live.indexOf(entry)
+          if (i >= 0) live.splice(i, 1)
+          await kernel.close()
+        },
+      }
+      live.push(entry)
+      return entry
+    } catch (err) {
+      await kernel.close().catch(() => {})
+      throw err
+    }
+  }
+
+  const of = (n: TestNode, event: string) => n.events.filter((e) => e.event === event)
+  const clientApi = (n: TestNode) => n.node.api<RelayClientApi>('relay-client')
+  const serverApi = (n: TestNode) => n.node.api<RelayServerApi>('relay-server')
+  const circuitAddrs = (n: TestNode) =>
+    n.node.libp2p
+      .getMultiaddrs()
+      .map((a) => a.toString())
+      .filter((a) => a.includes('/p2p-circuit'))
+  const startRelay = (name: string, extra: MeshConfig = {}, server: Parameters<typeof relayServer>[0] = {}) =>
+    start(name, { ...extra, plugins: [relayServer(server)] })
+  /** A node that can dial through relays but reserves on none. */
+  const startDialer = (name: string) => start(name, { plugins: [relayClient({ minReservations: 0 })] })
+
+  /** Dials `target` through `relay` (its circuit address) and checks that the connection is relayed. */
+  async function dialThrough(from: TestNode, relay: TestNode, target: TestNode) {
+    const addr = circuitAddrs(target).find((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`))
+    expect(addr, `${target.peerId} advertises a circuit address via ${relay.peerId}`).to.be.a('string')
+    await from.node.libp2p.hangUp(multiaddr(`/p2p/${target.peerId}`)).catch(() => {})
+    const conn = await from.node.libp2p.dial(multiaddr(addr!), { signal: AbortSignal.timeout(5_000) })
+    expect(conn.remotePeer.toString()).to.equal(target.peerId)
+    expect(conn.remoteAddr.toString()).to.include(`/p2p/${relay.peerId}/p2p-circuit`)
+    expect(conn.limits, 'a relayed connection is limited').to.not.equal(undefined)
+    return conn
+  }
+
+  it('reserves on two relays and advertises /p2p-circuit addresses; a third peer connects through one', async () => {
+    const r1 = await startRelay('r1')
+    const r2 = await startRelay('r2')
+    const client = await start('client', {
+      plugins: [relayClient({ relays: [r1.address, r2.address], ...fastClient })],
+    })
+    await waitFor(() => clientApi(client).reservations().length === 2, {
+      timeoutMs: 10_000,
+      what: '2 reservations',
+    })
+    const reservations = clientApi(client).reservations()
+    expect(reservations.map((r) => r.relay).sort()).to.deep.equal([r1.peerId, r2.peerId].sort())
+    for (const r of reservations) {
+      expect(r.expires).to.be.greaterThan(Date.now() + 3_600_000)
+      expect(r.rttMs).to.be.a('number')
+      expect(r.addrs.every((a) => a.endsWith('/p2p-circuit'))).to.equal(true)
+    }
+    expect(of(client, 'relay:reserved')).to.have.length(2)
+    const reserved = of(client, 'relay:reserved').find((e) => e.relay === r1.peerId)
+    expect(reserved?.expires).to.equal(reservations.find((r) => r.relay === r1.peerId)?.expires)
+    expect(reserved?.refreshed).to.equal(false)
+    await waitFor(() => circuitAddrs(client).length >= 2, { what: 'two circuit addresses advertised' })
+    expect(circuitAddrs(client).some((a) => a.includes(r1.peerId))).to.equal(true)
+    expect(circuitAddrs(client).some((a) => a.includes(r2.peerId))).to.equal(true)
+    expect(
+      serverApi(r1)
+        .reservations()
+        .map((r) => r.peer),
+    ).to.deep.equal([client.peerId])
+    expect(of(r1, 'relay:reservation')[0]).to.include({ peer: client.peerId, refreshed: false })
+
+    const third = await startDialer('third')
+    const conn = await dialThrough(third, r1, client)
+    expect(conn.limits?.seconds ?? Number(conn.limits?.bytes ?? 0)).to.be.greaterThan(0)
+    await waitFor(() => of(r1, 'relay:circuit').length > 0, { what: 'relay:circuit on the relay' })
+    expect(of(r1, 'relay:circuit')[0]).to.include({ from: third.peerId, to: client.peerId })
+    // the relayed connection carries a protocol that allows limited connections: ping
+    const rtt = await (
+      third.node.libp2p.services as { ping: { ping(p: unknown, o: object): Promise<number> } }
+    ).ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(5_000), runOnLimitedConnection: true })
+    expect(rtt).to.be.a('number')
+  })
+
+  it('reserves again when a relay restarts (same identity and port), and circuits work afterwards', async () => {
+    const port = await freePort()
+    const listen = [`/ip4/127.0.0.1/tcp/${port}`]
+    let r1 = await startRelay('r1', { listen })
+    const r2 = await startRelay('r2')
+    const client = await start('client', {
+      plugins: [relayClient({ relays: [r1.address, r2.address], ...fastClient })],
+    })
+    await waitFor(() => clientApi(client).reservations().length === 2, { what: '2 reservations' })
+
+    const stoppedAt = Date.now()
+    await r1.close()
+    await waitFor(() => of(client, 'relay:lost').length > 0, { timeoutMs: 5_000, what: 'relay:lost' })
+    expect(of(client, 'relay:lost')[0]).to.include({ relay: r1.peerId, reason: 'connection-closed' })
+    expect(
+      clientApi(client)
+        .reservations()
+        .map((r) => r.relay),
+    ).to.deep.equal([r2.peerId])
+    await waitFor(() => !circuitAddrs(client).some((a) => a.includes(r1.peerId)), {
+      what: 'the lost relay address withdrawn',
+    })
+
+    r1 = await startRelay('r1', { listen })
+    const restartedAt = Date.now()
+    await waitFor(
+      () => of(client, 'relay:reserved').some((e) => e.relay === r1.peerId && (e.at as number) > stoppedAt),
+      { timeoutMs: 10_000, what: 'relay:reserved on the restarted relay' },
+    )
+    const reservedAfter = Date.now() - restartedAt
+    expect(reservedAfter, 'reserved again within 5 s of the restart').to.be.lessThan(5_000)
+    expect(
+      serverApi(r1)
+        .reservations()
+        .map((r) => r.peer),
+    ).to.deep.equal([client.peerId])
+    await waitFor(() => circuitAddrs(client).some((a) => a.includes(r1.peerId)), {
+      what: 'the circuit address advertised again',
+    })
+    const third = await startDialer('third')
+    await dialThrough(third, r1, client)
+  })
+
+  it('starts while every relay is down, then reserves when they come up', async () => {
+    const ports = [await freePort(), await freePort()]
+    const ids = [
+      (await loadOrCreateIdentity(`${dir}/r1`)).peerId.toString(),
+      (await loadOrCreateIdentity(`${dir}/r2`)).peerId.toString(),
+    ]
+    const relays = ports.map((p, i) => `/ip4/127.0.0.1/tcp/${p}/p2p/${ids[i]}`)
+    const client = await start('client', { plugins: [relayClient({ relays, ...fastClient })] })
+    expect(client.node.state).to.equal('started')
+    await waitFor(() => of(client, 'relay:retry').length >= 4, { timeoutMs: 5_000, what: 'retries' })
+    expect(clientApi(client).reservations()).to.deep.equal([])
+
+    const r1 = await startRelay('r1', { listen: [`/ip4/127.0.0.1/tcp/${ports[0]}`] })
+    const r2 = await startRelay('r2', { listen: [`/ip4/127.0.0.1/tcp/${ports[1]}`] })
+    expect([r1.peerId, r2.peerId]).to.deep.equal(ids)
+    await waitFor(() => clientApi(client).reservations().length === 2, {
+      timeoutMs: 10_000,
+      what: '2 reservations once the relays are up',
+    })
+    await waitFor(() => circuitAddrs(client).length >= 2, { what: 'circuit addresses' })
+  })
+
+  const portOf = (n: TestNode) => Number(/\/tcp\/(\d+)/.exec(n.address)?.[1])
+
+  it('keeps minReservations on the relays with the lowest RTT, falling back to a slower one', async () => {
+    const relays = [await startRelay('r1'), await startRelay('r2'), await startRelay('r3')]
+    const slow = await tcpProxy(portOf(relays[0]), 100)
+    proxies.push(slow)
+    // the slow relay comes first in the list: config order alone would pick it
+    const addrs = [
+      `/ip4/127.0.0.1/tcp/${slow.port}/p2p/${relays[0].peerId}`,
+      relays[1].address,
+      relays[2].address,
+    ]
+    const client = await start('client', {
+      plugins: [relayClient({ relays: addrs, minReservations: 2, ...fastClient })],
+    })
+    await waitFor(() => clientApi(client).reservations().length === 2, { what: '2 reservations' })
+    await new Promise((r) => setTimeout(r, 300))
+    const held = clientApi(client).reservations()
+    expect(held, 'no more than needed').to.have.length(2)
+    expect(held.map((r) => r.relay).sort()).to.deep.equal([relays[1].peerId, relays[2].peerId].sort())
+    expect(held.every((r) => (r.rttMs as number) < 100)).to.equal(true)
+
+    // one fast relay goes away: the slow one is taken rather than staying short of reservations
+    await relays[1].close()
+    await waitFor(
+      () =>
+        clientApi(client)
+          .reservations()
+          .some((r) => r.relay === relays[0].peerId),
+      {
+        what: 'a reservation on the slow relay',
+      },
+    )
+    const slowOne = clientApi(client)
+      .reservations()
+      .find((r) => r.relay === relays[0].peerId)
+    expect(slowOne?.rttMs).to.be.at.least(150)
+  })
+
+  it('notices a relay that stops answering on an open connection (half-open) and reserves again', async () => {
+    const r1 = await startRelay('r1')
+    const r2 = await startRelay('r2')
+    const proxy = await tcpProxy(portOf(r1))
+    proxies.push(proxy)
+    const viaProxy = `/ip4/127.0.0.1/tcp/${proxy.port}/p2p/${r1.peerId}`
+    const client = await start('client', {
+      plugins: [
+        relayClient({
+          relays: [viaProxy, r2.address],
+          ...fastClient,
+          checkInterval: '300ms',
+          timeout: '500ms',
+        }),
+      ],
+    })
+    await waitFor(() => clientApi(client).reservations().length === 2, { what: '2 reservations' })
+    const silencedAt = Date.now()
+    proxy.blackhole()
+    await waitFor(() => of(client, 'relay:lost').length > 0, { timeoutMs: 5_000, what: 'relay:lost' })
+    expect(of(client, 'relay:lost')[0]).to.include({ relay: r1.peerId, reason: 'ping-failed' })
+    await waitFor(
+      () => of(client, 'relay:reserved').some((e) => e.relay === r1.peerId && (e.at as number) > silencedAt),
+      { timeoutMs: 5_000, what: 'reserved again on a new connection' },
+    )
+    const third = await startDialer('third')
+    await dialThrough(third, r1, client)
+  })
+
+  it('refuses circuits beyond maxCircuitsPerPeer', async () => {
+    const relay = await startRelay('r1', {}, { maxCircuitsPerPeer: 1 })
+    const client = await start('client', {
+      plugins: [relayClient({ relays: [relay.address], ...fastClient })],
+    })
+    await waitFor(() => circuitAddrs(client).length === 1, { what: 'a circuit address' })
+    const first = await startDialer('d1')
+    await dialThrough(first, relay, client)
+    const second = await startDialer('d2')
+    const err = await second.node.libp2p
+      .dial(multiaddr(circuitAddrs(client)[0]), { signal: AbortSignal.timeout(5_000) })
+      .then(
+        () => undefined,
+        (e: Error) => e,
+      )
+    expect(err?.message).to.match(/status 1(?!\d)|PERMISSION_DENIED|failed to connect via relay/)
+    expect(
+      of(relay, 'relay:refused').some(
+        (e) => e.reason === 'max-circuits-per-peer' && e.peer === second.peerId,
+      ),
+    ).to.equal(true)
+  })
+
+  it('refuses a reservation beyond maxReservations', async () => {
+    const relay = await startRelay('r1', {}, { maxReservations: 1 })
+    const a = await start('a', { plugins: [relayClient({ relays: [relay.address], ...fastClient })] })
+    await waitFor(() => clientApi(a).reservations().length === 1, { what: 'first reservation' })
+    const b = await start('b', { plugins: [relayClient({ relays: [relay.address], ...fastClient })] })
+    await waitFor(() => of(b, 'relay:retry').some((e) => /reservation failed/.test(String(e.error))), {
+      what: 'the second client refused',
+    })
+    expect(clientApi(b).reservations()).to.deep.equal([])
+    expect(
+      of(relay, 'relay:refused').some((e) => e.peer === b.peerId && e.reason === 'max-reservations'),
+    ).to.equal(true)
+    expect(
+      serverApi(relay)
+        .reservations()
+        .map((r) => r.peer),
+    ).to.deep.equal([a.peerId])
+  })
+
+  it('refuses a reservation beyond maxReservationsPerIp', async () => {
+    const relay = await startRelay('r1', {}, { maxReservationsPerIp: 1 })
+    const a = await start('a', { plugins: [relayClient({ relays: [relay.address], ...fastClient })] })
+    await waitFor(() => clientApi(a).reservations().length === 1, { what: 'first reservation' })
+    const b = await start('b', { plugins: [relayClient({ relays: [relay.address], ...fastClient })] })
+    await waitFor(() => of(relay, 'relay:refused').some((e) => e.peer === b.peerId), { what: 'refused' })
+    expect(of(relay, 'relay:refused').find((e) => e.peer === b.peerId)).to.include({
+      reason: 'max-reservations-per-ip',
+      ip: '127.0.0.1',
+    })
+    expect(clientApi(b).reservations()).to.deep.equal([])
+  })
+
+  it('rejects a relay address without /p2p/<peer id>', () => {
+    expect(() =>
+      resolveConfig(
+        {
+          dataDir: `${dir}/x`,
+          plugins: [
+            identify(),
+            ping(),
+            noise(),
+            yamux(),
+            tcp(),
+            relayClient({ relays: ['/ip4/127.0.0.1/tcp/1'] }),
+          ],
+        },
+        { env, registry: builtinPlugins },
+      ),
+    ).to.throw(/relay-client\)\.relays\[0\]/)
+  })
+})
