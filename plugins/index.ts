@@ -4,6 +4,7 @@ import { dnsSeeds } from './dns-seeds/index.js'
 import { identify } from './identify/index.js'
 import { kadTopics } from './kad-topics/index.js'
 import { mdns } from './mdns/index.js'
+import { natClassifier, natProbeServer } from './nat-probe/index.js'
 import { noise } from './noise/index.js'
 import { peerCache } from './peer-cache/index.js'
 import { ping } from './ping/index.js'
@@ -17,6 +18,14 @@ import { yamux } from './yamux/index.js'
 export type { TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
+export type {
+  NatClassificationApi,
+  NatProbeServerApi,
+  NatReport,
+  NatType,
+  ProtocolVerdict,
+} from './nat-probe/index.js'
+export { NAT_PROBE_PROTOCOL } from './nat-probe/index.js'
 export type { CachedPeer, PeerCacheApi } from './peer-cache/index.js'
 export type { RelayClientApi, RelayReservationInfo } from './relay-client/index.js'
 export type { RelayServerApi, RelayServerReservation } from './relay-server/index.js'
@@ -26,6 +35,8 @@ export {
   identify,
   kadTopics,
   mdns,
+  natClassifier,
+  natProbeServer,
   noise,
   peerCache,
   ping,
@@ -53,6 +64,8 @@ export const builtinPlugins: PluginRegistry = new Map(
     peerCache,
     relayServer,
     relayClient,
+    natProbeServer,
+    natClassifier,
   ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 

@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_LEVELS, multiaddrSchema } from 'meshkit'
+import { natCommand } from './nat-command.js'
 import { startCommand } from './start-command.js'
 
 /** Exit codes: 0 ok, 1 unexpected failure, 2 user error (bad config, bad arguments). */
@@ -48,6 +49,16 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .option('--mode <mode>', 'mode passed to a config function', 'production')
     .option('-t, --topic <name>', 'join this topic once started (repeatable; needs kadTopics())', topicArg)
     .action((opts, cmd: Command) => startCommand({ ...opts, cwd: process.cwd() }, io, cmd))
+
+  program
+    .command('nat')
+    .description("classify this node's NAT (UDP and TCP) once and print the verdict with its evidence")
+    .option('-c, --config <path>', 'config file (default: search the current directory)')
+    .option('-d, --data-dir <dir>', 'data dir for the identity key and datastore (default: .mesh)')
+    .option('--json', 'print one JSON object: {event:"nat", peerId, udp, tcp, trigger, at, ms}')
+    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
+    .option('--mode <mode>', 'mode passed to a config function', 'production')
+    .action((opts) => natCommand({ ...opts, cwd: process.cwd() }, io))
 
   return program
 }

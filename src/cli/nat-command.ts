@@ -1,0 +1,109 @@
+import { createLogger, type LogLevel, MeshError, startMesh } from 'meshkit'
+import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
+import type { CliIo } from './run-cli.js'
+
+export interface NatCommandOptions {
+  cwd: string
+  config?: string
+  dataDir?: string
+  json?: boolean
+  logLevel?: LogLevel
+  mode?: string
+}
+
+/** The part of the `nat-classification` capability's API (natClassifier()) the CLI uses. */
+interface Classifies {
+  classify(): Promise<NatVerdicts>
+}
+
+interface Verdict {
+  type: string
+  confidence: number
+  reason: string
+  mapping: string
+  filtering: string
+  ms: number
+  evidence: {
+    local?: string
+    mappings: Array<{ server: string; source: string; mapped?: string }>
+    filtering: Partial<
+      Record<
+        'otherPort' | 'otherIp',
+        { server: string; mapped?: string; in: boolean; from?: string; error?: string }
+      >
+    >
+    notes: string[]
+  }
+}
+
+interface NatVerdicts {
+  udp?: Verdict
+  tcp?: Verdict
+  at: string
+  ms: number
+}
+
+/** The capability natClassifier() provides. */
+const CAPABILITY = 'nat-classification'
+
+function describe(name: string, v: Verdict | undefined): string {
+  if (!v) return `${name}: not classified (disabled in the config)\n`
+  const lines = [
+    `${name}: ${v.type} (confidence ${v.confidence.toFixed(2)}, ${v.ms} ms)`,
+    `  ${v.reason}`,
+    `  mapping ${v.mapping}, filtering ${v.filtering}; local ${v.evidence.local ?? '?'}`,
+    ...v.evidence.mappings.map(
+      (m) =>
+        `  ${m.source === 'stun' ? 'stun ' : ''}${m.server.padEnd(22)} saw us at ${m.mapped ?? '(no answer)'}`,
+    ),
+    ...(['otherPort', 'otherIp'] as const).map((k) => {
+      const f = v.evidence.filtering[k]
+      const label = k === 'otherPort' ? "server's other port" : "server's other IP"
+      if (!f) return `  ${label}: not tested`
+      if (f.error) return `  ${label}: test failed (${f.error})`
+      return `  ${label}: ${f.in ? `got in${f.from ? ` (from ${f.from})` : ''}` : 'filtered'}`
+    }),
+    ...v.evidence.notes.map((n) => `  note: ${n}`),
+  ]
+  return `${lines.join('\n')}\n`
+}
+
+/**
+ * `mesh nat`: starts the node from the config, classifies its NAT once (natClassifier()), prints the
+ * verdict and the evidence (or one JSON object with `--json`), stops the node. A config without
+ * natClassifier() is a user error (exit 2 through runCli).
+ */
+export async function natCommand(opts: NatCommandOptions, io: CliIo): Promise<void> {
+  const logger = createLogger({ level: opts.logLevel ?? 'warn' })
+  const mesh = await startMesh({
+    cwd: opts.cwd,
+    configFile: opts.config,
+    env: { command: 'start', mode: opts.mode ?? 'production' },
+    registry: builtinPlugins,
+    defaults: defaultConfig(),
+    overrides: { dataDir: opts.dataDir, logLevel: opts.logLevel },
+    logger,
+  })
+  try {
+    const { node } = mesh
+    if (!node.plugins.some((p) => p.plugin.provides.includes(CAPABILITY))) {
+      throw new MeshError(
+        'MESH_ERR_INVALID_ARGUMENT',
+        `mesh nat needs a NAT classifier, and the config ${mesh.loaded.file ?? '(defaults)'} has none.`,
+        {
+          hint: "Add natClassifier({ servers: ['<probe server ip>:3478'] }) (plugins/nat-probe) to `plugins`; the servers run natProbeServer().",
+        },
+      )
+    }
+    const report = await node.api<Classifies>(CAPABILITY).classify()
+    if (opts.json) {
+      io.stdout(`${JSON.stringify({ event: 'nat', peerId: node.peerId.toString(), ...report })}\n`)
+    } else {
+      io.stdout(
+        `NAT classification of ${node.peerId} (${report.ms} ms)\n${describe('UDP', report.udp)}${describe('TCP', report.tcp)}`,
+      )
+    }
+  } finally {
+    await mesh.close()
+  }
+}
