@@ -1,6 +1,7 @@
 /** Meshkit's built-in plugins (`meshkit/plugins`), the registry JSON configs name them by, and the default config. */
 import { defineConfig, type MeshConfig, type PluginRegistry } from 'meshkit'
 import { dnsSeeds } from './dns-seeds/index.js'
+import { holePunch, stunServer } from './hole-punch/index.js'
 import { identify } from './identify/index.js'
 import { kadTopics } from './kad-topics/index.js'
 import { mdns } from './mdns/index.js'
@@ -32,6 +33,7 @@ export type { RelayServerApi, RelayServerReservation } from './relay-server/inde
 export { RELAY_HOP_PROTOCOL, RELAY_SERVICE, RELAY_STOP_PROTOCOL } from './relay-server/index.js'
 export {
   dnsSeeds,
+  holePunch,
   identify,
   kadTopics,
   mdns,
@@ -44,6 +46,7 @@ export {
   relayClient,
   relayServer,
   staticPeers,
+  stunServer,
   tcp,
   yamux,
 }
@@ -66,6 +69,8 @@ export const builtinPlugins: PluginRegistry = new Map(
     relayClient,
     natProbeServer,
     natClassifier,
+    holePunch,
+    stunServer,
   ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 

@@ -1,0 +1,375 @@
+/**
+ * Hole punching that works from Node.js: reach a NATed peer through a circuit relay, then upgrade to a
+ * direct WebRTC connection (`@libp2p/webrtc` private-to-private: the SDP offer/answer and ICE candidates
+ * travel over the relayed connection; ICE punches UDP with the candidates learnt from the STUN servers
+ * given here). DCUtR is not used: in Node it produced no direct connection for any NATed pair (outbound
+ * TCP cannot reuse the listening port, QUIC dials from a separate socket).
+ *
+ * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed` and emits
+ * `connection:method` on the node's event bus. `stunServer()` serves STUN (RFC 5389 binding) on a public
+ * node, so that NATed peers learn their mapped addresses from the mesh itself.
+ */
+import { createSocket, type Socket } from 'node:dgram'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import type { Connection, PeerId } from '@libp2p/interface'
+import { webRTC } from '@libp2p/webrtc'
+import { multiaddr } from '@multiformats/multiaddr'
+import { definePlugin, describeConnection, multiaddrSchema, type PluginContext, z } from 'meshkit'
+import stun from 'stun'
+
+export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
+
+/** What `connection:method` carries, and what {@link HolePunchApi.connect} resolves with. */
+export interface ConnectionMethodEvent {
+  peerId: string
+  method: ConnectionMethod
+  /** The transport of the connection in use: tcp, quic, webrtc, or relay (a limited, relayed one). */
+  transport: string
+  /** Hole-punch (WebRTC upgrade) attempts made; 0 when none was needed. */
+  attempts: number
+  /** From the dial (connect()) to the first connection; undefined when the dial was not ours. */
+  msToFirst?: number
+  /** From the dial (or from the relayed connection's opening) to the direct one; undefined if none. */
+  msToDirect?: number
+  direction: 'inbound' | 'outbound'
+  remoteAddr: string
+  /** Why the last upgrade attempt failed, when the connection stayed relayed. */
+  error?: string
+}
+
+export interface ConnectOptions {
+  signal?: AbortSignal
+  /**
+   * Try the WebRTC upgrade when the dial gives a relayed connection. Pass false when both sides' NAT
+   * types say a punch cannot work (port-restricted cone or symmetric with symmetric), so as not to
+   * spend an attempt. @default true
+   */
+  upgrade?: boolean
+}
+
+export interface HolePunchApi {
+  /**
+   * Dials `target` (a multiaddr with /p2p/, direct or `<relay>/p2p-circuit/p2p/<peer>`), and when only
+   * a relayed connection results, tries to upgrade it to a direct WebRTC one. Resolves with the outcome.
+   */
+  connect(target: string, options?: ConnectOptions): Promise<ConnectionMethodEvent>
+  /** The method of the best connection to `peer` now (undefined: not connected). */
+  methodOf(peer: PeerId | string): ConnectionMethod | undefined
+}
+
+/** A STUN URL as RTCIceServer urls take it, e.g. `stun:198.51.100.10:3478`. */
+const stunUrl = z.string().regex(/^stuns?:[^\s]+$/, "a STUN URL such as 'stun:198.51.100.10:3478'")
+
+const options = z
+  .strictObject({
+    /**
+     * STUN servers for ICE (served by the mesh's public nodes: see `stunServer()`). Never left to
+     * @libp2p/webrtc's defaults (third-party public servers): [] means host candidates only.
+     */
+    stunServers: z.array(stunUrl).default([]),
+    /** Relays to listen on (reserve a slot): multiaddrs ending in /p2p/<relay id>. @default [] */
+    relays: z.array(multiaddrSchema("'/ip4/198.51.100.10/tcp/4001/p2p/12D3Koo...'")).default([]),
+    /** How long one WebRTC upgrade attempt may take (libjuice reports no ICE failure: only this ends it). */
+    upgradeTimeout: z.number().int().positive().default(6000),
+    /** Upgrade attempts per relayed connection. @default 1 */
+    maxAttempts: z.number().int().min(0).default(1),
+    /**
+     * How long an inbound WebRTC connection must stay open before the listener counts it as punched (a
+     * failed ICE run still surfaces a short-lived inbound connection). @default 1000
+     */
+    inboundSettleMs: z.number().int().min(0).default(1000),
+  })
+  .default({ stunServers: [], relays: [], upgradeTimeout: 6000, maxAttempts: 1, inboundSettleMs: 1000 })
+
+type Options = z.output<typeof options>
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms)
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t)
+        resolve()
+      },
+      { once: true },
+    )
+  })
+
+/** Relayed = the connection has limits (its address is no guide: a WebRTC one still names /p2p-circuit). */
+const isRelayed = (c: Connection) => c.limits !== undefined
+
+function methodOfConnection(c: Connection): ConnectionMethod {
+  if (isRelayed(c)) return 'relayed'
+  return describeConnection(c).transport === 'webrtc' ? 'hole-punched' : 'direct'
+}
+
+/** The last /p2p/<id> of an address (the target peer), or undefined. */
+export function peerIdOf(address: string): string | undefined {
+  return /\/p2p\/([^/]+)\/?$/.exec(address)?.[1]
+}
+
+/** `<relay>/p2p-circuit/p2p/<peer>` -> `<relay>/p2p-circuit/webrtc/p2p/<peer>`. */
+export function webrtcAddressOf(relayed: string, peer: string): string {
+  const circuit = relayed.indexOf('/p2p-circuit')
+  if (circuit < 0) throw new Error(`not a relayed address: ${relayed}`)
+  return `${relayed.slice(0, circuit)}/p2p-circuit/webrtc/p2p/${peer}`
+}
+
+class Strategy implements HolePunchApi {
+  readonly #dialStarts = new Map<string, number>()
+  readonly #noUpgrade = new Set<string>()
+  readonly #outcomes = new Map<string, Promise<ConnectionMethodEvent>>()
+  readonly #upgrading = new Map<string, Promise<ConnectionMethodEvent>>()
+  #off?: () => void
+
+  constructor(
+    readonly opts: Options,
+    readonly ctx: PluginContext,
+  ) {}
+
+  start(): void {
+    const listener = (evt: CustomEvent<Connection>) => {
+      void this.#handle(evt.detail).catch((err) => this.ctx.logger.debug(`classify: ${err}`))
+    }
+    this.ctx.libp2p.addEventListener('connection:open', listener)
+    this.#off = () => this.ctx.libp2p.removeEventListener('connection:open', listener)
+  }
+
+  stop(): void {
+    this.#off?.()
+  }
+
+  methodOf(peer: PeerId | string): ConnectionMethod | undefined {
+    const id = peer.toString()
+    const conns = this.ctx.libp2p.getConnections().filter((c) => c.remotePeer.toString() === id)
+    if (conns.length === 0) return undefined
+    const methods = conns.filter((c) => c.status === 'open').map(methodOfConnection)
+    return methods.includes('direct')
+      ? 'direct'
+      : methods.includes('hole-punched')
+        ? 'hole-punched'
+        : methods.length > 0
+          ? 'relayed'
+          : undefined
+  }
+
+  async connect(
+    target: string,
+    { signal, upgrade = true }: ConnectOptions = {},
+  ): Promise<ConnectionMethodEvent> {
+    const ma = multiaddr(target)
+    const peer = peerIdOf(target)
+    if (!peer) throw new Error(`${target}: the address must end in /p2p/<peer id>`)
+    const started = Date.now()
+    this.#dialStarts.set(peer, started)
+    if (!upgrade) this.#noUpgrade.add(peer)
+    const connection = await this.ctx.libp2p.dial(ma, { signal })
+    return this.#handle(connection)
+  }
+
+  /** Classifies a connection once, upgrading our outbound relayed connections. */
+  #handle(connection: Connection): Promise<ConnectionMethodEvent> {
+    let outcome = this.#outcomes.get(connection.id)
+    if (!outcome) {
+      outcome = this.#classify(connection)
+      this.#outcomes.set(connection.id, outcome)
+      const forget = () => setTimeout(() => this.#outcomes.delete(connection.id), 60_000).unref()
+      outcome.then(forget, forget)
+    }
+    return outcome
+  }
+
+  async #classify(connection: Connection): Promise<ConnectionMethodEvent> {
+    const openedAt = Date.now()
+    const peer = connection.remotePeer.toString()
+    const dialStart = connection.direction === 'outbound' ? this.#dialStarts.get(peer) : undefined
+    const info = describeConnection(connection)
+    const base = {
+      peerId: peer,
+      direction: connection.direction,
+      remoteAddr: info.remoteAddr,
+      msToFirst: dialStart === undefined ? undefined : openedAt - dialStart,
+    }
+    let event: ConnectionMethodEvent
+    if (!isRelayed(connection)) {
+      const method = methodOfConnection(connection)
+      if (method === 'hole-punched' && connection.direction === 'inbound' && this.opts.inboundSettleMs > 0) {
+        // a failed ICE run still opens an inbound connection for a few ms: only a lasting one counts
+        await sleep(this.opts.inboundSettleMs, this.ctx.signal)
+        if (connection.status !== 'open') throw new Error('inbound WebRTC connection closed at once')
+      }
+      event = {
+        ...base,
+        method,
+        transport: info.transport,
+        attempts: 0,
+        msToDirect: dialStart === undefined ? undefined : openedAt - dialStart,
+      }
+      // a WebRTC connection we dialled is reported by the upgrade that made it
+      if (method === 'hole-punched' && connection.direction === 'outbound') return event
+    } else if (
+      connection.direction === 'outbound' &&
+      this.opts.maxAttempts > 0 &&
+      !this.#noUpgrade.has(peer)
+    ) {
+      event = await this.#upgrade(connection, openedAt, dialStart)
+    } else {
+      event = { ...base, method: 'relayed', transport: 'relay', attempts: 0 }
+    }
+    this.#dialStarts.delete(peer)
+    this.#noUpgrade.delete(peer)
+    this.ctx.events.emit('connection:method', { ...event })
+    return event
+  }
+
+  /** Tries to replace a relayed connection by a direct WebRTC one, at most maxAttempts times. */
+  #upgrade(relayed: Connection, openedAt: number, dialStart?: number): Promise<ConnectionMethodEvent> {
+    const peer = relayed.remotePeer.toString()
+    const running = this.#upgrading.get(peer)
+    if (running) return running
+    const run = (async (): Promise<ConnectionMethodEvent> => {
+      const from = dialStart ?? openedAt
+      const base = {
+        peerId: peer,
+        direction: relayed.direction,
+        msToFirst: dialStart === undefined ? undefined : openedAt - dialStart,
+      }
+      const address = webrtcAddressOf(relayed.remoteAddr.toString(), peer)
+      let attempts = 0
+      let error: string | undefined
+      while (attempts < this.opts.maxAttempts && !this.ctx.signal.aborted) {
+        attempts++
+        const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.upgradeTimeout)])
+        try {
+          let progress: string[] = []
+          let direct: Connection
+          for (;;) {
+            progress = []
+            direct = await this.ctx.libp2p.dial(multiaddr(address), {
+              signal,
+              force: true,
+              onProgress: (e) => progress.push(e.type),
+            })
+            // while the dial that made the relayed connection is still queued, libp2p joins ours to it
+            // (and hands back the relayed connection): wait for it to finish, then dial again
+            if (!isRelayed(direct) || !progress.includes('dial-queue:already-in-dial-queue')) break
+            await sleep(25, signal)
+            signal.throwIfAborted()
+          }
+          if (!isRelayed(direct)) {
+            return {
+              ...base,
+              method: 'hole-punched',
+              transport: describeConnection(direct).transport,
+              attempts,
+              msToDirect: Date.now() - from,
+              remoteAddr: direct.remoteAddr.toString(),
+            }
+          }
+          error = `the upgrade gave a relayed connection (${direct.remoteAddr}; ${progress.join(' ')})`
+        } catch (err) {
+          error = err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+          this.ctx.logger.debug(`upgrade to ${address}, attempt ${attempts}: ${error}`)
+        }
+      }
+      return {
+        ...base,
+        method: 'relayed',
+        transport: 'relay',
+        attempts,
+        remoteAddr: relayed.remoteAddr.toString(),
+        error,
+      }
+    })()
+    this.#upgrading.set(peer, run)
+    const done = () => this.#upgrading.delete(peer)
+    run.then(done, done)
+    return run
+  }
+}
+
+/**
+ * Circuit relay client + WebRTC (private-to-private) + the upgrade strategy. Listens on `/webrtc` and on
+ * each relay's `/p2p-circuit` (as plugin listen addresses: a config with its own `listen` must list them).
+ */
+export const holePunch = definePlugin({
+  name: 'hole-punch',
+  provides: ['hole-punch'],
+  dependencies: ['transport', 'identify'],
+  options,
+  create: (opts) => {
+    let strategy: Strategy | undefined
+    return {
+      setup: (ctx): HolePunchApi => {
+        strategy = new Strategy(opts, ctx)
+        return {
+          connect: (target, o) => strategy!.connect(target, o),
+          methodOf: (peer) => strategy!.methodOf(peer),
+        }
+      },
+      libp2p: () => ({
+        // WebRTC first: the circuit relay transport's dial filter also accepts `/p2p-circuit/webrtc` addresses
+        transports: [
+          webRTC({ rtcConfiguration: { iceServers: opts.stunServers.map((url) => ({ urls: [url] })) } }),
+          circuitRelayTransport(),
+        ],
+        addresses: { listen: ['/webrtc', ...opts.relays.map((r) => `${r}/p2p-circuit`)] },
+      }),
+      start: () => strategy!.start(),
+      stop: () => strategy!.stop(),
+    }
+  },
+})
+
+const stunOptions = z
+  .strictObject({
+    /** UDP port. @default 3478 */
+    port: z.number().int().min(0).max(65535).default(3478),
+    /** Address to bind. @default '0.0.0.0' */
+    host: z.string().default('0.0.0.0'),
+  })
+  .default({ port: 3478, host: '0.0.0.0' })
+
+export interface StunServerApi {
+  /** The bound address, once started. */
+  address(): { address: string; port: number } | undefined
+}
+
+/** A STUN server (RFC 5389 binding requests, XOR-MAPPED-ADDRESS) for the mesh's NATed peers' ICE. */
+export const stunServer = definePlugin({
+  name: 'stun-server',
+  provides: ['stun-server'],
+  options: stunOptions,
+  create: (opts) => {
+    let socket: Socket | undefined
+    return {
+      setup: (): StunServerApi => ({ address: () => socket?.address() }),
+      start: async (ctx) => {
+        const s = createSocket('udp4')
+        await new Promise<void>((resolve, reject) => {
+          s.once('error', reject)
+          s.bind(opts.port, opts.host, () => {
+            s.off('error', reject)
+            resolve()
+          })
+        })
+        socket = s
+        const server = stun.createServer({ type: 'udp4', socket: s })
+        const { STUN_BINDING_RESPONSE, STUN_EVENT_BINDING_REQUEST } = stun.constants
+        server.on(STUN_EVENT_BINDING_REQUEST, (request, rinfo) => {
+          // a response must echo the request's transaction id, or ICE ignores it
+          const response = stun.createMessage(STUN_BINDING_RESPONSE, request.transactionId)
+          response.addXorAddress(rinfo.address, rinfo.port)
+          server.send(response, rinfo.port, rinfo.address)
+        })
+        server.on('error', (err) => ctx.logger.debug(`stun: ${String(err)}`))
+        ctx.logger.debug(`STUN server on ${opts.host}:${s.address().port}`)
+      },
+      stop: () => {
+        socket?.close()
+        socket = undefined
+      },
+    }
+  },
+})
