@@ -131,6 +131,15 @@ export class TopicManager {
     this.#joined.set(topic, joined)
     this.#keyToTopic.set(joined.key, topic)
     this.events.emit('topic:joined', { topic, key: joined.key })
+    // members learned before joining (e.g. as a rendezvous point) were never reported to libp2p
+    for (const [id, member] of this.registry.members(joined.key)) {
+      if (member.addrs.length === 0) continue
+      try {
+        this.onDiscovered({ id: peerIdFromString(id), multiaddrs: member.addrs.map((a) => multiaddr(a)) })
+      } catch {
+        // a PeerInfo that cannot be built is skipped
+      }
+    }
     // members first (exchange with everyone connected, DHT lookup), the announcement in the background
     for (const peer of this.libp2p.getPeers()) {
       const id = peer.toString()
@@ -271,6 +280,8 @@ export class TopicManager {
 
   #learn(key: string, id: string, addrs: readonly string[], direct: boolean, short = false): void {
     if (id === this.#self) return
+    // a connected peer's own word on what it joined beats rumours and (possibly stale) DHT records
+    if (this.#remoteJoined.get(id)?.has(key) === false) return
     const isNew = this.registry.add(key, id, addrs, direct, short)
     if (isNew && this.#keyToTopic.has(key) && addrs.length > 0) {
       try {
