@@ -1,95 +1,31 @@
-import { createServer } from 'node:net'
 import { expect } from 'chai'
-import {
-  backoffDelay,
-  type ConfigEnv,
-  createLogger,
-  loadOrCreateIdentity,
-  type MeshConfig,
-  type MeshEvent,
-  MeshKernel,
-  type MeshNode,
-  resolveConfig,
-} from 'meshkit'
+import { backoffDelay, loadOrCreateIdentity, type MeshConfig, resolveConfig } from 'meshkit'
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import { staticPeers } from '../plugins/static-peers/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { LoopbackNodes, TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
+import { freePort, tempDir, waitFor } from './helpers.js'
 
-const env: ConfigEnv = { command: 'start', mode: 'test' }
-
-interface TestNode {
-  kernel: MeshKernel
-  node: MeshNode
-  events: MeshEvent[]
-  logs: string[]
-  peerId: string
-  /** The first listen address, with /p2p/<peer id>. */
-  address: string
-  close(): Promise<void>
-}
-
-/** A port on 127.0.0.1 that nothing listens on (right now). */
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+const env = TEST_ENV
 
 describe('bootstrap: static peers', function () {
   this.timeout(30_000)
   let dir: string
   let cleanup: () => Promise<void>
-  const live: TestNode[] = []
 
   beforeEach(async () => {
     ;({ dir, cleanup } = await tempDir('meshkit-bootstrap-'))
   })
   afterEach(async () => {
-    for (const n of live.splice(0)) await n.close().catch(() => {})
+    await nodes.closeAll()
     await cleanup()
   })
 
-  /** Starts a loopback-only node in `<dir>/<name>` with identify/noise/yamux/tcp plus `extra.plugins`. */
-  async function start(name: string, extra: MeshConfig = {}): Promise<TestNode> {
-    const logs: string[] = []
-    const kernel = new MeshKernel({ env, logger: createLogger({ write: (line) => logs.push(line) }) })
-    const events: MeshEvent[] = []
-    kernel.events.on('*', (e) => events.push({ ...e, at: Date.now() }))
-    const config = resolveConfig(
-      {
-        dataDir: `${dir}/${name}`,
-        datastore: 'memory',
-        logLevel: 'warn',
-        listen: ['/ip4/127.0.0.1/tcp/0'],
-        ...extra,
-        connections: { allow: ['/ip4/127.0.0.1'], ...extra.connections },
-        plugins: [identify(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
-      },
-      { env, registry: builtinPlugins },
-    )
-    try {
-      const node = await kernel.start(config)
-      const entry: TestNode = {
-        kernel,
-        node,
-        events,
-        logs,
-        peerId: node.peerId.toString(),
-        address: node.libp2p.getMultiaddrs()[0].toString(),
-        close: async () => {
-          live.splice(live.indexOf(entry) >>> 0, 1)
-          await kernel.close()
-        },
-      }
-      live.push(entry)
-      return entry
-    } catch (err) {
-      await kernel.close().catch(() => {})
-      throw err
-    }
-  }
+  const nodes = new LoopbackNodes(
+    () => dir,
+    () => [identify(), noise(), yamux(), tcp()],
+    'warn',
+  )
+  const start = (name: string, extra: MeshConfig = {}): Promise<TestNode> => nodes.start(name, extra)
 
   const connectedTo = (n: TestNode, peer: string) =>
     n.node.libp2p.getPeers().some((p) => p.toString() === peer)

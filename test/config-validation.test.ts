@@ -137,7 +137,7 @@ describe('config validation: in-memory configs', () => {
     const err = resolveError({ plugins: ['noise', 'yamux', 'tcpp'] })
     expectProblem(err, 'plugins[2]', {
       got: '"tcpp" (string)',
-      expected: 'the name of a registered plugin (identify, ping, noise, yamux, tcp, quic)',
+      expected: `the name of a registered plugin (${[...builtinPlugins.keys()].join(', ')})`,
       fix: "did you mean 'tcp'?",
     })
   })

@@ -1,39 +1,14 @@
 import { connect, createServer, type Socket } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
-import {
-  type ConfigEnv,
-  createLogger,
-  loadOrCreateIdentity,
-  type MeshConfig,
-  type MeshEvent,
-  MeshKernel,
-  type MeshNode,
-  resolveConfig,
-} from 'meshkit'
+import { loadOrCreateIdentity, type MeshConfig, resolveConfig } from 'meshkit'
 import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type RelayClientApi, relayClient } from '../plugins/relay-client/index.js'
 import { type RelayServerApi, relayServer } from '../plugins/relay-server/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { LoopbackNodes, TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
+import { freePort, tempDir, waitFor } from './helpers.js'
 
-const env: ConfigEnv = { command: 'start', mode: 'test' }
-
-interface TestNode {
-  kernel: MeshKernel
-  node: MeshNode
-  events: MeshEvent[]
-  peerId: string
-  address: string
-  close(): Promise<void>
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+const env = TEST_ENV
 
 /**
  * A loopback TCP proxy in front of `targetPort`: adds `delayMs` each way (loopback has no netem), and can
@@ -91,55 +66,23 @@ describe('relay: server and client', function () {
   this.timeout(30_000)
   let dir: string
   let cleanup: () => Promise<void>
-  const live: TestNode[] = []
   const proxies: Array<{ close(): Promise<void> }> = []
 
   beforeEach(async () => {
     ;({ dir, cleanup } = await tempDir('meshkit-relay-'))
   })
   afterEach(async () => {
-    for (const n of live.splice(0).reverse()) await n.close().catch(() => {})
+    await nodes.closeAll()
     for (const p of proxies.splice(0)) await p.close()
     await cleanup()
   })
 
-  async function start(name: string, extra: MeshConfig = {}): Promise<TestNode> {
-    const kernel = new MeshKernel({ env, logger: createLogger({ write: () => {} }) })
-    const events: MeshEvent[] = []
-    kernel.events.on('*', (e) => events.push({ ...e, at: Date.now() }))
-    const config = resolveConfig(
-      {
-        dataDir: `${dir}/${name}`,
-        datastore: 'memory',
-        logLevel: 'silent',
-        listen: ['/ip4/127.0.0.1/tcp/0'],
-        ...extra,
-        connections: { allow: ['/ip4/127.0.0.1'], ...extra.connections },
-        plugins: [identify(), ping(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
-      },
-      { env, registry: builtinPlugins },
-    )
-    try {
-      const node = await kernel.start(config)
-      const entry: TestNode = {
-        kernel,
-        node,
-        events,
-        peerId: node.peerId.toString(),
-        address: node.libp2p.getMultiaddrs()[0].toString(),
-        close: async () => {
-          const i = live.indexOf(entry)
-          if (i >= 0) live.splice(i, 1)
-          await kernel.close()
-        },
-      }
-      live.push(entry)
-      return entry
-    } catch (err) {
-      await kernel.close().catch(() => {})
-      throw err
-    }
-  }
+  const nodes = new LoopbackNodes(
+    () => dir,
+    () => [identify(), ping(), noise(), yamux(), tcp()],
+    'silent',
+  )
+  const start = (name: string, extra: MeshConfig = {}): Promise<TestNode> => nodes.start(name, extra)
 
   const of = (n: TestNode, event: string) => n.events.filter((e) => e.event === event)
   const clientApi = (n: TestNode) => n.node.api<RelayClientApi>('relay-client')
