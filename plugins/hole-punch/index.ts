@@ -5,17 +5,56 @@
  * given here). DCUtR is not used: in Node it produced no direct connection for any NATed pair (outbound
  * TCP cannot reuse the listening port, QUIC dials from a separate socket).
  *
- * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed` and emits
- * `connection:method` on the node's event bus. `stunServer()` serves STUN (RFC 5389 binding) on a public
- * node, so that NATed peers learn their mapped addresses from the mesh itself.
+ * Strategy: the two peers exchange their NAT types (with `classifier: true`, the 'nat-classification'
+ * capability's verdict; else 'unknown') over the relayed connection (`/mesh/nat-type/1.0.0`, see
+ * nat-type.ts). A public remote that names its direct addresses is dialled directly; a NATed remote
+ * reached by a public dialler dials it back (connection reversal); a pair that cannot punch
+ * (port-restricted cone or symmetric with symmetric) stays relayed without any attempt; every other pair,
+ * `unknown` included, gets (bounded) WebRTC upgrade attempts.
+ *
+ * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed`, emits
+ * `connection:method` on the node's event bus and keeps counters and timing histograms (`stats()`).
+ * `stunServer()` serves STUN (RFC 5389 binding) on a public node, so that NATed peers learn their mapped
+ * addresses from the mesh itself.
  */
 import { createSocket, type Socket } from 'node:dgram'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { webRTC } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
-import { definePlugin, describeConnection, multiaddrSchema, type PluginContext, z } from 'meshkit'
+import {
+  type Capability,
+  definePlugin,
+  describeConnection,
+  type MeshPlugin,
+  multiaddrSchema,
+  type PluginContext,
+  z,
+} from 'meshkit'
 import stun from 'stun'
+import {
+  canPunch,
+  encodeNatType,
+  isNatType,
+  MAX_NAT_TYPE_BYTES,
+  NAT_TYPE_PROTOCOL,
+  type NatTypeMessage,
+  type PeerNatType,
+  parseNatType,
+  readNatTypeLine,
+} from './nat-type.js'
+import { ConnectionStats, type HolePunchStats } from './stats.js'
+
+export {
+  canPunch,
+  encodeNatType,
+  MAX_NAT_TYPE_BYTES,
+  NAT_TYPE_PROTOCOL,
+  type NatTypeMessage,
+  type PeerNatType,
+  parseNatType,
+} from './nat-type.js'
+export { ConnectionStats, type HolePunchStats, TIMING_BUCKETS_MS, type TimingSummary } from './stats.js'
 
 export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
 
@@ -35,6 +74,14 @@ export interface ConnectionMethodEvent {
   remoteAddr: string
   /** Why the last upgrade attempt failed, when the connection stayed relayed. */
   error?: string
+  /** This node's NAT type (UDP) when the strategy decided; 'unknown' without a classifier verdict. */
+  localNat?: PeerNatType
+  /** The remote's NAT type (UDP) as it told us over /mesh/nat-type/1.0.0; 'unknown' if it did not. */
+  remoteNat?: PeerNatType
+  /** Why no upgrade was attempted (the pair cannot punch), when the connection stayed relayed. */
+  skipped?: string
+  /** Direct dials tried because the remote said it is public (0 or 1). */
+  directAttempts?: number
 }
 
 export interface ConnectOptions {
@@ -55,6 +102,15 @@ export interface HolePunchApi {
   connect(target: string, options?: ConnectOptions): Promise<ConnectionMethodEvent>
   /** The method of the best connection to `peer` now (undefined: not connected). */
   methodOf(peer: PeerId | string): ConnectionMethod | undefined
+  /** Counters by method and transport, punch attempts, and msToFirst / msToDirect histograms. */
+  stats(): HolePunchStats
+  /** The NAT type (UDP, TCP) a peer told us, if it did. */
+  remoteNatOf(peer: PeerId | string): { udp: PeerNatType; tcp: PeerNatType } | undefined
+}
+
+/** The part of the 'nat-classification' capability (natClassifier()) this plugin reads. */
+interface NatClassification {
+  report(): { udp?: { type: string }; tcp?: { type: string } } | undefined
 }
 
 /** A STUN URL as RTCIceServer urls take it, e.g. `stun:198.51.100.10:3478`. */
@@ -78,8 +134,28 @@ const options = z
      * failed ICE run still surfaces a short-lived inbound connection). @default 1000
      */
     inboundSettleMs: z.number().int().min(0).default(1000),
+    /**
+     * Read this node's NAT type from the 'nat-classification' capability (natClassifier()) and base the
+     * strategy on both sides' types. true makes 'nat-classification' a dependency: a config without a
+     * classifier is then rejected at start (MESH_ERR_MISSING_DEPENDENCY). false: this node says
+     * 'unknown', and only the remote's type (if it has a classifier) steers the strategy. @default false
+     */
+    classifier: z.boolean().default(false),
+    /** Longest wait for the NAT-type exchange over the relayed connection. @default 3000 */
+    exchangeTimeout: z.number().int().positive().default(3000),
+    /** Longest direct dial to a remote that says it is public. @default 3000 */
+    directTimeout: z.number().int().positive().default(3000),
   })
-  .default({ stunServers: [], relays: [], upgradeTimeout: 6000, maxAttempts: 1, inboundSettleMs: 1000 })
+  .default({
+    stunServers: [],
+    relays: [],
+    upgradeTimeout: 6000,
+    maxAttempts: 1,
+    inboundSettleMs: 1000,
+    classifier: false,
+    exchangeTimeout: 3000,
+    directTimeout: 3000,
+  })
 
 type Options = z.output<typeof options>
 
@@ -121,6 +197,10 @@ class Strategy implements HolePunchApi {
   readonly #noUpgrade = new Set<string>()
   readonly #outcomes = new Map<string, Promise<ConnectionMethodEvent>>()
   readonly #upgrading = new Map<string, Promise<ConnectionMethodEvent>>()
+  /** NAT types peers told us (bounded: the oldest entries go first). */
+  readonly #remoteNat = new Map<string, { udp: PeerNatType; tcp: PeerNatType }>()
+  readonly #stats = new ConnectionStats()
+  #classifier?: NatClassification
   #off?: () => void
 
   constructor(
@@ -128,7 +208,17 @@ class Strategy implements HolePunchApi {
     readonly ctx: PluginContext,
   ) {}
 
-  start(): void {
+  async start(): Promise<void> {
+    if (this.opts.classifier) this.#classifier = this.ctx.use<NatClassification>('nat-classification')
+    await this.ctx.libp2p.handle(
+      NAT_TYPE_PROTOCOL,
+      (stream, connection) => this.#answer(stream, connection),
+      {
+        runOnLimitedConnection: true,
+        maxInboundStreams: 4,
+        maxOutboundStreams: 4,
+      },
+    )
     const listener = (evt: CustomEvent<Connection>) => {
       void this.#handle(evt.detail).catch((err) => this.ctx.logger.debug(`classify: ${err}`))
     }
@@ -136,8 +226,110 @@ class Strategy implements HolePunchApi {
     this.#off = () => this.ctx.libp2p.removeEventListener('connection:open', listener)
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.#off?.()
+    await this.ctx.libp2p.unhandle(NAT_TYPE_PROTOCOL).catch(() => {})
+  }
+
+  stats(): HolePunchStats {
+    return this.#stats.snapshot()
+  }
+
+  remoteNatOf(peer: PeerId | string) {
+    const t = this.#remoteNat.get(peer.toString())
+    return t ? { ...t } : undefined
+  }
+
+  /** This node's NAT-type message: the classifier's last verdict, 'unknown' without one. */
+  #ownNatType(): NatTypeMessage {
+    const report = this.#classifier?.report()
+    const known = (t: string | undefined): PeerNatType => (isNatType(t) ? t : 'unknown')
+    const udp = known(report?.udp?.type)
+    const tcp = known(report?.tcp?.type)
+    const message: NatTypeMessage = { v: 1, udp, tcp }
+    if (udp === 'public' || tcp === 'public') {
+      const addrs = this.ctx.libp2p
+        .getMultiaddrs()
+        .map(String)
+        .filter((a) => !a.includes('/p2p-circuit') && !a.includes('/webrtc'))
+        .map((a) => a.replace(/\/p2p\/[^/]+$/, ''))
+        .filter((a) => a.length <= 200 && /^\/ip[46]\//.test(a))
+        .slice(0, 8)
+      if (addrs.length > 0) message.addrs = addrs
+    }
+    // stay within the size limit whatever the addresses
+    while (message.addrs && encodeNatType(message).length > MAX_NAT_TYPE_BYTES - 1) message.addrs.pop()
+    return message
+  }
+
+  #remember(peer: string, m: NatTypeMessage): void {
+    this.#remoteNat.delete(peer)
+    this.#remoteNat.set(peer, { udp: m.udp, tcp: m.tcp })
+    if (this.#remoteNat.size > 1024) this.#remoteNat.delete(this.#remoteNat.keys().next().value!)
+  }
+
+  /** Listener side of /mesh/nat-type/1.0.0: read the dialer's line, answer ours; malformed: reset. */
+  async #answer(stream: Stream, connection: Connection): Promise<void> {
+    try {
+      const theirs = parseNatType(await readNatTypeLine(stream, this.opts.exchangeTimeout))
+      if (!theirs) {
+        stream.abort(new Error('malformed nat-type message'))
+        return
+      }
+      this.#remember(connection.remotePeer.toString(), theirs)
+      const ours = this.#ownNatType()
+      stream.send(encodeNatType(ours))
+      await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
+      // connection reversal: a public dialer reached us through a relay; we can reach it directly
+      if (isRelayed(connection) && theirs.addrs && ours.udp !== 'public' && ours.tcp !== 'public')
+        void this.#dialDirect(connection.remotePeer.toString(), theirs.addrs).catch((err) =>
+          this.ctx.logger.debug(`reversal to ${connection.remotePeer}: ${err}`),
+        )
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }
+
+  /** One bounded direct dial to a public peer's addresses. */
+  #dialDirect(peer: string, addrs: string[]): Promise<Connection> {
+    return this.ctx.libp2p.dial(
+      addrs.map((a) => multiaddr(`${a}/p2p/${peer}`)),
+      {
+        signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.directTimeout)]),
+        force: true,
+      },
+    )
+  }
+
+  /** An open, unlimited, non-WebRTC connection to `peer` (e.g. one it dialled back), if any. */
+  #directConnection(peer: string): Connection | undefined {
+    return this.ctx.libp2p
+      .getConnections()
+      .find(
+        (c) => c.remotePeer.toString() === peer && c.status === 'open' && methodOfConnection(c) === 'direct',
+      )
+  }
+
+  /** Dialer side: sends ours, reads theirs (bounded); undefined when the peer does not answer properly. */
+  async #exchange(connection: Connection): Promise<NatTypeMessage | undefined> {
+    const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.exchangeTimeout)])
+    let stream: Stream | undefined
+    try {
+      stream = await connection.newStream(NAT_TYPE_PROTOCOL, { signal, runOnLimitedConnection: true })
+      stream.send(encodeNatType(this.#ownNatType()))
+      const theirs = parseNatType(await readNatTypeLine(stream, this.opts.exchangeTimeout))
+      if (!theirs) {
+        stream.abort(new Error('malformed nat-type answer'))
+        return undefined
+      }
+      await stream.close({ signal }).catch(() => stream?.abort(new Error('close failed')))
+      this.#remember(connection.remotePeer.toString(), theirs)
+      return theirs
+    } catch (err) {
+      stream?.abort(err instanceof Error ? err : new Error(String(err)))
+      this.ctx.logger.debug(`nat-type exchange with ${connection.remotePeer}: ${err}`)
+      return undefined
+    }
   }
 
   methodOf(peer: PeerId | string): ConnectionMethod | undefined {
@@ -219,6 +411,7 @@ class Strategy implements HolePunchApi {
     }
     this.#dialStarts.delete(peer)
     this.#noUpgrade.delete(peer)
+    this.#stats.record(event)
     this.ctx.events.emit('connection:method', { ...event })
     return event
   }
@@ -236,8 +429,69 @@ class Strategy implements HolePunchApi {
         msToFirst: dialStart === undefined ? undefined : openedAt - dialStart,
       }
       const address = webrtcAddressOf(relayed.remoteAddr.toString(), peer)
-      let attempts = 0
+      // both sides' NAT types (UDP: the punch is UDP) decide what to try
+      const localNat = this.#ownNatType().udp
+      const remote = await this.#exchange(relayed)
+      const remoteNat = remote?.udp ?? 'unknown'
+      const nat = { localNat, remoteNat }
+      let directAttempts = 0
       let error: string | undefined
+      if (remote?.addrs && (remote.udp === 'public' || remote.tcp === 'public')) {
+        // the remote is reachable: dial it directly (one bounded try, over its addresses)
+        directAttempts = 1
+        try {
+          const direct = await this.#dialDirect(peer, remote.addrs)
+          if (!isRelayed(direct))
+            return {
+              ...base,
+              ...nat,
+              method: 'direct',
+              transport: describeConnection(direct).transport,
+              attempts: 0,
+              directAttempts,
+              msToDirect: Date.now() - from,
+              remoteAddr: direct.remoteAddr.toString(),
+            }
+        } catch (err) {
+          error = `direct dial: ${err instanceof Error ? err.message : String(err)}`
+        }
+      }
+      if (localNat === 'public' && remoteNat !== 'public' && remote !== undefined) {
+        // we are reachable and told the remote our addresses: it dials us back (connection reversal)
+        const until = Date.now() + this.opts.directTimeout
+        let back = this.#directConnection(peer)
+        while (!back && Date.now() < until && !this.ctx.signal.aborted) {
+          await sleep(50, this.ctx.signal)
+          back = this.#directConnection(peer)
+        }
+        if (back)
+          return {
+            ...base,
+            ...nat,
+            method: 'direct',
+            transport: describeConnection(back).transport,
+            attempts: 0,
+            directAttempts: 1,
+            msToDirect: Date.now() - from,
+            remoteAddr: back.remoteAddr.toString(),
+          }
+        error = 'the remote did not dial back'
+      }
+      if (!canPunch(localNat, remoteNat)) {
+        // port-restricted cone or symmetric with symmetric: a punch cannot work, do not spend one
+        return {
+          ...base,
+          ...nat,
+          method: 'relayed',
+          transport: 'relay',
+          attempts: 0,
+          directAttempts,
+          remoteAddr: relayed.remoteAddr.toString(),
+          skipped: `${localNat} + ${remoteNat} cannot punch`,
+          error,
+        }
+      }
+      let attempts = 0
       while (attempts < this.opts.maxAttempts && !this.ctx.signal.aborted) {
         attempts++
         const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.upgradeTimeout)])
@@ -260,6 +514,8 @@ class Strategy implements HolePunchApi {
           if (!isRelayed(direct)) {
             return {
               ...base,
+              ...nat,
+              directAttempts,
               method: 'hole-punched',
               transport: describeConnection(direct).transport,
               attempts,
@@ -275,6 +531,8 @@ class Strategy implements HolePunchApi {
       }
       return {
         ...base,
+        ...nat,
+        directAttempts,
         method: 'relayed',
         transport: 'relay',
         attempts,
@@ -293,7 +551,7 @@ class Strategy implements HolePunchApi {
  * Circuit relay client + WebRTC (private-to-private) + the upgrade strategy. Listens on `/webrtc` and on
  * each relay's `/p2p-circuit` (as plugin listen addresses: a config with its own `listen` must list them).
  */
-export const holePunch = definePlugin({
+const holePunchPlugin = definePlugin({
   name: 'hole-punch',
   provides: ['hole-punch'],
   dependencies: ['transport', 'identify'],
@@ -306,6 +564,8 @@ export const holePunch = definePlugin({
         return {
           connect: (target, o) => strategy!.connect(target, o),
           methodOf: (peer) => strategy!.methodOf(peer),
+          stats: () => strategy!.stats(),
+          remoteNatOf: (peer) => strategy!.remoteNatOf(peer),
         }
       },
       libp2p: () => ({
@@ -321,6 +581,26 @@ export const holePunch = definePlugin({
     }
   },
 })
+
+/**
+ * `holePunch(options)`. With `classifier: true` the plugin depends on 'nat-classification' (a plugin
+ * declares its dependencies statically, and the kernel has no optional ones: the factory adds it to the
+ * plugin it returns only when asked, so configs without a classifier keep working with `false`).
+ */
+export const holePunch = Object.assign(
+  (...args: Parameters<typeof holePunchPlugin>): MeshPlugin<HolePunchApi> => {
+    const plugin = holePunchPlugin(...args)
+    const wantsClassifier = (args[0] as { classifier?: unknown } | undefined)?.classifier === true
+    if (!wantsClassifier) return plugin
+    const dependencies: readonly Capability[] = [...plugin.dependencies, 'nat-classification']
+    return { ...plugin, dependencies }
+  },
+  {
+    pluginName: holePunchPlugin.pluginName,
+    provides: holePunchPlugin.provides,
+    definition: holePunchPlugin.definition,
+  },
+) as typeof holePunchPlugin
 
 const stunOptions = z
   .strictObject({

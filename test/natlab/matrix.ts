@@ -1,8 +1,10 @@
 /**
  * The NAT traversal matrix (issue 4): for each of the 15 unordered pairs among {public, full-cone,
- * restricted-cone, port-restricted-cone, symmetric}, a lab with a public relay + STUN node and one site
- * per side; peers A and B both reserve a slot on the relay, then B dials A (through the relay when A is
- * NATed, directly when A is public) and reports how it got connected.
+ * restricted-cone, port-restricted-cone, symmetric}, a lab with a public relay + STUN + NAT probe node
+ * (two addresses) and one site per side; peers A and B classify their own NAT (natClassifier() against
+ * the probe) and reserve a slot on the relay, then B dials A (through the relay when A is NATed, directly
+ * when A is public) and reports how it got connected. `classifiedA` / `classifiedB` are the classifier's
+ * UDP verdicts (`classifiedTcpA` / `classifiedTcpB` the TCP ones), not the lab's configuration.
  *
  * `node dist/test/natlab/matrix.js [--stock] [--concurrency N] [--pair a,b]` prints one JSON line per
  * pair: `{"a","b","classifiedA","classifiedB","classifiedBy","connected","method","transport",
@@ -17,6 +19,9 @@ import { fileURLToPath } from 'node:url'
 import { createLab, type Lab, type LabHost, NAT_BEHAVIOURS, type NatBehaviour, type NatSite } from './lab.js'
 import type { NodeScriptConfig } from './node-script.js'
 
+/** The NAT probe's ports on the lab relay (its STUN server has 3478). */
+const LAB_PROBE_PORTS: [number, number] = [3490, 3491]
+
 const NODE_SCRIPT = fileURLToPath(new URL('./node-script.js', import.meta.url))
 
 /** The names the matrix uses: `public` for a host without NAT. */
@@ -27,16 +32,31 @@ const behaviourOf = (k: PeerKind): NatBehaviour => (k === 'public' ? 'none' : k)
 export interface MatrixRow {
   a: PeerKind
   b: PeerKind
-  classifiedA: PeerKind | 'unknown'
-  classifiedB: PeerKind | 'unknown'
-  /** Who classified the NATs: the lab's configuration, until the NAT classifier plugin is wired. */
-  classifiedBy: 'lab'
+  /** natClassifier()'s UDP verdict on A's node (undefined: it did not report). */
+  classifiedA?: PeerKind | 'unknown'
+  classifiedB?: PeerKind | 'unknown'
+  /** Its TCP verdicts. */
+  classifiedTcpA?: PeerKind | 'unknown'
+  classifiedTcpB?: PeerKind | 'unknown'
+  /** Who classified the NATs: the natClassifier() plugin of each node. */
+  classifiedBy: 'nat-classifier'
+  /** Classification time on each node (ms). */
+  msClassifyA?: number
+  msClassifyB?: number
   connected: boolean
   method?: 'direct' | 'hole-punched' | 'relayed'
   transport?: string
   msToFirst?: number
   msToDirect?: number
+  /** Hole-punch (upgrade) attempts by the dialler B. */
   attempts?: number
+  /** Upgrade attempts made by A (the listener) in its connection:method events: always 0 expected. */
+  attemptsA?: number
+  /** Why B made no punch attempt (Meshkit: the pair's NAT types cannot punch). */
+  skipped?: string
+  /** The NAT types B's strategy saw (its own, and A's as told over /mesh/nat-type/1.0.0). */
+  localNat?: string
+  remoteNat?: string
   /** Wall time of the pair, lab sites to result. */
   wallMs: number
   /** A node process died before it could run (not a traversal failure); the pair then runs once more. */
@@ -129,13 +149,16 @@ export async function runMatrix(options: MatrixOptions = {}): Promise<MatrixRow[
   options.onLab?.(lab)
   const tmp = await mkdtemp(join(tmpdir(), 'natlab-matrix-'))
   try {
-    const relayHost = await lab.addPublicHost()
+    // two addresses: the NAT probe's "other IP" (RFC 5780 filtering and mapping tests)
+    const relayHost = await lab.addPublicHost({ addresses: 2 })
     const relay = startNode(lab, relayHost, {
       role: 'relay',
       ip: relayHost.ip,
       public: true,
       port: 4001,
       stunPort: 3478,
+      probeAddresses: [...relayHost.addresses],
+      probePorts: LAB_PROBE_PORTS,
       lifetimeMs: 600_000,
     })
     // every pair's two sites, built while the relay starts (a few at a time: `ip` work serializes anyway)
@@ -153,8 +176,17 @@ export async function runMatrix(options: MatrixOptions = {}): Promise<MatrixRow[
     const started = await waitEvent(relay, 'started', 60_000)
     const relayAddr = `/ip4/${relayHost.ip}/tcp/4001/p2p/${String(started.peerId)}`
     const stunServers = [`stun:${relayHost.ip}:3478`]
+    const probeServer = `${relayHost.ip}:${LAB_PROBE_PORTS[0]}`
     return await pool(pairs, options.concurrency ?? 3, async ([a, b]) => {
-      const row = await runPair(lab, mode, a, b, sites.get(`${a},${b}`)!, relayAddr, stunServers, tmp)
+      const row = await runPair(
+        lab,
+        mode,
+        a,
+        b,
+        sites.get(`${a},${b}`)!,
+        { relayAddr, stunServers, probeServer },
+        tmp,
+      )
       options.onRow?.(row)
       return row
     })
@@ -182,24 +214,23 @@ async function runPairOnce(
   a: PeerKind,
   b: PeerKind,
   sites: Promise<[NatSite, NatSite]>,
-  relayAddr: string,
-  stunServers: string[],
+  servers: { relayAddr: string; stunServers: string[]; probeServer: string },
   tmp: string,
 ): Promise<MatrixRow> {
   const t0 = Date.now()
-  const row: MatrixRow = {
-    a,
-    b,
-    classifiedA: a,
-    classifiedB: b,
-    classifiedBy: 'lab',
-    connected: false,
-    wallMs: 0,
-  }
+  const { relayAddr, stunServers, probeServer } = servers
+  const row: MatrixRow = { a, b, classifiedBy: 'nat-classifier', connected: false, wallMs: 0 }
   const procs: Array<ReturnType<typeof startNode>> = []
   try {
     const [siteA, siteB] = await sites
-    const base = { role: 'peer' as const, mode, relays: [relayAddr], stunServers, lifetimeMs: 240_000 }
+    const base = {
+      role: 'peer' as const,
+      mode,
+      relays: [relayAddr],
+      stunServers,
+      probeServer,
+      lifetimeMs: 240_000,
+    }
     // both peers start at once (Node start-up is seconds here); B waits for the address in dialFile
     const dialFile = join(tmp, `${a}-${b}-${Date.now()}-${Math.random().toString(16).slice(2)}`)
     const nodeA = startNode(lab, siteA.host, { ...base, ip: siteA.host.ip, public: a === 'public' })
@@ -208,11 +239,20 @@ async function runPairOnce(
     // generous bounds: the 2 cores are shared, and Node start-up alone takes seconds under load
     const startedA = await waitEvent(nodeA, 'started', 90_000)
     await waitEvent(nodeA, 'reserved', 30_000)
+    // A answers B's NAT-type exchange with its verdict: let it have one first
+    const classifiedA = await waitEvent(nodeA, 'classified', 45_000)
+    row.classifiedA = classifiedA.udp as MatrixRow['classifiedA']
+    row.classifiedTcpA = classifiedA.tcp as MatrixRow['classifiedTcpA']
+    row.msClassifyA = classifiedA.ms as number | undefined
     const idA = String(startedA.peerId)
     const target =
       a === 'public' ? `/ip4/${siteA.host.ip}/tcp/4001/p2p/${idA}` : `${relayAddr}/p2p-circuit/p2p/${idA}`
     await writeFile(dialFile, target)
     const result = await waitEvent(nodeB, 'result', 90_000)
+    const classifiedB = await waitEvent(nodeB, 'classified', 1000)
+    row.classifiedB = classifiedB.udp as MatrixRow['classifiedB']
+    row.classifiedTcpB = classifiedB.tcp as MatrixRow['classifiedTcpB']
+    row.msClassifyB = classifiedB.ms as number | undefined
     row.connected = result.connected === true
     if (row.connected) {
       row.method = result.method as MatrixRow['method']
@@ -220,7 +260,16 @@ async function runPairOnce(
       row.msToFirst = result.msToFirst as number | undefined
       row.msToDirect = result.msToDirect as number | undefined
       row.attempts = result.attempts as number | undefined
+      if (result.skipped !== undefined) row.skipped = String(result.skipped)
+      if (result.localNat !== undefined) row.localNat = String(result.localNat)
+      if (result.remoteNat !== undefined) row.remoteNat = String(result.remoteNat)
     } else row.error = String(result.error)
+    // the listener's own events (a short grace for its inbound WebRTC settle): it never upgrades
+    await new Promise((r) => setTimeout(r, mode === 'meshkit' ? 300 : 0))
+    row.attemptsA = nodeA.stdoutLines
+      .map(parse)
+      .filter((e) => e?.event === 'connection:method')
+      .reduce((n, e) => n + Number(e?.attempts ?? 0), 0)
   } catch (err) {
     // a process that exited with an error before printing anything of its own never got to run
     row.startFailed = procs.some(

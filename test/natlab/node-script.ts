@@ -1,14 +1,19 @@
 /**
  * A Meshkit node for the NAT lab, run as its own process inside a lab namespace:
  * `ip netns exec <ns> node dist/test/natlab/node-script.js '<json NodeScriptConfig>'`.
- * Prints JSON lines on stdout: `{"event":"started",peerId,addresses}`, `{"event":"reserved",addresses}`
- * (a relay reservation is held), the kernel bus's `connection:method` events, and, for a node told to
- * dial, one `{"event":"result",...}`. Exits by itself after `lifetimeMs` (or when killed).
+ * Prints JSON lines on stdout: `{"event":"started",peerId,addresses}`, `{"event":"classified",udp,tcp}`
+ * (natClassifier()'s verdict, when `probeServer` is given), `{"event":"reserved",addresses}` (a relay
+ * reservation is held), the kernel bus's `connection:method` events, and, for a node told to dial, one
+ * `{"event":"result",...}` (after its own classification). Exits by itself after `lifetimeMs` (or when
+ * killed).
  *
  * Roles:
- * - `relay`: a public node: stock circuitRelayServer (a test-only plugin here) + the `stunServer()` plugin.
- * - `peer` with `mode: 'meshkit'`: the `holePunch()` plugin (circuit relay client + WebRTC + upgrade).
- * - `peer` with `mode: 'stock'`: stock js-libp2p (circuit relay client + DCUtR), for comparison.
+ * - `relay`: a public node: stock circuitRelayServer (a test-only plugin here), the `stunServer()` plugin,
+ *   and `natProbeServer()` on the host's two addresses (`probeAddresses`).
+ * - `peer` with `mode: 'meshkit'`: `natClassifier()` + the `holePunch({ classifier: true })` plugin
+ *   (circuit relay client + WebRTC + the strategy from both sides' NAT types).
+ * - `peer` with `mode: 'stock'`: stock js-libp2p (circuit relay client + DCUtR), for comparison; it runs
+ *   `natClassifier()` too, only to report its NAT type (the classifier does not change the traversal).
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -21,6 +26,7 @@ import { createEventBus, definePlugin, describeConnection, type MeshPlugin, star
 // the plugins one by one, not 'meshkit/plugins' (which loads kad-dht, mdns, quic: seconds of start-up here)
 import type { HolePunchApi } from '../../plugins/hole-punch/index.js'
 import { identify } from '../../plugins/identify/index.js'
+import type { NatClassificationApi } from '../../plugins/nat-probe/index.js'
 import { noise } from '../../plugins/noise/index.js'
 import { ping } from '../../plugins/ping/index.js'
 import { tcp } from '../../plugins/tcp/index.js'
@@ -51,6 +57,12 @@ export interface NodeScriptConfig {
   upgradeTimeout?: number
   /** Exit after this long. @default 60000 */
   lifetimeMs?: number
+  /** Relay: serve the NAT probe on these (two) addresses. */
+  probeAddresses?: string[]
+  /** Relay: the probe's UDP (and TCP) ports. @default [3490, 3491] (3478 is the STUN server's) */
+  probePorts?: [number, number]
+  /** Peer: classify this node's NAT against this probe server ('ip:port') before anything else. */
+  probeServer?: string
 }
 
 const print = (event: string, fields: Record<string, unknown> = {}) =>
@@ -102,18 +114,32 @@ async function main(): Promise<void> {
   ]
   // @libp2p/webrtc is loaded only where it is used (not by stock peers)
   const holePunchPlugins = () => import('../../plugins/hole-punch/index.js')
-  if (cfg.role === 'relay')
+  const natProbe = () => import('../../plugins/nat-probe/index.js')
+  if (cfg.role === 'relay') {
     plugins.push(relayServer(), (await holePunchPlugins()).stunServer({ port: cfg.stunPort ?? 3478 }))
-  else if (cfg.mode === 'stock') plugins.push(stockTraversal({ relays }))
-  else {
-    const { holePunch } = await holePunchPlugins()
-    plugins.push(
-      holePunch({
-        stunServers: cfg.stunServers ?? [],
-        relays,
-        upgradeTimeout: cfg.upgradeTimeout ?? 6000,
-      }),
-    )
+    if (cfg.probeAddresses)
+      plugins.push(
+        (await natProbe()).natProbeServer({
+          addresses: cfg.probeAddresses,
+          udpPorts: cfg.probePorts ?? [3490, 3491],
+        }),
+      )
+  } else {
+    // classified once, on demand below (auto: the re-check after the relay reservation would only add load)
+    if (cfg.probeServer)
+      plugins.push((await natProbe()).natClassifier({ servers: [cfg.probeServer], auto: false }))
+    if (cfg.mode === 'stock') plugins.push(stockTraversal({ relays }))
+    else {
+      const { holePunch } = await holePunchPlugins()
+      plugins.push(
+        holePunch({
+          stunServers: cfg.stunServers ?? [],
+          relays,
+          upgradeTimeout: cfg.upgradeTimeout ?? 6000,
+          classifier: cfg.probeServer !== undefined,
+        }),
+      )
+    }
   }
   const mesh = await startMesh({
     config: {
@@ -138,6 +164,30 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void close(0))
   const libp2p = mesh.node.libp2p
   print('started', { peerId: libp2p.peerId.toString(), addresses: libp2p.getMultiaddrs().map(String) })
+
+  // the NAT classification runs while the relay reservation is made; the dial waits for both
+  const classified =
+    cfg.role === 'peer' && cfg.probeServer
+      ? mesh.node
+          .api<NatClassificationApi>('nat-classification')
+          .classify()
+          .then(
+            (r) => {
+              print('classified', {
+                udp: r.udp?.type,
+                tcp: r.tcp?.type,
+                udpConfidence: r.udp?.confidence,
+                tcpConfidence: r.tcp?.confidence,
+                ms: r.ms,
+              })
+              return true
+            },
+            (err) => {
+              print('classified', { udp: 'unknown', tcp: 'unknown', error: String(err) })
+              return false
+            },
+          )
+      : Promise.resolve(true)
 
   if (cfg.role === 'peer' && relays.length > 0) {
     const deadline = Date.now() + 45_000
@@ -165,6 +215,8 @@ async function main(): Promise<void> {
     }
   }
   if (cfg.role === 'peer' && target) {
+    // bounded: the classifier's own waits are (a few probe timeouts)
+    await Promise.race([classified, new Promise((r) => setTimeout(r, 30_000))])
     const peer = peerIdOf(target)!
     try {
       if (cfg.mode === 'stock') {
@@ -193,7 +245,7 @@ async function main(): Promise<void> {
       } else {
         const api = mesh.node.api<HolePunchApi>('hole-punch')
         const r = await api.connect(target, { signal: AbortSignal.timeout(30_000) })
-        print('result', { connected: true, ...r })
+        print('result', { connected: true, ...r, stats: api.stats() })
       }
     } catch (err) {
       print('result', { connected: false, error: String(err) })

@@ -1,0 +1,103 @@
+/**
+ * `/mesh/nat-type/1.0.0`: two peers tell each other their NAT types (from the 'nat-classification'
+ * capability), over whatever connection they have, relayed ones included (`runOnLimitedConnection`).
+ * The dialer sends one line, the listener answers one line, both close. A line is JSON of at most
+ * {@link MAX_NAT_TYPE_BYTES} bytes, newline-terminated: `{"v":1,"udp":"<type>","tcp":"<type>","addrs":[...]}`
+ * (`addrs`: at most 8 direct multiaddrs, sent only by a public node). Anything else resets the stream.
+ */
+import type { Stream } from '@libp2p/interface'
+
+export const NAT_TYPE_PROTOCOL = '/mesh/nat-type/1.0.0'
+export const MAX_NAT_TYPE_BYTES = 1024
+
+export type PeerNatType =
+  | 'public'
+  | 'full-cone'
+  | 'restricted-cone'
+  | 'port-restricted-cone'
+  | 'symmetric'
+  | 'unknown'
+
+const TYPES: ReadonlySet<string> = new Set([
+  'public',
+  'full-cone',
+  'restricted-cone',
+  'port-restricted-cone',
+  'symmetric',
+  'unknown',
+])
+
+/** Whether `t` is one of the NAT types. */
+export const isNatType = (t: unknown): t is PeerNatType => typeof t === 'string' && TYPES.has(t)
+
+export interface NatTypeMessage {
+  v: 1
+  udp: PeerNatType
+  tcp: PeerNatType
+  /** Direct addresses (public nodes only). */
+  addrs?: string[]
+}
+
+/** Parses one line; undefined for anything malformed, oversized or of another version. */
+export function parseNatType(line: string | undefined): NatTypeMessage | undefined {
+  if (line === undefined || new TextEncoder().encode(line).length > MAX_NAT_TYPE_BYTES) return undefined
+  let m: unknown
+  try {
+    m = JSON.parse(line)
+  } catch {
+    return undefined
+  }
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return undefined
+  const o = m as Record<string, unknown>
+  if (o.v !== 1 || typeof o.udp !== 'string' || typeof o.tcp !== 'string') return undefined
+  if (!isNatType(o.udp) || !isNatType(o.tcp)) return undefined
+  let addrs: string[] | undefined
+  if (o.addrs !== undefined) {
+    if (
+      !Array.isArray(o.addrs) ||
+      o.addrs.length > 8 ||
+      !o.addrs.every((a) => typeof a === 'string' && a.length <= 200 && /^\/ip[46]\/[^\s]+$/.test(a))
+    )
+      return undefined
+    addrs = o.addrs as string[]
+  }
+  return { v: 1, udp: o.udp as PeerNatType, tcp: o.tcp as PeerNatType, ...(addrs ? { addrs } : {}) }
+}
+
+export function encodeNatType(m: NatTypeMessage): Uint8Array {
+  const bytes = new TextEncoder().encode(`${JSON.stringify(m)}\n`)
+  if (bytes.length > MAX_NAT_TYPE_BYTES) throw new Error('nat-type message too large')
+  return bytes
+}
+
+/** Reads one newline-terminated line of at most MAX_NAT_TYPE_BYTES; undefined on timeout, close or excess. */
+export async function readNatTypeLine(stream: Stream, timeoutMs: number): Promise<string | undefined> {
+  const bytes: number[] = []
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), timeoutMs)
+  })
+  const read = (async () => {
+    for await (const chunk of stream) {
+      const data = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+      for (const b of data) {
+        if (b === 0x0a) return new TextDecoder().decode(Uint8Array.from(bytes))
+        bytes.push(b)
+        if (bytes.length > MAX_NAT_TYPE_BYTES) return undefined
+      }
+    }
+    return undefined
+  })().catch(() => undefined)
+  try {
+    return await Promise.race([read, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Whether a UDP punch can work between two NAT types (docs/nat.md: 13 of the 15 pairs). */
+export function canPunch(a: PeerNatType, b: PeerNatType): boolean {
+  const hard = (x: PeerNatType, y: PeerNatType) =>
+    x === 'symmetric' && (y === 'symmetric' || y === 'port-restricted-cone')
+  return !hard(a, b) && !hard(b, a)
+}
