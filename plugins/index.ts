@@ -3,6 +3,7 @@ import { defineConfig, type MeshConfig, type PluginRegistry } from 'meshkit'
 import { dnsSeeds } from './dns-seeds/index.js'
 import { holePunch, stunServer } from './hole-punch/index.js'
 import { identify } from './identify/index.js'
+import { jaccardClusters } from './jaccard-clusters/index.js'
 import { kadTopics } from './kad-topics/index.js'
 import { mdns } from './mdns/index.js'
 import { natClassifier, natProbeServer } from './nat-probe/index.js'
@@ -35,6 +36,7 @@ export {
   dnsSeeds,
   holePunch,
   identify,
+  jaccardClusters,
   kadTopics,
   mdns,
   natClassifier,
@@ -71,6 +73,7 @@ export const builtinPlugins: PluginRegistry = new Map(
     natClassifier,
     holePunch,
     stunServer,
+    jaccardClusters,
   ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 

@@ -2,14 +2,18 @@
  * Clustering benchmark: Jaccard threshold search over many tag sets, exact index vs brute force (and MinHash LSH).
  *
  *   npm run bench:clustering [-- --clusters 100000 --vocab 10000 --queries 1000 --bf-queries 200
- *                               --threshold 0.7 --zipf 1 --seed 42 --bands 20 --rows 5 --no-minhash]
+ *                               --threshold 0.7 --min-threshold 0.7 --zipf 1 --seed 42 --bands 20 --rows 5
+ *                               --no-minhash]
  *
  * Data: `--clusters` sets of 5-20 distinct tags (size uniform), each tag drawn Zipf(`--zipf`)-distributed
  * from a `--vocab` vocabulary (seeded PRNG, so every run sees the same data). Queries: half are the tags of a
  * random stored cluster with one tag replaced (near hits), half are fresh sets drawn like the clusters.
+ * `--dup-rate p` (default 0) makes each cluster, with probability p, a near-copy of an earlier one (one tag
+ * replaced) instead, so that all-pairs has many results to find.
  *
  * Configurations (one JSON line each, on stdout):
- *   exact       SimilarityIndex (prefix + length + positional filtering, inverted index over prefixes):
+ *   exact       SimilarityIndex (prefix + length + positional filtering, inverted index over prefixes, built
+ *               for `--min-threshold`, default `--threshold`; lower thresholds index longer prefixes):
  *               build_ms (addAll: order + index), query latencies (ms, p50/p99 over `--queries`),
  *               all_pairs_ms (self-join at `--threshold`), rss_mb / heap_mb (delta over the build).
  *   bruteforce  The pairwise scan on the same data, with the same data layout (sorted int arrays, merge
@@ -101,6 +105,8 @@ async function main(): Promise<void> {
       queries: { type: 'string', default: '1000' },
       'bf-queries': { type: 'string', default: '200' },
       threshold: { type: 'string', default: '0.7' },
+      'min-threshold': { type: 'string' },
+      'dup-rate': { type: 'string', default: '0' },
       zipf: { type: 'string', default: '1' },
       seed: { type: 'string', default: '42' },
       bands: { type: 'string', default: '20' },
@@ -113,8 +119,11 @@ async function main(): Promise<void> {
   const queryCount = Number(values.queries)
   const bfQueryCount = Math.min(Number(values['bf-queries']), queryCount)
   const threshold = Number(values.threshold)
+  const minThreshold = values['min-threshold'] === undefined ? threshold : Number(values['min-threshold'])
   const s = Number(values.zipf)
   const seed = Number(values.seed)
+  const dupRate = Number(values['dup-rate'])
+  if (!(dupRate >= 0 && dupRate < 1)) throw new Error('--dup-rate must be in [0, 1)')
   for (const [k, v] of Object.entries({ n, vocab, queryCount, bfQueryCount }))
     if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a whole number >= 1`)
   if (!(threshold > 0 && threshold <= 1)) throw new Error('--threshold must be in (0, 1]')
@@ -131,7 +140,15 @@ async function main(): Promise<void> {
   log(
     `bench:clustering: node ${process.version}, ${n} clusters, vocab ${vocab}, zipf s=${s}, threshold ${threshold}, seed ${seed}${(globalThis as { gc?: unknown }).gc ? '' : ' (no --expose-gc: memory deltas include garbage)'}`,
   )
-  const sets: [string, string[]][] = Array.from({ length: n }, (_, i) => [`c${i}`, makeSet()])
+  const sets: [string, string[]][] = []
+  for (let i = 0; i < n; i++) {
+    if (i > 0 && rnd() < dupRate) {
+      // a near-copy of an earlier cluster: one tag replaced (J >= (k-1)/(k+1), often above the threshold)
+      const copy = [...sets[Math.floor(rnd() * i)][1]]
+      copy[Math.floor(rnd() * copy.length)] = tag(draw())
+      sets.push([`c${i}`, copy])
+    } else sets.push([`c${i}`, makeSet()])
+  }
   const queries: string[][] = Array.from({ length: queryCount }, (_, i) => {
     if (i % 2 === 1) return makeSet()
     const base = [...sets[Math.floor(rnd() * n)][1]]
@@ -139,14 +156,22 @@ async function main(): Promise<void> {
     return base
   })
   const tagCount = sets.reduce((a, [, t]) => a + t.length, 0)
-  const data = { clusters: n, vocab, zipf: s, seed, threshold, mean_tags: round(tagCount / n, 2) }
+  const data = {
+    clusters: n,
+    vocab,
+    zipf: s,
+    seed,
+    threshold,
+    dup_rate: dupRate,
+    mean_tags: round(tagCount / n, 2),
+  }
 
   // ---- exact index
   gc()
   const rss0 = rss()
   const heap0 = heap()
   let t0 = performance.now()
-  let exact: SimilarityIndex | undefined = new SimilarityIndex({ minThreshold: Math.min(0.5, threshold) })
+  let exact: SimilarityIndex | undefined = new SimilarityIndex({ minThreshold })
   exact.addAll(sets)
   const buildMs = performance.now() - t0
   gc()
@@ -168,6 +193,7 @@ async function main(): Promise<void> {
   const exactLine = {
     config: 'exact',
     ...data,
+    index_min_threshold: minThreshold,
     build_ms: round(buildMs),
     query_ms: latencies(qms),
     queries: queryCount,
@@ -189,7 +215,7 @@ async function main(): Promise<void> {
     }
     return id
   }
-  const arrays = sets.map(([, t]) => Int32Array.from(t, intern).sort())
+  const arrays = sets.map(([, t]) => Int32Array.from(new Set(t), intern).sort())
   const scan = (q: string[]): SimilarityMatch[] => {
     const x = Int32Array.from(new Set(q), intern).sort()
     const out: SimilarityMatch[] = []

@@ -1,0 +1,431 @@
+/**
+ * Peer clusters by topic tags: the state and rules of the default clustering strategy, without libp2p.
+ * The plugin (index.ts) feeds it peers, tags and metrics; tests drive it directly with an injected clock.
+ */
+import {
+  checkThreshold,
+  jaccard,
+  MinHashIndex,
+  type MinHashOptions,
+  type SetIndex,
+  SimilarityIndex,
+  type SimilarityMatch,
+} from './similarity-index.js'
+
+export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
+
+/** What is measured about a member peer. Unknown values rank last. */
+export interface PeerMetrics {
+  /** Last measured round-trip time (ping), ms. */
+  rttMs?: number
+  method?: ConnectionMethod
+  /** Since when (clock ms) the current connection is up; unset while not connected. */
+  connectedSince?: number
+  /** Failed dials / pings / streams so far. */
+  failures: number
+}
+
+export interface ClusterMember {
+  readonly peerId: string
+  /** Clock ms of the last sign of life (added, touched, metrics updated). */
+  lastSeen: number
+  metrics: PeerMetrics
+  /** True when `assignPeer` put it there (then a later `assignPeer` may take it out again). */
+  assigned: boolean
+}
+
+export interface PeerCluster {
+  readonly id: string
+  readonly tags: ReadonlySet<string>
+  readonly members: ReadonlyMap<string, ClusterMember>
+  readonly createdAt: number
+}
+
+export interface SimilarCluster {
+  id: string
+  similarity: number
+}
+
+/** Events, each with the fields given here (also forwarded to the node's event bus by the plugin). */
+export interface ClusterEvents {
+  'cluster:created': { clusterId: string; tags: string[] }
+  'cluster:removed': { clusterId: string; reason: 'removed' | 'empty' }
+  'cluster:peer-added': { clusterId: string; peerId: string }
+  'cluster:peer-removed': { clusterId: string; peerId: string; reason: 'removed' | 'inactive' | 'reassigned' }
+}
+export type ClusterEventName = keyof ClusterEvents
+
+/** Time source and timers, injectable for tests. */
+export interface Clock {
+  now(): number
+  setInterval(fn: () => void, ms: number): unknown
+  clearInterval(handle: unknown): void
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setInterval: (fn, ms) => {
+    const t = setInterval(fn, ms)
+    t.unref?.()
+    return t
+  },
+  clearInterval: (h) => clearInterval(h as ReturnType<typeof setInterval>),
+}
+
+export interface ClusterManagerOptions {
+  /** Jaccard threshold for assignment and similar clusters. @default 0.7 */
+  threshold?: number
+  /** A member not seen for this long (ms) is removed by cleanup. @default 300000 (5 min) */
+  inactiveAfter?: number
+  /** Period of the automatic cleanup (ms), once `start()`ed. @default inactiveAfter / 5, at least 1 s */
+  cleanupInterval?: number
+  /** `assignPeer` creates a cluster from the peer's tags when no cluster reaches the threshold. @default true */
+  autoCreate?: boolean
+  /** A cluster empty for `inactiveAfter` is removed by cleanup. @default true */
+  removeEmptyClusters?: boolean
+  /** `exact` (prefix-filtering index) or MinHash LSH for very many clusters. @default 'exact' */
+  index?: 'exact' | { minhash: MinHashOptions }
+  /**
+   * Lowest threshold the exact index is built for (its prefixes grow as it falls). Searches below it stay
+   * exact but scan every cluster. @default threshold
+   */
+  indexMinThreshold?: number
+  clock?: Clock
+  /** Makes the id of an auto-created cluster from its sorted tags. @default `tags:` + tags joined by ',' */
+  clusterId?: (sortedTags: string[]) => string
+}
+
+interface ClusterState {
+  id: string
+  tags: Set<string>
+  members: Map<string, ClusterMember>
+  createdAt: number
+  /** Clock ms since when the cluster has had no member (undefined while it has some). */
+  emptySince?: number
+}
+
+const METHOD_RANK: Record<ConnectionMethod, number> = { direct: 0, 'hole-punched': 1, relayed: 2 }
+
+/**
+ * Orders members best first:
+ * 1. connection method: direct, then hole-punched, then relayed, then unknown;
+ * 2. RTT ascending (unknown last);
+ * 3. uptime descending: the earlier `connectedSince`, the better (not connected last);
+ * 4. failures ascending;
+ * 5. peer id (so the order is total and stable).
+ */
+export function compareMembers(a: ClusterMember, b: ClusterMember): number {
+  const ma = a.metrics.method === undefined ? 3 : METHOD_RANK[a.metrics.method]
+  const mb = b.metrics.method === undefined ? 3 : METHOD_RANK[b.metrics.method]
+  if (ma !== mb) return ma - mb
+  const ra = a.metrics.rttMs ?? Number.POSITIVE_INFINITY
+  const rb = b.metrics.rttMs ?? Number.POSITIVE_INFINITY
+  if (ra !== rb) return ra < rb ? -1 : 1
+  const ca = a.metrics.connectedSince ?? Number.POSITIVE_INFINITY
+  const cb = b.metrics.connectedSince ?? Number.POSITIVE_INFINITY
+  if (ca !== cb) return ca < cb ? -1 : 1
+  if (a.metrics.failures !== b.metrics.failures) return a.metrics.failures - b.metrics.failures
+  return a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0
+}
+
+type Listener<E extends ClusterEventName> = (fields: ClusterEvents[E], event: E) => void
+
+/**
+ * Clusters of peers by topic tags (`ClusteringManager` of the old MVP): add/remove clusters and members,
+ * automatic assignment by Jaccard similarity of tag sets, similar-cluster search through a
+ * {@link SetIndex} (never a pairwise scan), cleanup of inactive members and empty clusters, best peers by
+ * metrics, and an event for every change.
+ */
+export class ClusterManager {
+  readonly threshold: number
+  readonly inactiveAfter: number
+  readonly cleanupInterval: number
+  private readonly autoCreate: boolean
+  private readonly removeEmpty: boolean
+  private readonly clock: Clock
+  private readonly makeId: (sortedTags: string[]) => string
+  private readonly index: SetIndex
+  private readonly clustersById = new Map<string, ClusterState>()
+  /** peer -> ids of the clusters it is a member of. */
+  private readonly peerClusters = new Map<string, Set<string>>()
+  private readonly listeners = new Map<string, Set<Listener<ClusterEventName>>>()
+  private timer: unknown
+
+  constructor(options: ClusterManagerOptions = {}) {
+    this.threshold = options.threshold ?? 0.7
+    checkThreshold(this.threshold)
+    this.inactiveAfter = options.inactiveAfter ?? 300_000
+    if (!(this.inactiveAfter > 0)) throw new RangeError('inactiveAfter must be > 0 ms')
+    this.cleanupInterval = options.cleanupInterval ?? Math.max(1000, Math.floor(this.inactiveAfter / 5))
+    this.autoCreate = options.autoCreate ?? true
+    this.removeEmpty = options.removeEmptyClusters ?? true
+    this.clock = options.clock ?? systemClock
+    this.makeId = options.clusterId ?? ((tags) => `tags:${tags.join(',')}`)
+    const idx = options.index ?? 'exact'
+    this.index =
+      idx === 'exact'
+        ? new SimilarityIndex({ minThreshold: options.indexMinThreshold ?? this.threshold })
+        : new MinHashIndex(idx.minhash)
+  }
+
+  // ---- events
+
+  on<E extends ClusterEventName>(event: E | '*', listener: Listener<E>): () => void {
+    let set = this.listeners.get(event)
+    if (!set) {
+      set = new Set()
+      this.listeners.set(event, set)
+    }
+    set.add(listener as Listener<ClusterEventName>)
+    return () => set.delete(listener as Listener<ClusterEventName>)
+  }
+
+  private emit<E extends ClusterEventName>(event: E, fields: ClusterEvents[E]): void {
+    for (const key of [event, '*'])
+      for (const l of this.listeners.get(key) ?? []) {
+        try {
+          l(fields, event)
+        } catch {
+          // a throwing listener must not break the manager's state changes
+        }
+      }
+  }
+
+  // ---- clusters
+
+  /** Adds a cluster; returns false (and changes nothing) when the id exists. */
+  addCluster(id: string, tags: Iterable<string>): boolean {
+    if (this.clustersById.has(id)) return false
+    const now = this.clock.now()
+    const state: ClusterState = {
+      id,
+      tags: new Set(tags),
+      members: new Map(),
+      createdAt: now,
+      emptySince: now,
+    }
+    this.clustersById.set(id, state)
+    this.index.add(id, state.tags)
+    this.emit('cluster:created', { clusterId: id, tags: [...state.tags] })
+    return true
+  }
+
+  /** Removes a cluster and its memberships (each reported as `cluster:peer-removed`). */
+  removeCluster(id: string): boolean {
+    return this.dropCluster(id, 'removed')
+  }
+
+  getCluster(id: string): PeerCluster | undefined {
+    const c = this.clustersById.get(id)
+    return c && view(c)
+  }
+
+  clusters(): PeerCluster[] {
+    return [...this.clustersById.values()].map(view)
+  }
+
+  get size(): number {
+    return this.clustersById.size
+  }
+
+  /** Ids of the clusters `peerId` belongs to. */
+  clustersOf(peerId: string): string[] {
+    return [...(this.peerClusters.get(peerId) ?? [])]
+  }
+
+  // ---- members
+
+  /** Adds `peerId` to a cluster (or refreshes it); false when the cluster does not exist. */
+  addPeerToCluster(clusterId: string, peerId: string, metrics: Partial<PeerMetrics> = {}): boolean {
+    return this.join(clusterId, peerId, metrics, false)
+  }
+
+  removePeerFromCluster(clusterId: string, peerId: string): boolean {
+    return this.leave(clusterId, peerId, 'removed')
+  }
+
+  /** Removes a peer from every cluster. */
+  removePeer(peerId: string): number {
+    let n = 0
+    for (const id of this.clustersOf(peerId)) if (this.leave(id, peerId, 'removed')) n++
+    return n
+  }
+
+  /** Marks a peer alive in every cluster it belongs to, optionally updating its metrics. */
+  touchPeer(peerId: string, metrics: Partial<PeerMetrics> = {}): void {
+    const now = this.clock.now()
+    for (const id of this.peerClusters.get(peerId) ?? []) {
+      const m = this.clustersById.get(id)?.members.get(peerId)
+      if (!m) continue
+      m.lastSeen = now
+      Object.assign(m.metrics, definedOnly(metrics))
+    }
+  }
+
+  /** Counts a failure against a peer (in every cluster it belongs to). Not a sign of life. */
+  recordFailure(peerId: string): void {
+    for (const id of this.peerClusters.get(peerId) ?? []) {
+      const m = this.clustersById.get(id)?.members.get(peerId)
+      if (m) m.metrics.failures++
+    }
+  }
+
+  /** Marks a peer disconnected (keeps RTT and failures; uptime restarts at the next connection). */
+  peerDisconnected(peerId: string): void {
+    for (const id of this.peerClusters.get(peerId) ?? []) {
+      const m = this.clustersById.get(id)?.members.get(peerId)
+      if (m) m.metrics.connectedSince = undefined
+    }
+  }
+
+  /**
+   * Puts `peerId` into every cluster whose tags reach the threshold with `tags`; when none does and
+   * `autoCreate` is on, creates a cluster with exactly these tags. Clusters it was put in by an earlier
+   * `assignPeer` that no longer match are left (`reason: 'reassigned'`); memberships added by hand stay.
+   * A peer with no tags matches nothing and creates nothing. Returns the ids of the matching clusters.
+   */
+  assignPeer(peerId: string, tags: Iterable<string>, metrics: Partial<PeerMetrics> = {}): string[] {
+    const set = new Set(tags)
+    const matches = set.size === 0 ? [] : this.index.query(set, this.threshold).map((m) => m.id)
+    if (matches.length === 0 && set.size > 0 && this.autoCreate) {
+      const sorted = [...set].sort()
+      let id = this.makeId(sorted)
+      for (let k = 2; this.clustersById.has(id); k++) id = `${this.makeId(sorted)}#${k}`
+      this.addCluster(id, sorted)
+      matches.push(id)
+    }
+    const keep = new Set(matches)
+    for (const id of this.clustersOf(peerId)) {
+      const m = this.clustersById.get(id)?.members.get(peerId)
+      if (m?.assigned && !keep.has(id)) this.leave(id, peerId, 'reassigned')
+    }
+    for (const id of matches) this.join(id, peerId, metrics, true)
+    return matches
+  }
+
+  /** Clusters whose tags reach `threshold` (default: the manager's) with cluster `id`'s, most similar first. */
+  findSimilarClusters(id: string, threshold = this.threshold): SimilarCluster[] {
+    const c = this.clustersById.get(id)
+    if (!c) return []
+    return this.index.query(c.tags, threshold).filter((m) => m.id !== id)
+  }
+
+  /** Clusters whose tags reach `threshold` with `tags`, most similar first. */
+  findClustersForTags(tags: Iterable<string>, threshold = this.threshold): SimilarityMatch[] {
+    return this.index.query(tags, threshold)
+  }
+
+  /** Jaccard similarity of two clusters' tags (0 when either is unknown). */
+  similarity(a: string, b: string): number {
+    const ca = this.clustersById.get(a)
+    const cb = this.clustersById.get(b)
+    return ca && cb ? jaccard(ca.tags, cb.tags) : 0
+  }
+
+  /** The `k` best members of a cluster, best first (see {@link compareMembers} for the ranking). */
+  bestPeers(clusterId: string, k: number): ClusterMember[] {
+    const c = this.clustersById.get(clusterId)
+    if (!c || k <= 0) return []
+    return [...c.members.values()]
+      .sort(compareMembers)
+      .slice(0, k)
+      .map((m) => ({ ...m, metrics: { ...m.metrics } }))
+  }
+
+  // ---- cleanup
+
+  /**
+   * Removes members not seen for `inactiveAfter` (`lastSeen <= now - inactiveAfter`), then clusters empty
+   * for `inactiveAfter` (when `removeEmptyClusters`). Runs every `cleanupInterval` once started.
+   */
+  cleanup(): { peersRemoved: number; clustersRemoved: number } {
+    const now = this.clock.now()
+    const cutoff = now - this.inactiveAfter
+    let peersRemoved = 0
+    let clustersRemoved = 0
+    for (const c of [...this.clustersById.values()]) {
+      for (const m of [...c.members.values()])
+        if (m.lastSeen <= cutoff && this.leave(c.id, m.peerId, 'inactive')) peersRemoved++
+      if (this.removeEmpty && c.members.size === 0 && c.emptySince !== undefined && c.emptySince <= cutoff)
+        if (this.dropCluster(c.id, 'empty')) clustersRemoved++
+    }
+    return { peersRemoved, clustersRemoved }
+  }
+
+  /** Starts the periodic cleanup. */
+  start(): void {
+    if (this.timer !== undefined) return
+    this.timer = this.clock.setInterval(() => this.cleanup(), this.cleanupInterval)
+  }
+
+  stop(): void {
+    if (this.timer === undefined) return
+    this.clock.clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  // ---- internals
+
+  private join(clusterId: string, peerId: string, metrics: Partial<PeerMetrics>, assigned: boolean): boolean {
+    const c = this.clustersById.get(clusterId)
+    if (!c) return false
+    const now = this.clock.now()
+    const existing = c.members.get(peerId)
+    if (existing) {
+      existing.lastSeen = now
+      existing.assigned &&= assigned
+      Object.assign(existing.metrics, definedOnly(metrics))
+      return true
+    }
+    c.members.set(peerId, {
+      peerId,
+      lastSeen: now,
+      metrics: { failures: 0, ...definedOnly(metrics) },
+      assigned,
+    })
+    c.emptySince = undefined
+    let set = this.peerClusters.get(peerId)
+    if (!set) {
+      set = new Set()
+      this.peerClusters.set(peerId, set)
+    }
+    set.add(clusterId)
+    this.emit('cluster:peer-added', { clusterId, peerId })
+    return true
+  }
+
+  private leave(
+    clusterId: string,
+    peerId: string,
+    reason: ClusterEvents['cluster:peer-removed']['reason'],
+  ): boolean {
+    const c = this.clustersById.get(clusterId)
+    if (!c?.members.delete(peerId)) return false
+    if (c.members.size === 0) c.emptySince = this.clock.now()
+    const set = this.peerClusters.get(peerId)
+    set?.delete(clusterId)
+    if (set?.size === 0) this.peerClusters.delete(peerId)
+    this.emit('cluster:peer-removed', { clusterId, peerId, reason })
+    return true
+  }
+
+  private dropCluster(id: string, reason: 'removed' | 'empty'): boolean {
+    const c = this.clustersById.get(id)
+    if (!c) return false
+    for (const peerId of [...c.members.keys()]) this.leave(id, peerId, 'removed')
+    this.clustersById.delete(id)
+    this.index.remove(id)
+    this.emit('cluster:removed', { clusterId: id, reason })
+    return true
+  }
+}
+
+function view(c: ClusterState): PeerCluster {
+  const members = new Map<string, ClusterMember>()
+  for (const [k, m] of c.members) members.set(k, { ...m, metrics: { ...m.metrics } })
+  return { id: c.id, tags: new Set(c.tags), members, createdAt: c.createdAt }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}
