@@ -8,7 +8,7 @@ import {
   MeshKernel,
   resolveConfig,
 } from 'meshkit'
-import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
+import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type ClusterManager, jaccardClusters } from '../plugins/jaccard-clusters/index.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -33,7 +33,7 @@ describe('clustering: jaccardClusters plugin', function () {
     datastore: 'memory',
     listen: ['/ip4/127.0.0.1/tcp/0'],
     logLevel: 'silent',
-    plugins: [identify(), noise(), yamux(), tcp(), ...extra],
+    plugins: [identify(), ping(), noise(), yamux(), tcp(), ...extra],
   })
   const resolve = (c: MeshConfig) => resolveConfig(c, { env, registry: builtinPlugins })
 

@@ -1,6 +1,9 @@
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
 import { definePlugin, durationSchema, z } from 'meshkit'
-import { ClusterManager, type ConnectionMethod } from './cluster-manager.js'
+import { ClusteringService } from './service.js'
+import { TAG_LIMITS } from './wire.js'
+
+type PingService = { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
 
 export {
   type Clock,
@@ -17,6 +20,12 @@ export {
   systemClock,
 } from './cluster-manager.js'
 export {
+  CLUSTER_PEER_TAG,
+  ClusteringService,
+  type ClusteringServiceOptions,
+  methodOf,
+} from './service.js'
+export {
   BruteForceIndex,
   jaccard,
   MinHashIndex,
@@ -28,6 +37,15 @@ export {
   type SimilarityMatch,
   type SimilarPair,
 } from './similarity-index.js'
+export {
+  checkTags,
+  decodeTags,
+  encodeTags,
+  TAG_LIMITS,
+  TAGS_PROTOCOL,
+  type TagsMessage,
+  TagsWireError,
+} from './wire.js'
 
 const options = z
   .strictObject({
@@ -56,6 +74,16 @@ const options = z
       .default('exact'),
     /** Lowest threshold the exact index serves without scanning (for `findSimilarClusters(id, lower)`). @default threshold */
     indexMinThreshold: z.number().gt(0).max(1).optional(),
+    /** This node's own topic tags (sent to peers; `setTags()` changes them). @default [] */
+    tags: z.array(z.string().min(1).max(TAG_LIMITS.maxTagLength)).max(TAG_LIMITS.maxTags).default([]),
+    /** Best members of each own cluster protected from pruning (libp2p peer tag). @default 3 */
+    protectBest: z.number().int().min(0).max(1000).default(3),
+    /** Connected members wanted per own cluster; below it the best known are dialled. @default 4 */
+    targetConnectionsPerCluster: z.number().int().min(0).max(1000).default(4),
+    /** How often connected cluster members are pinged. @default '30s' */
+    pingInterval: durationSchema("'30s'").default(30_000),
+    /** How often protection and the per-cluster target are checked (also after every change). @default '5s' */
+    maintainInterval: durationSchema("'5s'").default(5_000),
   })
   .default({
     threshold: 0.7,
@@ -63,29 +91,36 @@ const options = z
     autoCreate: true,
     removeEmptyClusters: true,
     index: 'exact',
+    tags: [],
+    protectBest: 3,
+    targetConnectionsPerCluster: 4,
+    pingInterval: 30_000,
+    maintainInterval: 5_000,
   })
-
-/** How a connection reached the peer: relayed through a circuit, direct, or direct while a relayed one was open. */
-function methodOf(connection: Connection, others: Connection[]): ConnectionMethod {
-  const relayed = (c: Connection) => c.remoteAddr.toString().includes('/p2p-circuit')
-  if (relayed(connection)) return 'relayed'
-  return others.some((c) => c !== connection && relayed(c)) ? 'hole-punched' : 'direct'
-}
 
 /**
  * The default clustering strategy: peers grouped into clusters by their topic tags with Jaccard similarity
- * (see ClusterManager). Its API (`ctx.use('clustering')`, `node.api('clustering')`) is the manager itself.
- * While the node runs: periodic cleanup; a connection marks its peer alive and records the connection
- * method and since when it is up; a disconnect ends the uptime. Every change is a node event
- * (`cluster:created`, `cluster:removed`, `cluster:peer-added`, `cluster:peer-removed`).
- * Not done yet: the tag exchange protocol and connection management by cluster (issue 5).
+ * (see ClusterManager). Its API (`ctx.use('clustering')`, `node.api('clustering')`) is a
+ * {@link ClusteringService}: the manager plus this node's own tags (`setTags`) and clusters.
+ * While the node runs:
+ * - peers exchange their tags over `/mesh/tags/1.0.0` (see wire.ts) when a connection opens (the dialling
+ *   side asks) and whenever `setTags` changes them; each peer is assigned to clusters by its tags;
+ * - a connection marks its peer alive and records the connection method and since when it is up; a peer
+ *   that disconnects keeps its last-seen time and is removed `inactiveAfter` later;
+ * - connected cluster members are pinged every `pingInterval` (RTT, failures);
+ * - the `protectBest` best members of each cluster this node belongs to carry the `meshkit-cluster` peer
+ *   tag, and a cluster with fewer than `targetConnectionsPerCluster` connected members gets its best
+ *   known members dialled (a few at a time, with backoff).
+ * Every change is a node event (`cluster:created`, `cluster:removed`, `cluster:peer-added`,
+ * `cluster:peer-removed`); bad tag messages reset the stream and emit `clustering:protocol-error`.
  */
 export const jaccardClusters = definePlugin({
   name: 'jaccard-clusters',
   provides: ['clustering'],
+  dependencies: ['ping'],
   options,
   create: (opts) => {
-    const manager = new ClusterManager({
+    const service = new ClusteringService({
       threshold: opts.threshold,
       inactiveAfter: opts.inactiveAfter,
       cleanupInterval: opts.cleanupInterval,
@@ -93,36 +128,28 @@ export const jaccardClusters = definePlugin({
       removeEmptyClusters: opts.removeEmptyClusters,
       index: opts.index,
       indexMinThreshold: opts.indexMinThreshold,
+      tags: opts.tags,
+      protectBest: opts.protectBest,
+      targetConnectionsPerCluster: opts.targetConnectionsPerCluster,
+      pingInterval: opts.pingInterval,
+      maintainInterval: opts.maintainInterval,
     })
-    const off: (() => void)[] = []
     return {
       setup: (ctx) => {
-        manager.on('*', (fields, event) => ctx.events.emit(event, { ...fields }))
-        return manager
+        service.on('*', (fields, event) => ctx.events.emit(event, { ...fields }))
+        return service
       },
-      start: (ctx) => {
-        const libp2p = ctx.libp2p
-        const onOpen = (evt: CustomEvent<Connection>) => {
-          const c = evt.detail
-          const peer = c.remotePeer.toString()
-          manager.touchPeer(peer, {
-            method: methodOf(c, libp2p.getConnections(c.remotePeer)),
-            connectedSince: Date.now(),
-          })
-        }
-        const onDisconnect = (evt: CustomEvent<PeerId>) => manager.peerDisconnected(evt.detail.toString())
-        libp2p.addEventListener('connection:open', onOpen)
-        libp2p.addEventListener('peer:disconnect', onDisconnect)
-        off.push(
-          () => libp2p.removeEventListener('connection:open', onOpen),
-          () => libp2p.removeEventListener('peer:disconnect', onDisconnect),
-        )
-        manager.start()
+      start: async (ctx) => {
+        const services = ctx.libp2p.services as { ping?: PingService }
+        await service.startService({
+          libp2p: ctx.libp2p,
+          logger: ctx.logger,
+          events: ctx.events,
+          signal: ctx.signal,
+          ping: services.ping,
+        })
       },
-      stop: () => {
-        manager.stop()
-        for (const f of off.splice(0)) f()
-      },
+      stop: () => service.stopService(),
     }
   },
 })

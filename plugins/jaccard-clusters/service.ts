@@ -1,0 +1,368 @@
+/**
+ * The libp2p side of the default clustering strategy: the tag exchange (/mesh/tags/1.0.0), liveness,
+ * RTT metrics (ping), and connections driven by clusters (protected best peers, a target per cluster).
+ */
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import type { Logger, MeshEventBus } from 'meshkit'
+import { ClusterManager, type ClusterManagerOptions, type ConnectionMethod } from './cluster-manager.js'
+import { checkTags, decodeTags, encodeTags, TAG_LIMITS, TAGS_PROTOCOL } from './wire.js'
+
+/** The libp2p peer tag on the best peers of this node's clusters (the connection manager keeps them). */
+export const CLUSTER_PEER_TAG = 'meshkit-cluster'
+const CLUSTER_PEER_TAG_VALUE = 100
+/** Bound on one exchange, ping or dial. */
+const OP_TIMEOUT_MS = 10_000
+/** Dials in flight at once to fill clusters. */
+const MAX_DIALS = 4
+const BACKOFF_INITIAL_MS = 1_000
+const BACKOFF_MAX_MS = 60_000
+/** Pings in flight at once. */
+const MAX_PINGS = 8
+
+export interface ClusteringServiceOptions extends ClusterManagerOptions {
+  /** This node's own topic tags. */
+  tags?: string[]
+  /** Best peers per own cluster that get the `meshkit-cluster` peer tag. @default 3 */
+  protectBest?: number
+  /** Connected members wanted per own cluster; below it the best known members are dialled. @default 4 */
+  targetConnectionsPerCluster?: number
+  /** How often connected cluster members are pinged (ms). @default 30000 */
+  pingInterval?: number
+  /** How often protection and the per-cluster target are checked (ms); also after every change. @default 5000 */
+  maintainInterval?: number
+}
+
+interface Runtime {
+  libp2p: Libp2p
+  logger: Logger
+  events: MeshEventBus
+  signal: AbortSignal
+  ping?: { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
+}
+
+/** How a connection reached the peer: relayed through a circuit, direct, or direct while a relayed one was open. */
+export function methodOf(connection: Connection, others: Connection[]): ConnectionMethod {
+  const relayed = (c: Connection) => c.remoteAddr.toString().includes('/p2p-circuit')
+  if (relayed(connection)) return 'relayed'
+  return others.some((c) => c !== connection && relayed(c)) ? 'hole-punched' : 'direct'
+}
+
+/**
+ * The clustering API of a node (`node.api('clustering')`): the {@link ClusterManager} plus this node's own
+ * tags (`tags()`, `setTags()`), the clusters it belongs to (`ownClusters()`) and the peers it protects.
+ */
+export class ClusteringService extends ClusterManager {
+  readonly protectBest: number
+  readonly targetConnectionsPerCluster: number
+  readonly pingInterval: number
+  readonly maintainInterval: number
+  #tags: string[]
+  #rt?: Runtime
+  readonly #off: Array<() => void> = []
+  readonly #timers: ReturnType<typeof setInterval>[] = []
+  #maintainSoon?: ReturnType<typeof setTimeout>
+  /** Peers that carry the cluster peer tag. */
+  readonly #protected = new Set<string>()
+  /** The `meshkit-cluster` tag value each ranked member carries now. */
+  readonly #tagValues = new Map<string, number>()
+  /** Since when (ms) each connected peer is connected. */
+  readonly #connectedSince = new Map<string, number>()
+  readonly #exchanges = new Map<string, { promise: Promise<void>; again: boolean }>()
+  readonly #dialing = new Set<string>()
+  readonly #backoff = new Map<string, { until: number; delay: number }>()
+  #pinging = false
+
+  constructor(options: ClusteringServiceOptions = {}) {
+    super(options)
+    this.#tags = checkTags(options.tags ?? [])
+    this.protectBest = options.protectBest ?? 3
+    this.targetConnectionsPerCluster = options.targetConnectionsPerCluster ?? 4
+    this.pingInterval = Math.max(100, options.pingInterval ?? 30_000)
+    this.maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
+    this.on('*', () => this.#scheduleMaintain())
+  }
+
+  /** This node's own tags. */
+  tags(): string[] {
+    return [...this.#tags]
+  }
+
+  /**
+   * Replaces this node's tags (at most 64, each 1-64 characters; throws otherwise) and, when they
+   * changed, sends them to every connected peer.
+   */
+  setTags(tags: Iterable<string>): void {
+    const next = checkTags([...tags])
+    const same = next.length === this.#tags.length && next.every((t, i) => t === this.#tags[i])
+    this.#tags = next
+    if (same || !this.#rt) return
+    for (const peer of this.#rt.libp2p.getPeers()) void this.#exchange(peer)
+    this.#scheduleMaintain()
+  }
+
+  /** Ids of the clusters this node belongs to: those whose tags reach the threshold with its own. */
+  ownClusters(): string[] {
+    return this.#tags.length === 0 ? [] : this.findClustersForTags(this.#tags).map((m) => m.id)
+  }
+
+  /** Peers that currently carry the `meshkit-cluster` peer tag. */
+  protectedPeers(): string[] {
+    return [...this.#protected]
+  }
+
+  // ---- lifecycle
+
+  async startService(rt: Runtime): Promise<void> {
+    this.#rt = rt
+    const { libp2p } = rt
+    await libp2p.handle(TAGS_PROTOCOL, (stream, connection) => this.#serve(stream, connection), {
+      maxInboundStreams: 4,
+      maxOutboundStreams: 4,
+    })
+    const onOpen = (evt: CustomEvent<Connection>) => {
+      const c = evt.detail
+      const peer = c.remotePeer.toString()
+      if (!this.#connectedSince.has(peer)) this.#connectedSince.set(peer, Date.now())
+      this.touchPeer(peer, this.#metricsOf(peer, c))
+      if (c.direction === 'outbound') void this.#exchange(c.remotePeer)
+    }
+    const onDisconnect = (evt: CustomEvent<PeerId>) => {
+      const peer = evt.detail.toString()
+      this.#connectedSince.delete(peer)
+      this.peerDisconnected(peer)
+      this.#scheduleMaintain()
+    }
+    libp2p.addEventListener('connection:open', onOpen)
+    libp2p.addEventListener('peer:disconnect', onDisconnect)
+    this.#off.push(
+      () => libp2p.removeEventListener('connection:open', onOpen),
+      () => libp2p.removeEventListener('peer:disconnect', onDisconnect),
+    )
+    const every = (ms: number, fn: () => void) => {
+      const t = setInterval(fn, ms)
+      t.unref?.()
+      this.#timers.push(t)
+    }
+    // a connection that is up is a sign of life; a peer gone for `inactiveAfter` is then cleaned up
+    every(this.cleanupInterval, () => {
+      for (const p of libp2p.getPeers()) this.touchPeer(p.toString())
+      this.cleanup()
+      for (const peer of this.#backoff.keys())
+        if (this.clustersOf(peer).length === 0) this.#backoff.delete(peer)
+    })
+    every(this.maintainInterval, () => this.#maintain())
+    if (rt.ping) every(this.pingInterval, () => void this.#pingAll())
+  }
+
+  async stopService(): Promise<void> {
+    const rt = this.#rt
+    this.#rt = undefined
+    for (const off of this.#off.splice(0)) off()
+    for (const t of this.#timers.splice(0)) clearInterval(t)
+    clearTimeout(this.#maintainSoon)
+    this.#maintainSoon = undefined
+    if (rt) await rt.libp2p.unhandle(TAGS_PROTOCOL).catch(() => {})
+  }
+
+  // ---- tag exchange
+
+  #apply(peer: string, tags: string[]): void {
+    this.assignPeer(peer, tags, this.#metricsOf(peer))
+    this.#rt?.logger.debug(
+      `${peer} has tags [${tags.join(', ')}]: clusters ${this.clustersOf(peer).join(', ')}`,
+    )
+  }
+
+  #metricsOf(peer: string, connection?: Connection) {
+    const libp2p = this.#rt?.libp2p
+    if (!libp2p) return {}
+    const conns = libp2p.getConnections(peerIdFromString(peer))
+    const c = connection ?? conns[0]
+    if (!c) return {}
+    return { method: methodOf(c, conns), connectedSince: this.#connectedSince.get(peer) }
+  }
+
+  /** One exchange per peer at a time; a request made while one runs makes one follow-up exchange. */
+  #exchange(peer: PeerId): Promise<void> {
+    const id = peer.toString()
+    const running = this.#exchanges.get(id)
+    if (running) {
+      running.again = true
+      return running.promise
+    }
+    const entry = { promise: Promise.resolve(), again: false }
+    entry.promise = (async () => {
+      do {
+        entry.again = false
+        await this.#exchangeOnce(peer)
+      } while (entry.again && this.#rt)
+      this.#exchanges.delete(id)
+    })()
+    this.#exchanges.set(id, entry)
+    return entry.promise
+  }
+
+  async #exchangeOnce(peer: PeerId): Promise<void> {
+    const rt = this.#rt
+    if (!rt) return
+    const id = peer.toString()
+    let stream: Stream | undefined
+    try {
+      const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
+      stream = await rt.libp2p.dialProtocol(peer, TAGS_PROTOCOL, { signal })
+    } catch (err) {
+      if (!rt.signal.aborted) rt.logger.debug(`no tag exchange with ${id}: ${(err as Error).message}`)
+      return
+    }
+    try {
+      const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
+      const lp = lpStream(stream, { maxDataLength: TAG_LIMITS.maxMessageBytes })
+      await lp.write(encodeTags(this.#tags), { signal })
+      const reply = decodeTags((await lp.read({ signal })).subarray())
+      await stream.close({ signal }).catch(() => {})
+      this.#apply(id, reply.tags)
+    } catch (err) {
+      stream.abort(err as Error)
+      if (rt.signal.aborted) return
+      rt.logger.debug(`bad tag exchange with ${id}: ${(err as Error).message}`)
+      rt.events.emit('clustering:protocol-error', { peerId: id, error: (err as Error).message })
+    }
+  }
+
+  /** Answers a peer's tags with this node's. Malformed, oversized or missing input resets the stream. */
+  async #serve(stream: Stream, connection: Connection): Promise<void> {
+    const rt = this.#rt
+    const peer = connection.remotePeer.toString()
+    if (!rt) {
+      stream.abort(new Error('stopping'))
+      return
+    }
+    try {
+      const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
+      const lp = lpStream(stream, { maxDataLength: TAG_LIMITS.maxMessageBytes })
+      const request = decodeTags((await lp.read({ signal })).subarray())
+      this.#apply(peer, request.tags)
+      await lp.write(encodeTags(this.#tags), { signal })
+      await stream.close({ signal }).catch(() => {})
+    } catch (err) {
+      stream.abort(err as Error)
+      if (rt.signal.aborted) return
+      rt.logger.debug(`bad tag exchange from ${peer}: ${(err as Error).message}`)
+      rt.events.emit('clustering:protocol-error', { peerId: peer, error: (err as Error).message })
+    }
+  }
+
+  // ---- metrics
+
+  /** Pings every connected member of this node's own clusters (a few at a time): RTT on success, a failure otherwise. */
+  async #pingAll(): Promise<void> {
+    const rt = this.#rt
+    if (!rt?.ping || this.#pinging) return
+    this.#pinging = true
+    try {
+      const own = new Set(this.ownClusters())
+      const queue = rt.libp2p
+        .getPeers()
+        .filter((p) => this.clustersOf(p.toString()).some((id) => own.has(id)))
+      const worker = async () => {
+        for (let p = queue.shift(); p && !rt.signal.aborted; p = queue.shift()) {
+          const id = p.toString()
+          try {
+            const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
+            const rttMs = await rt.ping!.ping(p, { signal })
+            this.touchPeer(id, { rttMs })
+          } catch (err) {
+            if (rt.signal.aborted) return
+            this.recordFailure(id)
+            rt.logger.debug(`ping ${id} failed: ${(err as Error).message}`)
+          }
+        }
+      }
+      await Promise.all(Array.from({ length: MAX_PINGS }, worker))
+    } finally {
+      this.#pinging = false
+    }
+  }
+
+  // ---- connections
+
+  #scheduleMaintain(): void {
+    if (!this.#rt || this.#maintainSoon) return
+    this.#maintainSoon = setTimeout(() => {
+      this.#maintainSoon = undefined
+      this.#maintain()
+    }, 100)
+    this.#maintainSoon.unref?.()
+  }
+
+  /** Protects the best peers of each own cluster, and dials members of clusters short of connections. */
+  #maintain(): void {
+    const rt = this.#rt
+    if (!rt || rt.signal.aborted) return
+    const own = this.ownClusters()
+    // Every ranked member of an own cluster carries a tag value by rank: the best `protectBest` the
+    // full value (protected), the rest less and less, so libp2p's connection manager, which prunes the
+    // lowest-valued peers first, drops the worst members first when over its limits.
+    const values = new Map<string, number>()
+    for (const id of own) {
+      this.bestPeers(id, Number.MAX_SAFE_INTEGER).forEach((m, rank) => {
+        const value =
+          rank < this.protectBest ? CLUSTER_PEER_TAG_VALUE : Math.max(1, CLUSTER_PEER_TAG_VALUE / 2 - rank)
+        values.set(m.peerId, Math.max(values.get(m.peerId) ?? 0, value))
+      })
+    }
+    for (const [peer, value] of values) if (this.#tagValues.get(peer) !== value) this.#tagPeer(peer, value)
+    for (const peer of [...this.#tagValues.keys()]) if (!values.has(peer)) this.#tagPeer(peer, undefined)
+
+    const connected = new Set(rt.libp2p.getPeers().map((p) => p.toString()))
+    const now = Date.now()
+    for (const id of own) {
+      const members = this.bestPeers(id, Number.MAX_SAFE_INTEGER)
+      let deficit = this.targetConnectionsPerCluster - members.filter((m) => connected.has(m.peerId)).length
+      for (const m of members) {
+        if (deficit <= 0 || this.#dialing.size >= MAX_DIALS) break
+        if (connected.has(m.peerId) || this.#dialing.has(m.peerId)) continue
+        if ((this.#backoff.get(m.peerId)?.until ?? 0) > now) continue
+        deficit--
+        void this.#dial(m.peerId)
+      }
+    }
+  }
+
+  /** Sets (or, with undefined, removes) the peer's `meshkit-cluster` tag value. */
+  #tagPeer(peer: string, value: number | undefined): void {
+    const rt = this.#rt
+    if (!rt) return
+    if (value === CLUSTER_PEER_TAG_VALUE) this.#protected.add(peer)
+    else this.#protected.delete(peer)
+    if (value === undefined) this.#tagValues.delete(peer)
+    else this.#tagValues.set(peer, value)
+    const tags = { [CLUSTER_PEER_TAG]: value === undefined ? undefined : { value } }
+    rt.libp2p.peerStore.merge(peerIdFromString(peer), { tags }).catch((err: Error) => {
+      rt.logger.debug(`tagging ${peer} failed: ${err.message}`)
+    })
+  }
+
+  async #dial(peer: string): Promise<void> {
+    const rt = this.#rt
+    if (!rt) return
+    this.#dialing.add(peer)
+    try {
+      const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
+      await rt.libp2p.dial(peerIdFromString(peer), { signal })
+      this.#backoff.delete(peer)
+    } catch (err) {
+      if (rt.signal.aborted) return
+      const delay = Math.min((this.#backoff.get(peer)?.delay ?? BACKOFF_INITIAL_MS / 2) * 2, BACKOFF_MAX_MS)
+      this.#backoff.set(peer, { until: Date.now() + delay, delay })
+      this.recordFailure(peer)
+      rt.logger.debug(
+        `dialling cluster member ${peer} failed (next try in ${delay} ms): ${(err as Error).message}`,
+      )
+    } finally {
+      this.#dialing.delete(peer)
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/** The tag exchange: peers tell each other their topic tags, as one length-prefixed UTF-8 JSON message. */
+export const TAGS_PROTOCOL = '/mesh/tags/1.0.0'
+
+/** Hard limits on what a peer may send; anything beyond resets the stream. */
+export const TAG_LIMITS = {
+  /** Bytes in one length-prefixed message. */
+  maxMessageBytes: 8 * 1024,
+  /** Tags in one set. */
+  maxTags: 64,
+  /** Characters per tag. */
+  maxTagLength: 64,
+} as const
+
+/** `{ v: 1, tags: [...] }`: the sender's whole tag set (it replaces what was known before). */
+export interface TagsMessage {
+  v: 1
+  tags: string[]
+}
+
+export class TagsWireError extends Error {
+  override name = 'TagsWireError'
+}
+
+function fail(reason: string): never {
+  throw new TagsWireError(`malformed tags message: ${reason}`)
+}
+
+/**
+ * Checks a tag list against the limits (non-empty strings of at most `maxTagLength` characters, at most
+ * `maxTags` of them) and returns it without duplicates, in first-seen order.
+ */
+export function checkTags(value: unknown): string[] {
+  if (!Array.isArray(value)) fail('tags is not an array')
+  if (value.length > TAG_LIMITS.maxTags) fail(`${value.length} tags (max ${TAG_LIMITS.maxTags})`)
+  for (const t of value)
+    if (typeof t !== 'string' || t.length === 0 || t.length > TAG_LIMITS.maxTagLength) fail('bad tag')
+  return [...new Set(value as string[])]
+}
+
+export function encodeTags(tags: readonly string[]): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ v: 1, tags: [...tags] } satisfies TagsMessage))
+}
+
+export function decodeTags(bytes: Uint8Array): TagsMessage {
+  if (bytes.byteLength > TAG_LIMITS.maxMessageBytes)
+    fail(`${bytes.byteLength} bytes (max ${TAG_LIMITS.maxMessageBytes})`)
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch {
+    fail('not UTF-8 JSON')
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail('not an object')
+  const m = value as { v?: unknown; tags?: unknown }
+  if (m.v !== 1) fail('unknown version')
+  return { v: 1, tags: checkTags(m.tags) }
+}
