@@ -284,3 +284,19 @@ describe('clustering: cluster manager', () => {
     expect(() => new ClusterManager({ inactiveAfter: 0 })).to.throw(RangeError)
   })
 })
+
+describe('clustering: connection method', () => {
+  const conn = (addr: string, limited = false) =>
+    ({ remoteAddr: { toString: () => addr }, limits: limited ? { bytes: 1n } : undefined }) as never
+
+  it('judges relayed by limits, hole-punched by WebRTC or a relayed sibling, else direct', async () => {
+    const { methodOf } = await import('../plugins/jaccard-clusters/service.js')
+    const relayed = conn('/ip4/198.51.100.10/tcp/4001/p2p/R/p2p-circuit/p2p/B', true)
+    expect(methodOf(relayed, [relayed])).to.equal('relayed')
+    const webrtc = conn('/ip4/198.51.100.10/tcp/4001/p2p/R/p2p-circuit/webrtc/p2p/B')
+    expect(methodOf(webrtc, [webrtc])).to.equal('hole-punched')
+    const tcp = conn('/ip4/198.51.100.7/tcp/4001/p2p/B')
+    expect(methodOf(tcp, [tcp, relayed])).to.equal('hole-punched')
+    expect(methodOf(tcp, [tcp])).to.equal('direct')
+  })
+})

@@ -42,10 +42,15 @@ interface Runtime {
   ping?: { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
 }
 
-/** How a connection reached the peer: relayed through a circuit, direct, or direct while a relayed one was open. */
+/**
+ * How a connection reached the peer: relayed (a limited connection through a circuit), hole-punched
+ * (WebRTC, or direct while a relayed one to the same peer is open) or direct. Relayed is judged by the
+ * connection's limits, not its address: a hole-punched WebRTC connection's address keeps `/p2p-circuit`.
+ */
 export function methodOf(connection: Connection, others: Connection[]): ConnectionMethod {
-  const relayed = (c: Connection) => c.remoteAddr.toString().includes('/p2p-circuit')
+  const relayed = (c: Connection) => c.limits !== undefined
   if (relayed(connection)) return 'relayed'
+  if (connection.remoteAddr.toString().includes('/webrtc')) return 'hole-punched'
   return others.some((c) => c !== connection && relayed(c)) ? 'hole-punched' : 'direct'
 }
 
