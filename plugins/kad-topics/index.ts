@@ -1,13 +1,28 @@
 import type { PeerInfo } from '@libp2p/interface'
 import { type KadDHT, kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
 import { MemoryDatastore } from 'datastore-core'
-import { definePlugin, durationSchema, type Libp2pContribution, z } from 'meshkit'
+import {
+  type AddressScope,
+  createAddressScope,
+  definePlugin,
+  durationSchema,
+  type Libp2pContribution,
+  z,
+} from 'meshkit'
 import type { CID } from 'multiformats/cid'
 import { TopicPeerDiscovery } from './topic-discovery.js'
 import { TopicManager } from './topic-manager.js'
 
 export { topicKey } from './topic-key.js'
 export { TOPICS_PROTOCOL } from './wire.js'
+
+/** A kad-dht peer-info mapper keeping the addresses `scope` calls public. */
+export function keepPublicAddresses(scope: AddressScope) {
+  return (peer: PeerInfo): PeerInfo => ({
+    ...peer,
+    multiaddrs: peer.multiaddrs.filter((ma) => scope.isPublic(ma)),
+  })
+}
 
 /** The private-mesh DHT protocol Meshkit uses unless told otherwise. */
 export const MESH_KAD_PROTOCOL = '/mesh/kad/1.0.0'
@@ -38,8 +53,9 @@ const options = z
      */
     dhtMode: z.enum(['auto', 'client', 'server']).default('auto'),
     /**
-     * Which peer addresses the DHT keeps: `public` strips private ones (right on the internet);
-     * `all` keeps them (LANs, loopback test meshes). @default 'public'
+     * Which peer addresses the DHT keeps: `public` strips private ones (right on the internet) except
+     * those in the config's `network.publicCidrs`; `all` keeps them (LANs, loopback test meshes).
+     * @default 'public'
      */
     addressScope: z.enum(['public', 'all']).default('public'),
     /** Provider records in the node's datastore (kept across restarts when it is persistent) or in memory. @default 'datastore' */
@@ -147,13 +163,18 @@ export const kadTopics = definePlugin({
             : undefined
     return {
       setup: () => api,
-      libp2p: () => ({
+      libp2p: (ctx) => ({
         services: {
           dht: (components: Parameters<ReturnType<typeof kadDHT>>[0]) =>
             kadDHT({
               protocol: opts.protocol ?? (opts.mode === 'amino' ? AMINO_KAD_PROTOCOL : MESH_KAD_PROTOCOL),
               clientMode: serverMode === undefined ? undefined : !serverMode,
-              peerInfoMapper: opts.addressScope === 'all' ? passthroughMapper : removePrivateAddressesMapper,
+              peerInfoMapper:
+                opts.addressScope === 'all'
+                  ? passthroughMapper
+                  : ctx.config.network.publicCidrs.length === 0
+                    ? removePrivateAddressesMapper
+                    : keepPublicAddresses(createAddressScope(ctx.config.network.publicCidrs)),
               kBucketSize: opts.kBucketSize,
               initialQuerySelfInterval: 1000,
               providers: { provideValidity: Math.ceil(opts.recordTtl / 1000) },

@@ -1,5 +1,6 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
+import { checkCidr } from './address-scope.js'
 import { MAX_DURATION_MS, parseDuration, suggestDuration } from './duration.js'
 import { LOG_LEVELS } from './logger.js'
 
@@ -66,6 +67,29 @@ export function multiaddrSchema(example = "'/ip4/0.0.0.0/tcp/4001'") {
   }) as z.ZodType<string>
 }
 
+/** An IPv4/IPv6 CIDR string such as '198.51.100.0/24'. */
+export function cidrSchema() {
+  return z.unknown().superRefine((value, ctx) => {
+    let reason = 'not a string'
+    if (typeof value === 'string') {
+      try {
+        checkCidr(value)
+        return
+      } catch (err) {
+        reason = err instanceof Error ? err.message : String(err)
+      }
+    }
+    ctx.addIssue({
+      code: 'custom',
+      message: 'invalid CIDR',
+      params: {
+        expected: `an IP range in CIDR notation (${reason})`,
+        hint: "write e.g. '198.51.100.0/24'",
+      } satisfies IssueParams,
+    })
+  }) as z.ZodType<string>
+}
+
 /** A positive integer field. */
 function countSchema() {
   return z.number().int().positive()
@@ -96,6 +120,11 @@ export const coreConfigSchema = z.strictObject({
       retryInitial: durationSchema("'1s'").optional(),
       retryMax: durationSchema("'1m'").optional(),
       dialConcurrency: countSchema().optional(),
+    })
+    .optional(),
+  network: z
+    .strictObject({
+      publicCidrs: z.array(cidrSchema()).optional(),
     })
     .optional(),
   shutdownTimeout: durationSchema().optional(),

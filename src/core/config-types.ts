@@ -62,6 +62,14 @@ export interface MeshConfig {
     /** Bootstrap dials in flight at once. @default 4 */
     dialConcurrency?: number
   }
+  /** How Meshkit judges addresses. */
+  network?: {
+    /**
+     * Ranges to treat as public although libp2p counts them as private (e.g. a lab's documentation
+     * ranges, or a private WAN): used by Meshkit's plugins (e.g. which addresses the DHT keeps). @default []
+     */
+    publicCidrs?: string[]
+  }
   /** The longest a graceful stop may take before the process exits anyway. @default '5s' */
   shutdownTimeout?: Duration
 }
@@ -86,6 +94,7 @@ export interface ResolvedMeshConfig {
     maxIncomingPendingConnections: number
   }
   bootstrap: { minConnections: number; retryInitial: number; retryMax: number; dialConcurrency: number }
+  network: { publicCidrs: string[] }
   shutdownTimeout: number
   /** The file the config came from, if any. */
   configFile?: string

@@ -1,7 +1,8 @@
 /** Meshkit's public core API: everything a plugin (built-in or yours) and an app may use. */
 export { z } from 'zod'
+export { type AddressScope, checkCidr, createAddressScope } from './address-scope.js'
 export { type BootstrapSource, backoffDelay, type NamedBootstrapSource } from './bootstrap.js'
-export { durationSchema, multiaddrSchema } from './config-schema.js'
+export { cidrSchema, durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,
   Duration,

@@ -374,6 +374,7 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
     ({ ...definedOnly(base[key]), ...(parsed.success ? definedOnly(user[key]) : {}) }) as Partial<T>
   const connections = section<ResolvedMeshConfig['connections']>('connections')
   const bootstrap = section<ResolvedMeshConfig['bootstrap']>('bootstrap')
+  const network = section<ResolvedMeshConfig['network']>('network')
   const resolved: ResolvedMeshConfig = {
     name: pick('name', 'mesh'),
     dataDir: isAbsolute(dataDir) ? dataDir : resolvePath(root, dataDir),
@@ -396,6 +397,7 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       retryMax: bootstrap.retryMax ?? 60_000,
       dialConcurrency: bootstrap.dialConcurrency ?? 4,
     },
+    network: { publicCidrs: network.publicCidrs ?? [] },
     shutdownTimeout: pick('shutdownTimeout', 5000),
     configFile: options.file,
     root,

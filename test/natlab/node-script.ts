@@ -148,6 +148,8 @@ async function main(): Promise<void> {
       logLevel: 'silent',
       plugins,
       bootstrap: { minConnections: 0 },
+      // the lab's "internet" uses documentation ranges, which libp2p counts as private
+      network: { publicCidrs: ['198.51.100.0/24', '203.0.113.0/24'] },
     },
     events,
   })
