@@ -27,11 +27,23 @@ export async function waitFor(
 /** Loopback listen addresses on random ports for test nodes. */
 export const LOOPBACK_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/udp/0/quic-v1']
 
-/** A TCP port on 127.0.0.1 that nothing listens on (right now). */
+/**
+ * A TCP port on 127.0.0.1 that nothing listens on (right now), below Linux's ephemeral range
+ * (32768-60999): a port from that range can be taken meanwhile as the source port of an outbound
+ * connection (e.g. a node retrying a dial), and a later listen on it fails with EADDRINUSE.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const server = createServer()
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (ok) {
+      await new Promise((resolve) => server.close(resolve))
+      return port
+    }
+  }
+  throw new Error('no free TCP port found in 20000-31999')
 }

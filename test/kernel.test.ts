@@ -14,7 +14,7 @@ import {
 } from 'meshkit'
 import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type CountingTcpApi, countingTcp } from './fixtures/plugins/counting-tcp.js'
-import { tempDir, waitFor } from './helpers.js'
+import { freePort, tempDir, waitFor } from './helpers.js'
 
 const env: ConfigEnv = { command: 'start', mode: 'test' }
 const LISTEN = ['/ip4/127.0.0.1/tcp/0']
@@ -349,7 +349,7 @@ describe('kernel', function () {
 
     it('swaps onto the same fixed port by stopping the old node first', async () => {
       const k = kernel()
-      const port = 20000 + Math.floor(Math.random() * 20000)
+      const port = await freePort()
       const fixed = [`/ip4/127.0.0.1/tcp/${port}`]
       const first = await k.start(resolve({ ...baseConfig(), listen: fixed }))
       const second = await k.reload(resolve({ ...baseConfig({ name: 'second' }), listen: fixed }))

@@ -1,5 +1,4 @@
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { expect } from 'chai'
@@ -15,7 +14,7 @@ import {
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import { type CachedPeer, type PeerCacheApi, parseCacheFile, peerCache } from '../plugins/peer-cache/index.js'
 import { staticPeers } from '../plugins/static-peers/index.js'
-import { tempDir, waitFor } from './helpers.js'
+import { freePort, tempDir, waitFor } from './helpers.js'
 
 const env: ConfigEnv = { command: 'start', mode: 'test' }
 
@@ -28,14 +27,6 @@ interface TestNode {
   address: string
   port: number
   close(): Promise<void>
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 async function newPeerId(): Promise<string> {
