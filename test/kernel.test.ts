@@ -2,6 +2,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
+  coalescePerKey,
   definePlugin,
   isMeshError,
   type MeshConfig,
@@ -363,5 +364,29 @@ describe('kernel', function () {
       await k.reload(resolve(baseConfig({ plugins: [ping()] })))
       expect(() => first.api('ping')).to.throw()
     })
+  })
+})
+
+describe('coalescePerKey', () => {
+  it('runs one task per key at a time and merges calls made meanwhile into one follow-up', async () => {
+    const runs: string[] = []
+    let release: () => void = () => {}
+    const run = coalescePerKey(
+      async (k: string) => {
+        runs.push(k)
+        if (runs.length === 1) await new Promise<void>((r) => (release = r))
+      },
+      (k) => k,
+    )
+    const first = run('a')
+    const second = run('a')
+    void run('a')
+    await run('b')
+    expect(runs).to.deep.equal(['a', 'b'])
+    release()
+    await Promise.all([first, second])
+    expect(runs).to.deep.equal(['a', 'b', 'a'], 'three calls for a while it ran: one follow-up')
+    await run('a')
+    expect(runs).to.deep.equal(['a', 'b', 'a', 'a'], 'a later call runs again')
   })
 })

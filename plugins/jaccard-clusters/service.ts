@@ -5,7 +5,7 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import type { Logger, MeshEventBus } from 'meshkit'
+import { coalescePerKey, type Logger, type MeshEventBus } from 'meshkit'
 import { ClusterManager, type ClusterManagerOptions, type ConnectionMethod } from './cluster-manager.js'
 import { checkTags, decodeTags, encodeTags, TAG_LIMITS, TAGS_PROTOCOL } from './wire.js'
 
@@ -74,7 +74,6 @@ export class ClusteringService extends ClusterManager {
   readonly #tagValues = new Map<string, number>()
   /** Since when (ms) each connected peer is connected. */
   readonly #connectedSince = new Map<string, number>()
-  readonly #exchanges = new Map<string, { promise: Promise<void>; again: boolean }>()
   readonly #dialing = new Set<string>()
   readonly #backoff = new Map<string, { until: number; delay: number }>()
   #pinging = false
@@ -190,24 +189,11 @@ export class ClusteringService extends ClusterManager {
   }
 
   /** One exchange per peer at a time; a request made while one runs makes one follow-up exchange. */
-  #exchange(peer: PeerId): Promise<void> {
-    const id = peer.toString()
-    const running = this.#exchanges.get(id)
-    if (running) {
-      running.again = true
-      return running.promise
-    }
-    const entry = { promise: Promise.resolve(), again: false }
-    entry.promise = (async () => {
-      do {
-        entry.again = false
-        await this.#exchangeOnce(peer)
-      } while (entry.again && this.#rt)
-      this.#exchanges.delete(id)
-    })()
-    this.#exchanges.set(id, entry)
-    return entry.promise
-  }
+  readonly #exchange = coalescePerKey(
+    (peer: PeerId) => this.#exchangeOnce(peer),
+    (peer) => peer.toString(),
+    () => this.#rt !== undefined,
+  )
 
   async #exchangeOnce(peer: PeerId): Promise<void> {
     const rt = this.#rt

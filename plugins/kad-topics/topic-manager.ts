@@ -3,7 +3,7 @@ import type { KadDHT } from '@libp2p/kad-dht'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { Logger, MeshEventBus } from 'meshkit'
+import { coalescePerKey, type Logger, type MeshEventBus } from 'meshkit'
 import type { CID } from 'multiformats/cid'
 import { MemberRegistry } from './member-registry.js'
 import { topicKey } from './topic-key.js'
@@ -424,30 +424,12 @@ export class TopicManager {
     return { v: 1, joined: [...this.#keyToTopic.keys()], addrs: this.#selfAddrs(), short }
   }
 
-  readonly #exchanges = new Map<string, { promise: Promise<void>; again: boolean }>()
-
-  /**
-   * Tells `peer` what this node joined and asks it who else is in those topics. One exchange per peer
-   * at a time: a request made while one runs is merged into a single follow-up exchange.
-   */
-  #exchange(peer: PeerId): Promise<void> {
-    const id = peer.toString()
-    const running = this.#exchanges.get(id)
-    if (running) {
-      running.again = true
-      return running.promise
-    }
-    const entry = { promise: Promise.resolve(), again: false }
-    entry.promise = (async () => {
-      do {
-        entry.again = false
-        await this.#exchangeOnce(peer)
-      } while (entry.again && !this.signal.aborted)
-      this.#exchanges.delete(id)
-    })()
-    this.#exchanges.set(id, entry)
-    return entry.promise
-  }
+  /** One exchange per peer at a time; a request made while one runs makes one follow-up exchange. */
+  readonly #exchange = coalescePerKey(
+    (peer: PeerId) => this.#exchangeOnce(peer),
+    (peer) => peer.toString(),
+    () => !this.signal.aborted,
+  )
 
   async #exchangeOnce(peer: PeerId): Promise<void> {
     const id = peer.toString()

@@ -2,6 +2,7 @@
 export { z } from 'zod'
 export { type AddressScope, checkCidr, createAddressScope } from './address-scope.js'
 export { type BootstrapSource, backoffDelay, type NamedBootstrapSource } from './bootstrap.js'
+export { coalescePerKey } from './coalesce.js'
 export { cidrSchema, durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,
