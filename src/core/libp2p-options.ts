@@ -63,6 +63,7 @@ export function mergeContributions(
     peerDiscovery: [],
   }
   let connectionManager: NonNullable<Libp2pOptions['connectionManager']> = {}
+  let metrics: { plugin: string; factory: NonNullable<Libp2pOptions['metrics']> } | undefined
   for (const { plugin, contribution: c } of contributions) {
     options.transports.push(...(c.transports ?? []))
     options.connectionEncrypters.push(...(c.connectionEncrypters ?? []))
@@ -80,6 +81,10 @@ export function mergeContributions(
     appendAnnounce.push(...(c.addresses?.appendAnnounce ?? []))
     noAnnounce.push(...(c.addresses?.noAnnounce ?? []))
     connectionManager = { ...connectionManager, ...c.connectionManager }
+    if (c.metrics) {
+      if (metrics) throw meshError('MESH_ERR_SERVICE_CONFLICT', ['metrics', metrics.plugin, plugin])
+      metrics = { plugin, factory: c.metrics }
+    }
   }
   const gater = combineGaters(gaters)
   const logger = quietComponentLogger()
@@ -87,6 +92,7 @@ export function mergeContributions(
     ...(logger ? { logger } : {}),
     ...options,
     services: services as Libp2pOptions['services'],
+    ...(metrics ? { metrics: metrics.factory } : {}),
     ...(gater ? { connectionGater: gater } : {}),
     addresses: {
       listen: unique(config.listen ?? listen),

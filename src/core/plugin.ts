@@ -38,6 +38,8 @@ export interface Libp2pContribution {
   addresses?: { listen?: string[]; announce?: string[]; appendAnnounce?: string[]; noAnnounce?: string[] }
   /** Connection-manager settings (later plugins override earlier ones key by key). */
   connectionManager?: NonNullable<Libp2pInit['connectionManager']>
+  /** libp2p's metrics implementation (e.g. `prometheusMetrics()`); one plugin at most may set it. */
+  metrics?: NonNullable<Libp2pInit['metrics']>
 }
 
 /** What a plugin's hooks can reach: kernel services, resolved through the node's own container. */
