@@ -7,9 +7,13 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { symlink, unlink } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
+import { autoNATv2 } from '@libp2p/autonat-v2'
+import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
+  createAddressScope,
+  definePlugin,
   isMeshError,
   type MeshError,
   type MeshEvent,
@@ -20,12 +24,18 @@ import {
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import { gatherTcp, gatherUdp } from '../plugins/nat-probe/client.js'
 import {
+  adjustConfidence,
+  autonatCorroboration,
+  autonatEvidence,
+  identifyCorroboration,
   judge,
   NAT_PROBE_PROTOCOL,
   type NatClassificationApi,
   type NatProbeServerApi,
+  type NatReport,
   natClassifier,
   natProbeServer,
+  ObservedAddresses,
   ProbeServer,
   type ProtocolEvidence,
   parseMessage,
@@ -187,6 +197,170 @@ describe('nat-probe', function () {
         expect(v.type, JSON.stringify(e)).to.equal('unknown')
         expect(v.confidence).to.equal(0)
       }
+    })
+  })
+
+  describe('other sources: identify observed addresses and AutoNAT v2', () => {
+    const lab = createAddressScope(['198.51.100.0/24', '203.0.113.0/24'])
+    const see = (
+      o: ObservedAddresses,
+      observer: string,
+      from: string,
+      observed: string,
+      extra: { relayed?: boolean; direction?: 'inbound' | 'outbound' } = {},
+    ) =>
+      o.add({
+        observer,
+        observerAddr: multiaddr(from),
+        observed: multiaddr(observed),
+        direction: extra.direction ?? 'outbound',
+        relayed: extra.relayed ?? false,
+      })
+    /** A verdict as judge() gives it for `e`. */
+    const verdict = (e: ProtocolEvidence) => ({ ...judge(e), evidence: e })
+    const publicEvidence = evidence({
+      local: '198.18.1.10:40000',
+      mappings: threeSame('198.18.1.10:40000'),
+      filtering: { otherPort: filt(true, true), otherIp: filt(true, true) },
+    })
+    const natEvidence = evidence({
+      mappings: threeSame('203.0.113.10:40000'),
+      filtering: { otherPort: filt(true, false), otherIp: filt(true, false) },
+    })
+
+    it('counts an observation only from an observer outside the network, over a direct connection', () => {
+      // libp2p counts the documentation ranges as private: without publicCidrs nothing is counted
+      const plain = new ObservedAddresses(createAddressScope([]))
+      const c0 = see(plain, 'A', '/ip4/198.51.100.10/tcp/4001', '/ip4/203.0.113.10/tcp/40000')
+      expect(c0.observation.counted).to.equal(false)
+      expect(c0.observation.ignored).to.match(/private in the address scope/)
+      expect(c0.newExternalIp).to.equal(false)
+
+      const o = new ObservedAddresses(lab, 3)
+      const c1 = see(o, 'A', '/ip4/198.51.100.10/tcp/4001', '/ip4/203.0.113.10/tcp/40000')
+      expect(c1.observation).to.deep.include({
+        counted: true,
+        ip: '203.0.113.10',
+        port: 40000,
+        transport: 'tcp',
+        direction: 'outbound',
+      })
+      expect(c1.newExternalIp).to.equal(true)
+      // the same IP from another observer is not new
+      expect(
+        see(o, 'B', '/ip4/198.51.100.11/udp/4001/quic-v1', '/ip4/203.0.113.10/udp/4001/quic-v1')
+          .newExternalIp,
+      ).to.equal(false)
+      const relayed = see(
+        o,
+        'C',
+        '/ip4/198.51.100.12/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA/p2p-circuit',
+        '/ip4/203.0.113.99/tcp/1',
+        { relayed: true },
+      )
+      expect(relayed.observation).to.deep.include({ counted: false, ignored: 'relayed connection' })
+      expect(relayed.newExternalIp).to.equal(false)
+      expect(o.externalIps()).to.deep.equal(['203.0.113.10'])
+      // the latest per observer, at most `max` observers (the oldest dropped)
+      see(o, 'A', '/ip4/198.51.100.10/tcp/4001', '/ip4/203.0.113.20/tcp/40001')
+      see(o, 'D', '/ip4/198.51.100.13/tcp/4001', '/ip4/203.0.113.20/tcp/40002')
+      expect(o.list().map((x) => x.observer)).to.deep.equal(['C', 'A', 'D'])
+      expect(o.externalIps()).to.deep.equal(['203.0.113.20'])
+    })
+
+    it('identify corroborates or contradicts the probe verdict, and says so when it has nothing', () => {
+      const pub = verdict(publicEvidence)
+      const nat = verdict(natEvidence)
+      expect(pub.type).to.equal('public')
+      expect(nat.type).to.equal('port-restricted-cone')
+      const o = new ObservedAddresses(lab)
+      expect(identifyCorroboration(pub, o.list(), publicEvidence.hostAddresses)).to.deep.include({
+        source: 'identify',
+        result: 'absent',
+        detail: 'no peer has identified this node yet',
+      })
+      see(o, 'L', '/ip4/198.18.1.20/tcp/4001', '/ip4/198.18.1.10/tcp/4001')
+      const onlyLan = identifyCorroboration(pub, o.list(), publicEvidence.hostAddresses)
+      expect(onlyLan.result).to.equal('absent')
+      expect(onlyLan.detail).to.match(/1 ignored: the observer is not outside this network/)
+
+      const local = new ObservedAddresses(lab)
+      see(local, 'A', '/ip4/198.51.100.10/tcp/4001', '/ip4/198.18.1.10/tcp/40000')
+      const yes = identifyCorroboration(pub, local.list(), publicEvidence.hostAddresses)
+      expect(yes.result).to.equal('corroborates')
+      expect(identifyCorroboration(nat, local.list(), natEvidence.hostAddresses).result).to.equal(
+        'contradicts',
+      )
+
+      const behind = new ObservedAddresses(lab)
+      see(behind, 'A', '/ip4/198.51.100.10/tcp/4001', '/ip4/203.0.113.10/tcp/51234')
+      expect(identifyCorroboration(pub, behind.list(), publicEvidence.hostAddresses)).to.deep.include({
+        result: 'contradicts',
+      })
+      const natYes = identifyCorroboration(nat, behind.list(), natEvidence.hostAddresses)
+      expect(natYes.result).to.equal('corroborates')
+      expect(natYes.detail).to.contain('203.0.113.10')
+      // an external IP that is neither ours nor the probe's mapped one
+      const elsewhere = new ObservedAddresses(lab)
+      see(elsewhere, 'A', '/ip4/198.51.100.10/tcp/4001', '/ip4/203.0.113.77/tcp/51234')
+      expect(identifyCorroboration(nat, elsewhere.list(), natEvidence.hostAddresses).result).to.equal(
+        'contradicts',
+      )
+      // no verdict to weigh: neutral, confidence stays 0
+      const unknown = verdict(evidence({ mappings: [obs('198.51.100.10:3478')] }))
+      const u = identifyCorroboration(unknown, behind.list(), natEvidence.hostAddresses)
+      expect(u.result).to.equal('neutral')
+      expect(u.detail).to.match(/behind a NAT/)
+      expect(adjustConfidence(0, 'unknown', [u, yes])).to.equal(0)
+      // each corroboration halves the doubt, each contradiction halves the confidence; at most 0.99
+      expect(adjustConfidence(0.95, 'public', [yes])).to.equal(0.98)
+      expect(adjustConfidence(0.95, 'public', [{ ...yes, result: 'contradicts' }])).to.equal(0.48)
+      expect(adjustConfidence(0.99, 'public', [yes, yes])).to.equal(0.99)
+      expect(adjustConfidence(0.95, 'public', [{ ...yes, result: 'absent' }])).to.equal(0.95)
+    })
+
+    it('AutoNAT v2: absent unless the node runs it and libp2p lists a confirmed public address', () => {
+      const libp2pScope = createAddressScope([])
+      const tcpAddr = multiaddr('/ip4/8.8.8.8/tcp/4001')
+      const notRunning = autonatEvidence({
+        protocols: ['/ipfs/id/1.0.0'],
+        multiaddrs: [tcpAddr],
+        announce: [],
+        libp2pScope,
+      })
+      expect(notRunning).to.deep.include({
+        running: false,
+        absent: 'the node does not run @libp2p/autonat-v2',
+      })
+      const protocols = ['/libp2p/autonat/2/dial-back', '/libp2p/autonat/2/dial-request']
+      const privateOnly = autonatEvidence({
+        protocols,
+        multiaddrs: [multiaddr('/ip4/198.51.100.10/tcp/4001')],
+        announce: [],
+        libp2pScope,
+      })
+      expect(privateOnly.running).to.equal(true)
+      expect(privateOnly.absent).to.match(/only addresses libp2p counts as public/)
+      const announced = autonatEvidence({
+        protocols,
+        multiaddrs: [tcpAddr],
+        announce: ['/ip4/8.8.8.8/tcp/4001'],
+        libp2pScope,
+      })
+      expect(announced.absent).to.match(/announce addresses/)
+      const confirmed = autonatEvidence({
+        protocols,
+        multiaddrs: [tcpAddr, multiaddr('/ip4/127.0.0.1/tcp/4001')],
+        announce: [],
+        libp2pScope,
+      })
+      expect(confirmed).to.deep.equal({ running: true, verified: ['/ip4/8.8.8.8/tcp/4001'] })
+      expect(autonatCorroboration({ type: 'public' }, 'tcp', confirmed).result).to.equal('corroborates')
+      expect(autonatCorroboration({ type: 'full-cone' }, 'tcp', confirmed).result).to.equal('corroborates')
+      // reachability only: never a contradiction, and only for the protocol of the confirmed address
+      expect(autonatCorroboration({ type: 'symmetric' }, 'tcp', confirmed).result).to.equal('neutral')
+      expect(autonatCorroboration({ type: 'public' }, 'udp', confirmed).result).to.equal('absent')
+      expect(autonatCorroboration({ type: 'public' }, 'tcp', privateOnly).result).to.equal('absent')
     })
   })
 
@@ -510,6 +684,245 @@ describe('nat-probe', function () {
         expect(events).to.have.length(1)
       } finally {
         await kernel.close()
+        await cleanup()
+      }
+    })
+
+    it('weighs the verdict against identify (address scope) and reports AutoNAT v2 from public APIs', async () => {
+      const { dir, cleanup } = await tempDir()
+      const kernels: MeshKernel[] = []
+      // a plugin that runs the stock AutoNAT v2 service (Meshkit has no built-in one)
+      const autonat = definePlugin({
+        name: 'autonat-v2-test',
+        create: () => ({ libp2p: () => ({ services: { autoNAT: autoNATv2() } }) }),
+      })
+      const start = async (name: string, plugins: MeshPlugin[], publicCidrs?: string[]) => {
+        const kernel = new MeshKernel({ env })
+        kernels.push(kernel)
+        const config = resolveConfig(
+          {
+            dataDir: `${dir}/${name}`,
+            datastore: 'memory',
+            listen: ['/ip4/127.0.0.1/tcp/0'],
+            logLevel: 'silent',
+            network: publicCidrs ? { publicCidrs } : undefined,
+            plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
+          },
+          { env, registry: builtinPlugins },
+        )
+        return kernel.start(config)
+      }
+      try {
+        const p = ports()
+        const server = await start('s', [
+          natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+        ])
+        const serverAddr = server.libp2p.getMultiaddrs()[0].toString()
+        const classifier = natClassifier({ servers: [serverAddr], localAddress: '127.0.0.1', auto: false })
+        // loopback counts as public here (publicCidrs), so the probe server's identify is evidence
+        const inScope = await start('c1', [classifier, autonat()], ['127.0.0.0/8'])
+        const outOfScope = await start('c2', [classifier])
+        const api1 = inScope.api<NatClassificationApi>('nat-classification')
+        const api2 = outOfScope.api<NatClassificationApi>('nat-classification')
+        await Promise.all([api1.classify(), api2.classify()])
+        // identify runs on the connection the endpoints were asked over
+        await waitFor(() => api1.observed().length > 0 && api2.observed().length > 0, {
+          what: 'identify from the probe server',
+        })
+        expect(api1.observed()[0]).to.deep.include({
+          observer: server.peerId.toString(),
+          ip: '127.0.0.1',
+          counted: true,
+          direction: 'outbound',
+        })
+        expect(api2.observed()[0].counted).to.equal(false)
+        const [r1, r2] = await Promise.all([api1.classify(), api2.classify()])
+        const why = JSON.stringify(r1)
+        expect(r1.udp?.type, why).to.equal('public')
+        const identify1 = r1.udp?.corroboration?.find((c) => c.source === 'identify')
+        expect(identify1, why).to.deep.include({ result: 'corroborates' })
+        expect(identify1?.detail).to.contain('127.0.0.1')
+        // the probe alone says 0.99 here (3 endpoints answered): corroboration keeps it, capped at 0.99
+        expect(r1.udp!.probeConfidence).to.be.a('number')
+        expect(r1.udp!.confidence).to.be.at.least(r1.udp!.probeConfidence!)
+        expect(r1.tcp?.corroboration?.find((c) => c.source === 'identify')?.result).to.equal('corroborates')
+        // AutoNAT v2 runs (found by its dial-back protocol) but never tests loopback: absent, with why
+        expect(r1.autonat.running).to.equal(true)
+        const autonat1 = r1.udp?.corroboration?.find((c) => c.source === 'autonat-v2')
+        expect(autonat1?.result).to.equal('absent')
+        expect(autonat1?.detail).to.match(/only addresses libp2p counts as public/)
+        // without publicCidrs the same observation is not evidence: absent, confidence as the probe said
+        const identify2 = r2.udp?.corroboration?.find((c) => c.source === 'identify')
+        expect(identify2?.result, JSON.stringify(r2)).to.equal('absent')
+        expect(identify2?.detail).to.match(/not outside this network/)
+        expect(r2.udp!.confidence).to.equal(r2.udp!.probeConfidence)
+        expect(r2.autonat).to.deep.include({
+          running: false,
+          absent: 'the node does not run @libp2p/autonat-v2',
+        })
+      } finally {
+        for (const k of kernels.reverse()) await k.close()
+        await cleanup()
+      }
+    })
+
+    it('re-checks when the probe server goes and comes back: coalesced, rate limited, nat:changed', async () => {
+      const { dir, cleanup } = await tempDir()
+      const p = ports()
+      const serverConfig = (name: string) =>
+        resolveConfig(
+          {
+            dataDir: `${dir}/${name}`,
+            datastore: 'memory',
+            listen: ['/ip4/127.0.0.1/tcp/0'],
+            logLevel: 'silent',
+            plugins: [
+              identify(),
+              noise(),
+              yamux(),
+              tcp(),
+              natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+            ],
+          },
+          { env, registry: builtinPlugins },
+        )
+      let server = new MeshKernel({ env })
+      const client = new MeshKernel({ env })
+      const events: Array<MeshEvent & { at: number }> = []
+      for (const name of ['nat:classified', 'nat:changed'])
+        client.events.on(name, (e) => events.push({ ...e, at: Date.now() }))
+      const of = (name: string) => events.filter((e) => e.event === name)
+      try {
+        await server.start(serverConfig('s1'))
+        await client.start(
+          resolveConfig(
+            {
+              dataDir: `${dir}/c`,
+              datastore: 'memory',
+              listen: ['/ip4/127.0.0.1/tcp/0'],
+              logLevel: 'silent',
+              plugins: [
+                identify(),
+                noise(),
+                yamux(),
+                tcp(),
+                natClassifier({
+                  servers: [`127.0.0.1:${p[0]}`],
+                  localAddress: '127.0.0.1',
+                  timeout: '300ms',
+                  // re-checks at most every 500 ms; changes looked for as often
+                  minRecheckInterval: '500ms',
+                }),
+              ],
+            },
+            { env, registry: builtinPlugins },
+          ),
+        )
+        await waitFor(() => of('nat:classified').length === 1, { what: 'the start classification' })
+        expect(of('nat:classified')[0]).to.deep.include({ udp: 'public', trigger: 'start' })
+        // nothing changes: the watch (every 500 ms) triggers nothing
+        await new Promise((r) => setTimeout(r, 1200))
+        expect(of('nat:classified')).to.have.length(1)
+
+        const goneAt = Date.now()
+        await server.close()
+        await waitFor(() => of('nat:changed').length === 1, {
+          timeoutMs: 8000,
+          what: 'nat:changed to unknown',
+        })
+        const gone = of('nat:changed')[0]
+        expect(gone).to.deep.include({ trigger: 'address-change' })
+        expect(gone.udp).to.deep.equal({ from: 'public', to: 'unknown' })
+        expect(gone.tcp).to.deep.equal({ from: 'public', to: 'unknown' })
+        expect((gone.reasons as string[]).join(' ')).to.match(/UDP mapping check: none/)
+        const goneMs = gone.at - goneAt
+
+        server = new MeshKernel({ env })
+        const backAt = Date.now()
+        await server.start(serverConfig('s2'))
+        await waitFor(() => of('nat:changed').length === 2, {
+          timeoutMs: 8000,
+          what: 'nat:changed back to public',
+        })
+        const back = of('nat:changed')[1]
+        expect(back.udp).to.deep.equal({ from: 'unknown', to: 'public' })
+        const backMs = back.at - backAt
+        console.log(`      re-classified ${goneMs} ms after the server went, ${backMs} ms after it came back`)
+        // rate limited: classifications at least minRecheckInterval apart
+        const times = of('nat:classified').map((e) => e.at)
+        for (let i = 1; i < times.length; i++) expect(times[i] - times[i - 1]).to.be.at.least(450)
+        expect(times.length).to.be.at.most(4)
+      } finally {
+        await client.close()
+        await server.close()
+        await cleanup()
+      }
+    })
+
+    it('re-checks when identify reports a new external IP, and counts it against a public verdict', async () => {
+      const { dir, cleanup } = await tempDir()
+      const p = ports()
+      const kernels: MeshKernel[] = []
+      const events: MeshEvent[] = []
+      const start = async (name: string, listen: string, plugins: MeshPlugin[], publicCidrs?: string[]) => {
+        const kernel = new MeshKernel({ env })
+        kernels.push(kernel)
+        if (name === 'c')
+          for (const e of ['nat:classified', 'nat:evidence']) kernel.events.on(e, (x) => events.push(x))
+        return kernel.start(
+          resolveConfig(
+            {
+              dataDir: `${dir}/${name}`,
+              datastore: 'memory',
+              listen: [listen],
+              logLevel: 'silent',
+              network: publicCidrs ? { publicCidrs } : undefined,
+              plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
+            },
+            { env, registry: builtinPlugins },
+          ),
+        )
+      }
+      try {
+        const server = await start('s', '/ip4/127.0.0.1/tcp/0', [
+          natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+        ])
+        // the classifier's node listens on 127.0.0.2, an address of no interface here (lo has 127.0.0.1)
+        const client = await start(
+          'c',
+          '/ip4/127.0.0.2/tcp/0',
+          [
+            natClassifier({
+              servers: [`127.0.0.1:${p[0]}`],
+              localAddress: '127.0.0.1',
+              timeout: '300ms',
+              minRecheckInterval: '500ms',
+            }),
+          ],
+          ['127.0.0.0/8'],
+        )
+        const of = (name: string) => events.filter((e) => e.event === name)
+        await waitFor(() => of('nat:classified').length === 1, { what: 'the start classification' })
+        expect(of('nat:classified')[0]).to.deep.include({ udp: 'public', trigger: 'start' })
+        // the server dials it there: its identify says it saw this node at 127.0.0.2
+        await server.libp2p.dial(client.libp2p.getMultiaddrs()[0], { signal: AbortSignal.timeout(5000) })
+        await waitFor(() => of('nat:classified').length === 2, { timeoutMs: 8000, what: 'the re-check' })
+        const again = of('nat:classified')[1]
+        expect(again.trigger).to.equal('address-change')
+        expect((again.reasons as string[]).join(' ')).to.match(/identify: new external IP 127\.0\.0\.2/)
+        const report = again.report as NatReport
+        const said = report.udp?.corroboration?.find((c) => c.source === 'identify')
+        expect(said, JSON.stringify(report.observed)).to.deep.include({ result: 'contradicts' })
+        expect(said?.detail).to.contain('127.0.0.2')
+        expect(report.udp!.confidence).to.equal(Math.round((report.udp!.probeConfidence! / 2) * 100) / 100)
+        // before the re-check, the new observation re-weighed the last verdict (nat:evidence, no probing)
+        expect(of('nat:evidence').length).to.be.at.least(1)
+        expect(
+          (of('nat:evidence')[0].report as NatReport).udp?.corroboration?.find((c) => c.source === 'identify')
+            ?.result,
+        ).to.equal('contradicts')
+      } finally {
+        for (const k of kernels.reverse()) await k.close()
         await cleanup()
       }
     })

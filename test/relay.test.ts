@@ -1,8 +1,10 @@
 import { connect, createServer, type Socket } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
-import { loadOrCreateIdentity, type MeshConfig, resolveConfig } from 'meshkit'
+import { definePlugin, loadOrCreateIdentity, type MeshConfig, type MeshPlugin, resolveConfig } from 'meshkit'
 import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
+import { CircuitListener, capture } from '../plugins/relay-client/components.js'
+import { decodeHopAnswer, RESERVE_REQUEST } from '../plugins/relay-client/hop.js'
 import { type RelayClientApi, relayClient } from '../plugins/relay-client/index.js'
 import { type RelayServerApi, relayServer } from '../plugins/relay-server/index.js'
 import { LoopbackNodes, TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
@@ -61,6 +63,62 @@ async function tcpProxy(targetPort: number, delayMs = 0) {
 
 // fast retries so that restarts are noticed within the tests' bounds
 const fastClient = { retryInitial: '100ms', retryMax: '500ms', timeout: '3s', checkInterval: '1s' } as const
+
+/**
+ * relayClient() given libp2p components without a usable address manager (as a future libp2p might): the
+ * plugin must degrade (reserve, no advertising), not crash.
+ */
+function relayClientWithoutAddressManager(relays: string[]): MeshPlugin {
+  const def = relayClient.definition
+  const hidden = new Set(['confirmObservedAddr', 'removeObservedAddr'])
+  /** The real address manager without the two methods the plugin needs (the transport uses the rest). */
+  const withoutMethods = (am: object) =>
+    new Proxy(am, {
+      get: (t, p) => {
+        if (typeof p === 'string' && hidden.has(p)) return undefined
+        const v = Reflect.get(t, p, t)
+        return typeof v === 'function' ? v.bind(t) : v
+      },
+    })
+  return definePlugin({
+    name: 'relay-client',
+    provides: ['relay-client'],
+    dependencies: ['transport', 'identify', 'ping'],
+    create: () => {
+      const hooks = def.create(def.options!.parse({ relays, ...fastClient }))
+      return {
+        ...hooks,
+        libp2p: async (ctx: Parameters<NonNullable<typeof hooks.libp2p>>[0]) => {
+          const contribution = await hooks.libp2p!(ctx)
+          const factory = contribution.transports![0] as unknown as (components: object) => unknown
+          const without = (components: object) =>
+            factory(
+              new Proxy(components, {
+                get: (t, p, r) =>
+                  p === 'addressManager' ? withoutMethods(Reflect.get(t, p, r)) : Reflect.get(t, p, r),
+              }),
+            )
+          return { transports: [without as never] }
+        },
+        // the options were parsed above: this plugin itself takes none
+        reconfigure: undefined,
+      }
+    },
+  })() as MeshPlugin
+}
+
+/** Protobuf varint. */
+const varint = (n: number | bigint): number[] => {
+  let v = BigInt(n)
+  const out: number[] = []
+  do {
+    const b = Number(v & 0x7fn)
+    v >>= 7n
+    out.push(v > 0n ? b | 0x80 : b)
+  } while (v > 0n)
+  return out
+}
+const field = (n: number, bytes: number[]) => [...varint((n << 3) | 2), ...varint(bytes.length), ...bytes]
 
 describe('relay: server and client', function () {
   this.timeout(30_000)
@@ -338,6 +396,103 @@ describe('relay: server and client', function () {
       ip: '127.0.0.1',
     })
     expect(clientApi(b).reservations()).to.deep.equal([])
+  })
+
+  it("decodes the relay's RESERVE answer (HopMessage), skipping unknown fields, rejecting truncated input", () => {
+    expect([...RESERVE_REQUEST]).to.deep.equal([0x08, 0x00])
+    const addr = [...multiaddr('/ip4/198.51.100.1/tcp/4001').bytes]
+    const reservation = [0x08, ...varint(1_800_000_000), ...field(2, addr), ...field(3, [1, 2, 3])]
+    const limit = [0x08, ...varint(120), 0x10, ...varint(131_072)]
+    const answer = Uint8Array.from([
+      0x08,
+      2, // type STATUS
+      ...field(3, reservation),
+      ...field(4, limit),
+      ...[0x48, 7], // field 9 (unknown), varint
+      0x28,
+      ...varint(100), // status OK
+    ])
+    const decoded = decodeHopAnswer(answer)
+    expect(decoded.type).to.equal(2)
+    expect(decoded.status).to.equal(100)
+    expect(decoded.reservation?.expire).to.equal(1_800_000_000n)
+    expect(decoded.reservation?.addrs.map((b) => multiaddr(b).toString())).to.deep.equal([
+      '/ip4/198.51.100.1/tcp/4001',
+    ])
+    expect(decoded.limit).to.deep.equal({ duration: 120, data: 131_072n })
+    expect(() => decodeHopAnswer(answer.subarray(0, 6))).to.throw(/truncated/)
+    expect(decodeHopAnswer(Uint8Array.from([0x28, ...varint(200)])).status).to.equal(200)
+  })
+
+  it('checks the libp2p components it needs, without throwing for missing ones', () => {
+    const listener = new CircuitListener()
+    const full = capture(
+      {
+        addressManager: { confirmObservedAddr: () => {}, removeObservedAddr: () => {} },
+        transportManager: { listen: async () => {} },
+      },
+      listener,
+    )
+    expect(full.degraded).to.equal(undefined)
+    // libp2p's components object throws for a component it does not have
+    const throwing = new Proxy({} as Record<string, unknown>, {
+      get: (_t, p) => {
+        throw new Error(`${String(p)} not set`)
+      },
+    })
+    const none = capture(throwing, listener)
+    expect(none.addressManager).to.equal(undefined)
+    expect(none.transportManager).to.equal(undefined)
+    expect(none.degraded).to.match(/addressManager\.confirmObservedAddr.*transportManager\.listen/)
+  })
+
+  it('refreshes a short reservation before it expires, with its own RESERVE over the public stream API', async () => {
+    const relay = await startRelay('r1', {}, { reservationTtl: '4s' })
+    const client = await start('client', {
+      plugins: [relayClient({ relays: [relay.address], ...fastClient })],
+    })
+    await waitFor(() => clientApi(client).reservations().length === 1, { what: 'a reservation' })
+    const first = clientApi(client).reservations()[0].expires
+    await waitFor(() => of(client, 'relay:reserved').some((e) => e.refreshed === true), {
+      timeoutMs: 5_000,
+      what: 'the reservation refreshed',
+    })
+    expect(of(client, 'relay:lost')).to.deep.equal([])
+    // past the first expiry: still reserved on the relay, circuits still work
+    await new Promise((r) => setTimeout(r, Math.max(0, first - Date.now() + 1_000)))
+    expect(clientApi(client).reservations()[0].expires).to.be.greaterThan(first)
+    expect(
+      serverApi(relay)
+        .reservations()
+        .map((r) => r.peer),
+    ).to.deep.equal([client.peerId])
+    expect(
+      of(relay, 'relay:reservation').some((e) => e.peer === client.peerId && e.refreshed === true),
+    ).to.equal(true)
+    const third = await startDialer('third')
+    await dialThrough(third, relay, client)
+  })
+
+  it('without a usable address manager: starts, reserves, circuits work, no circuit address advertised', async () => {
+    const relay = await startRelay('r1')
+    const client = await start('client', { plugins: [relayClientWithoutAddressManager([relay.address])] })
+    expect(client.node.state).to.equal('started')
+    await waitFor(() => clientApi(client).reservations().length === 1, { what: 'a reservation' })
+    expect(
+      serverApi(relay)
+        .reservations()
+        .map((r) => r.peer),
+    ).to.deep.equal([client.peerId])
+    expect(circuitAddrs(client)).to.deep.equal([])
+    const third = await startDialer('third')
+    const conn = await third.node.libp2p.dial(
+      multiaddr(`${relay.address}/p2p-circuit/p2p/${client.peerId}`),
+      {
+        signal: AbortSignal.timeout(5_000),
+      },
+    )
+    expect(conn.remotePeer.toString()).to.equal(client.peerId)
+    expect(conn.limits, 'a relayed connection is limited').to.not.equal(undefined)
   })
 
   it('rejects a relay address without /p2p/<peer id>', () => {

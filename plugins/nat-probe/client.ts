@@ -15,6 +15,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { createRequire } from 'node:module'
 import { connect, createServer, type Server } from 'node:net'
 import { networkInterfaces } from 'node:os'
+import type { Corroboration } from './observed.js'
 import {
   CLIENT_REQUEST_BYTES,
   encodeMessage,
@@ -80,6 +81,10 @@ export interface ProtocolVerdict {
   filtering: 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent' | 'unknown'
   evidence: ProtocolEvidence
   ms: number
+  /** The probe's own confidence, before the other sources ({@link Corroboration}) adjusted it. */
+  probeConfidence?: number
+  /** What identify's observed addresses and AutoNAT v2 say about this verdict (absent ones included). */
+  corroboration?: Corroboration[]
 }
 
 const round2 = (x: number) => Math.round(x * 100) / 100
@@ -317,6 +322,24 @@ function stunProbe(s: Socket, to: string, opts: ProbeOptions): Promise<MappingOb
     s.on('message', onMessage)
     tick()
   })
+}
+
+/**
+ * A quick mapping check (for watching, not a verdict): one fresh UDP socket probes each of `endpoints`
+ * (usually two server IPs) once, retransmitted until `timeoutMs`; the address each saw, or undefined.
+ */
+export async function probeMapping(
+  endpoints: readonly string[],
+  opts: ProbeOptions,
+): Promise<Array<{ server: string; mapped?: string }>> {
+  const s = await bindUdp(opts.localAddress)
+  try {
+    return await Promise.all(
+      endpoints.map((to) => udpProbe(s, to, opts).then((r) => ({ server: to, mapped: r.seen?.seen }))),
+    )
+  } finally {
+    s.close()
+  }
 }
 
 /** The UDP evidence: mapping from every server endpoint (and STUN), filtering of other port / other IP. */

@@ -5,13 +5,21 @@
  *   one or two IPs (see wire.ts and server.ts), and the libp2p protocol `/mesh/nat-probe/1.0.0` that tells
  *   a connected peer where the probe is.
  * - `natClassifier()`: classifies this node's NAT for UDP and TCP separately (client.ts), with the evidence
- *   and a confidence; at start, when the node's addresses change, and on demand (`classify()`). Each
- *   verdict is emitted as `nat:classified`.
+ *   and a confidence, weighed against identify's observed addresses and AutoNAT v2 (observed.ts); at
+ *   start, when the node's addresses change (coalesced, rate limited), and on demand (`classify()`). Each
+ *   verdict is emitted as `nat:classified`, a change of type as `nat:changed`.
  */
 
 import { networkInterfaces } from 'node:os'
-import type { Connection, Stream } from '@libp2p/interface'
-import { definePlugin, durationSchema, multiaddrSchema, type PluginContext, z } from 'meshkit'
+import type { Connection, IdentifyResult, Stream } from '@libp2p/interface'
+import {
+  createAddressScope,
+  definePlugin,
+  durationSchema,
+  multiaddrSchema,
+  type PluginContext,
+  z,
+} from 'meshkit'
 import {
   gatherTcp,
   gatherUdp,
@@ -20,10 +28,27 @@ import {
   type ProbeOptions,
   type ProtocolEvidence,
   type ProtocolVerdict,
+  probeMapping,
 } from './client.js'
+import {
+  type AutonatEvidence,
+  adjustConfidence,
+  autonatCorroboration,
+  autonatEvidence,
+  identifyCorroboration,
+  type ObservedAddress,
+  ObservedAddresses,
+} from './observed.js'
 import { ask, fetchEndpoints, parseRequest, readLine, writeLine } from './protocol.js'
 import { ProbeServer } from './server.js'
-import { DEFAULT_PROBE_PORTS, isIpv4, NAT_PROBE_PROTOCOL, parseServerAddress, RateLimiter } from './wire.js'
+import {
+  DEFAULT_PROBE_PORTS,
+  isIpv4,
+  NAT_PROBE_PROTOCOL,
+  parseServerAddress,
+  RateLimiter,
+  splitAddr,
+} from './wire.js'
 
 export type {
   FilteringObservation,
@@ -33,6 +58,16 @@ export type {
   ProtocolVerdict,
 } from './client.js'
 export { judge } from './client.js'
+export {
+  type AutonatEvidence,
+  adjustConfidence,
+  autonatCorroboration,
+  autonatEvidence,
+  type Corroboration,
+  identifyCorroboration,
+  type ObservedAddress,
+  ObservedAddresses,
+} from './observed.js'
 export { ProbeServer, type ProbeServerOptions } from './server.js'
 export { DEFAULT_PROBE_PORTS, NAT_PROBE_PROTOCOL, parseMessage, RateLimiter } from './wire.js'
 
@@ -214,23 +249,38 @@ const classifierOptions = z
     udp: z.boolean().default(true),
     /** Classify TCP. @default true */
     tcp: z.boolean().default(true),
-    /** Classify at start and when the node's addresses change. @default true */
+    /** Classify at start and again when the node's addresses change (see `minRecheckInterval`). @default true */
     auto: z.boolean().default(true),
     /** Local IPv4 address to probe from. @default every interface */
     localAddress: ipv4.optional(),
     /** Longest wait for one answer. @default '1500ms' */
     timeout: durationSchema("'1500ms'").default(1500),
-    /** Shortest time between two automatic re-checks. @default '30s' */
+    /**
+     * With `auto`: the shortest time between two automatic re-checks (triggers are coalesced meanwhile),
+     * and how often the node looks for a change: its network interfaces, and a quick UDP mapping check
+     * (one fresh socket, one probe to each of two server IPs) whose new external IP, or mapping turned
+     * endpoint-dependent (or back), triggers a re-check. A full re-check also runs every 30 times this
+     * long (15 min by default), for changes of filtering only. @default '30s'
+     */
     minRecheckInterval: durationSchema("'30s'").default(30_000),
   })
   .refine((o) => o.udp || o.tcp, { message: 'at least one of udp and tcp must be true' })
+
+/** A full re-check runs every PERIODIC_FACTOR × minRecheckInterval even when nothing seems to change. */
+const PERIODIC_FACTOR = 30
 
 /** The verdict for both protocols. */
 export interface NatReport {
   udp?: ProtocolVerdict
   tcp?: ProtocolVerdict
   /** What started this classification. */
-  trigger: 'start' | 'address-change' | 'demand'
+  trigger: 'start' | 'address-change' | 'periodic' | 'demand'
+  /** The changes that led to an automatic re-check, coalesced (e.g. `self:peer:update`, `new external IP ...`). */
+  reasons: string[]
+  /** Identify's observed addresses of this node (the latest per peer), counted or not, with why. */
+  observed: ObservedAddress[]
+  /** AutoNAT v2 as libp2p's public surface shows it. */
+  autonat: AutonatEvidence
   /** When it finished (ISO). */
   at: string
   ms: number
@@ -242,10 +292,76 @@ export interface NatClassificationApi {
   classify(): Promise<NatReport>
   /** The last verdict, if any. */
   report(): NatReport | undefined
+  /** Identify's observed addresses of this node so far (the latest per peer). */
+  observed(): ObservedAddress[]
 }
 
 const verdictOf = (e: ProtocolEvidence, ms: number): ProtocolVerdict => ({ ...judge(e), evidence: e, ms })
 
+/** Adds identify's and AutoNAT v2's say to a probe verdict (confidence adjusted, probe's kept). */
+function corroborate(
+  v: ProtocolVerdict,
+  observed: ObservedAddress[],
+  autonat: AutonatEvidence,
+): ProtocolVerdict {
+  const said = [
+    identifyCorroboration(v, observed, v.evidence.hostAddresses),
+    autonatCorroboration(v, v.evidence.protocol, autonat),
+  ]
+  const probeConfidence = v.probeConfidence ?? v.confidence
+  return {
+    ...v,
+    probeConfidence,
+    confidence: adjustConfidence(probeConfidence, v.type, said),
+    corroboration: said,
+  }
+}
+
+/**
+ * What the quick UDP mapping check is compared by: the external IPs seen, and whether two server IPs saw
+ * one mapping (`same`) or two (`different`). `none`: no answer.
+ */
+function mappingSignature(mapped: Array<string | undefined>): string {
+  const got = mapped.filter((m): m is string => m !== undefined)
+  if (got.length === 0) return 'none'
+  const ips = [...new Set(got.map((m) => splitAddr(m).ip))].sort().join(',')
+  const shape = got.length < 2 ? 'single' : new Set(got).size === 1 ? 'same' : 'different'
+  return `${ips}/${shape}`
+}
+
+/** The two UDP endpoints (different server IPs) of the last verdict's mapping test, and what they saw. */
+function watchedEndpoints(v: ProtocolVerdict | undefined) {
+  const probes = v?.evidence.mappings.filter((m) => m.source === 'probe') ?? []
+  const first = probes.find((m) => m.mapped) ?? probes[0]
+  if (!first) return undefined
+  const ip = splitAddr(first.server).ip
+  const second = probes.find((m) => m.mapped && splitAddr(m.server).ip !== ip)
+  const chosen = second ? [first, second] : [first]
+  return { endpoints: chosen.map((m) => m.server), signature: mappingSignature(chosen.map((m) => m.mapped)) }
+}
+
+const interfaceSignature = () =>
+  Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i?.family === 'IPv4' && !i.internal)
+    .map((i) => i!.address)
+    .sort()
+    .join(' ')
+
+/**
+ * Classifies this node's NAT for UDP and TCP (the probe protocol, plus STUN mappings when configured),
+ * then weighs the verdict against identify's observed addresses and AutoNAT v2 (corroboration only).
+ *
+ * With `auto`, it classifies at start and re-checks when something suggests a change: the node's own
+ * addresses (`self:peer:update`), a network interface address, an external IP that identify reports and
+ * the last verdict did not see, or the quick mapping check (every `minRecheckInterval`); plus a full
+ * re-check every 30 × `minRecheckInterval`. Triggers are coalesced and rate limited (`minRecheckInterval`).
+ *
+ * Events: `nat:classified {udp, tcp, udpConfidence, tcpConfidence, trigger, reasons, ms, report}` after
+ * every classification; `nat:changed {udp: {from, to}, tcp: {from, to}, trigger, reasons}` when the type
+ * changed for either protocol (not after the first one); `nat:evidence {udp, tcp, udpConfidence,
+ * tcpConfidence, report}` when a later identify observation changes what corroborates the last verdict.
+ */
 export const natClassifier = definePlugin({
   name: 'nat-classifier',
   provides: ['nat-classification'],
@@ -257,7 +373,11 @@ export const natClassifier = definePlugin({
     let ctxRef: PluginContext | undefined
     let lastRun = 0
     let recheck: NodeJS.Timeout | undefined
-    let addresses = ''
+    let observed: ObservedAddresses | undefined
+    const pending = new Set<string>()
+    /** The probe endpoints each peer-address server gave last. */
+    const known = new Map<string, { udp?: string; tcp?: string }>()
+    const timers: NodeJS.Timeout[] = []
     /** Each server's main UDP and TCP probe endpoint; peer addresses are asked for theirs. */
     const resolveServers = async (ctx: PluginContext) => {
       const udp: string[] = []
@@ -270,20 +390,36 @@ export const natClassifier = definePlugin({
             tcp.push(parseServerAddress(s)!)
             return
           }
-          try {
-            const e = await fetchEndpoints(
-              ctx.libp2p,
-              s,
-              NAT_PROBE_PROTOCOL,
-              Math.max(3000, opts.timeout * 2),
-            )
-            if (e.udp[0]) udp.push(e.udp[0])
-            if (e.tcp[0]) tcp.push(e.tcp[0])
-          } catch (err) {
-            notes.push(
-              `${s}: could not get its probe endpoints (${err instanceof Error ? err.message : err})`,
-            )
+          // a connection that died unnoticed (e.g. the NAT's WAN address changed) fails the first ask: the
+          // second dials a new connection. Then the endpoints learnt last time, if any.
+          let failure: unknown
+          for (let attempt = 0; attempt < 2 && !ctx.signal.aborted; attempt++) {
+            try {
+              const e = await fetchEndpoints(
+                ctx.libp2p,
+                s,
+                NAT_PROBE_PROTOCOL,
+                Math.max(3000, opts.timeout * 2),
+                attempt > 0,
+              )
+              const found = { udp: e.udp[0], tcp: e.tcp[0] }
+              known.set(s, found)
+              if (found.udp) udp.push(found.udp)
+              if (found.tcp) tcp.push(found.tcp)
+              return
+            } catch (err) {
+              failure = err
+            }
           }
+          const reason = failure instanceof Error ? failure.message : String(failure)
+          const cached = known.get(s)
+          if (cached) {
+            if (cached.udp) udp.push(cached.udp)
+            if (cached.tcp) tcp.push(cached.tcp)
+          }
+          notes.push(
+            `${s}: could not get its probe endpoints (${reason})${cached ? '; used the ones it gave last time' : ''}`,
+          )
         }),
       )
       return { udp, tcp, notes }
@@ -297,41 +433,156 @@ export const natClassifier = definePlugin({
       retransmitMs: Math.max(50, Math.min(250, Math.floor(opts.timeout / 6))),
       signal,
     })
-    const run = (trigger: NatReport['trigger']): Promise<NatReport> => {
+    const autonatNow = (ctx: PluginContext) =>
+      autonatEvidence({
+        protocols: ctx.libp2p.getProtocols(),
+        multiaddrs: ctx.libp2p.getMultiaddrs(),
+        announce: ctx.config.announce ?? [],
+        libp2pScope: createAddressScope([]),
+      })
+    const run = (trigger: NatReport['trigger'], reasons: string[] = []): Promise<NatReport> => {
       if (running) return running
       running = (async () => {
         const t0 = Date.now()
-        const signal = ctxRef?.signal
-        const resolved = await resolveServers(ctxRef!)
+        const ctx = ctxRef!
+        const signal = ctx.signal
+        const resolved = await resolveServers(ctx)
         const timed = async (f: (o: ProbeOptions) => Promise<ProtocolEvidence>) => {
           const t = Date.now()
           const e = await f(probeOptions(resolved.udp, resolved.tcp, signal))
           e.notes.unshift(...resolved.notes)
           return verdictOf(e, Date.now() - t)
         }
-        const [udp, tcp] = await Promise.all([
+        const [udpProbe, tcpProbe] = await Promise.all([
           opts.udp ? timed(gatherUdp) : undefined,
           opts.tcp ? timed(gatherTcp) : undefined,
         ])
         // a run cut short by stop is partial evidence: not a verdict
-        if (signal?.aborted) throw new Error('nat-classifier stopped during the classification')
-        const report: NatReport = { udp, tcp, trigger, at: new Date().toISOString(), ms: Date.now() - t0 }
+        if (signal.aborted) throw new Error('nat-classifier stopped during the classification')
+        const seen = observed?.list() ?? []
+        const autonat = autonatNow(ctx)
+        const udp = udpProbe && corroborate(udpProbe, seen, autonat)
+        const tcp = tcpProbe && corroborate(tcpProbe, seen, autonat)
+        const report: NatReport = {
+          udp,
+          tcp,
+          trigger,
+          reasons,
+          observed: seen,
+          autonat,
+          at: new Date().toISOString(),
+          ms: Date.now() - t0,
+        }
+        const previous = last
         last = report
         lastRun = Date.now()
-        ctxRef?.events.emit('nat:classified', {
+        ctx.events.emit('nat:classified', {
           udp: udp?.type,
           tcp: tcp?.type,
           udpConfidence: udp?.confidence,
           tcpConfidence: tcp?.confidence,
           trigger,
+          reasons,
           ms: report.ms,
           report,
         })
+        if (previous && (previous.udp?.type !== udp?.type || previous.tcp?.type !== tcp?.type)) {
+          ctx.logger.info(
+            `NAT type changed: udp ${previous.udp?.type} -> ${udp?.type}, tcp ${previous.tcp?.type} -> ${tcp?.type} (${reasons.join('; ') || trigger})`,
+          )
+          ctx.events.emit('nat:changed', {
+            udp: { from: previous.udp?.type, to: udp?.type },
+            tcp: { from: previous.tcp?.type, to: tcp?.type },
+            trigger,
+            reasons,
+          })
+        }
         return report
       })().finally(() => {
         running = undefined
       })
       return running
+    }
+    /** Asks for a re-check: coalesced with others, at most one per `minRecheckInterval`. */
+    const schedule = (reason: string) => {
+      const ctx = ctxRef
+      if (!ctx || !opts.auto || ctx.signal.aborted) return
+      pending.add(reason)
+      arm(ctx)
+    }
+    /** Runs the pending re-check once allowed: after a running classification, minRecheckInterval after the last. */
+    const arm = (ctx: PluginContext) => {
+      if (recheck) return
+      const wait = Math.max(500, lastRun + opts.minRecheckInterval - Date.now())
+      recheck = setTimeout(async () => {
+        await running?.catch(() => {})
+        recheck = undefined
+        if (ctx.signal.aborted || pending.size === 0) return
+        // a classification (on demand, or the one awaited) ended meanwhile: wait the interval from it
+        if (Date.now() < lastRun + opts.minRecheckInterval) return arm(ctx)
+        const reasons = [...pending]
+        pending.clear()
+        const trigger = reasons.every((r) => r === 'periodic') ? 'periodic' : 'address-change'
+        run(
+          trigger,
+          reasons.filter((r) => trigger === 'periodic' || r !== 'periodic'),
+        ).catch((err) => ctx.logger.warn(`re-check failed: ${err}`))
+      }, wait)
+      recheck.unref()
+    }
+    /**
+     * Weighs the last verdict again against the observations now known (no probing): when what a source
+     * says changed, the report is updated and `nat:evidence` emitted.
+     */
+    const refreshEvidence = (ctx: PluginContext) => {
+      const report = last
+      if (!report || running || !observed) return
+      const seen = observed.list()
+      const autonat = autonatNow(ctx)
+      const udp = report.udp && corroborate(report.udp, seen, autonat)
+      const tcp = report.tcp && corroborate(report.tcp, seen, autonat)
+      const said = (v?: ProtocolVerdict) => JSON.stringify(v?.corroboration?.map((c) => c.result))
+      if (said(udp) === said(report.udp) && said(tcp) === said(report.tcp)) return
+      last = { ...report, udp, tcp, observed: seen, autonat }
+      ctx.events.emit('nat:evidence', {
+        udp: udp?.type,
+        tcp: tcp?.type,
+        udpConfidence: udp?.confidence,
+        tcpConfidence: tcp?.confidence,
+        report: last,
+      })
+    }
+    let watching = false
+    /** One watch tick: interfaces, then the quick mapping check against the last verdict's. */
+    const watch = async (ctx: PluginContext, interfaces: { now: string }) => {
+      if (watching || running || recheck || ctx.signal.aborted) return
+      watching = true
+      try {
+        const now = interfaceSignature()
+        if (now !== interfaces.now) {
+          interfaces.now = now
+          schedule(`network interfaces changed (${now || 'none'})`)
+          return
+        }
+        let v = watchedEndpoints(last?.udp)
+        if (!v && last?.udp) {
+          // the last run reached no server: watch the endpoints known from before
+          const endpoints = opts.servers
+            .map((s) => (isPeerAddress(s) ? known.get(s)?.udp : parseServerAddress(s)))
+            .filter((e): e is string => e !== undefined)
+          if (endpoints.length > 0) v = { endpoints: endpoints.slice(0, 1), signature: 'none' }
+        }
+        if (!v) return
+        const seen = await probeMapping(v.endpoints, probeOptions([], [], ctx.signal))
+        if (ctx.signal.aborted || running) return
+        const signature = mappingSignature(seen.map((m) => m.mapped))
+        if (signature !== v.signature)
+          schedule(`UDP mapping check: ${signature} (last classification: ${v.signature})`)
+      } catch (err) {
+        ctx.logger.debug(`watch failed: ${err}`)
+      } finally {
+        watching = false
+      }
     }
     const api: NatClassificationApi = {
       classify: () => {
@@ -339,41 +590,75 @@ export const natClassifier = definePlugin({
         return run('demand')
       },
       report: () => last,
+      observed: () => observed?.list() ?? [],
     }
     return {
       setup: () => api,
       start: async (ctx) => {
         ctxRef = ctx
         started = true
-        addresses = ctx.libp2p.getMultiaddrs().map(String).sort().join(' ')
+        observed = new ObservedAddresses(createAddressScope(ctx.config.network.publicCidrs))
+        let addresses = ctx.libp2p.getMultiaddrs().map(String).sort().join(' ')
         const onUpdate = () => {
           const now = ctx.libp2p.getMultiaddrs().map(String).sort().join(' ')
-          if (now === addresses || !opts.auto) return
+          if (now === addresses) return
           addresses = now
-          if (recheck) return
-          // debounced, and never more often than minRecheckInterval
-          const wait = Math.max(1000, lastRun + opts.minRecheckInterval - Date.now())
-          recheck = setTimeout(() => {
-            recheck = undefined
-            if (!ctx.signal.aborted)
-              run('address-change').catch((err) => ctx.logger.warn(`re-check failed: ${err}`))
-          }, wait)
-          recheck.unref()
+          schedule('self:peer:update (the node’s addresses changed)')
+        }
+        const onIdentify = (evt: CustomEvent<IdentifyResult>) => {
+          const r = evt.detail
+          if (!r.observedAddr || !observed) return
+          const change = observed.add({
+            observer: r.peerId.toString(),
+            observerAddr: r.connection.remoteAddr,
+            observed: r.observedAddr,
+            direction: r.connection.direction,
+            relayed: r.connection.limits !== undefined,
+          })
+          const ip = change.observation.ip
+          if (!change.observation.counted || !ip || !last) return
+          refreshEvidence(ctx)
+          if (!change.newExternalIp) return
+          // an external IP the last verdict did not see (nor is one of this host's): the NAT may have changed.
+          // Judged against the verdict of a classification running now, once it is done.
+          const observer = change.observation.observer
+          void (running ?? Promise.resolve())
+            .catch(() => {})
+            .then(() => {
+              const v = last
+              if (!v) return
+              const known = [v.udp, v.tcp].some((x) =>
+                x?.evidence.mappings.some((m) => m.mapped && splitAddr(m.mapped).ip === ip),
+              )
+              const local = (v.udp ?? v.tcp)?.evidence.hostAddresses.includes(ip)
+              if (!known && !local) schedule(`identify: new external IP ${ip} (seen by ${observer})`)
+            })
         }
         ctx.libp2p.addEventListener('self:peer:update', onUpdate)
+        ctx.libp2p.addEventListener('peer:identify', onIdentify)
         ctx.signal.addEventListener(
           'abort',
-          () => ctx.libp2p.removeEventListener('self:peer:update', onUpdate),
-          {
-            once: true,
+          () => {
+            ctx.libp2p.removeEventListener('self:peer:update', onUpdate)
+            ctx.libp2p.removeEventListener('peer:identify', onIdentify)
           },
+          { once: true },
         )
-        if (opts.auto) run('start').catch((err) => ctx.logger.warn(`classification failed: ${err}`))
+        if (!opts.auto) return
+        const interfaces = { now: interfaceSignature() }
+        const watchTimer = setInterval(() => void watch(ctx, interfaces), opts.minRecheckInterval)
+        const periodic = setInterval(() => schedule('periodic'), PERIODIC_FACTOR * opts.minRecheckInterval)
+        watchTimer.unref()
+        periodic.unref()
+        timers.push(watchTimer, periodic)
+        run('start').catch((err) => ctx.logger.warn(`classification failed: ${err}`))
       },
       stop: async () => {
         started = false
+        for (const t of timers.splice(0)) clearInterval(t)
         if (recheck) clearTimeout(recheck)
         recheck = undefined
+        pending.clear()
         // the running classification ends early (its waits follow ctx.signal)
         await running?.catch(() => {})
         ctxRef = undefined

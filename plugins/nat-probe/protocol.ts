@@ -70,11 +70,12 @@ export async function ask(
   protocol: string,
   request: ProtocolRequest,
   timeoutMs: number,
+  force = false,
 ): Promise<Record<string, unknown> & { peer: string }> {
   const signal = AbortSignal.timeout(timeoutMs)
   // dial, then open the stream on the connection: its peer id lets callers reuse the connection next
-  // time (an address without /p2p/ would be dialled anew each time)
-  const connection = await libp2p.dial(multiaddr(addr), { signal })
+  // time (an address without /p2p/ would be dialled anew each time); `force`: a new connection anyway
+  const connection = await libp2p.dial(multiaddr(addr), { signal, force })
   const stream = await connection.newStream(protocol, { signal })
   try {
     writeLine(stream, request)
@@ -96,8 +97,9 @@ export async function fetchEndpoints(
   addr: string,
   protocol: string,
   timeoutMs: number,
+  force = false,
 ): Promise<{ udp: string[]; tcp: string[]; peer: string }> {
-  const a = await ask(libp2p, addr, protocol, { v: 1, t: 'endpoints' }, timeoutMs)
+  const a = await ask(libp2p, addr, protocol, { v: 1, t: 'endpoints' }, timeoutMs, force)
   const list = (v: unknown) => (Array.isArray(v) ? v.filter(isAddr).slice(0, 8) : [])
   return { udp: list(a.udp), tcp: list(a.tcp), peer: a.peer }
 }

@@ -11,6 +11,8 @@ import {
   multiaddrSchema,
   z,
 } from 'meshkit'
+import { type Captured, CircuitListener, capture, LISTEN_ADDR } from './components.js'
+import { type Reservation, reserve } from './hop.js'
 
 const options = z
   .strictObject({
@@ -74,48 +76,10 @@ export interface RelayClientApi {
   check(): Promise<void>
 }
 
-// The parts of @libp2p/circuit-relay-v2's transport (its reservation store) this plugin drives.
-interface StoreReservation {
-  relay: PeerId
-  details: { reservation: { expire: bigint; addrs: Uint8Array[] }; connection: string; type: string }
-}
-interface ReservationStore extends EventTarget {
-  addRelay(peer: PeerId, type: 'configured'): Promise<StoreReservation>
-  hasReservation(peer: PeerId): boolean
-  relayFilter?: { has(key: Uint8Array): boolean; add(key: Uint8Array): void }
-}
-interface Captured {
-  store: ReservationStore
-  addressManager: {
-    confirmObservedAddr(addr: Multiaddr, options?: { type?: string }): void
-    removeObservedAddr(addr: Multiaddr): void
-  }
-  transportManager: { listen(addrs: Multiaddr[]): Promise<void> }
-  listener: CircuitListener
-}
-
-/** The address this plugin's listener is created for (`/p2p-circuit`: any relay). */
-const LISTEN_ADDR = '/p2p-circuit'
-
-/**
- * The node's circuit listener. libp2p's own listener (one per relay address) forgets its relay when the
- * reservation is lost and never takes it back; this one advertises whatever reservations the manager holds.
- */
-class CircuitListener extends EventTarget {
-  addrs: () => Multiaddr[] = () => []
-  async listen(): Promise<void> {}
-  getAddrs(): Multiaddr[] {
-    return this.addrs()
-  }
-  updateAnnounceAddrs(): void {}
-  async close(): Promise<void> {
-    this.addrs = () => []
-    queueMicrotask(() => this.dispatchEvent(new CustomEvent('close')))
-  }
-  changed(): void {
-    this.dispatchEvent(new CustomEvent('listening'))
-  }
-}
+/** The peer-store tag that keeps a relay connection open (a `keep-alive` prefix: libp2p also redials it). */
+const KEEP_ALIVE_TAG = 'keep-alive-meshkit-relay'
+/** Refresh a reservation this long before it expires (as libp2p does); a shorter one at half its life. */
+const REFRESH_BEFORE_MS = 5 * 60_000
 
 interface RelayState {
   addr: Multiaddr
@@ -126,7 +90,14 @@ interface RelayState {
   attempt: number
   /** Not before this time (ms) while backing off. */
   retryAt: number
-  reservation?: { expires: number; addrs: Multiaddr[]; connection: string; seq?: bigint }
+  reservation?: {
+    expires: number
+    addrs: Multiaddr[]
+    /** The id of the connection it was made on: it ends with that connection. */
+    connection: string
+    peer: PeerId
+    refresh?: ReturnType<typeof setTimeout>
+  }
   /** The relay's last signed peer record sequence number (a new one after a restart). */
   seq?: bigint
 }
@@ -163,15 +134,22 @@ class RelayManager {
 
   async start(): Promise<void> {
     this.captured.listener.addrs = () => this.relays.flatMap((r) => r.reservation?.addrs ?? [])
-    await this.captured.transportManager.listen([multiaddr(LISTEN_ADDR)])
-    const store = this.captured.store
+    if (this.captured.degraded) {
+      this.logger.warn(
+        `relay-client: ${this.captured.degraded}; reservations are still made and circuits through them work, but this node's /p2p-circuit addresses are not advertised (getMultiaddrs, identify)`,
+      )
+    } else {
+      await this.captured.transportManager!.listen([multiaddr(LISTEN_ADDR)])
+    }
     const on = (target: EventTarget, name: string, fn: (evt: CustomEvent) => void) => {
       const listener = fn as unknown as (evt: Event) => void
       target.addEventListener(name, listener)
       this.#off.push(() => target.removeEventListener(name, listener))
     }
-    on(store, 'relay:created-reservation', (evt) => this.#created(evt.detail as StoreReservation))
-    on(store, 'relay:removed', (evt) => this.#removed(evt.detail as StoreReservation))
+    // a reservation lives as long as the connection it was made on
+    on(this.node as unknown as EventTarget, 'connection:close', (evt) =>
+      this.#connectionClosed(evt.detail as Connection),
+    )
     // a relay we hold no reservation on came (back): try it now instead of waiting for the backoff
     on(this.node as unknown as EventTarget, 'peer:identify', (evt) =>
       this.#identified(evt.detail as IdentifyResult),
@@ -187,6 +165,7 @@ class RelayManager {
   stop(): void {
     this.#stopped = true
     clearTimeout(this.#timer)
+    for (const r of this.relays) clearTimeout(r.reservation?.refresh)
     for (const off of this.#off.splice(0)) off()
   }
 
@@ -306,19 +285,31 @@ class RelayManager {
     try {
       const connection = await this.node.dial(r.addr, { signal: this.#timeoutSignal() })
       if (connection.limits) throw new Error('only a relayed connection to the relay')
-      // Workaround: the transport's reservation store blacklists (for good) a relay whose dial once failed,
-      // so a configured relay that was down once would never be reserved on again. Clear that mark.
-      const filter = this.captured.store.relayFilter
-      if (filter?.has(connection.remotePeer.toMultihash().bytes)) {
-        this.captured.store.relayFilter = { has: () => false, add: () => {} }
-      }
-      const result = await this.captured.store.addRelay(connection.remotePeer, 'configured')
-      this.#created(result)
+      const reservation = await reserve(connection, this.#timeoutSignal())
+      if (this.#stopped) return
+      this.#created(r, reservation, connection)
       r.attempt = 0
       r.retryAt = 0
     } catch (err) {
       if (this.#stopped) return
       this.#failed(r, reasonOf(err))
+    }
+  }
+
+  /** Refreshes a reservation on its own connection before it expires; a failure loses it. */
+  async #refresh(r: RelayState): Promise<void> {
+    const held = r.reservation
+    if (!held || this.#stopped) return
+    const connection = this.node.getConnections().find((c) => c.id === held.connection && c.status === 'open')
+    try {
+      if (!connection) throw new Error('the reservation connection is gone')
+      const reservation = await reserve(connection, this.#timeoutSignal())
+      if (this.#stopped || r.reservation !== held) return
+      this.#created(r, reservation, connection)
+    } catch (err) {
+      if (this.#stopped || r.reservation !== held) return
+      this.logger.debug(`refreshing the reservation on ${r.id} failed: ${reasonOf(err)}`)
+      this.#lost(r, held.expires <= Date.now() ? 'expired' : 'refresh-failed')
     }
   }
 
@@ -343,19 +334,31 @@ class RelayManager {
     return this.relays.find((r) => r.id === id)
   }
 
-  #created(res: StoreReservation): void {
-    const r = this.#byPeer(res.relay)
-    if (!r || this.#stopped) return
-    const expires = Number(res.details.reservation.expire) * 1000
-    const addrs = res.details.reservation.addrs.map((b) => multiaddr(b).encapsulate('/p2p-circuit'))
+  #created(r: RelayState, res: Reservation, connection: Connection): void {
+    if (this.#stopped) return
+    const { expires, addrs } = res
     const previous = r.reservation
-    if (previous && previous.expires === expires && previous.connection === res.details.connection) return
-    for (const a of addrs) this.captured.addressManager.confirmObservedAddr(a, { type: 'transport' })
+    clearTimeout(previous?.refresh)
+    for (const a of addrs) this.captured.addressManager?.confirmObservedAddr(a, { type: 'transport' })
     for (const a of previous?.addrs ?? []) {
-      if (!addrs.some((n) => n.equals(a))) this.captured.addressManager.removeObservedAddr(a)
+      if (!addrs.some((n) => n.equals(a))) this.captured.addressManager?.removeObservedAddr(a)
     }
-    r.reservation = { expires, addrs, connection: res.details.connection }
+    const remaining = expires - Date.now()
+    // 5 min before expiry; a short reservation at half its life (not sooner than 1 s)
+    const wait = Math.min(
+      remaining > 2 * REFRESH_BEFORE_MS ? remaining - REFRESH_BEFORE_MS : Math.max(1000, remaining / 2),
+      2 ** 31 - 1,
+    )
+    const refresh = setTimeout(() => void this.#refresh(r), wait)
+    refresh.unref?.()
+    r.reservation = { expires, addrs, connection: connection.id, peer: connection.remotePeer, refresh }
     r.pingFailures = 0
+    // keep the relay connection open (and have libp2p redial it) while the reservation lasts
+    this.node.peerStore
+      .merge(connection.remotePeer, {
+        tags: { [KEEP_ALIVE_TAG]: { value: 1, ttl: Math.max(1000, expires - Date.now()) } },
+      })
+      .catch((err) => this.logger.debug(`tagging relay ${r.id} failed: ${reasonOf(err)}`))
     this.captured.listener.changed()
     this.events.emit('relay:reserved', {
       relay: r.id,
@@ -366,26 +369,20 @@ class RelayManager {
     })
   }
 
-  #removed(res: StoreReservation): void {
-    const r = this.#byPeer(res.relay)
-    if (!r?.reservation) return
-    const open = this.node
-      .getConnections(res.relay)
-      .some((c) => c.id === r.reservation?.connection && c.status === 'open')
-    const reason = !open
-      ? 'connection-closed'
-      : r.reservation.expires <= Date.now()
-        ? 'expired'
-        : 'refresh-failed'
-    this.#lost(r, reason)
+  #connectionClosed(connection: Connection): void {
+    const r = this.#byPeer(connection.remotePeer)
+    if (!r?.reservation || r.reservation.connection !== connection.id) return
+    this.#lost(r, r.reservation.expires <= Date.now() ? 'expired' : 'connection-closed')
   }
 
   #lost(r: RelayState, reason: string): void {
     const reservation = r.reservation
     if (!reservation) return
     r.reservation = undefined
-    for (const a of reservation.addrs) this.captured.addressManager.removeObservedAddr(a)
+    clearTimeout(reservation.refresh)
+    for (const a of reservation.addrs) this.captured.addressManager?.removeObservedAddr(a)
     if (this.#stopped) return
+    this.node.peerStore.merge(reservation.peer, { tags: { [KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
     this.captured.listener.changed()
     this.events.emit('relay:lost', { relay: r.id, reason })
     this.logger.info(`lost the reservation on relay ${r.id} (${reason}): reserving again`)
@@ -448,16 +445,9 @@ export const relayClient = definePlugin({
       libp2p: (): Libp2pContribution => ({
         transports: [
           ((components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) => {
-            const transport = circuitRelayTransport({ reservationCompletionTimeout: opts.timeout })(
-              components,
-            )
+            const transport = circuitRelayTransport()(components)
             const listener = new CircuitListener()
-            captured = {
-              store: (transport as unknown as { reservationStore: ReservationStore }).reservationStore,
-              addressManager: components.addressManager as unknown as Captured['addressManager'],
-              transportManager: components.transportManager,
-              listener,
-            }
+            captured = capture(components as unknown as Record<string, unknown>, listener)
             // dial and STOP handling stay libp2p's; listening (what the node advertises) is this plugin's
             return new Proxy(transport, {
               get(target, prop) {

@@ -85,8 +85,9 @@ export interface LabHost {
 
 export interface NatRouter {
   readonly netns: string
+  /** Its behaviour now ({@link Lab.setBehaviour} changes it). */
   readonly behaviour: Exclude<NatBehaviour, 'none'>
-  /** Its public (WAN) address. */
+  /** Its public (WAN) address now ({@link Lab.setWanAddress} changes it). */
   readonly wanIp: string
   /** Its LAN address, the hosts' gateway. */
   readonly lanIp: string
@@ -456,6 +457,41 @@ export class Lab {
     // declare-then-delete makes the removal idempotent
     await netnsNft(netns, [], 'table inet natlab_loss {}\ndelete table inet natlab_loss\n')
     if (percent > 0) await netnsNft(netns, [], lossRuleset(percent))
+  }
+
+  /**
+   * Changes a NAT site's router to `behaviour` at run time: its nft table `ip natlab` is replaced in one
+   * transaction (the cone maps start empty). Connections already tracked keep their mappings; new ones
+   * get the new behaviour.
+   */
+  async setBehaviour(site: NatSite, behaviour: Exclude<NatBehaviour, 'none'>): Promise<void> {
+    const router = site.router
+    if (!router) throw new Error(`site ${site.name} (none) has no router`)
+    // declare-then-delete makes the replacement one atomic nft transaction
+    await netnsNft(router.netns, [], `table ip natlab {}\ndelete table ip natlab\n${natRuleset(behaviour)}`)
+    ;(router as { behaviour: NatRouter['behaviour'] }).behaviour = behaviour
+    ;(site as { behaviour: NatBehaviour }).behaviour = behaviour
+  }
+
+  /**
+   * Gives a NAT site's router a new WAN address on its segment (as an ISP's new DHCP lease does): the old
+   * address is removed (masquerade forgets the connections NATed to it), the new one added, the default
+   * route restored. Returns the new address.
+   */
+  async setWanAddress(site: NatSite): Promise<string> {
+    const router = site.router
+    if (!router) throw new Error(`site ${site.name} (none) has no router`)
+    const segment = (Object.keys(SEGMENTS) as SegmentName[]).find((k) =>
+      router.wanIp.startsWith(SEGMENTS[k].prefix),
+    )!
+    const next = this.#address(segment)
+    await netnsIpBatch(router.netns, [
+      `addr del ${router.wanIp}/24 dev ${WAN_IF}`,
+      `addr add ${next}/24 dev ${WAN_IF}`,
+      `route replace default via ${SEGMENTS[segment].gateway}`,
+    ])
+    ;(router as { wanIp: string }).wanIp = next
+    return next
   }
 
   /** Kills the lab's processes and deletes every namespace (with its veths, bridges and nft tables). */

@@ -133,6 +133,26 @@ function clientConfig(server: string): string {
   ].join('\n')
 }
 
+/**
+ * A long-running node that re-checks fast: the probe server by peer address (so that its identify reports
+ * this node's observed address), the lab's "internet" ranges public in its address scope.
+ */
+function watchConfig(server: string): string {
+  return [
+    "import { defineConfig } from 'meshkit'",
+    "import { identify, noise, tcp, yamux } from 'meshkit/plugins'",
+    "import { natClassifier } from 'meshkit-nat-probe/index.js'",
+    'export default defineConfig({',
+    "  datastore: 'memory',",
+    "  logLevel: 'warn',",
+    "  listen: ['/ip4/0.0.0.0/tcp/0'],",
+    "  network: { publicCidrs: ['198.51.100.0/24', '203.0.113.0/24'] },",
+    `  plugins: [identify(), noise(), yamux(), tcp(), natClassifier({ servers: ['${server}'], minRecheckInterval: '1s' })],`,
+    '})',
+    '',
+  ].join('\n')
+}
+
 /** What the raw evidence shows, in the terms of probes.ts' EXPECTED. */
 function shape(e: ProtocolEvidence, host: LabHost) {
   const mapped = e.mappings.map((m) => m.mapped)
@@ -155,6 +175,8 @@ describe('NAT lab: NAT type classification (nat-probe)', function () {
   let lab: Lab | undefined
   let project: ConfigProject | undefined
   let serverAddress: string
+  /** The main probe server's libp2p address (its node runs identify). */
+  let serverPeerAddress: string
   let a: LabHost
   let b: LabHost
   /** Partner server A, starting while the first tests run. */
@@ -212,7 +234,8 @@ describe('NAT lab: NAT type classification (nat-probe)', function () {
     await writeFile(project.path('a.config.ts'), partnerConfig(a.ip, b.ip))
     await writeFile(project.path('b.config.ts'), partnerConfig(b.ip, a.ip))
     // the main probe server and partner B together, then A (which learns B's endpoints as it starts)
-    await Promise.all([startServer(serverHost, 'server'), startServer(b, 'b')])
+    const [main] = await Promise.all([startServer(serverHost, 'server'), startServer(b, 'b')])
+    serverPeerAddress = `/ip4/${serverHost.addresses[0]}/tcp/4001/p2p/${main.peerId}`
     partnerA = startServer(a, 'a')
     partnerA.catch(() => {})
     console.log(
@@ -347,6 +370,122 @@ describe('NAT lab: NAT type classification (nat-probe)', function () {
       expect(report.udp?.type, JSON.stringify(report.udp)).to.equal('restricted-cone')
       expect(report.tcp?.type, JSON.stringify(report.tcp)).to.equal('restricted-cone')
     })
+  })
+
+  it('a running node re-classifies when its router changes behaviour, then when its WAN address changes', async () => {
+    const site = await lab!.addNatSite('port-restricted-cone')
+    const host = site.host
+    await writeFile(project!.path('watch.config.ts'), watchConfig(serverPeerAddress))
+    const proc = lab!.spawn(
+      host,
+      process.execPath,
+      [
+        CLI_MAIN,
+        'start',
+        '--json',
+        '--config',
+        project!.path('watch.config.ts'),
+        '--data-dir',
+        project!.path('data/watch'),
+      ],
+      { cwd: project!.dir, env: labEnv() },
+    )
+    type Line = Record<string, unknown> & { time: number; report?: NatReport }
+    const lines = () => jsonLines(proc) as Line[]
+    const next = (what: string, timeoutMs: number, match: (l: Line) => boolean) =>
+      proc.waitUntil(() => lines().find(match), { timeoutMs, what })
+    const identifyOf = (r?: NatReport) => r?.udp?.corroboration?.find((c) => c.source === 'identify')
+    const mappedIps = (r?: NatReport) => [
+      ...new Set(r?.udp?.evidence.mappings.flatMap((m) => (m.mapped ? [m.mapped.split(':')[0]] : [])) ?? []),
+    ]
+    try {
+      const first = await next('the start classification', 40_000, (l) => l.event === 'nat:classified')
+      const wan0 = site.router!.wanIp
+      expect(first.udp, JSON.stringify(first.report?.udp)).to.equal('port-restricted-cone')
+      expect(first.tcp, JSON.stringify(first.report?.tcp)).to.equal('port-restricted-cone')
+      expect(mappedIps(first.report)).to.deep.equal([wan0])
+      // identify: the probe server's node saw the router's WAN address (public in the node's scope)
+      const observedFirst = await next(
+        'identify corroborating the start verdict',
+        10_000,
+        (l) =>
+          (l.event === 'nat:classified' || l.event === 'nat:evidence') &&
+          identifyOf(l.report)?.result === 'corroborates',
+      )
+      expect(identifyOf(observedFirst.report)?.detail).to.contain(wan0)
+
+      // 1. the router turns symmetric
+      const t1 = Date.now()
+      await lab!.setBehaviour(site, 'symmetric')
+      const changed = await next(
+        'nat:changed to symmetric',
+        30_000,
+        (l) => l.event === 'nat:changed' && l.time > t1,
+      )
+      const ms1 = changed.time - t1
+      expect(changed.udp).to.deep.equal({ from: 'port-restricted-cone', to: 'symmetric' })
+      expect(changed.tcp).to.deep.equal({ from: 'port-restricted-cone', to: 'symmetric' })
+      expect((changed.reasons as string[]).join(' ')).to.match(/UDP mapping check: .*different/)
+
+      // 2. the router gets a new WAN address (same behaviour): re-classified with the new mapped IP
+      const t2 = Date.now()
+      const wan1 = await lab!.setWanAddress(site)
+      const again = await next(
+        'a classification with the new WAN address',
+        30_000,
+        (l) => l.event === 'nat:classified' && l.time > t2 && mappedIps(l.report).includes(wan1),
+      )
+      const ms2 = again.time - t2
+      expect(again.udp).to.equal('symmetric')
+      expect(again.tcp).to.equal('symmetric')
+      expect(mappedIps(again.report)).to.deep.equal([wan1])
+      expect(lines().filter((l) => l.event === 'nat:changed' && l.time > t2)).to.deep.equal([])
+      // identify catches up once the probe server's node has seen the new address
+      const observedAgain = await next(
+        'identify corroborating with the new WAN address',
+        20_000,
+        (l) =>
+          (l.event === 'nat:classified' || l.event === 'nat:evidence') &&
+          l.time > t2 &&
+          identifyOf(l.report)?.result === 'corroborates' &&
+          identifyOf(l.report)!.detail.includes(wan1),
+      )
+      const ms3 = observedAgain.time - t2
+
+      // 3. a new interface address (the node listens on 0.0.0.0: its own addresses change too)
+      const t3 = Date.now()
+      const extra = host.ip.replace(/\.\d+$/, '.99')
+      await lab!.exec(host, IP, ['addr', 'add', `${extra}/24`, 'dev', 'eth0'])
+      const onInterface = await next(
+        'a re-check for the new interface address',
+        20_000,
+        (l) =>
+          l.event === 'nat:classified' &&
+          l.time > t3 &&
+          /network interfaces changed|self:peer:update/.test((l.reasons as string[]).join(' ')),
+      )
+      const ms4 = onInterface.time - t3
+      expect(onInterface.udp).to.equal('symmetric')
+      // rate limited: never two classifications within minRecheckInterval (1 s)
+      const times = lines()
+        .filter((l) => l.event === 'nat:classified')
+        .map((l) => l.time)
+      for (let i = 1; i < times.length; i++) expect(times[i] - times[i - 1]).to.be.at.least(950)
+      for (const l of lines().filter((x) => x.event === 'nat:classified'))
+        table.push(
+          `  classified +${l.time - first.time} ms: ${l.udp}/${l.tcp} (${l.trigger}: ${(l.reasons as string[]).join('; ')})`,
+        )
+      table.push(
+        `re-classification: behaviour change -> nat:changed in ${ms1} ms; WAN ${wan0} -> ${wan1}: re-classified in ${ms2} ms, identify corroborating in ${ms3} ms; new interface address: re-classified in ${ms4} ms (${(onInterface.reasons as string[]).join('; ')}); ${times.length} classifications in all`,
+      )
+      // bounds: watch 1 s + coalescing + one classification (~3-4 s for these behaviours)
+      expect(ms1).to.be.below(10_000)
+      expect(ms2).to.be.below(15_000)
+    } catch (err) {
+      throw new Error(`${err}\n${proc.describe()}`)
+    } finally {
+      await proc.kill('SIGTERM')
+    }
   })
 
   it('says unknown when only one server address can be reached', async () => {
