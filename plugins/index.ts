@@ -10,6 +10,7 @@ import { natClassifier, natProbeServer } from './nat-probe/index.js'
 import { noise } from './noise/index.js'
 import { peerCache } from './peer-cache/index.js'
 import { ping } from './ping/index.js'
+import { metrics } from './prometheus-metrics/index.js'
 import { quic } from './quic/index.js'
 import { relayClient } from './relay-client/index.js'
 import { relayServer } from './relay-server/index.js'
@@ -29,6 +30,7 @@ export type {
 } from './nat-probe/index.js'
 export { NAT_PROBE_PROTOCOL } from './nat-probe/index.js'
 export type { CachedPeer, PeerCacheApi } from './peer-cache/index.js'
+export type { PrometheusMetricsApi } from './prometheus-metrics/index.js'
 export type { RelayClientApi, RelayReservationInfo } from './relay-client/index.js'
 export type { RelayServerApi, RelayServerReservation } from './relay-server/index.js'
 export { RELAY_HOP_PROTOCOL, RELAY_SERVICE, RELAY_STOP_PROTOCOL } from './relay-server/index.js'
@@ -39,6 +41,7 @@ export {
   jaccardClusters,
   kadTopics,
   mdns,
+  metrics,
   natClassifier,
   natProbeServer,
   noise,
@@ -74,6 +77,7 @@ export const builtinPlugins: PluginRegistry = new Map(
     holePunch,
     stunServer,
     jaccardClusters,
+    metrics,
   ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 

@@ -274,6 +274,44 @@ describe('kernel', function () {
       expect(node.api<{ hello(n: string): string }>('greeting').hello('x')).to.equal('hello x')
     })
 
+    it('optional dependencies: ordered first and used when present, undefined when absent', async () => {
+      const seen: unknown[] = []
+      const provider = definePlugin({
+        name: 'greeter',
+        provides: ['greeting'],
+        create: () => ({
+          setup: () => ({ hello: () => 'hi' }),
+          start: () => void seen.push('greeter:start'),
+        }),
+      })
+      const consumer = definePlugin({
+        name: 'consumer',
+        optionalDependencies: ['greeting'],
+        create: () => ({
+          start: (ctx) => {
+            seen.push(ctx.useOptional<{ hello(): string }>('greeting')?.hello() ?? 'absent')
+            try {
+              ctx.useOptional('clustering')
+            } catch (err) {
+              seen.push((err as MeshError).code)
+            }
+          },
+        }),
+      })
+      // the consumer comes first in the config: the optional dependency still starts before it
+      const withProvider = resolve(baseConfig({ plugins: [consumer(), provider()] }))
+      const names = withProvider.plugins.map((p) => p.plugin.name)
+      expect(names.indexOf('greeter')).to.be.lessThan(names.indexOf('consumer'))
+      const node = await kernel().start(withProvider)
+      expect(seen).to.deep.equal(['greeter:start', 'hi', 'MESH_ERR_UNDECLARED_DEPENDENCY'])
+      await node.stop()
+
+      seen.length = 0
+      const alone = resolve(baseConfig({ plugins: [consumer()] }, 'b'))
+      await kernel().start(alone)
+      expect(seen).to.deep.equal(['absent', 'MESH_ERR_UNDECLARED_DEPENDENCY'])
+    })
+
     it('merges libp2p contributions: services from plugins are on the node', async () => {
       const node = await kernel().start(resolve(baseConfig({ plugins: [ping()] })))
       expect(Object.keys(node.libp2p.services)).to.include.members(['identify', 'ping'])

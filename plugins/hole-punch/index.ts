@@ -136,11 +136,12 @@ const options = z
     inboundSettleMs: z.number().int().min(0).default(1000),
     /**
      * Read this node's NAT type from the 'nat-classification' capability (natClassifier()) and base the
-     * strategy on both sides' types. true makes 'nat-classification' a dependency: a config without a
-     * classifier is then rejected at start (MESH_ERR_MISSING_DEPENDENCY). false: this node says
-     * 'unknown', and only the remote's type (if it has a classifier) steers the strategy. @default false
+     * strategy on both sides' types. `'auto'`: when the config has a classifier (an optional
+     * dependency). `true` makes it a required dependency: a config without a classifier is rejected at
+     * start (MESH_ERR_MISSING_DEPENDENCY). `false`: this node says 'unknown', and only the remote's type
+     * (if it has a classifier) steers the strategy. @default 'auto'
      */
-    classifier: z.boolean().default(false),
+    classifier: z.union([z.boolean(), z.literal('auto')]).default('auto'),
     /** Longest wait for the NAT-type exchange over the relayed connection. @default 3000 */
     exchangeTimeout: z.number().int().positive().default(3000),
     /** Longest direct dial to a remote that says it is public. @default 3000 */
@@ -152,7 +153,7 @@ const options = z
     upgradeTimeout: 6000,
     maxAttempts: 1,
     inboundSettleMs: 1000,
-    classifier: false,
+    classifier: 'auto',
     exchangeTimeout: 3000,
     directTimeout: 3000,
   })
@@ -209,7 +210,10 @@ class Strategy implements HolePunchApi {
   ) {}
 
   async start(): Promise<void> {
-    if (this.opts.classifier) this.#classifier = this.ctx.use<NatClassification>('nat-classification')
+    if (this.opts.classifier === true)
+      this.#classifier = this.ctx.use<NatClassification>('nat-classification')
+    else if (this.opts.classifier === 'auto')
+      this.#classifier = this.ctx.useOptional<NatClassification>('nat-classification')
     await this.ctx.libp2p.handle(
       NAT_TYPE_PROTOCOL,
       (stream, connection) => this.#answer(stream, connection),
@@ -555,6 +559,7 @@ const holePunchPlugin = definePlugin({
   name: 'hole-punch',
   provides: ['hole-punch'],
   dependencies: ['transport', 'identify'],
+  optionalDependencies: ['nat-classification'],
   options,
   create: (opts) => {
     let strategy: Strategy | undefined
@@ -583,9 +588,9 @@ const holePunchPlugin = definePlugin({
 })
 
 /**
- * `holePunch(options)`. With `classifier: true` the plugin depends on 'nat-classification' (a plugin
- * declares its dependencies statically, and the kernel has no optional ones: the factory adds it to the
- * plugin it returns only when asked, so configs without a classifier keep working with `false`).
+ * `holePunch(options)`. 'nat-classification' is an optional dependency; with `classifier: true` the
+ * factory makes it a required one (dependencies are declared statically, per plugin definition), so a
+ * config that asks for the classifier and has none is rejected with MESH_ERR_MISSING_DEPENDENCY.
  */
 export const holePunch = Object.assign(
   (...args: Parameters<typeof holePunchPlugin>): MeshPlugin<HolePunchApi> => {

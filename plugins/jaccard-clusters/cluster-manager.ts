@@ -137,14 +137,16 @@ type Listener<E extends ClusterEventName> = (fields: ClusterEvents[E], event: E)
  * metrics, and an event for every change.
  */
 export class ClusterManager {
-  readonly threshold: number
-  readonly inactiveAfter: number
-  readonly cleanupInterval: number
-  private readonly autoCreate: boolean
-  private readonly removeEmpty: boolean
+  #threshold: number
+  #inactiveAfter: number
+  #cleanupInterval: number
+  private autoCreate: boolean
+  private removeEmpty: boolean
   private readonly clock: Clock
   private readonly makeId: (sortedTags: string[]) => string
-  private readonly index: SetIndex
+  private index: SetIndex
+  /** The index settings the current index was built with (compared on reconfigure). */
+  private indexKey: string
   private readonly clustersById = new Map<string, ClusterState>()
   /** peer -> ids of the clusters it is a member of. */
   private readonly peerClusters = new Map<string, Set<string>>()
@@ -152,20 +154,62 @@ export class ClusterManager {
   private timer: unknown
 
   constructor(options: ClusterManagerOptions = {}) {
-    this.threshold = options.threshold ?? 0.7
-    checkThreshold(this.threshold)
-    this.inactiveAfter = options.inactiveAfter ?? 300_000
-    if (!(this.inactiveAfter > 0)) throw new RangeError('inactiveAfter must be > 0 ms')
-    this.cleanupInterval = options.cleanupInterval ?? Math.max(1000, Math.floor(this.inactiveAfter / 5))
-    this.autoCreate = options.autoCreate ?? true
-    this.removeEmpty = options.removeEmptyClusters ?? true
+    const rules = resolveRules(options)
+    this.#threshold = rules.threshold
+    this.#inactiveAfter = rules.inactiveAfter
+    this.#cleanupInterval = rules.cleanupInterval
+    this.autoCreate = rules.autoCreate
+    this.removeEmpty = rules.removeEmptyClusters
     this.clock = options.clock ?? systemClock
     this.makeId = options.clusterId ?? ((tags) => `tags:${tags.join(',')}`)
-    const idx = options.index ?? 'exact'
-    this.index =
-      idx === 'exact'
-        ? new SimilarityIndex({ minThreshold: options.indexMinThreshold ?? this.threshold })
-        : new MinHashIndex(idx.minhash)
+    this.indexKey = rules.indexKey
+    this.index = rules.makeIndex()
+  }
+
+  /** Jaccard threshold for assignment and similar clusters. */
+  get threshold(): number {
+    return this.#threshold
+  }
+
+  /** A member not seen for this long (ms) is removed by cleanup. */
+  get inactiveAfter(): number {
+    return this.#inactiveAfter
+  }
+
+  /** Period of the automatic cleanup (ms). */
+  get cleanupInterval(): number {
+    return this.#cleanupInterval
+  }
+
+  /**
+   * Changes the rules in place (options left out take their defaults, as in the constructor; `clock`
+   * and `clusterId` cannot change). Everything is checked first: a bad option throws and changes
+   * nothing. A new index (kind, MinHash parameters, or the exact index's minimum threshold) is rebuilt
+   * from the current clusters; a running cleanup timer restarts with a new interval. Memberships are
+   * not re-evaluated here (the manager does not keep peers' tags): call `assignPeer` again for that.
+   * Returns true when the matching rules (threshold or index) changed.
+   */
+  reconfigure(options: Omit<ClusterManagerOptions, 'clock' | 'clusterId'>): boolean {
+    const rules = resolveRules(options)
+    const rulesChanged = rules.threshold !== this.#threshold || rules.indexKey !== this.indexKey
+    if (rules.indexKey !== this.indexKey) {
+      const index = rules.makeIndex()
+      for (const c of this.clustersById.values()) index.add(c.id, c.tags)
+      this.index = index
+      this.indexKey = rules.indexKey
+    }
+    this.#threshold = rules.threshold
+    this.#inactiveAfter = rules.inactiveAfter
+    this.autoCreate = rules.autoCreate
+    this.removeEmpty = rules.removeEmptyClusters
+    if (rules.cleanupInterval !== this.#cleanupInterval) {
+      this.#cleanupInterval = rules.cleanupInterval
+      if (this.timer !== undefined) {
+        this.stop()
+        this.start()
+      }
+    }
+    return rulesChanged
   }
 
   // ---- events
@@ -417,6 +461,32 @@ export class ClusterManager {
     this.index.remove(id)
     this.emit('cluster:removed', { clusterId: id, reason })
     return true
+  }
+}
+
+/** Checks and completes the rule options; the index is made on demand. */
+function resolveRules(options: Omit<ClusterManagerOptions, 'clock' | 'clusterId'>) {
+  const threshold = options.threshold ?? 0.7
+  checkThreshold(threshold)
+  const inactiveAfter = options.inactiveAfter ?? 300_000
+  if (!(inactiveAfter > 0)) throw new RangeError('inactiveAfter must be > 0 ms')
+  const cleanupInterval = options.cleanupInterval ?? Math.max(1000, Math.floor(inactiveAfter / 5))
+  if (!(cleanupInterval > 0)) throw new RangeError('cleanupInterval must be > 0 ms')
+  const idx = options.index ?? 'exact'
+  const minThreshold = options.indexMinThreshold ?? threshold
+  if (idx === 'exact') checkThreshold(minThreshold)
+  const makeIndex = (): SetIndex =>
+    idx === 'exact' ? new SimilarityIndex({ minThreshold }) : new MinHashIndex(idx.minhash)
+  // built once here, so that bad MinHash parameters throw before anything changes
+  makeIndex()
+  return {
+    threshold,
+    inactiveAfter,
+    cleanupInterval,
+    autoCreate: options.autoCreate ?? true,
+    removeEmptyClusters: options.removeEmptyClusters ?? true,
+    indexKey: JSON.stringify(idx === 'exact' ? { exact: minThreshold } : idx),
+    makeIndex,
   }
 }
 

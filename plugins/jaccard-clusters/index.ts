@@ -1,6 +1,6 @@
 import type { PeerId } from '@libp2p/interface'
 import { definePlugin, durationSchema, z } from 'meshkit'
-import { ClusteringService } from './service.js'
+import { ClusteringService, type ClusteringServiceOptions } from './service.js'
 import { TAG_LIMITS } from './wire.js'
 
 type PingService = { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
@@ -98,6 +98,23 @@ const options = z
     maintainInterval: 5_000,
   })
 
+function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOptions {
+  return {
+    threshold: opts.threshold,
+    inactiveAfter: opts.inactiveAfter,
+    cleanupInterval: opts.cleanupInterval,
+    autoCreate: opts.autoCreate,
+    removeEmptyClusters: opts.removeEmptyClusters,
+    index: opts.index,
+    indexMinThreshold: opts.indexMinThreshold,
+    tags: opts.tags,
+    protectBest: opts.protectBest,
+    targetConnectionsPerCluster: opts.targetConnectionsPerCluster,
+    pingInterval: opts.pingInterval,
+    maintainInterval: opts.maintainInterval,
+  }
+}
+
 /**
  * The default clustering strategy: peers grouped into clusters by their topic tags with Jaccard similarity
  * (see ClusterManager). Its API (`ctx.use('clustering')`, `node.api('clustering')`) is a
@@ -113,6 +130,8 @@ const options = z
  *   known members dialled (a few at a time, with backoff).
  * Every change is a node event (`cluster:created`, `cluster:removed`, `cluster:peer-added`,
  * `cluster:peer-removed`); bad tag messages reset the stream and emit `clustering:protocol-error`.
+ * On a config reload (`mesh dev`) every option is applied in place (`ClusteringService.reconfigure`):
+ * new tags are sent to connected peers, a new threshold or index re-assigns known peers, connections stay.
  */
 export const jaccardClusters = definePlugin({
   name: 'jaccard-clusters',
@@ -120,21 +139,12 @@ export const jaccardClusters = definePlugin({
   dependencies: ['ping'],
   options,
   create: (opts) => {
-    const service = new ClusteringService({
-      threshold: opts.threshold,
-      inactiveAfter: opts.inactiveAfter,
-      cleanupInterval: opts.cleanupInterval,
-      autoCreate: opts.autoCreate,
-      removeEmptyClusters: opts.removeEmptyClusters,
-      index: opts.index,
-      indexMinThreshold: opts.indexMinThreshold,
-      tags: opts.tags,
-      protectBest: opts.protectBest,
-      targetConnectionsPerCluster: opts.targetConnectionsPerCluster,
-      pingInterval: opts.pingInterval,
-      maintainInterval: opts.maintainInterval,
-    })
+    const service = new ClusteringService(serviceOptions(opts))
     return {
+      // every option applies in place (ClusteringService.reconfigure); the API object stays the same
+      reconfigure: (next) => {
+        service.reconfigure(serviceOptions(next))
+      },
       setup: (ctx) => {
         service.on('*', (fields, event) => ctx.events.emit(event, { ...fields }))
         return service

@@ -59,11 +59,13 @@ export function methodOf(connection: Connection, others: Connection[]): Connecti
  * tags (`tags()`, `setTags()`), the clusters it belongs to (`ownClusters()`) and the peers it protects.
  */
 export class ClusteringService extends ClusterManager {
-  readonly protectBest: number
-  readonly targetConnectionsPerCluster: number
-  readonly pingInterval: number
-  readonly maintainInterval: number
+  #protectBest: number
+  #targetConnectionsPerCluster: number
+  #pingInterval: number
+  #maintainInterval: number
   #tags: string[]
+  /** The last tags each peer sent (to re-assign peers when the rules change), while it is known. */
+  readonly #peerTags = new Map<string, string[]>()
   #rt?: Runtime
   readonly #off: Array<() => void> = []
   readonly #timers: ReturnType<typeof setInterval>[] = []
@@ -81,11 +83,67 @@ export class ClusteringService extends ClusterManager {
   constructor(options: ClusteringServiceOptions = {}) {
     super(options)
     this.#tags = checkTags(options.tags ?? [])
-    this.protectBest = options.protectBest ?? 3
-    this.targetConnectionsPerCluster = options.targetConnectionsPerCluster ?? 4
-    this.pingInterval = Math.max(100, options.pingInterval ?? 30_000)
-    this.maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
+    this.#protectBest = options.protectBest ?? 3
+    this.#targetConnectionsPerCluster = options.targetConnectionsPerCluster ?? 4
+    this.#pingInterval = Math.max(100, options.pingInterval ?? 30_000)
+    this.#maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
     this.on('*', () => this.#scheduleMaintain())
+  }
+
+  /** Best peers per own cluster that get the `meshkit-cluster` peer tag. */
+  get protectBest(): number {
+    return this.#protectBest
+  }
+
+  /** Connected members wanted per own cluster. */
+  get targetConnectionsPerCluster(): number {
+    return this.#targetConnectionsPerCluster
+  }
+
+  /** How often connected cluster members are pinged (ms). */
+  get pingInterval(): number {
+    return this.#pingInterval
+  }
+
+  /** How often protection and the per-cluster target are checked (ms). */
+  get maintainInterval(): number {
+    return this.#maintainInterval
+  }
+
+  /**
+   * Applies new options to the running service in place (options left out take their defaults; the
+   * clock and cluster ids cannot change). Everything is checked before anything changes: bad options
+   * throw and leave the service as it was. New matching rules (threshold, index) re-assign every known
+   * peer by the tags it last sent; new tags are sent to connected peers; new intervals restart the
+   * timers; protection and dialling are re-checked at once. Connections are kept.
+   */
+  override reconfigure(options: ClusteringServiceOptions): boolean {
+    const tags = checkTags(options.tags ?? [])
+    const protectBest = options.protectBest ?? 3
+    const target = options.targetConnectionsPerCluster ?? 4
+    if (!(Number.isInteger(protectBest) && protectBest >= 0)) throw new RangeError('protectBest must be >= 0')
+    if (!(Number.isInteger(target) && target >= 0))
+      throw new RangeError('targetConnectionsPerCluster must be >= 0')
+    const cleanupBefore = this.cleanupInterval
+    const rulesChanged = super.reconfigure(options)
+    this.#protectBest = protectBest
+    this.#targetConnectionsPerCluster = target
+    const pingInterval = Math.max(100, options.pingInterval ?? 30_000)
+    const maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
+    const timersChanged =
+      pingInterval !== this.#pingInterval ||
+      maintainInterval !== this.#maintainInterval ||
+      cleanupBefore !== this.cleanupInterval
+    this.#pingInterval = pingInterval
+    this.#maintainInterval = maintainInterval
+    if (rulesChanged) for (const [peer, peerTags] of this.#peerTags) this.#apply(peer, peerTags)
+    if (timersChanged && this.#rt) {
+      this.#stopTimers()
+      this.#startTimers(this.#rt)
+    }
+    this.setTags(tags)
+    this.#scheduleMaintain()
+    return rulesChanged
   }
 
   /** This node's own tags. */
@@ -144,6 +202,11 @@ export class ClusteringService extends ClusterManager {
       () => libp2p.removeEventListener('connection:open', onOpen),
       () => libp2p.removeEventListener('peer:disconnect', onDisconnect),
     )
+    this.#startTimers(rt)
+  }
+
+  #startTimers(rt: Runtime): void {
+    const { libp2p } = rt
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, ms)
       t.unref?.()
@@ -155,6 +218,8 @@ export class ClusteringService extends ClusterManager {
       this.cleanup()
       for (const peer of this.#backoff.keys())
         if (this.clustersOf(peer).length === 0) this.#backoff.delete(peer)
+      for (const peer of this.#peerTags.keys())
+        if (this.clustersOf(peer).length === 0 && !this.#connectedSince.has(peer)) this.#peerTags.delete(peer)
     })
     every(this.maintainInterval, () => this.#maintain())
     if (rt.ping) every(this.pingInterval, () => void this.#pingAll())
@@ -164,15 +229,20 @@ export class ClusteringService extends ClusterManager {
     const rt = this.#rt
     this.#rt = undefined
     for (const off of this.#off.splice(0)) off()
-    for (const t of this.#timers.splice(0)) clearInterval(t)
+    this.#stopTimers()
     clearTimeout(this.#maintainSoon)
     this.#maintainSoon = undefined
     if (rt) await rt.libp2p.unhandle(TAGS_PROTOCOL).catch(() => {})
   }
 
+  #stopTimers(): void {
+    for (const t of this.#timers.splice(0)) clearInterval(t)
+  }
+
   // ---- tag exchange
 
   #apply(peer: string, tags: string[]): void {
+    this.#peerTags.set(peer, [...tags])
     this.assignPeer(peer, tags, this.#metricsOf(peer))
     this.#rt?.logger.debug(
       `${peer} has tags [${tags.join(', ')}]: clusters ${this.clustersOf(peer).join(', ')}`,

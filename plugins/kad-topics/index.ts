@@ -7,14 +7,27 @@ import {
   definePlugin,
   durationSchema,
   type Libp2pContribution,
+  type PluginContext,
   z,
 } from 'meshkit'
 import type { CID } from 'multiformats/cid'
+import type { MemberRegistry } from './member-registry.js'
 import { TopicPeerDiscovery } from './topic-discovery.js'
-import { TopicManager } from './topic-manager.js'
+import { TopicManager, type TopicManagerSettings } from './topic-manager.js'
 
 export { topicKey } from './topic-key.js'
 export { TOPICS_PROTOCOL } from './wire.js'
+
+/** Options the DHT service is built from: a change to one of them needs a new libp2p node. */
+export const DHT_OPTIONS = [
+  'mode',
+  'protocol',
+  'kBucketSize',
+  'dhtMode',
+  'addressScope',
+  'records',
+  'recordTtl',
+] as const
 
 /** A kad-dht peer-info mapper keeping the addresses `scope` calls public. */
 export function keepPublicAddresses(scope: AddressScope) {
@@ -111,16 +124,38 @@ export interface TopicDiscovery {
   topicKey(topic: string): Promise<CID>
 }
 
+type KadTopicsOptions = z.output<typeof options>
+
+function managerSettings(opts: KadTopicsOptions): TopicManagerSettings {
+  return {
+    namespace: opts.namespace,
+    connectionsPerTopic: opts.connectionsPerTopic,
+    queryTimeout: opts.queryTimeout,
+    memberExchange: opts.memberExchange,
+    lookupBackoff: { initial: opts.lookupInitial, max: opts.lookupMax },
+    refreshInterval: opts.refreshInterval,
+    memberTtl: opts.memberTtl,
+  }
+}
+
 /**
  * Topic discovery on the Kademlia DHT (@libp2p/kad-dht): topics are provider records under a CID
  * derived from the topic name, plus a member exchange between connected peers for fast rendezvous.
+ *
+ * On a config reload (`mesh dev`), options other than the DHT's ({@link DHT_OPTIONS}) are applied in
+ * place: `topics` joins the added and leaves the removed config topics (topics joined at runtime
+ * stay), `connectionsPerTopic`, `queryTimeout`, `lookupInitial`/`lookupMax`, `refreshInterval` and
+ * `memberTtl` take effect at once; a new `namespace` (new topic keys) or `memberExchange` leaves and
+ * re-joins every topic with a new topic manager, connections kept. A DHT option needs a new node.
  */
 export const kadTopics = definePlugin({
   name: 'kad-topics',
   provides: ['discovery', 'peer-discovery'],
   dependencies: ['transport', 'identify', 'ping'],
   options,
-  create: (opts) => {
+  libp2pOptions: DHT_OPTIONS,
+  create: (initial) => {
+    let opts = initial
     const discovery = new TopicPeerDiscovery()
     let manager: TopicManager | undefined
     const need = (): TopicManager => {
@@ -134,6 +169,17 @@ export const kadTopics = definePlugin({
     }
     const dhtService = (ctx: { libp2p: { services: Record<string, unknown> } }) =>
       ctx.libp2p.services.dht as KadDHT
+    const makeManager = (ctx: PluginContext, o: KadTopicsOptions, registry?: MemberRegistry) =>
+      new TopicManager(
+        ctx.libp2p,
+        dhtService(ctx),
+        managerSettings(o),
+        ctx.logger,
+        ctx.events,
+        ctx.signal,
+        (peer) => discovery.discovered(peer),
+        registry,
+      )
     const api: TopicDiscovery = {
       join: (topic) => need().join(validTopic(topic)),
       leave: (topic) => need().leave(validTopic(topic)),
@@ -192,29 +238,52 @@ export const kadTopics = definePlugin({
         peerDiscovery: [() => discovery],
       }),
       start: async (ctx) => {
-        manager = new TopicManager(
-          ctx.libp2p,
-          dhtService(ctx),
-          {
-            namespace: opts.namespace,
-            connectionsPerTopic: opts.connectionsPerTopic,
-            queryTimeout: opts.queryTimeout,
-            memberExchange: opts.memberExchange,
-            lookupBackoff: { initial: opts.lookupInitial, max: opts.lookupMax },
-            refreshInterval: opts.refreshInterval,
-            memberTtl: opts.memberTtl,
-          },
-          ctx.logger,
-          ctx.events,
-          ctx.signal,
-          (peer) => discovery.discovered(peer),
-        )
+        manager = makeManager(ctx, opts)
         await manager.start()
         await Promise.all(opts.topics.map((topic) => manager!.join(topic)))
       },
       stop: async () => {
         await manager?.stop()
         manager = undefined
+      },
+      reconfigure: async (next, ctx) => {
+        if (DHT_OPTIONS.some((key) => JSON.stringify(opts[key]) !== JSON.stringify(next[key]))) return false
+        const current = manager
+        if (!current) {
+          opts = next
+          return true
+        }
+        const previous = opts
+        const runtime = current.topics().filter((t) => !previous.topics.includes(t))
+        if (next.namespace !== previous.namespace || next.memberExchange !== previous.memberExchange) {
+          // new topic keys (or a protocol handler to add/remove): leave everything, join again
+          if (next.namespace !== previous.namespace) for (const t of current.topics()) await current.leave(t)
+          await current.stop()
+          const fresh = makeManager(
+            ctx,
+            next,
+            next.namespace === previous.namespace ? current.registry : undefined,
+          )
+          try {
+            await fresh.start()
+          } catch (err) {
+            // back to the previous options, with the topics it had
+            await fresh.stop().catch(() => {})
+            manager = makeManager(ctx, previous, current.registry)
+            await manager.start()
+            await Promise.all([...previous.topics, ...runtime].map((t) => manager!.join(t)))
+            throw err
+          }
+          manager = fresh
+          opts = next
+          await Promise.all([...new Set([...next.topics, ...runtime])].map((t) => fresh.join(t)))
+          return true
+        }
+        current.update(managerSettings(next))
+        opts = next
+        for (const t of previous.topics) if (!next.topics.includes(t)) await current.leave(t)
+        await Promise.all(next.topics.map((t) => current.join(t)))
+        return true
       },
     }
   },

@@ -22,6 +22,17 @@ export class MemberRegistry {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** How long a member stays known without news (ms). */
+  get ttl(): number {
+    return this.limits.ttl
+  }
+
+  /** Changes how long members stay known without news (applies to members already known, too). */
+  setTtl(ms: number): void {
+    if (!(ms > 0)) throw new RangeError(`ttl must be > 0 ms (got ${ms})`)
+    this.limits.ttl = ms
+  }
+
   /** Records a member; returns true when it was not known for this key before. */
   add(key: string, peerId: string, addrs: readonly string[], direct: boolean, short = false): boolean {
     let members = this.#keys.get(key)

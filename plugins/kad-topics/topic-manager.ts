@@ -63,18 +63,45 @@ export class TopicManager {
   readonly #failedUntil = new Map<string, number>()
   readonly #self: string
   #off: Array<() => void> = []
+  private readonly settings: TopicManagerSettings
 
   constructor(
     private readonly libp2p: Libp2p,
     readonly dht: KadDHT,
-    private readonly settings: TopicManagerSettings,
+    settings: TopicManagerSettings,
     private readonly logger: Logger,
     private readonly events: MeshEventBus,
     private readonly signal: AbortSignal,
     private readonly onDiscovered: (peer: PeerInfo) => void,
+    registry?: MemberRegistry,
   ) {
     this.#self = libp2p.peerId.toString()
-    this.registry = new MemberRegistry({ maxKeys: 4096, maxMembers: 64, ttl: settings.memberTtl })
+    this.settings = { ...settings, lookupBackoff: { ...settings.lookupBackoff } }
+    this.registry = registry ?? new MemberRegistry({ maxKeys: 4096, maxMembers: 64, ttl: settings.memberTtl })
+    if (registry) registry.setTtl(settings.memberTtl)
+  }
+
+  /**
+   * Applies new timing and size settings to the running manager (joined topics, loops and the member
+   * registry keep going): loops wake up and re-read them, and topics are filled up to a larger
+   * `connectionsPerTopic` at once. `namespace` and `memberExchange` cannot change here.
+   */
+  update(
+    settings: Pick<
+      TopicManagerSettings,
+      'connectionsPerTopic' | 'queryTimeout' | 'lookupBackoff' | 'refreshInterval' | 'memberTtl'
+    >,
+  ): void {
+    this.registry.setTtl(settings.memberTtl)
+    this.settings.connectionsPerTopic = settings.connectionsPerTopic
+    this.settings.queryTimeout = settings.queryTimeout
+    this.settings.lookupBackoff = { ...settings.lookupBackoff }
+    this.settings.refreshInterval = settings.refreshInterval
+    this.settings.memberTtl = settings.memberTtl
+    for (const joined of this.#joined.values()) {
+      joined.wake?.()
+      this.#fill(joined)
+    }
   }
 
   async start(): Promise<void> {

@@ -1,6 +1,7 @@
-import { createLogger, type LogLevel, MeshError, startMesh } from 'meshkit'
+import { createLogger, isMeshError, type LogLevel, MeshError, startMesh } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import type { CliIo } from './run-cli.js'
+import { clientFor } from './status-commands.js'
 
 export interface NatCommandOptions {
   cwd: string
@@ -41,6 +42,7 @@ interface NatVerdicts {
   tcp?: Verdict
   at: string
   ms: number
+  trigger?: string
 }
 
 /** The capability natClassifier() provides. */
@@ -69,11 +71,46 @@ function describe(name: string, v: Verdict | undefined): string {
 }
 
 /**
- * `mesh nat`: starts the node from the config, classifies its NAT once (natClassifier()), prints the
+ * The verdict of the node running in the data dir (through its control API), or false when no node
+ * runs there. A running node without a classifier is a user error (its data dir is in use, so a
+ * one-shot classification could not start either).
+ */
+async function runningNodeVerdict(opts: NatCommandOptions, io: CliIo): Promise<boolean> {
+  const client = clientFor({ cwd: opts.cwd, dataDir: opts.dataDir })
+  let answer: { report: Record<string, unknown> | null }
+  let peerId: string | undefined
+  try {
+    peerId = (await client.discover()).peerId
+    answer = await client.nat()
+  } catch (err) {
+    if (isMeshError(err, 'MESH_ERR_CONTROL_NOT_RUNNING')) return false
+    throw err
+  }
+  const report = answer.report as NatVerdicts | null
+  if (opts.json) {
+    io.stdout(
+      `${JSON.stringify({ event: 'nat', source: 'running-node', peerId, ...(report ?? { report: null }) })}\n`,
+    )
+  } else if (!report) {
+    io.stdout(
+      `The running node ${peerId ?? ''} has no NAT verdict yet (its classifier runs at start and on address changes); try again shortly.\n`,
+    )
+  } else {
+    io.stdout(
+      `NAT classification of the running node ${peerId ?? ''} (at ${report.at}, ${report.ms} ms)\n${describe('UDP', report.udp)}${describe('TCP', report.tcp)}`,
+    )
+  }
+  return true
+}
+
+/**
+ * `mesh nat`: when a node runs in the data dir, prints its current verdict (from its control API).
+ * Otherwise starts the node from the config, classifies its NAT once (natClassifier()), prints the
  * verdict and the evidence (or one JSON object with `--json`), stops the node. A config without
  * natClassifier() is a user error (exit 2 through runCli).
  */
 export async function natCommand(opts: NatCommandOptions, io: CliIo): Promise<void> {
+  if (await runningNodeVerdict(opts, io)) return
   const logger = createLogger({ level: opts.logLevel ?? 'warn' })
   const mesh = await startMesh({
     cwd: opts.cwd,

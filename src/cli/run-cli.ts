@@ -1,7 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_LEVELS, multiaddrSchema } from 'meshkit'
-import { natCommand } from './nat-command.js'
-import { startCommand } from './start-command.js'
+import { registerDemoCommand } from './demo-command.js'
+import { registerStatusCommands } from './status-commands.js'
 
 /** Exit codes: 0 ok, 1 unexpected failure, 2 user error (bad config, bad arguments). */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const
@@ -29,7 +29,17 @@ function multiaddrArg(value: string, previous: string[] | undefined): string[] {
   throw new InvalidArgumentError(`Expected ${expected}${params?.hint ? `; ${params.hint}` : ''}.`)
 }
 
-/** Builds the `mesh` program. Every command is a thin face over library functions. */
+/** A debounce in ms for `mesh dev`. */
+function debounceArg(value: string): number {
+  const ms = Number(value)
+  if (!/^\d+$/.test(value) || ms > 10_000) throw new InvalidArgumentError('a debounce is 0 to 10000 ms')
+  return ms
+}
+
+/**
+ * Builds the `mesh` program. Every command is a thin face over library functions, loaded when the
+ * command runs (so `mesh status` does not load libp2p's transports).
+ */
 export function createProgram(io: CliIo = defaultIo): Command {
   const program = new Command('mesh')
     .description('Meshkit: peer-to-peer mesh networks on js-libp2p')
@@ -48,19 +58,75 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
     .option('--mode <mode>', 'mode passed to a config function', 'production')
     .option('-t, --topic <name>', 'join this topic once started (repeatable; needs kadTopics())', topicArg)
-    .action((opts, cmd: Command) => startCommand({ ...opts, cwd: process.cwd() }, io, cmd))
+    .option('--no-control', 'do not serve the control API (mesh status, peers, ... need it)')
+    .option('--control-port <port>', 'control API port on 127.0.0.1 (default: a free port)', portArg)
+    .option('--control-socket <path>', 'serve the control API on this unix socket instead of TCP')
+    .option('--dashboard', 'serve the dashboard on the control API and print its URL')
+    .action(async (opts, cmd: Command) =>
+      (await import('./start-command.js')).startCommand({ ...opts, cwd: process.cwd() }, io, cmd),
+    )
 
   program
     .command('nat')
-    .description("classify this node's NAT (UDP and TCP) once and print the verdict with its evidence")
+    .description(
+      "print the NAT verdict of the node running in the data dir, or classify this node's NAT (UDP and TCP) once",
+    )
     .option('-c, --config <path>', 'config file (default: search the current directory)')
     .option('-d, --data-dir <dir>', 'data dir for the identity key and datastore (default: .mesh)')
     .option('--json', 'print one JSON object: {event:"nat", peerId, udp, tcp, trigger, at, ms}')
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
     .option('--mode <mode>', 'mode passed to a config function', 'production')
-    .action((opts) => natCommand({ ...opts, cwd: process.cwd() }, io))
+    .action(async (opts) =>
+      (await import('./nat-command.js')).natCommand({ ...opts, cwd: process.cwd() }, io),
+    )
+
+  program
+    .command('init')
+    .description('create a project from a template: basic, relay, chat or plugin')
+    .argument('<dir>', 'the project directory (its name becomes the package name)')
+    .option('-t, --template <name>', 'basic | relay | chat | plugin', 'basic')
+    .option('--no-install', 'do not run `npm install` in the new project')
+    .option('-f, --force', 'write into a non-empty directory (overwrites the files the template has)')
+    .option('--name <package-name>', 'the package name (default: the directory name)')
+    .option('--meshkit <spec>', 'version spec of the meshkit dependency, e.g. file:../meshkit-0.1.0.tgz')
+    .action(async (dir: string, opts) =>
+      (await import('./init-command.js')).initCommand({ ...opts, dir, cwd: process.cwd() }, io),
+    )
+
+  program
+    .command('dev')
+    .description('run a node that follows mesh.config.ts: each save is applied with the smallest change')
+    .option('-c, --config <path>', 'config file (default: search the current directory)')
+    .option('-d, --data-dir <dir>', 'data dir for the identity key and datastore (default: .mesh)')
+    .option('-l, --listen <multiaddr...>', 'listen address (repeatable); replaces the config', multiaddrArg)
+    .option('--dial <multiaddr...>', 'dial this peer address after start (repeatable)', multiaddrArg)
+    .option('--json', 'print JSON lines: started, control, one `reload` line per reload, node events')
+    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
+    .option('--mode <mode>', 'mode passed to a config function', 'development')
+    .option(
+      '-t, --topic <name>',
+      'join this topic once started, and again after a rebuild (repeatable)',
+      topicArg,
+    )
+    .option('--no-control', 'do not serve the control API and dashboard')
+    .option('--control-port <port>', 'control API port on 127.0.0.1 (default: a free port)', portArg)
+    .option('--debounce <ms>', 'saves closer together than this are one reload (default: 50)', debounceArg)
+    .action(async (opts) =>
+      (await import('./dev-command.js')).devCommand({ ...opts, cwd: process.cwd() }, io),
+    )
+
+  registerStatusCommands(program, io)
+
+  registerDemoCommand(program, io)
 
   return program
+}
+
+/** A TCP port number for an option. */
+function portArg(value: string): number {
+  const port = Number(value)
+  if (!/^\d+$/.test(value) || port > 65535) throw new InvalidArgumentError('a port is 0 to 65535')
+  return port
 }
 
 /** Collects repeated `--topic` values, checking each. */

@@ -1,6 +1,9 @@
+import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { createLogger, type LogLevel, MeshError, type MeshEvent, startMesh } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
+import { type ControlServer, startControlServer } from '../control/index.js'
+import { createOutput, showStartupProgress } from './output.js'
 import type { CliIo } from './run-cli.js'
 
 export interface StartCommandOptions {
@@ -14,6 +17,14 @@ export interface StartCommandOptions {
   mode: string
   /** Topics to join once started (needs a plugin providing the `discovery` slot, e.g. kadTopics()). */
   topic?: string[]
+  /** Serve the control API (127.0.0.1, token in the data dir). `--no-control` sets false. @default true */
+  control?: boolean
+  /** The control API's port. @default 0 (a free port) */
+  controlPort?: number
+  /** Serve the control API on this unix socket (mode 0600) instead of 127.0.0.1. */
+  controlSocket?: string
+  /** Serve the dashboard on the control API (implies the control API). */
+  dashboard?: boolean
 }
 
 /** The part of the `discovery` slot's API the CLI uses. */
@@ -28,7 +39,11 @@ interface JoinsTopics {
  * Node's default handler (killed by the signal, nothing stopped) that gets it.
  */
 export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: Command): Promise<void> {
-  const logger = createLogger({ level: opts.logLevel ?? 'info' })
+  // progress lines (human mode only) on stdout; log lines go through it so a live line stays intact
+  const output = createOutput({ write: io.stdout, isTTY: process.stdout.isTTY === true })
+  const logger = createLogger({ level: opts.logLevel ?? 'info', write: (line) => output.log(line) })
+  let endProgress: (() => void) | undefined
+  let control: ControlServer | undefined
   let received: NodeJS.Signals | undefined
   let stop: (() => void) | undefined
   // `on`, not `once`: a second signal must reach this handler too, not Node's default
@@ -81,6 +96,32 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       mesh.kernel.events.on('topic:peer:lost', (e) =>
         logger.info(`topic ${e.topic}: lost ${e.peerId} (${e.reason})`),
       )
+      endProgress = showStartupProgress(node, mesh.kernel.events, output)
+    }
+    // after the event subscriptions above, so that no event of the first dials is missed meanwhile
+    if (opts.control !== false || opts.dashboard) {
+      try {
+        control = await startControlServer({
+          kernel: mesh.kernel,
+          dataDir: mesh.loaded.config.dataDir,
+          port: opts.controlPort ?? 0,
+          socketPath: opts.controlSocket ? resolve(opts.cwd, opts.controlSocket) : undefined,
+          dashboard: opts.dashboard === true,
+          logger: logger.child('control'),
+        })
+      } catch (err) {
+        await mesh.close().catch(() => {})
+        throw err
+      }
+      const dashboard = opts.dashboard === true
+      if (opts.json)
+        io.stdout(
+          `${JSON.stringify({ event: 'control', url: control.url, socketPath: control.socketPath, dashboard, time: Date.now() })}\n`,
+        )
+      else
+        output.line(
+          `  control: ${control.socketPath ? `unix socket ${control.socketPath}` : control.url} (mesh status)${dashboard ? `\n  dashboard: ${control.url}/?token=${control.token}` : ''}`,
+        )
     }
     if (opts.topic?.length) {
       const discovery = node.api<JoinsTopics>('discovery')
@@ -94,7 +135,12 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
           process.exit(1)
         }, mesh.loaded.config.shutdownTimeout)
         timeout.unref()
-        mesh.close().then(() => {
+        // the control API first: control.json goes away before the node does
+        const closeAll = async () => {
+          await control?.close().catch(() => {})
+          await mesh.close()
+        }
+        closeAll().then(() => {
           clearTimeout(timeout)
           if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
           resolve()
@@ -104,6 +150,9 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       if (received) stop()
     })
   } finally {
+    await control?.close().catch(() => {})
+    endProgress?.()
+    output.close()
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
   }

@@ -75,7 +75,7 @@ export const ERRORS = {
     message: (plugin: string, cap: string) =>
       `Plugin '${plugin}' used '${cap}' without declaring it in its \`dependencies\`.`,
     hint: (_plugin: string, cap: string) =>
-      `Add '${cap}' to the plugin's \`dependencies\` so the kernel can order and check it.`,
+      `Add '${cap}' to the plugin's \`dependencies\` (or \`optionalDependencies\` when it works without one) so the kernel can order and check it.`,
   }),
   MESH_ERR_NOT_EXCLUSIVE: spec({
     user: false,
@@ -103,6 +103,13 @@ export const ERRORS = {
     user: true,
     message: (reason: string) => `The node could not listen: ${reason}`,
     hint: () => 'Pick another port in `listen` (or --listen), or stop the process that holds it.',
+  }),
+  MESH_ERR_RECONFIGURE_FAILED: spec({
+    user: false,
+    message: (plugin: string, reason: string) =>
+      `Could not apply the new config in place (${plugin}): ${reason}`,
+    hint: () =>
+      'The node keeps running with its previous config; a reload falls back to building a new node. A plugin whose reconfigure hook fails must keep its previous options.',
   }),
   MESH_ERR_STOP_FAILED: spec({
     user: false,
@@ -137,6 +144,72 @@ export const ERRORS = {
   MESH_ERR_UNKNOWN_PLUGIN: spec({
     user: true,
     message: (name: string) => `No plugin named '${name}' is registered.`,
+  }),
+  MESH_ERR_INIT_UNKNOWN_TEMPLATE: spec({
+    user: true,
+    message: (template: string, available: string[]) =>
+      `There is no template '${template}'. Available templates: ${available.join(', ')}.`,
+    hint: (_template: string, available: string[]) =>
+      `Pass one of them with --template, e.g. \`mesh init my-app --template ${available[0] ?? 'basic'}\`.`,
+  }),
+  MESH_ERR_INIT_DIR_NOT_EMPTY: spec({
+    user: true,
+    message: (dir: string, entries: string[]) =>
+      `The directory ${dir} is not empty (${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', ...' : ''}).`,
+    hint: () =>
+      'Pick a new or empty directory, or pass --force to write into it (files the template has are overwritten, others kept).',
+  }),
+  MESH_ERR_INIT_BAD_NAME: spec({
+    user: true,
+    message: (name: string, problems: string[], _suggestion?: string) =>
+      `"${name}" cannot be an npm package name: ${problems.join('; ')}.`,
+    hint: (_name: string, _problems: string[], suggestion?: string) =>
+      `Name the directory${suggestion ? ` e.g. ${suggestion}` : ' with lowercase letters, digits and "-"'}, or pass --name <package-name>.`,
+  }),
+  MESH_ERR_INIT_INSTALL_FAILED: spec({
+    user: true,
+    message: (dir: string, reason: string) =>
+      `The project was created in ${dir}, but \`npm install\` failed: ${reason}`,
+    hint: () => 'Fix the problem npm reports, then run `npm install` in the project directory yourself.',
+  }),
+  MESH_ERR_CONTROL_UNAUTHORIZED: spec({
+    user: true,
+    message: (why: string) => `The control API refused the request: ${why}.`,
+    hint: () =>
+      'Send `Authorization: Bearer <token>` with the token from <dataDir>/control.token (the mesh CLI does it when given the same --data-dir as the node).',
+  }),
+  MESH_ERR_CONTROL_NOT_RUNNING: spec({
+    user: true,
+    message: (dataDir: string, why: string) => `No running node serves a control API in ${dataDir} (${why}).`,
+    hint: () =>
+      'Start one with `mesh start` (its control API is on by default), or pass the --data-dir the node uses.',
+  }),
+  MESH_ERR_CONTROL_BAD_REQUEST: spec({
+    user: true,
+    message: (reason: string) => `Bad control API request: ${reason}`,
+    hint: () => 'Send a JSON body such as {"topic":"my-topic"} with Content-Type: application/json.',
+  }),
+  MESH_ERR_CONTROL_TOO_LARGE: spec({
+    user: true,
+    message: (limit: number) => `The request body is larger than the control API's limit of ${limit} bytes.`,
+  }),
+  MESH_ERR_CONTROL_NOT_FOUND: spec({
+    user: true,
+    message: (method: string, path: string) => `The control API has no endpoint ${method} ${path}.`,
+    hint: () => 'See docs/control-api.md for the endpoints (GET /api/status, /api/peers, ...).',
+  }),
+  MESH_ERR_CONTROL_NO_PROVIDER: spec({
+    user: true,
+    message: (capability: string) => `The running node has no plugin providing '${capability}'.`,
+  }),
+  MESH_ERR_CONTROL_NO_NODE: spec({
+    user: false,
+    message: () => 'The control API has no running node right now (it is starting, swapping or stopping).',
+    hint: () => 'Retry in a moment.',
+  }),
+  MESH_ERR_CONTROL_FAILED: spec({
+    user: false,
+    message: (what: string, reason: string) => `The control API could not ${what}: ${reason}`,
   }),
 } as const
 

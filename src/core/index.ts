@@ -3,6 +3,17 @@ export { z } from 'zod'
 export { type AddressScope, checkCidr, createAddressScope } from './address-scope.js'
 export { type BootstrapSource, backoffDelay, type NamedBootstrapSource } from './bootstrap.js'
 export { coalescePerKey } from './coalesce.js'
+export {
+  type ChangeAction,
+  type ConfigDiff,
+  type CoreChange,
+  type DiffConfigOptions,
+  definitionChanged,
+  diffConfig,
+  type PluginChange,
+  type PluginHookInfo,
+  type ValueChange,
+} from './config-diff.js'
 export { cidrSchema, durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,
@@ -19,7 +30,7 @@ export { parseDuration } from './duration.js'
 export { ERRORS, type ErrorCode, isMeshError, MeshError, meshError } from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
 export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
-export { MeshKernel, type MeshKernelOptions } from './kernel.js'
+export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
 export { combineGaters } from './libp2p-options.js'
 export {
   CONFIG_SEARCH_PLACES,
@@ -31,7 +42,7 @@ export {
   loadConfig,
 } from './load-config.js'
 export { createLogger, LOG_LEVELS, type Logger, type LoggerOptions } from './logger.js'
-export { describeConnection, MeshNode, type NodeState } from './mesh-node.js'
+export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'
 export {
   type Capability,
   definePlugin,
@@ -48,5 +59,20 @@ export {
 } from './plugin.js'
 export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
 export { type ConfigProblem, type PluginRegistry, resolveConfig } from './resolve-config.js'
+export {
+  type ClusteringSlotApi,
+  type ClusterMemberView,
+  type ClusterView,
+  type ConnectionMethod,
+  type ConnectionMethodSource,
+  type DiscoverySlotApi,
+  hasMethods,
+  type MetricsSlotApi,
+  type NatClassificationSlotApi,
+  type NatProtocolVerdictView,
+  type NatReportView,
+  optionalApi,
+  SLOT_CAPABILITIES,
+} from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
 export { capabilityToken, TOKENS, type Token } from './tokens.js'

@@ -2,13 +2,14 @@ import 'reflect-metadata'
 import { join } from 'node:path'
 import type { Datastore } from 'interface-datastore'
 import { type DependencyContainer, container as globalContainer } from 'tsyringe'
+import type { ConfigDiff, DiffConfigOptions } from './config-diff.js'
 import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
 import { lockDataDir } from './data-dir-lock.js'
 import { MeshError, meshError, reasonOf } from './errors.js'
 import { createEventBus, type MeshEventBus } from './events.js'
 import { type Identity, loadOrCreateIdentity } from './identity.js'
 import { createLogger, type Logger } from './logger.js'
-import { MeshNode, NODE_CONTAINER } from './mesh-node.js'
+import { MeshNode, NODE_CONTAINER, type ReloadStep } from './mesh-node.js'
 import { TOKENS } from './tokens.js'
 
 export interface MeshKernelOptions {
@@ -17,6 +18,20 @@ export interface MeshKernelOptions {
   logger?: Logger
   /** Shared across node rebuilds, so subscribers follow whichever node is current. */
   events?: MeshEventBus
+}
+
+/** What {@link MeshKernel.update} did. */
+export interface UpdateResult {
+  /** `none`: nothing changed; `in-place`: the running node took the config; `rebuild`: a new node was swapped in. */
+  mode: 'none' | 'in-place' | 'rebuild'
+  diff: ConfigDiff
+  steps: ReloadStep[]
+  /** The current node afterwards (a new one after a rebuild). */
+  node: MeshNode
+  /** Why the in-place update failed when it fell back to a rebuild (the MeshError's describe() text). */
+  fallback?: string
+  /** Time to apply, ms (not counting loading the config). */
+  ms: number
 }
 
 interface DataDirResources {
@@ -88,6 +103,7 @@ export class MeshKernel {
   #owners = new WeakMap<MeshNode, { key: string; container: DependencyContainer }>()
   #current?: MeshNode
   #closed = false
+  #updating: Promise<unknown> = Promise.resolve()
 
   constructor(options: MeshKernelOptions = {}) {
     this.env = options.env ?? { command: 'start', mode: 'production' }
@@ -202,6 +218,79 @@ export class MeshKernel {
     const next = await this.build(config)
     await this.swap(next)
     return next
+  }
+
+  /**
+   * Applies a new config to the current node with the smallest change (see `diffConfig`): in place when
+   * the libp2p node can stay (core settings, plugins reconfigured or restarted alone; connections stay
+   * up), else a new node built with the same identity and swapped in. When the in-place update fails it
+   * is undone and a new node is built instead (`fallback` says why); when that fails too, the error is
+   * thrown and the current node keeps running with its previous config. Updates run one at a time.
+   * Emits `config:updated` on the event bus.
+   */
+  update(next: ResolvedMeshConfig, options: Omit<DiffConfigOptions, 'hooks'> = {}): Promise<UpdateResult> {
+    const run = this.#updating.then(() => this.#update(next, options))
+    this.#updating = run.catch(() => {})
+    return run
+  }
+
+  async #update(next: ResolvedMeshConfig, options: Omit<DiffConfigOptions, 'hooks'>): Promise<UpdateResult> {
+    const node = this.#current
+    if (!node || this.#closed)
+      throw new MeshError('MESH_ERR_INVALID_ARGUMENT', 'no node is running: start one before updating it')
+    const started = performance.now()
+    const diff = node.diff(next, options)
+    const done = (result: Omit<UpdateResult, 'ms' | 'diff'>): UpdateResult => {
+      const full = { ...result, diff, ms: performance.now() - started }
+      if (full.mode !== 'none') {
+        this.events.emit('config:updated', {
+          mode: full.mode,
+          peerId: full.node.peerId.toString(),
+          steps: full.steps.map((s) => `${s.target}: ${s.action}${s.detail ? ` (${s.detail})` : ''}`),
+          ...(full.fallback ? { fallback: full.fallback } : {}),
+          ms: Math.round(full.ms * 10) / 10,
+        })
+      }
+      return full
+    }
+    if (!diff.changed) {
+      // nothing that matters changed (e.g. only the file moved): the node stands for the new config
+      if (!diff.rebuild) await node.applyInPlace(next, diff)
+      return done({ mode: 'none', steps: [], node })
+    }
+    let fallback: MeshError | undefined
+    if (!diff.rebuild) {
+      try {
+        const steps = await node.applyInPlace(next, diff)
+        return done({ mode: 'in-place', steps, node })
+      } catch (err) {
+        fallback =
+          err instanceof MeshError
+            ? err
+            : new MeshError('MESH_ERR_RECONFIGURE_FAILED', reasonOf(err), { cause: err })
+        this.logger.warn(`${fallback.message}; building a new node instead`)
+      }
+    }
+    const t0 = performance.now()
+    try {
+      const rebuilt = await this.reload(next)
+      return done({
+        mode: 'rebuild',
+        steps: [
+          {
+            target: 'node',
+            action: 'rebuilt',
+            detail: fallback ? 'the in-place update failed' : diff.reasons.join('; '),
+            ms: performance.now() - t0,
+          },
+        ],
+        node: rebuilt,
+        fallback: fallback?.describe(),
+      })
+    } catch (err) {
+      if (fallback && err instanceof MeshError) err.errors.push(fallback)
+      throw err
+    }
   }
 
   /** Stops and releases a node and its container; releases its data dir when no other node uses it. */

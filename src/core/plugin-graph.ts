@@ -87,7 +87,8 @@ export function orderPlugins(
     indegree.set(p, 0)
   }
   for (const p of plugins) {
-    for (const dep of p.plugin.dependencies) {
+    // optional dependencies order the plugins like dependencies when a provider is there
+    for (const dep of [...p.plugin.dependencies, ...(p.plugin.optionalDependencies ?? [])]) {
       const list = providers.get(dep) ?? []
       for (const provider of list) {
         if (provider === p) continue

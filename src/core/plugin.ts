@@ -61,6 +61,11 @@ export interface PluginContext {
   readonly signal: AbortSignal
   /** The API of the one plugin that provides `capability`; it must be listed in `dependencies`. */
   use<T = unknown>(capability: Capability): T
+  /**
+   * The API of the one plugin that provides `capability`, or undefined when the config has none; it
+   * must be listed in `optionalDependencies` (or `dependencies`).
+   */
+  useOptional<T = unknown>(capability: Capability): T | undefined
   /** The APIs of every plugin that provides `capability`; it must be listed in `dependencies`. */
   useAll<T = unknown>(capability: Capability): T[]
   /** A kernel service by token (see `TOKENS`). */
@@ -68,7 +73,7 @@ export interface PluginContext {
 }
 
 /** The lifecycle hooks a plugin implements; all optional. Called in dependency order (stop: reverse). */
-export interface PluginHooks<Api = unknown> {
+export interface PluginHooks<Api = unknown, Options = unknown> {
   /** Before the libp2p node exists. The returned value is the plugin's API, reachable via `ctx.use()`. */
   setup?(ctx: PluginContext): Api | Promise<Api>
   /** Contribute to the libp2p options. Called after every `setup`. */
@@ -77,6 +82,25 @@ export interface PluginHooks<Api = unknown> {
   start?(ctx: PluginContext): void | Promise<void>
   /** Release what start() took. Must not throw for resources already released. */
   stop?(ctx: PluginContext): void | Promise<void>
+  /**
+   * Applies new options to the running plugin in place (`mesh dev`, `kernel.update()`), while the
+   * libp2p node and its connections stay up. Called only while the node is started, with the options
+   * already validated by the plugin's schema; `ctx.config` is the new config.
+   *
+   * - Return nothing (or `true`) once the new options are in effect. The plugin's API object must stay
+   *   the same (other plugins hold it), so mutate it rather than replace it.
+   * - Return `false` when these options cannot be applied in place (the kernel then builds a new node).
+   *   Nothing may have changed in that case.
+   * - Throw when applying failed. The plugin must then still run with its previous options; the kernel
+   *   reports the error and falls back to a new node (or keeps the old config if that fails too).
+   *
+   * Options whose change alters the plugin's libp2p contribution belong in the definition's
+   * `libp2pOptions`: a change to one of them builds a new node without asking this hook.
+   * Without this hook, an options change restarts the plugin alone (stop, create, setup, start) when it
+   * has no `libp2p` hook, and builds a new node otherwise.
+   */
+  // biome-ignore lint/suspicious/noConfusingVoidType: an async hook that applied its options returns Promise<void>
+  reconfigure?(nextOptions: Options, ctx: PluginContext): void | boolean | Promise<void | boolean>
 }
 
 /** When a plugin takes part: only for `mesh start`, only for `mesh dev`, or as a function decides. */
@@ -90,14 +114,28 @@ export interface PluginDefinition<Schema extends z.ZodType | undefined, Api> {
   provides?: readonly Capability[]
   /** Capabilities (or plugin names) that must be present; they start before this plugin. */
   dependencies?: readonly Capability[]
+  /**
+   * Capabilities used when present (`ctx.useOptional()`): when a provider is in the config it starts
+   * before this plugin, as a dependency would; when none is, the config is still valid.
+   */
+  optionalDependencies?: readonly Capability[]
   /** Ordering among plugins without dependencies between them: `pre` first, `post` last. */
   enforce?: 'pre' | 'post'
   /** Restricts the plugin to a command. @default always */
   apply?: PluginApply
   /** A zod schema for the options; the kernel validates them with the rest of the config. */
   options?: Schema
+  /**
+   * Top-level option keys the plugin's `libp2p` contribution is built from. On a config reload, a
+   * change to one of them needs a new libp2p node; a change to other keys is applied in place through
+   * the `reconfigure` hook. When unset, any option change of a plugin that contributes to libp2p needs
+   * a new node.
+   */
+  libp2pOptions?: readonly string[]
   /** Makes the hooks for one node from the validated options. */
-  create(options: Schema extends z.ZodType ? z.output<Schema> : undefined): PluginHooks<Api>
+  create(
+    options: Schema extends z.ZodType ? z.output<Schema> : undefined,
+  ): PluginHooks<Api, Schema extends z.ZodType ? z.output<Schema> : undefined>
 }
 
 /** A plugin as it sits in `config.plugins`: the definition plus the raw options it was given. */
@@ -106,6 +144,8 @@ export interface MeshPlugin<Api = unknown> {
   readonly name: string
   readonly provides: readonly Capability[]
   readonly dependencies: readonly Capability[]
+  /** Capabilities used when present; they start first when the config has them. */
+  readonly optionalDependencies?: readonly Capability[]
   readonly enforce?: 'pre' | 'post'
   readonly apply?: PluginApply
   /** Options as written in the config, validated by the kernel. */
@@ -145,6 +185,7 @@ export function definePlugin<Schema extends z.ZodType | undefined = undefined, A
     name: definition.name,
     provides: definition.provides ?? [],
     dependencies: definition.dependencies ?? [],
+    optionalDependencies: definition.optionalDependencies ?? [],
     enforce: definition.enforce,
     apply: definition.apply,
     rawOptions: options,

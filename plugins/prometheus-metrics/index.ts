@@ -1,0 +1,273 @@
+/**
+ * Prometheus metrics for a node: libp2p's own metrics (@libp2p/prometheus-metrics: data transfer,
+ * connection manager, dialler, kad-dht, process and memory, ...) plus Meshkit's (topics, topic peers,
+ * clusters, connections by method and transport, events), all in one prom-client Registry per node.
+ * The control API serves them at `GET /metrics` (it reads the 'metrics' capability).
+ *
+ * Meshkit's metrics are read from the slot APIs when scraped ('discovery', 'clustering', any plugin with
+ * `methodOf`) and counted from the node's event bus (`connection:method`, every event name): this
+ * plugin knows no other plugin by name and works with or without each of them.
+ *
+ * Caveat (from @libp2p/prometheus-metrics): it keeps one process-wide table of metric names, cleared
+ * whenever a node is created; with several nodes in one process (tests, `mesh demo`), each node's
+ * registry holds the libp2p metrics registered after its own creation.
+ */
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import {
+  type ClusteringSlotApi,
+  type ConnectionMethod,
+  type ConnectionMethodSource,
+  type DiscoverySlotApi,
+  definePlugin,
+  describeConnection,
+  hasMethods,
+  type MetricsSlotApi,
+  optionalApi,
+  type PluginContext,
+  z,
+} from 'meshkit'
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+
+/** What `metrics()` offers (`node.api('metrics')`): the node's registry and its text. */
+export interface PrometheusMetricsApi extends MetricsSlotApi {
+  /** The node's prom-client registry: add your own metrics to it. */
+  readonly registry: Registry
+  /** Every metric in the Prometheus text format. */
+  render(): Promise<string>
+  readonly contentType: string
+}
+
+const options = z
+  .strictObject({
+    /** Collect libp2p's metrics (data transfer, dialler, connection manager, DHT, ...). @default true */
+    libp2p: z.boolean().default(true),
+    /** Collect prom-client's process metrics (CPU, memory, event loop lag, GC). @default true */
+    processMetrics: z.boolean().default(true),
+    /** Prefix of Meshkit's own metric names. @default 'meshkit_' */
+    prefix: z
+      .string()
+      .regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, 'a Prometheus metric name prefix such as meshkit_')
+      .default('meshkit_'),
+  })
+  .default({ libp2p: true, processMetrics: true, prefix: 'meshkit_' })
+
+const METHODS: readonly ConnectionMethod[] = ['direct', 'hole-punched', 'relayed']
+
+/** Every plugin API with `methodOf` (e.g. a hole-punching plugin), found structurally. */
+function methodSources(ctx: PluginContext): ConnectionMethodSource[] {
+  const sources: ConnectionMethodSource[] = []
+  for (const { plugin } of ctx.config.plugins) {
+    const api = optionalApi(ctx, plugin.name)
+    if (hasMethods<ConnectionMethodSource>(api, 'methodOf')) sources.push(api)
+  }
+  return sources
+}
+
+/**
+ * Meshkit's metrics in `registry`, read from `ctx` when scraped. Returns the event subscription's
+ * cleanup; call it from `stop()`.
+ */
+function meshkitMetrics(ctx: () => PluginContext | undefined, registry: Registry, prefix: string) {
+  const told = new Map<string, { method: ConnectionMethod; transport?: string }>()
+  const started = () => {
+    const c = ctx()
+    try {
+      return c?.libp2p ? c : undefined
+    } catch {
+      return undefined
+    }
+  }
+  const discovery = (c: PluginContext) => {
+    const api = c.useOptional('discovery')
+    return hasMethods<DiscoverySlotApi>(api, 'topics', 'peers') ? api : undefined
+  }
+  const clustering = (c: PluginContext) => {
+    const api = c.useOptional('clustering')
+    return hasMethods<ClusteringSlotApi>(api, 'clusters') ? api : undefined
+  }
+
+  new Gauge({
+    name: `${prefix}peers`,
+    help: 'Connected peers',
+    registers: [registry],
+    collect() {
+      const c = started()
+      this.set(c ? c.libp2p.getPeers().length : 0)
+    },
+  })
+  new Gauge({
+    name: `${prefix}connections`,
+    help: 'Open connections by method (direct, hole-punched, relayed) and transport',
+    labelNames: ['method', 'transport'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      const c = started()
+      if (!c) return
+      const sources = methodSources(c)
+      for (const connection of c.libp2p.getConnections()) {
+        const info = describeConnection(connection)
+        let method: ConnectionMethod = 'direct'
+        if (info.relayed) method = 'relayed'
+        else if (info.transport === 'webrtc') method = 'hole-punched'
+        else {
+          const t = told.get(info.peerId)
+          const said =
+            t && (t.transport === undefined || t.transport === info.transport)
+              ? t.method
+              : sources.map((s) => s.methodOf(info.peerId)).find((m) => m !== undefined)
+          if (said === 'hole-punched') method = 'hole-punched'
+        }
+        this.inc({ method, transport: info.transport })
+      }
+    },
+  })
+  const classified = new Counter({
+    name: `${prefix}connection_methods_total`,
+    help: 'Connections classified by a connection-method plugin (connection:method events), by method and transport',
+    labelNames: ['method', 'transport'],
+    registers: [registry],
+  })
+  const events = new Counter({
+    name: `${prefix}events_total`,
+    help: 'Node events on the kernel bus, by event name',
+    labelNames: ['event'],
+    registers: [registry],
+  })
+  new Gauge({
+    name: `${prefix}topics_joined`,
+    help: "Topics joined (the 'discovery' slot)",
+    registers: [registry],
+    collect() {
+      const c = started()
+      const d = c && discovery(c)
+      this.set(d ? d.topics().length : 0)
+    },
+  })
+  new Gauge({
+    name: `${prefix}topic_peers`,
+    help: 'Connected members of each joined topic',
+    labelNames: ['topic'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      const c = started()
+      const d = c && discovery(c)
+      if (!d) return
+      for (const topic of d.topics()) this.set({ topic }, d.peers(topic).length)
+    },
+  })
+  new Gauge({
+    name: `${prefix}clusters`,
+    help: "Clusters known to the 'clustering' slot",
+    registers: [registry],
+    collect() {
+      const c = started()
+      const cl = c && clustering(c)
+      this.set(cl ? cl.clusters().length : 0)
+    },
+  })
+  new Gauge({
+    name: `${prefix}clusters_own`,
+    help: 'Clusters this node itself belongs to',
+    registers: [registry],
+    collect() {
+      const c = started()
+      const cl = c && clustering(c)
+      this.set(cl?.ownClusters ? cl.ownClusters().length : 0)
+    },
+  })
+  new Gauge({
+    name: `${prefix}cluster_members`,
+    help: 'Members summed over all clusters',
+    registers: [registry],
+    collect() {
+      const c = started()
+      const cl = c && clustering(c)
+      let n = 0
+      for (const cluster of cl ? cl.clusters() : []) {
+        const m = cluster.members
+        n += m instanceof Map ? m.size : [...(m as Iterable<unknown>)].length
+      }
+      this.set(n)
+    },
+  })
+  // zero-valued series for every method, so dashboards show them before the first connection
+  for (const method of METHODS) classified.inc({ method, transport: 'none' }, 0)
+
+  return {
+    subscribe(c: PluginContext): () => void {
+      const offs = [
+        c.events.on('*', (e) => events.inc({ event: e.event })),
+        c.events.on('connection:method', (e) => {
+          const method = e.method as ConnectionMethod
+          if (!METHODS.includes(method) || typeof e.peerId !== 'string') return
+          const transport = typeof e.transport === 'string' ? e.transport : 'unknown'
+          told.set(e.peerId, { method, transport })
+          classified.inc({ method, transport })
+        }),
+        c.events.on('peer:disconnect', (e) => {
+          if (typeof e.peerId === 'string') told.delete(e.peerId)
+        }),
+      ]
+      return () => {
+        for (const off of offs) off()
+      }
+    },
+  }
+}
+
+/**
+ * `metrics()`: Prometheus metrics for the node (provides 'metrics'). Add it to `plugins` and scrape
+ * `GET /metrics` of the control API (`mesh start` serves it), or render them yourself with
+ * `node.api('metrics').render()`.
+ */
+export const metrics = definePlugin({
+  name: 'prometheus-metrics',
+  provides: ['metrics'],
+  optionalDependencies: ['discovery', 'clustering'],
+  options,
+  create: (opts) => {
+    const registry = new Registry()
+    let ctxRef: PluginContext | undefined
+    let running = false
+    let unsubscribe: (() => void) | undefined
+    const meshkit = meshkitMetrics(() => (running ? ctxRef : undefined), registry, opts.prefix)
+    const api: PrometheusMetricsApi = {
+      registry,
+      render: () => registry.metrics(),
+      get contentType() {
+        return registry.contentType
+      },
+    }
+    return {
+      setup: (ctx) => {
+        ctxRef = ctx
+        // counted from setup on, so events of other plugins' start() are seen too
+        unsubscribe = meshkit.subscribe(ctx)
+        // without libp2p's metrics (which collect them), the process metrics are collected here
+        if (!opts.libp2p && opts.processMetrics) collectDefaultMetrics({ register: registry })
+        return api
+      },
+      libp2p: () =>
+        opts.libp2p
+          ? {
+              metrics: prometheusMetrics({
+                registry,
+                collectDefaultMetrics: opts.processMetrics,
+                statfsLocation: ctxRef?.config.dataDir,
+              }),
+            }
+          : {},
+      start: (ctx) => {
+        unsubscribe ??= meshkit.subscribe(ctx)
+        running = true
+      },
+      stop: () => {
+        running = false
+        unsubscribe?.()
+        unsubscribe = undefined
+      },
+    }
+  },
+})

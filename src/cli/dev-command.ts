@@ -1,0 +1,179 @@
+import { createLogger, type LogLevel, type MeshEvent } from 'meshkit'
+import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
+import { type ControlServer, startControlServer } from '../control/index.js'
+import { type DevSession, fileLabel, formatReloadReport, type ReloadReport, startDev } from '../dev/index.js'
+import { createOutput } from './output.js'
+import type { CliIo } from './run-cli.js'
+
+export interface DevCommandOptions {
+  cwd: string
+  config?: string
+  dataDir?: string
+  listen?: string[]
+  dial?: string[]
+  json?: boolean
+  logLevel?: LogLevel
+  /** @default 'development' */
+  mode?: string
+  /** Topics to join once started (kept when the node is rebuilt). */
+  topic?: string[]
+  /** Serve the control API and the dashboard. `--no-control` sets false. @default true */
+  control?: boolean
+  /** The control API's port. @default 0 (a free port) */
+  controlPort?: number
+  /** Changes closer together than this are one reload (ms). @default 50 */
+  debounce?: number
+}
+
+/** Parses `--debounce <ms>`: a whole number of milliseconds, 0 to 10000. */
+/**
+ * `mesh dev`: runs a node that follows its config (see `startDev`), serves the control API with the
+ * dashboard, and prints a report for every reload (a JSON line each with `--json`). SIGINT/SIGTERM stop
+ * the watcher, the control API and the node, then the command returns.
+ */
+export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<void> {
+  const output = createOutput({ write: io.stdout, isTTY: process.stdout.isTTY === true })
+  const { colors } = output
+  const logger = createLogger({ level: opts.logLevel ?? 'info', write: (line) => output.log(line) })
+  let received: NodeJS.Signals | undefined
+  let stop: (() => void) | undefined
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (received) {
+      logger.warn(`${signal} again: exiting without waiting`)
+      process.exit(1)
+    }
+    received = signal
+    logger.info(`${signal}: stopping`)
+    stop?.()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
+  const printReport = (report: ReloadReport) => {
+    if (opts.json) {
+      line({ ...report, event: 'reload' })
+      return
+    }
+    const [head, ...rest] = formatReloadReport(report).split('\n')
+    const style =
+      report.status === 'failed' ? colors.red : report.status === 'unchanged' ? colors.dim : colors.green
+    output.line(style(head))
+    for (const l of rest) output.line(l)
+  }
+  let session: DevSession | undefined
+  let control: ControlServer | undefined
+  let controlDataDir: string | undefined
+  /** A move of the control API to another data dir (after a reload changed `dataDir`), if one runs. */
+  let moving: Promise<void> = Promise.resolve()
+  const openControl = async (dev: DevSession, port: number) => {
+    controlDataDir = dev.loaded.config.dataDir
+    control = await startControlServer({
+      kernel: dev.kernel,
+      dataDir: controlDataDir,
+      port,
+      dashboard: true,
+      logger: logger.child('control'),
+    })
+    return control
+  }
+  const announceControl = (server: ControlServer) => {
+    const dashboardUrl = `${server.url}/?token=${server.token}`
+    if (opts.json) line({ event: 'control', url: server.url, dashboard: true, dashboardUrl })
+    else output.line(`  dashboard: ${colors.cyan(dashboardUrl)}`)
+  }
+  const followDataDir = (report: ReloadReport) => {
+    const dev = session
+    if (!dev || !control || report.status !== 'applied' || dev.loaded.config.dataDir === controlDataDir)
+      return
+    // the token and control.json live in the data dir: serve the control API from the new one
+    const old = control
+    moving = moving
+      .then(() => old.close())
+      .then(() => openControl(dev, opts.controlPort ?? 0))
+      .then(announceControl, (err: unknown) =>
+        logger.error(`could not move the control API to ${dev.loaded.config.dataDir}: ${String(err)}`),
+      )
+  }
+  try {
+    session = await startDev({
+      cwd: opts.cwd,
+      configFile: opts.config,
+      dataDir: opts.dataDir,
+      listen: opts.listen,
+      dial: opts.dial,
+      logLevel: opts.logLevel,
+      mode: opts.mode ?? 'development',
+      topics: opts.topic,
+      registry: builtinPlugins,
+      defaults: defaultConfig(),
+      logger,
+      debounceMs: opts.debounce,
+      onReload: (report) => {
+        printReport(report)
+        followDataDir(report)
+      },
+    })
+    const dev = session
+    if (opts.control !== false) await openControl(dev, opts.controlPort ?? 0)
+    const node = dev.node
+    const addresses = node.libp2p.getMultiaddrs().map(String)
+    const watching = dev.watched
+    const dashboardUrl = control ? `${control.url}/?token=${control.token}` : undefined
+    if (opts.json) {
+      line({
+        event: 'started',
+        peerId: node.peerId.toString(),
+        addresses,
+        config: dev.loaded.file,
+        watching: watching.map((f) => fileLabel(f, opts.cwd)),
+      })
+      if (control) line({ event: 'control', url: control.url, dashboard: true, dashboardUrl })
+      let first = true
+      dev.kernel.events.on('*', (event) => {
+        // the first node:started is the `started` line above; rebuilds start (and stop) nodes again
+        if (event.event === 'node:started' && first) {
+          first = false
+          return
+        }
+        line(event)
+      })
+    } else {
+      const files = dev.loaded.file
+        ? watching.map((f) => fileLabel(f, opts.cwd)).join(', ')
+        : 'for a config file to appear'
+      output.line(
+        `${colors.bold(`Meshkit dev node ${dev.loaded.config.name}`)} started\n  peer id:   ${node.peerId}\n  config:    ${dev.loaded.file ? fileLabel(dev.loaded.file, opts.cwd) : '(defaults)'}\n  listening: ${addresses.join(', ')}\n  watching:  ${files}${dashboardUrl ? `\n  dashboard: ${colors.cyan(dashboardUrl)}` : ''}\n  Edit the config: each save is applied with the smallest change. Ctrl-C stops.`,
+      )
+      dev.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
+      dev.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
+      dev.kernel.events.on('topic:peer', (e) => logger.info(`topic ${e.topic}: peer ${e.peerId}`))
+    }
+
+    await new Promise<void>((resolve, reject) => {
+      stop = () => {
+        const timeout = setTimeout(() => {
+          logger.error(`stop took longer than ${dev.loaded.config.shutdownTimeout} ms; exiting`)
+          process.exit(1)
+        }, dev.loaded.config.shutdownTimeout)
+        timeout.unref()
+        const closeControl = moving.then(() => control?.close()).catch(() => {})
+        closeControl
+          .then(() => dev.close())
+          .then(() => {
+            clearTimeout(timeout)
+            if (opts.json) line({ event: 'stopped' })
+            resolve()
+          }, reject)
+      }
+      if (received) stop()
+    })
+  } catch (err) {
+    await control?.close().catch(() => {})
+    await session?.close().catch(() => {})
+    throw err
+  } finally {
+    output.close()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}

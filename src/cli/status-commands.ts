@@ -1,0 +1,208 @@
+/**
+ * `mesh status | peers | connections | topics [join|leave <topic>] | clusters`: faces of the running
+ * node's control API (found through `<dataDir>/control.json` and `control.token`). Human tables by
+ * default, one JSON document with `--json`. No running node is MESH_ERR_CONTROL_NOT_RUNNING (exit 2).
+ */
+import { resolve } from 'node:path'
+import type { Command } from 'commander'
+import { MeshError } from 'meshkit'
+import {
+  type ClustersSnapshot,
+  type ConnectionView,
+  type ControlClient,
+  createControlClient,
+  type PeerView,
+  type StatusView,
+  type TopicView,
+} from '../control/index.js'
+import type { CliIo } from './run-cli.js'
+
+export interface StatusCommandOptions {
+  /** The running node's data dir. @default '.mesh' (relative to cwd) */
+  dataDir?: string
+  cwd: string
+  json?: boolean
+}
+
+export type StatusCommandName = 'status' | 'peers' | 'connections' | 'topics' | 'clusters'
+
+/** The client of the node running in the command's data dir. */
+export function clientFor(opts: { cwd: string; dataDir?: string }): ControlClient {
+  return createControlClient({ dataDir: resolve(opts.cwd, opts.dataDir ?? '.mesh') })
+}
+
+/** A duration such as `3d 4h`, `5m 2s` or `800 ms`. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  const s = Math.floor(ms / 1000)
+  const parts: Array<[number, string]> = [
+    [Math.floor(s / 86_400), 'd'],
+    [Math.floor((s % 86_400) / 3600), 'h'],
+    [Math.floor((s % 3600) / 60), 'm'],
+    [s % 60, 's'],
+  ]
+  const first = parts.findIndex(([n]) => n > 0)
+  return parts
+    .slice(first, first + 2)
+    .map(([n, u]) => `${n}${u}`)
+    .join(' ')
+}
+
+/** Left-aligned columns with a header row; `(none)` for no rows. */
+export function table(header: string[], rows: string[][]): string {
+  if (rows.length === 0) return '(none)\n'
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd()
+  return `${[line(header), ...rows.map(line)].join('\n')}\n`
+}
+
+function statusText(s: StatusView): string {
+  const nat = s.nat
+    ? [s.nat.udp && `UDP ${s.nat.udp}`, s.nat.tcp && `TCP ${s.nat.tcp}`].filter(Boolean).join(', ') ||
+      'classified (no verdict)'
+    : 'not classified'
+  return [
+    `Node ${s.name} (${s.state}, up ${formatDuration(s.uptimeMs)})`,
+    `  peer id:      ${s.peerId}`,
+    `  addresses:    ${s.addresses.length === 0 ? '(none)' : s.addresses.join('\n                ')}`,
+    `  peers:        ${s.peers} (${s.connections} connection${s.connections === 1 ? '' : 's'})`,
+    `  topics:       ${s.topics.length === 0 ? '(none)' : s.topics.join(', ')}`,
+    `  NAT:          ${nat}`,
+    `  plugins:      ${s.plugins.map((p) => p.name).join(', ')}`,
+    '',
+  ].join('\n')
+}
+
+function peersText(peers: PeerView[]): string {
+  return table(
+    ['PEER ID', 'CONNS', 'TOPICS', 'ADDRESSES'],
+    peers.map((p) => [
+      p.peerId,
+      String(p.connections),
+      p.topics.join(',') || '-',
+      p.addresses.join(' ') || '-',
+    ]),
+  )
+}
+
+function connectionsText(connections: ConnectionView[], now: number): string {
+  return table(
+    ['PEER ID', 'DIR', 'TRANSPORT', 'METHOD', 'AGE', 'REMOTE ADDRESS'],
+    connections.map((c) => [
+      c.peerId,
+      c.direction === 'inbound' ? 'in' : 'out',
+      c.transport,
+      c.method,
+      formatDuration(Math.max(0, now - c.openedAt)),
+      c.remoteAddr,
+    ]),
+  )
+}
+
+function topicsText(topics: TopicView[]): string {
+  return table(
+    ['TOPIC', 'PEERS', 'PEER IDS'],
+    topics.map((t) => [t.topic, String(t.peers.length), t.peers.join(' ') || '-']),
+  )
+}
+
+function clustersText(snapshot: ClustersSnapshot): string {
+  const head = snapshot.tags ? `own tags: ${snapshot.tags.join(', ') || '(none)'}\n` : ''
+  return (
+    head +
+    table(
+      ['CLUSTER', 'OWN', 'MEMBERS', 'CONNECTED', 'TAGS'],
+      snapshot.clusters.map((c) => [
+        c.id,
+        c.own === undefined ? '-' : c.own ? 'yes' : 'no',
+        String(c.members.length),
+        String(c.members.filter((m) => m.connected).length),
+        c.tags.join(','),
+      ]),
+    )
+  )
+}
+
+/** Runs one of the read-only commands against the running node. */
+export async function statusCommand(
+  name: StatusCommandName,
+  opts: StatusCommandOptions,
+  io: CliIo,
+): Promise<void> {
+  const client = clientFor(opts)
+  const print = (value: unknown, human: (v: never) => string) =>
+    io.stdout(opts.json ? `${JSON.stringify(value)}\n` : human(value as never))
+  switch (name) {
+    case 'status':
+      return print(await client.status(), statusText)
+    case 'peers':
+      return print(await client.peers(), peersText)
+    case 'connections': {
+      const connections = await client.connections()
+      return print(connections, (c: ConnectionView[]) => connectionsText(c, Date.now()))
+    }
+    case 'topics':
+      return print(await client.topics(), topicsText)
+    case 'clusters':
+      return print(await client.clusters(), clustersText)
+  }
+}
+
+/** `mesh topics join|leave <topic>` on the running node. */
+export async function topicCommand(
+  action: string,
+  topic: string | undefined,
+  opts: StatusCommandOptions,
+  io: CliIo,
+): Promise<void> {
+  if (action !== 'join' && action !== 'leave')
+    throw new MeshError('MESH_ERR_INVALID_ARGUMENT', `Unknown topics action '${action}'.`, {
+      hint: 'Use `mesh topics` to list, `mesh topics join <topic>` or `mesh topics leave <topic>`.',
+    })
+  if (!topic)
+    throw new MeshError('MESH_ERR_INVALID_ARGUMENT', `mesh topics ${action} needs a topic name.`, {
+      hint: `Run \`mesh topics ${action} <topic>\`.`,
+    })
+  const client = clientFor(opts)
+  const result = action === 'join' ? await client.join(topic) : await client.leave(topic)
+  io.stdout(
+    opts.json
+      ? `${JSON.stringify(result)}\n`
+      : `${action === 'join' ? 'joined' : 'left'} ${topic}; topics now: ${result.topics.join(', ') || '(none)'}\n`,
+  )
+}
+
+/** Adds `status`, `peers`, `connections`, `topics` and `clusters` to the `mesh` program. */
+export function registerStatusCommands(program: Command, io: CliIo): void {
+  const common = (cmd: Command) =>
+    cmd
+      .option('-d, --data-dir <dir>', 'data dir of the running node (default: .mesh)')
+      .option('--json', 'print one JSON document instead of a table')
+  const descriptions: Record<StatusCommandName, string> = {
+    status: 'show the running node: peer id, addresses, peers, topics, NAT verdict, plugins',
+    peers: 'list the connected peers of the running node, with their topics',
+    connections: 'list the open connections: direction, transport, method (direct, hole-punched, relayed)',
+    topics: 'list joined topics and their peers; `topics join|leave <topic>` changes them',
+    clusters: 'list the clusters of the running node (needs a clustering plugin)',
+  }
+  for (const name of ['status', 'peers', 'connections', 'clusters'] as const) {
+    common(program.command(name).description(descriptions[name])).action((opts) =>
+      statusCommand(name, { ...opts, cwd: process.cwd() }, io),
+    )
+  }
+  common(
+    program
+      .command('topics')
+      .description(descriptions.topics)
+      .argument('[action]', 'join | leave')
+      .argument('[topic]', 'the topic to join or leave'),
+  ).action((action: string | undefined, topic: string | undefined, opts) =>
+    action === undefined
+      ? statusCommand('topics', { ...opts, cwd: process.cwd() }, io)
+      : topicCommand(action, topic, { ...opts, cwd: process.cwd() }, io),
+  )
+}

@@ -1,0 +1,237 @@
+import { readFile } from 'node:fs/promises'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { join, resolve } from 'node:path'
+import { ERRORS, type ErrorCode, MeshError, type MeshEvent, meshError } from 'meshkit'
+import type { ClustersSnapshot, ConnectionView, PeerView, StatusView, TopicView } from './readers.js'
+import { CONTROL_DISCOVERY_FILE } from './server.js'
+import { CONTROL_TOKEN_FILE, readToken } from './token.js'
+
+/** What `<dataDir>/control.json` holds while a control API runs. */
+export interface ControlDiscovery {
+  url: string
+  socketPath?: string
+  pid: number
+  peerId?: string
+  startedAt: string
+}
+
+export interface ControlClientOptions {
+  /** The node's data dir (where control.json and control.token are). @default '.mesh' */
+  dataDir?: string
+  /** Longest wait for one answer (not for `events()`), ms. @default 10000 */
+  timeoutMs?: number
+}
+
+export interface TopicChange {
+  topic: string
+  joined: boolean
+  topics: string[]
+}
+
+/** An event of `GET /api/events`. */
+export interface ControlStreamEvent {
+  event: string
+  data: MeshEvent | StatusView | unknown
+}
+
+/** A client of a running node's control API, found through its data dir. */
+export interface ControlClient {
+  readonly dataDir: string
+  /** The discovery file's content; throws MESH_ERR_CONTROL_NOT_RUNNING when no node serves. */
+  discover(): Promise<ControlDiscovery>
+  /** Any endpoint: a JSON answer, or a coded MeshError built from the server's error body. */
+  request<T = unknown>(method: string, path: string, body?: unknown): Promise<T>
+  status(): Promise<StatusView>
+  peers(): Promise<PeerView[]>
+  connections(): Promise<ConnectionView[]>
+  topics(): Promise<TopicView[]>
+  join(topic: string): Promise<TopicChange>
+  leave(topic: string): Promise<TopicChange>
+  clusters(): Promise<ClustersSnapshot>
+  /** `report` is null before the first classification finished. */
+  nat(): Promise<{ report: Record<string, unknown> | null }>
+  /** The Prometheus text of `GET /metrics`. */
+  metrics(): Promise<string>
+  /** The event stream (first `hello` with the status); ends when `signal` aborts or the node stops. */
+  events(options?: { signal?: AbortSignal }): AsyncIterable<ControlStreamEvent>
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** A MeshError from a server's `{ error: { code, message, hint } }` body. */
+function errorFromBody(status: number, text: string): MeshError {
+  let body: { error?: { code?: string; message?: string; hint?: string } } | undefined
+  try {
+    body = JSON.parse(text) as typeof body
+  } catch {
+    body = undefined
+  }
+  const e = body?.error
+  if (e?.code && e.code in ERRORS)
+    return new MeshError(e.code as ErrorCode, e.message ?? `HTTP ${status}`, { hint: e.hint })
+  return meshError('MESH_ERR_CONTROL_FAILED', [
+    'answer',
+    `HTTP ${status}: ${e?.message ?? text.slice(0, 200)}`,
+  ])
+}
+
+/**
+ * A client for the control API of the node running in `dataDir` (what `mesh status` and friends use).
+ * The discovery file and token are read on every request, so a restarted node is found again.
+ */
+export function createControlClient(options: ControlClientOptions = {}): ControlClient {
+  const dataDir = resolve(options.dataDir ?? '.mesh')
+  const timeoutMs = options.timeoutMs ?? 10_000
+
+  const discover = async (): Promise<ControlDiscovery> => {
+    let info: ControlDiscovery
+    try {
+      info = JSON.parse(await readFile(join(dataDir, CONTROL_DISCOVERY_FILE), 'utf8')) as ControlDiscovery
+    } catch (err) {
+      const why =
+        (err as NodeJS.ErrnoException).code === 'ENOENT'
+          ? `no ${CONTROL_DISCOVERY_FILE} there`
+          : `${CONTROL_DISCOVERY_FILE} cannot be read: ${(err as Error).message}`
+      throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, why])
+    }
+    if (typeof info?.url !== 'string')
+      throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `${CONTROL_DISCOVERY_FILE} has no url`])
+    if (typeof info.pid === 'number' && !isAlive(info.pid))
+      throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [
+        dataDir,
+        `the node that wrote ${CONTROL_DISCOVERY_FILE} (pid ${info.pid}) is gone`,
+      ])
+    return info
+  }
+
+  const token = async (): Promise<string> => {
+    const t = await readToken(join(dataDir, CONTROL_TOKEN_FILE)).catch((err: Error) => {
+      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [
+        `${CONTROL_TOKEN_FILE} cannot be read (${err.message})`,
+      ])
+    })
+    if (!t)
+      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [`${dataDir} has no valid ${CONTROL_TOKEN_FILE}`])
+    return t
+  }
+
+  /** Sends a request and resolves with the response (status checked by the caller). */
+  const send = async (
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    timeout: number | undefined,
+  ): Promise<IncomingMessage> => {
+    const info = await discover()
+    const bearer = await token()
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    const url = new URL(path, info.url)
+    return new Promise<IncomingMessage>((resolvePromise, reject) => {
+      const req = httpRequest(
+        {
+          method,
+          ...(info.socketPath
+            ? { socketPath: info.socketPath, path: `${url.pathname}${url.search}`, host: 'localhost' }
+            : {
+                hostname: url.hostname.replace(/^\[|\]$/g, ''),
+                port: url.port,
+                path: `${url.pathname}${url.search}`,
+              }),
+          headers: {
+            authorization: `Bearer ${bearer}`,
+            accept: 'application/json',
+            ...(payload === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+          },
+          signal,
+          timeout,
+        },
+        resolvePromise,
+      )
+      req.on('timeout', () =>
+        req.destroy(
+          meshError('MESH_ERR_CONTROL_FAILED', [`answer ${method} ${path}`, `no answer in ${timeout} ms`]),
+        ),
+      )
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT')
+          reject(meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `nothing answers at ${info.url}`]))
+        else reject(err)
+      })
+      req.end(payload)
+    })
+  }
+
+  const readAll = async (res: IncomingMessage): Promise<string> => {
+    res.setEncoding('utf8')
+    let text = ''
+    for await (const chunk of res) text += chunk as string
+    return text
+  }
+
+  const request = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const res = await send(method, path, body, undefined, timeoutMs)
+    const text = await readAll(res)
+    const status = res.statusCode ?? 0
+    if (status < 200 || status >= 300) throw errorFromBody(status, text)
+    if (status === 204 || text.length === 0) return undefined as T
+    if (!(res.headers['content-type'] ?? '').includes('json')) return text as T
+    return JSON.parse(text) as T
+  }
+
+  async function* events(o: { signal?: AbortSignal } = {}): AsyncIterable<ControlStreamEvent> {
+    const res = await send('GET', '/api/events', undefined, o.signal, undefined)
+    if ((res.statusCode ?? 0) !== 200) throw errorFromBody(res.statusCode ?? 0, await readAll(res))
+    res.setEncoding('utf8')
+    let buffer = ''
+    try {
+      for await (const chunk of res) {
+        buffer += chunk as string
+        let end = buffer.indexOf('\n\n')
+        while (end >= 0) {
+          const block = buffer.slice(0, end)
+          buffer = buffer.slice(end + 2)
+          end = buffer.indexOf('\n\n')
+          let event = 'message'
+          const data: string[] = []
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7)
+            else if (line.startsWith('data: ')) data.push(line.slice(6))
+          }
+          if (data.length === 0) continue
+          yield { event, data: JSON.parse(data.join('\n')) as unknown }
+        }
+      }
+    } catch (err) {
+      if (o.signal?.aborted) return
+      throw err
+    } finally {
+      res.destroy()
+    }
+  }
+
+  return {
+    dataDir,
+    discover,
+    request,
+    status: () => request<StatusView>('GET', '/api/status'),
+    peers: () => request<PeerView[]>('GET', '/api/peers'),
+    connections: () => request<ConnectionView[]>('GET', '/api/connections'),
+    topics: () => request<TopicView[]>('GET', '/api/topics'),
+    join: (topic) => request<TopicChange>('POST', '/api/topics/join', { topic }),
+    leave: (topic) => request<TopicChange>('POST', '/api/topics/leave', { topic }),
+    clusters: () => request<ClustersSnapshot>('GET', '/api/clusters'),
+    nat: () => request<{ report: Record<string, unknown> | null }>('GET', '/api/nat'),
+    metrics: () => request<string>('GET', '/metrics'),
+    events,
+  }
+}

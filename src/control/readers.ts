@@ -1,0 +1,263 @@
+/**
+ * What the control API reads from a node, through slot contracts only (see src/core/slot-contracts.ts):
+ * providers are found by `plugin.provides` and `node.api(capability)`, never by plugin name.
+ */
+import type { Connection } from '@libp2p/interface'
+import {
+  type ClusteringSlotApi,
+  type ClusterMemberView,
+  type ClusterView,
+  type ConnectionMethod,
+  type ConnectionMethodSource,
+  type DiscoverySlotApi,
+  describeConnection,
+  hasMethods,
+  type MeshNode,
+  type MetricsSlotApi,
+  type NatClassificationSlotApi,
+  type NatReportView,
+  SLOT_CAPABILITIES,
+} from 'meshkit'
+
+/** The API of the plugin providing `capability`, when one does and its API has `methods`. */
+export function providerOf<T>(node: MeshNode, capability: string, ...methods: string[]): T | undefined {
+  if (!node.plugins.some((p) => p.plugin.provides.includes(capability))) return undefined
+  let api: unknown
+  try {
+    api = node.api(capability)
+  } catch {
+    return undefined
+  }
+  return hasMethods<T>(api, ...methods) ? api : undefined
+}
+
+export const discoveryOf = (node: MeshNode) =>
+  providerOf<DiscoverySlotApi>(node, SLOT_CAPABILITIES.discovery, 'join', 'leave', 'topics', 'peers')
+export const clusteringOf = (node: MeshNode) =>
+  providerOf<ClusteringSlotApi>(node, SLOT_CAPABILITIES.clustering, 'clusters')
+export const natOf = (node: MeshNode) =>
+  providerOf<NatClassificationSlotApi>(node, SLOT_CAPABILITIES.natClassification, 'report')
+export const metricsOf = (node: MeshNode) =>
+  providerOf<MetricsSlotApi>(node, SLOT_CAPABILITIES.metrics, 'render')
+
+/** Every plugin API that tells connection methods (has `methodOf`), whatever it provides. */
+export function methodSourcesOf(node: MeshNode): ConnectionMethodSource[] {
+  const sources: ConnectionMethodSource[] = []
+  for (const { plugin } of node.plugins) {
+    let api: unknown
+    try {
+      api = node.api(plugin.name)
+    } catch {
+      continue
+    }
+    if (hasMethods<ConnectionMethodSource>(api, 'methodOf')) sources.push(api)
+  }
+  return sources
+}
+
+/** The last `connection:method` event per peer (kept by the server from the event bus). */
+export type MethodEvents = ReadonlyMap<string, { method: ConnectionMethod; transport?: string }>
+
+/**
+ * How one connection was made: `relayed` when it is limited (a circuit relay), `hole-punched` when it is
+ * WebRTC or a method source / `connection:method` event says so for this peer and this connection is the
+ * direct one, else `direct`.
+ */
+export function methodOfConnection(
+  connection: Connection,
+  told: ConnectionMethod | undefined,
+  toldTransport?: string,
+): ConnectionMethod {
+  const info = describeConnection(connection)
+  if (info.relayed) return 'relayed'
+  if (info.transport === 'webrtc') return 'hole-punched'
+  if (told === 'hole-punched' && (toldTransport === undefined || toldTransport === info.transport))
+    return 'hole-punched'
+  return 'direct'
+}
+
+/** What a peer's connection method sources say (events first, then plugin APIs). */
+export function toldMethod(
+  node: MeshNode,
+  peer: string,
+  events: MethodEvents,
+): { method?: ConnectionMethod; transport?: string } {
+  const fromEvent = events.get(peer)
+  if (fromEvent) return fromEvent
+  for (const source of methodSourcesOf(node)) {
+    try {
+      const method = source.methodOf(peer)
+      if (method) return { method }
+    } catch {
+      // a source that cannot tell (e.g. not started) is skipped
+    }
+  }
+  return {}
+}
+
+export interface ConnectionView {
+  connectionId: string
+  peerId: string
+  remoteAddr: string
+  direction: 'inbound' | 'outbound'
+  transport: string
+  method: ConnectionMethod
+  /** ms since epoch. */
+  openedAt: number
+}
+
+export function connectionsOf(node: MeshNode, events: MethodEvents): ConnectionView[] {
+  return node.libp2p.getConnections().map((c) => {
+    const info = describeConnection(c)
+    const told = toldMethod(node, info.peerId, events)
+    return {
+      connectionId: info.connectionId,
+      peerId: info.peerId,
+      remoteAddr: info.remoteAddr,
+      direction: info.direction,
+      transport: info.transport,
+      method: methodOfConnection(c, told.method, told.transport),
+      openedAt: c.timeline.open,
+    }
+  })
+}
+
+export interface TopicView {
+  topic: string
+  peers: string[]
+}
+
+export function topicsOf(discovery: DiscoverySlotApi): TopicView[] {
+  return discovery
+    .topics()
+    .slice()
+    .sort()
+    .map((topic) => ({ topic, peers: [...discovery.peers(topic)].sort() }))
+}
+
+export interface PeerView {
+  peerId: string
+  addresses: string[]
+  connections: number
+  topics: string[]
+}
+
+export function peersOf(node: MeshNode): PeerView[] {
+  const discovery = discoveryOf(node)
+  const topics = discovery ? topicsOf(discovery) : []
+  const byPeer = new Map<string, PeerView>()
+  for (const c of node.libp2p.getConnections()) {
+    const id = c.remotePeer.toString()
+    const view = byPeer.get(id) ?? { peerId: id, addresses: [], connections: 0, topics: [] }
+    view.connections++
+    const addr = c.remoteAddr.toString()
+    if (!view.addresses.includes(addr)) view.addresses.push(addr)
+    byPeer.set(id, view)
+  }
+  for (const view of byPeer.values()) {
+    view.topics = topics.filter((t) => t.peers.includes(view.peerId)).map((t) => t.topic)
+  }
+  return [...byPeer.values()].sort((a, b) => a.peerId.localeCompare(b.peerId))
+}
+
+export interface ClusterMemberJson {
+  peerId: string
+  lastSeen?: number
+  rttMs?: number
+  method?: ConnectionMethod
+  connected: boolean
+  failures?: number
+}
+
+export interface ClusterJson {
+  id: string
+  tags: string[]
+  createdAt?: number
+  /** Whether this node itself belongs to the cluster (when the provider tells). */
+  own?: boolean
+  members: ClusterMemberJson[]
+}
+
+export interface ClustersSnapshot {
+  /** This node's own tags (when the provider has any). */
+  tags?: string[]
+  clusters: ClusterJson[]
+}
+
+function membersOf(members: ClusterView['members']): ClusterMemberView[] {
+  if (members instanceof Map) return [...members.values()]
+  return [...(members as Iterable<ClusterMemberView>)]
+}
+
+/** The clustering provider's clusters as plain JSON. */
+export function clustersSnapshot(clustering: ClusteringSlotApi): ClustersSnapshot {
+  const own = clustering.ownClusters ? new Set(clustering.ownClusters()) : undefined
+  const clusters = clustering.clusters().map(
+    (c): ClusterJson => ({
+      id: c.id,
+      tags: [...c.tags].sort(),
+      createdAt: c.createdAt,
+      own: own ? own.has(c.id) : undefined,
+      members: membersOf(c.members)
+        .map((m) => ({
+          peerId: m.peerId,
+          lastSeen: m.lastSeen,
+          rttMs: m.metrics?.rttMs,
+          method: m.metrics?.method,
+          connected: m.metrics?.connectedSince !== undefined,
+          failures: m.metrics?.failures,
+        }))
+        .sort((a, b) => a.peerId.localeCompare(b.peerId)),
+    }),
+  )
+  clusters.sort((a, b) => a.id.localeCompare(b.id))
+  return { tags: clustering.tags?.(), clusters }
+}
+
+/** The short NAT verdict of a report: `{ udp, tcp, at }` with the types only. */
+export function natSummary(
+  report: NatReportView | undefined,
+): { udp?: string; tcp?: string; at?: string } | null {
+  if (!report) return null
+  return { udp: report.udp?.type, tcp: report.tcp?.type, at: report.at }
+}
+
+export interface StatusView {
+  peerId: string
+  name: string
+  state: string
+  /** ms since epoch. */
+  startedAt: number
+  uptimeMs: number
+  addresses: string[]
+  plugins: Array<{ name: string; provides: string[] }>
+  peers: number
+  connections: number
+  topics: string[]
+  nat: { udp?: string; tcp?: string; at?: string } | null
+}
+
+export function statusOf(node: MeshNode, startedAt: number): StatusView {
+  const libp2p = node.libp2p
+  const discovery = discoveryOf(node)
+  const nat = natOf(node)
+  let report: NatReportView | undefined
+  try {
+    report = nat?.report()
+  } catch {
+    report = undefined
+  }
+  return {
+    peerId: node.peerId.toString(),
+    name: node.config.name,
+    state: node.state,
+    startedAt,
+    uptimeMs: Math.max(0, Date.now() - startedAt),
+    addresses: libp2p.getMultiaddrs().map(String),
+    plugins: node.plugins.map((p) => ({ name: p.plugin.name, provides: [...p.plugin.provides] })),
+    peers: libp2p.getPeers().length,
+    connections: libp2p.getConnections().length,
+    topics: discovery ? [...discovery.topics()].sort() : [],
+    nat: natSummary(report),
+  }
+}
