@@ -165,7 +165,7 @@ describe('mesh status and friends (real processes)', function () {
     const topicsHuman = await mesh(dir, 'topics', '-d', dataA)
     expect(topicsHuman.stdout).to.match(new RegExp(`^cli-topic +1 +${b.peerId}$`, 'm'))
     const left = await mesh(dir, 'topics', 'leave', 'cli-topic', '-d', dataA)
-    expect(left.stdout).to.equal('left cli-topic; topics now: (none)')
+    expect(left.stdout, `code ${left.code}: ${left.stderr}`).to.equal('left cli-topic; topics now: (none)')
     expect(parsed(await mesh(dir, 'topics', '-d', dataA, '--json'))).to.deep.equal([])
     const badAction = await mesh(dir, 'topics', 'frobnicate', 'x', '-d', dataA)
     expect(badAction.code).to.equal(2)

@@ -121,7 +121,9 @@ function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOption
  * {@link ClusteringService}: the manager plus this node's own tags (`setTags`) and clusters.
  * While the node runs:
  * - peers exchange their tags over `/mesh/tags/1.0.0` (see wire.ts) when a connection opens (the dialling
- *   side asks) and whenever `setTags` changes them; each peer is assigned to clusters by its tags;
+ *   side asks) and whenever `setTags` changes them; each peer is assigned to clusters by its tags. The
+ *   exchange runs on a direct or hole-punched connection: a peer reached only through a relay (a limited
+ *   connection) is asked once an unlimited connection to it opens. Exchanges and pings never dial;
  * - a connection marks its peer alive and records the connection method and since when it is up; a peer
  *   that disconnects keeps its last-seen time and is removed `inactiveAfter` later;
  * - connected cluster members are pinged every `pingInterval` (RTT, failures);

@@ -55,6 +55,19 @@ export function methodOf(connection: Connection, others: Connection[]): Connecti
 }
 
 /**
+ * The connection a tag exchange (or a ping) with `peer` runs on: an open, unlimited one, or none; it
+ * never dials. libp2p's `dialProtocol()` does not reuse a limited (relayed) connection: it dials a new
+ * circuit through the relay, then closes it as a duplicate of the one already open (same address), and
+ * that new outbound connection's `connection:open` asked for the next exchange: a peer reached only
+ * through a relay got dozens of relayed connections opened and closed a second. Exchanges stay off
+ * relayed connections (the relay's budget, 128 KiB and 2 min by default, is kept for hole punching);
+ * they run once the peer has a direct or hole-punched connection, whose `connection:open` starts one.
+ */
+function exchangeConnection(libp2p: Pick<Libp2p, 'getConnections'>, peer: PeerId): Connection | undefined {
+  return libp2p.getConnections(peer).find((c) => c.status === 'open' && c.limits === undefined)
+}
+
+/**
  * The clustering API of a node (`node.api('clustering')`): the {@link ClusterManager} plus this node's own
  * tags (`tags()`, `setTags()`), the clusters it belongs to (`ownClusters()`) and the peers it protects.
  */
@@ -271,8 +284,10 @@ export class ClusteringService extends ClusterManager {
     const id = peer.toString()
     let stream: Stream | undefined
     try {
+      const connection = exchangeConnection(rt.libp2p, peer)
+      if (!connection) return // not connected, or only over a relay: see exchangeConnection()
       const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
-      stream = await rt.libp2p.dialProtocol(peer, TAGS_PROTOCOL, { signal })
+      stream = await connection.newStream(TAGS_PROTOCOL, { signal })
     } catch (err) {
       if (!rt.signal.aborted) rt.logger.debug(`no tag exchange with ${id}: ${(err as Error).message}`)
       return
@@ -324,9 +339,12 @@ export class ClusteringService extends ClusterManager {
     this.#pinging = true
     try {
       const own = new Set(this.ownClusters())
+      // peers reached only through a relay are not pinged: the ping service, like dialProtocol(), would
+      // dial a new relayed connection each time (see exchangeConnection())
       const queue = rt.libp2p
         .getPeers()
         .filter((p) => this.clustersOf(p.toString()).some((id) => own.has(id)))
+        .filter((p) => exchangeConnection(rt.libp2p, p) !== undefined)
       const worker = async () => {
         for (let p = queue.shift(); p && !rt.signal.aborted; p = queue.shift()) {
           const id = p.toString()

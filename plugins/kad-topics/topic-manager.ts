@@ -49,9 +49,24 @@ const EXCHANGE_POLL_MAX_MS = 2000
 const DIAL_GRACE_MS = 750
 
 /**
+ * The connection a member exchange with `peer` runs on: an open, unlimited one, or none. An exchange
+ * never dials. libp2p's `dialProtocol()` does not reuse a limited (relayed) connection: it dials a new
+ * circuit through the relay, then closes it as a duplicate of the one already open (same address), and
+ * that new connection's `connection:open` asked for the next exchange: a peer reached only through a
+ * relay got dozens of relayed connections opened and closed a second. Exchanges stay off relayed
+ * connections (the relay's budget, 128 KiB and 2 min by default, is kept for hole punching); they run
+ * once the peer has a direct or hole-punched connection, whose `connection:open` starts one.
+ */
+function exchangeConnection(libp2p: Pick<Libp2p, 'getConnections'>, peer: PeerId): Connection | undefined {
+  return libp2p.getConnections(peer).find((c) => c.status === 'open' && c.limits === undefined)
+}
+
+/**
  * Joins and leaves topics: announces them on the DHT, looks members up (DHT provider records and the
  * member exchange with every connected peer), keeps up to `connectionsPerTopic` members connected and
- * emits `topic:peer` / `topic:peer:lost`.
+ * emits `topic:peer` / `topic:peer:lost`. The member exchange runs on connections that are up, direct or
+ * hole-punched, never dialling: a peer reached only through a relay is asked once an unlimited
+ * connection to it opens (see exchangeConnection()).
  */
 export class TopicManager {
   readonly registry: MemberRegistry
@@ -462,8 +477,10 @@ export class TopicManager {
     const id = peer.toString()
     let stream: Stream | undefined
     try {
+      const connection = exchangeConnection(this.libp2p, peer)
+      if (!connection) return // not connected, or only over a relay: see exchangeConnection()
       const signal = AbortSignal.any([this.signal, AbortSignal.timeout(10_000)])
-      stream = await this.libp2p.dialProtocol(peer, TOPICS_PROTOCOL, { signal })
+      stream = await connection.newStream(TOPICS_PROTOCOL, { signal })
       const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
       await lp.write(encode(this.#request()), { signal })
       const response: TopicsResponse = decodeResponse((await lp.read({ signal })).subarray())
