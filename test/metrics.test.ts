@@ -150,6 +150,8 @@ describe('metrics(): Prometheus metrics', function () {
       method: 'hole-punched',
       transport: 'tcp',
       attempts: 1,
+      msToFirst: 40,
+      msToDirect: 700,
     })
     a.kernel.events.emit('connection:method', {
       peerId: 'other',
@@ -166,6 +168,18 @@ describe('metrics(): Prometheus metrics', function () {
       sample(text, 'meshkit_connection_methods_total', { method: 'relayed', transport: 'relay' }),
     ).to.equal(1)
     expect(text).to.not.include('bogus')
+    // attempts and timings of the classified connections
+    expect(sample(text, 'meshkit_hole_punch_attempts_total', { method: 'hole-punched' })).to.equal(1)
+    expect(
+      sample(text, 'meshkit_connection_first_seconds_bucket', { method: 'hole-punched', le: '0.05' }),
+    ).to.equal(1)
+    expect(
+      sample(text, 'meshkit_connection_direct_seconds_bucket', { method: 'hole-punched', le: '0.5' }),
+    ).to.equal(0)
+    expect(
+      sample(text, 'meshkit_connection_direct_seconds_bucket', { method: 'hole-punched', le: '1' }),
+    ).to.equal(1)
+    expect(sample(text, 'meshkit_connection_direct_seconds_sum', { method: 'hole-punched' })).to.equal(0.7)
     // the open TCP connection to b is now told hole-punched (e.g. a connection reversal or DCUtR)
     expect(sample(text, 'meshkit_connections', { method: 'hole-punched', transport: 'tcp' })).to.equal(
       a.node.libp2p.getConnections().length,

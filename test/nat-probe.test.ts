@@ -626,6 +626,9 @@ describe('nat-probe', function () {
         expect(text).to.match(/^UDP: public \(confidence 0\.\d\d, \d+ ms\)$/m)
         expect(text).to.match(/^TCP: public /m)
         expect(text).to.contain("server's other IP: got in (from 127.0.0.2:")
+        // the other sources are listed too, even when they have nothing to say (no peer observed us)
+        expect(text).to.match(/^ {2}identify: absent \(.+\)$/m)
+        expect(text).to.match(/^ {2}autonat-v2: (absent|neutral) \(.+\)$/m)
         out.length = 0
         await natCommand({ ...base, config: 'with.config.ts', json: true }, io)
         const json = JSON.parse(out.join(''))

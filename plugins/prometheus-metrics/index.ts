@@ -26,7 +26,7 @@ import {
   type PluginContext,
   z,
 } from 'meshkit'
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
 /** What `metrics()` offers (`node.api('metrics')`): the node's registry and its text. */
 export interface PrometheusMetricsApi extends MetricsSlotApi {
@@ -128,6 +128,28 @@ function meshkitMetrics(ctx: () => PluginContext | undefined, registry: Registry
     labelNames: ['method', 'transport'],
     registers: [registry],
   })
+  const attempts = new Counter({
+    name: `${prefix}hole_punch_attempts_total`,
+    help: 'Hole-punch attempts made for classified connections (connection:method events), by resulting method',
+    labelNames: ['method'],
+    registers: [registry],
+  })
+  // seconds, as Prometheus wants; from the dial to the first connection, and to the direct one
+  const buckets = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16]
+  const toFirst = new Histogram({
+    name: `${prefix}connection_first_seconds`,
+    help: 'Time from the dial to the first connection (any method), by method and transport',
+    labelNames: ['method', 'transport'],
+    buckets,
+    registers: [registry],
+  })
+  const toDirect = new Histogram({
+    name: `${prefix}connection_direct_seconds`,
+    help: 'Time from the dial (or the relayed connection) to the direct one, by method and transport',
+    labelNames: ['method', 'transport'],
+    buckets,
+    registers: [registry],
+  })
   const events = new Counter({
     name: `${prefix}events_total`,
     help: 'Node events on the kernel bus, by event name',
@@ -205,6 +227,13 @@ function meshkitMetrics(ctx: () => PluginContext | undefined, registry: Registry
           const transport = typeof e.transport === 'string' ? e.transport : 'unknown'
           told.set(e.peerId, { method, transport })
           classified.inc({ method, transport })
+          const ms = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined)
+          const tried = ms(e.attempts)
+          if (tried !== undefined) attempts.inc({ method }, Math.floor(tried))
+          const first = ms(e.msToFirst)
+          if (first !== undefined) toFirst.observe({ method, transport }, first / 1000)
+          const direct = ms(e.msToDirect)
+          if (direct !== undefined) toDirect.observe({ method, transport }, direct / 1000)
         }),
         c.events.on('peer:disconnect', (e) => {
           if (typeof e.peerId === 'string') told.delete(e.peerId)

@@ -20,6 +20,10 @@ interface Classifies {
 interface Verdict {
   type: string
   confidence: number
+  /** The probes' own confidence, before other sources weighed in. */
+  probeConfidence?: number
+  /** What other sources (identify's observed addresses, AutoNAT v2) say about the verdict. */
+  corroboration?: Array<{ source: string; result: string; detail: string }>
   reason: string
   mapping: string
   filtering: string
@@ -66,6 +70,10 @@ function describe(name: string, v: Verdict | undefined): string {
       return `  ${label}: ${f.in ? `got in${f.from ? ` (from ${f.from})` : ''}` : 'filtered'}`
     }),
     ...v.evidence.notes.map((n) => `  note: ${n}`),
+    ...(v.corroboration ?? []).map((c) => `  ${c.source}: ${c.result}${c.detail ? ` (${c.detail})` : ''}`),
+    ...(v.probeConfidence !== undefined && v.probeConfidence !== v.confidence
+      ? [`  confidence ${v.probeConfidence.toFixed(2)} from the probes alone`]
+      : []),
   ]
   return `${lines.join('\n')}\n`
 }
