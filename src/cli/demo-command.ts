@@ -6,6 +6,7 @@ import { DEFAULT_DEMO_PEERS, DEFAULT_DEMO_TOPICS } from '../demo/plan.js'
 import type { DemoProgress, DemoSummary } from '../demo/run-demo.js'
 import { createOutput, formatMs, type Output, type ProgressStep } from './output.js'
 import type { CliIo } from './run-cli.js'
+import { handleStopSignals } from './stop-signals.js'
 
 export interface DemoCommandOptions {
   /** @default 20 */
@@ -103,20 +104,17 @@ export async function demoCommand(opts: DemoCommandOptions, io: CliIo): Promise<
   const json = (event: Record<string, unknown>) =>
     io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
   const abort = new AbortController()
-  let received: NodeJS.Signals | undefined
   let demoDir: string | undefined
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (received) {
-      out.log(`${signal} again: exiting without waiting for the nodes`)
-      // the nodes die with the process; their temp dir must not stay behind
+  const signals = handleStopSignals({
+    say: (text, _signal, again) => {
+      if (again) out.log(`${text} for the nodes`)
+    },
+    onFirst: () => abort.abort(),
+    // the nodes die with the process; their temp dir must not stay behind
+    beforeExit: () => {
       if (demoDir) rmSync(demoDir, { recursive: true, force: true })
-      process.exit(1)
-    }
-    received = signal
-    abort.abort()
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+    },
+  })
 
   let started = 0
   let starting: ProgressStep | undefined
@@ -208,16 +206,15 @@ export async function demoCommand(opts: DemoCommandOptions, io: CliIo): Promise<
     if (!summary) {
       out.close()
       if (opts.json) json({ event: 'demo:stopped', during: 'startup' })
-      else out.line(`${received ?? 'stop'} during startup: stopped every node that had started.`)
+      else out.line(`${signals.received ?? 'stop'} during startup: stopped every node that had started.`)
       return
     }
     out.close()
     if (opts.json) json({ event: 'summary', ...summary })
-    else printSummary(out, summary, received)
+    else printSummary(out, summary, signals.received)
   } finally {
     out.close()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    signals.dispose()
   }
 }
 

@@ -4,6 +4,7 @@ import { type ControlServer, startControlServer } from '../control/index.js'
 import { type DevSession, fileLabel, formatReloadReport, type ReloadReport, startDev } from '../dev/index.js'
 import { createOutput } from './output.js'
 import type { CliIo } from './run-cli.js'
+import { closeWithin, handleStopSignals } from './stop-signals.js'
 
 export interface DevCommandOptions {
   cwd: string
@@ -35,19 +36,9 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
   const output = createOutput({ write: io.stdout, isTTY: process.stdout.isTTY === true })
   const { colors } = output
   const logger = createLogger({ level: opts.logLevel ?? 'info', write: (line) => output.log(line) })
-  let received: NodeJS.Signals | undefined
-  let stop: (() => void) | undefined
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (received) {
-      logger.warn(`${signal} again: exiting without waiting`)
-      process.exit(1)
-    }
-    received = signal
-    logger.info(`${signal}: stopping`)
-    stop?.()
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  const signals = handleStopSignals({
+    say: (text, _signal, again) => (again ? logger.warn(text) : logger.info(text)),
+  })
   const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
   const printReport = (report: ReloadReport) => {
     if (opts.json) {
@@ -149,31 +140,23 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
       dev.kernel.events.on('topic:peer', (e) => logger.info(`topic ${e.topic}: peer ${e.peerId}`))
     }
 
-    await new Promise<void>((resolve, reject) => {
-      stop = () => {
-        const timeout = setTimeout(() => {
-          logger.error(`stop took longer than ${dev.loaded.config.shutdownTimeout} ms; exiting`)
-          process.exit(1)
-        }, dev.loaded.config.shutdownTimeout)
-        timeout.unref()
-        const closeControl = moving.then(() => control?.close()).catch(() => {})
-        closeControl
-          .then(() => dev.close())
-          .then(() => {
-            clearTimeout(timeout)
-            if (opts.json) line({ event: 'stopped' })
-            resolve()
-          }, reject)
-      }
-      if (received) stop()
-    })
+    // a signal may have come while the node was starting: then this resolves at once
+    await signals.untilSignal()
+    await closeWithin(
+      async () => {
+        await moving.then(() => control?.close()).catch(() => {})
+        await dev.close()
+      },
+      dev.loaded.config.shutdownTimeout,
+      (text) => logger.error(text),
+    )
+    if (opts.json) line({ event: 'stopped' })
   } catch (err) {
     await control?.close().catch(() => {})
     await session?.close().catch(() => {})
     throw err
   } finally {
     output.close()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    signals.dispose()
   }
 }

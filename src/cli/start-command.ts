@@ -5,6 +5,7 @@ import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { createOutput, showStartupProgress } from './output.js'
 import type { CliIo } from './run-cli.js'
+import { closeWithin, handleStopSignals } from './stop-signals.js'
 
 export interface StartCommandOptions {
   cwd: string
@@ -44,20 +45,9 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
   const logger = createLogger({ level: opts.logLevel ?? 'info', write: (line) => output.log(line) })
   let endProgress: (() => void) | undefined
   let control: ControlServer | undefined
-  let received: NodeJS.Signals | undefined
-  let stop: (() => void) | undefined
-  // `on`, not `once`: a second signal must reach this handler too, not Node's default
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (received) {
-      logger.warn(`${signal} again: exiting without waiting`)
-      process.exit(1)
-    }
-    received = signal
-    logger.info(`${signal}: stopping`)
-    stop?.()
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  const signals = handleStopSignals({
+    say: (text, _signal, again) => (again ? logger.warn(text) : logger.info(text)),
+  })
   try {
     const mesh = await startMesh({
       cwd: opts.cwd,
@@ -128,32 +118,22 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       await Promise.all(opts.topic.map((t) => discovery.join(t)))
     }
 
-    await new Promise<void>((resolve, reject) => {
-      stop = () => {
-        const timeout = setTimeout(() => {
-          logger.error(`stop took longer than ${mesh.loaded.config.shutdownTimeout} ms; exiting`)
-          process.exit(1)
-        }, mesh.loaded.config.shutdownTimeout)
-        timeout.unref()
+    // a signal may have come while the node was starting: then this resolves at once
+    await signals.untilSignal()
+    await closeWithin(
+      async () => {
         // the control API first: control.json goes away before the node does
-        const closeAll = async () => {
-          await control?.close().catch(() => {})
-          await mesh.close()
-        }
-        closeAll().then(() => {
-          clearTimeout(timeout)
-          if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
-          resolve()
-        }, reject)
-      }
-      // a signal that came while the node was starting
-      if (received) stop()
-    })
+        await control?.close().catch(() => {})
+        await mesh.close()
+      },
+      mesh.loaded.config.shutdownTimeout,
+      (text) => logger.error(text),
+    )
+    if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
   } finally {
     await control?.close().catch(() => {})
     endProgress?.()
     output.close()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    signals.dispose()
   }
 }
