@@ -44,6 +44,7 @@ import {
   readNatTypeLine,
 } from './nat-type.js'
 import { ConnectionStats, type HolePunchStats } from './stats.js'
+import { tolerantRelayListen } from './tolerant-relay-listen.js'
 
 export {
   canPunch,
@@ -573,11 +574,21 @@ const holePunchPlugin = definePlugin({
           remoteNatOf: (peer) => strategy!.remoteNatOf(peer),
         }
       },
-      libp2p: () => ({
+      libp2p: (ctx) => ({
         // WebRTC first: the circuit relay transport's dial filter also accepts `/p2p-circuit/webrtc` addresses
         transports: [
           webRTC({ rtcConfiguration: { iceServers: opts.stunServers.map((url) => ({ urls: [url] })) } }),
-          circuitRelayTransport(),
+          // a relay that is down (or slow) must not stop the node from starting: its listen is retried
+          (components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) =>
+            tolerantRelayListen(circuitRelayTransport()(components), {
+              logger: ctx.logger,
+              onFailure: (address, err, attempt) =>
+                ctx.events.emit('hole-punch:relay-unreachable', {
+                  address,
+                  attempt,
+                  error: err instanceof Error ? err.message : String(err),
+                }),
+            }),
         ],
         addresses: { listen: ['/webrtc', ...opts.relays.map((r) => `${r}/p2p-circuit`)] },
       }),
