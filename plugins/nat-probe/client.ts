@@ -213,7 +213,47 @@ export interface ProbeOptions {
   signal?: AbortSignal
 }
 
+// ------------------------------------------------------------------------------------ fresh local ports
+
+/**
+ * Local ports this process used for probes lately, per protocol. A filtering test must run from a port
+ * whose NAT mapping has contacted only the main server: a cone NAT keeps a mapping (and, when
+ * restricted, the remote IPs it contacted) for minutes after its last packet, and the kernel may hand a
+ * just-released port out again (Node's servers bind with SO_REUSEADDR). A reused port that had contacted
+ * the server's other IP lets the other-IP test in and turns a restricted cone into a "full cone".
+ */
+const recentPorts = { udp: new Map<number, number>(), tcp: new Map<number, number>() }
+/** Longer than the mapping lifetime of common NATs (and the lab's 180 s). */
+const RECENT_PORT_MS = 300_000
+
+/** Remembers `port` as used for `protocol` probes now. */
+function markUsed(protocol: 'udp' | 'tcp', port: number): void {
+  const now = Date.now()
+  const used = recentPorts[protocol]
+  for (const [p, at] of used) if (now - at > RECENT_PORT_MS) used.delete(p)
+  used.set(port, now)
+}
+
+/** Whether `port` was used for `protocol` probes within {@link RECENT_PORT_MS}. */
+function usedLately(protocol: 'udp' | 'tcp', port: number): boolean {
+  const at = recentPorts[protocol].get(port)
+  return at !== undefined && Date.now() - at <= RECENT_PORT_MS
+}
+
 // ----------------------------------------------------------------------------------------------- UDP
+
+/** A UDP socket on a port no probe of this process used lately (see {@link recentPorts}); marked used. */
+async function bindFreshUdp(ip?: string): Promise<Socket> {
+  for (let tries = 0; ; tries++) {
+    const s = await bindUdp(ip)
+    const port = s.address().port
+    if (!usedLately('udp', port) || tries >= 20) {
+      markUsed('udp', port)
+      return s
+    }
+    s.close()
+  }
+}
 
 function bindUdp(ip = '0.0.0.0', port = 0): Promise<Socket> {
   return new Promise((resolve, reject) => {
@@ -332,7 +372,8 @@ export async function probeMapping(
   endpoints: readonly string[],
   opts: ProbeOptions,
 ): Promise<Array<{ server: string; mapped?: string }>> {
-  const s = await bindUdp(opts.localAddress)
+  // marked used: it contacts the other IP too, so no filtering test may reuse its port soon
+  const s = await bindFreshUdp(opts.localAddress)
   try {
     return await Promise.all(
       endpoints.map((to) => udpProbe(s, to, opts).then((r) => ({ server: to, mapped: r.seen?.seen }))),
@@ -351,7 +392,7 @@ export async function gatherUdp(opts: ProbeOptions): Promise<ProtocolEvidence> {
     filtering: {},
     notes: [],
   }
-  const s = await bindUdp(opts.localAddress)
+  const s = await bindFreshUdp(opts.localAddress)
   try {
     e.local = joinAddr(opts.localAddress ?? '0.0.0.0', s.address().port)
     // the main endpoints first: their answers name the servers' other endpoints
@@ -394,7 +435,7 @@ export async function gatherUdp(opts: ProbeOptions): Promise<ProtocolEvidence> {
     return e
   }
   const filtering = async (via: Via): Promise<FilteringObservation> => {
-    const f = await bindUdp(opts.localAddress)
+    const f = await bindFreshUdp(opts.localAddress)
     try {
       const control = await udpProbe(f, main, opts)
       if (!control.seen)
@@ -420,6 +461,20 @@ export async function gatherUdp(opts: ProbeOptions): Promise<ProtocolEvidence> {
 // ----------------------------------------------------------------------------------------------- TCP
 
 /** A free local TCP port (asked from the kernel, then released). */
+/**
+ * A free local TCP port that no probe of this process used lately (see {@link recentPorts}) and not in
+ * `avoid`; marked used.
+ */
+async function freshTcpPort(ip: string | undefined, avoid: ReadonlySet<number> = new Set()): Promise<number> {
+  for (let tries = 0; ; tries++) {
+    const port = await freePort(ip)
+    if ((!usedLately('tcp', port) && !avoid.has(port)) || tries >= 20) {
+      markUsed('tcp', port)
+      return port
+    }
+  }
+}
+
 function freePort(ip = '0.0.0.0'): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer()
@@ -539,7 +594,7 @@ export async function gatherTcp(opts: ProbeOptions): Promise<ProtocolEvidence> {
     notes: [],
   }
   const servers = opts.tcpServers ?? opts.servers
-  const port = await freePort(opts.localAddress)
+  const port = await freshTcpPort(opts.localAddress)
   e.local = joinAddr(opts.localAddress ?? '0.0.0.0', port)
   const endpoints: string[] = []
   const observe = async (to: string) => {
@@ -559,8 +614,11 @@ export async function gatherTcp(opts: ProbeOptions): Promise<ProtocolEvidence> {
     e.notes.push('no probe server answered over TCP: no filtering test')
     return e
   }
+  // two distinct fresh ports, taken before either test runs (two concurrent asks may get the same one)
+  const otherPortLocal = await freshTcpPort(opts.localAddress)
+  const otherIpLocal = await freshTcpPort(opts.localAddress, new Set([otherPortLocal]))
   const filtering = async (via: Via): Promise<FilteringObservation> => {
-    const local = await freePort(opts.localAddress)
+    const local = via === 'other-port' ? otherPortLocal : otherIpLocal
     const id = newId('c')
     const r = await tcpRequest(main, { v: 1, t: 'callback', id, via }, opts, local)
     if (r.reply?.t !== 'callback-ok')
