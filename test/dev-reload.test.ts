@@ -302,6 +302,38 @@ describe('mesh dev: startDev() reloads', function () {
     expect(dev.node.peerId.toString()).to.equal(peerId)
   })
 
+  it('a listen port taken by another process: the reload fails and the node is untouched (connections, topics)', async () => {
+    const dev = session!
+    const node = dev.node
+    await node.api<TopicDiscovery>('discovery').join('joined-at-runtime')
+    const ids = () => node.libp2p.getConnections().map((c) => c.id)
+    const before = ids()
+    const addresses = node.libp2p.getMultiaddrs().map(String)
+    const taken = await freePort()
+    const { createServer } = await import('node:net')
+    const blocker = createServer()
+    await new Promise<void>((resolve) => blocker.listen(taken, '127.0.0.1', resolve))
+    try {
+      const report = await save({ port: taken })
+      expect(report.status, JSON.stringify(report)).to.equal('failed')
+      expect(report.phase).to.equal('apply')
+      expect(report.restarted, 'the running node was not stopped for a port it does not hold').to.equal(
+        undefined,
+      )
+      expect(report.error?.code).to.equal('MESH_ERR_LISTEN_FAILED')
+      expect(dev.node).to.equal(node)
+      expect(node.state).to.equal('started')
+      expect(ids()).to.deep.equal(before)
+      expect(node.libp2p.getMultiaddrs().map(String)).to.deep.equal(addresses)
+      expect(node.api<TopicDiscovery>('discovery').topics().sort()).to.deep.equal([
+        'alpha',
+        'joined-at-runtime',
+      ])
+    } finally {
+      await new Promise<void>((resolve) => blocker.close(() => resolve()))
+    }
+  })
+
   it('a syntax error, then a validation error, keep the old node serving; fixing the file reloads', async () => {
     const dev = session!
     const node = dev.node

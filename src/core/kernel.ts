@@ -89,6 +89,24 @@ function causeText(err: unknown): string {
   return parts.join(': ')
 }
 
+/** `tcp/4001`, `udp/4001` for each fixed (non-zero) port in these multiaddrs. */
+function fixedPorts(addresses: Iterable<string>): Set<string> {
+  const ports = new Set<string>()
+  for (const a of addresses) {
+    const m = /\/(tcp|udp)\/(\d+)/.exec(a)
+    if (m && m[2] !== '0') ports.add(`${m[1]}/${m[2]}`)
+  }
+  return ports
+}
+
+/** Whether `previous` listens on a fixed port that `next` is configured to listen on. */
+function holdsFixedPortOf(previous: MeshNode, next: MeshNode): boolean {
+  const wanted = fixedPorts(next.listenAddresses)
+  if (wanted.size === 0) return false
+  const held = fixedPorts([...previous.listenAddresses, ...previous.libp2p.getMultiaddrs().map(String)])
+  return [...wanted].some((p) => held.has(p))
+}
+
 /**
  * Builds Meshkit nodes from resolved configs. Each build gets its own child container (disposed with
  * the node); the identity and datastore of a data dir are shared by the builds that use it, so a new
@@ -196,7 +214,10 @@ export class MeshKernel {
     try {
       await next.start()
     } catch (err) {
-      if (!previous || !(err instanceof MeshError && err.code === 'MESH_ERR_LISTEN_FAILED')) {
+      // stop the old node first only when it holds a fixed port the new one wants: a port taken by
+      // another process is the new config's problem, and the old node must keep serving untouched
+      const listenFailed = err instanceof MeshError && err.code === 'MESH_ERR_LISTEN_FAILED'
+      if (!previous || !listenFailed || !holdsFixedPortOf(previous, next)) {
         await this.dispose(next).catch(() => {})
         throw err
       }
@@ -206,6 +227,11 @@ export class MeshKernel {
       } catch (retryErr) {
         await this.dispose(next).catch(() => {})
         await previous.start()
+        // started again: same config and identity, but new connections (and ephemeral ports)
+        this.events.emit('node:restarted', {
+          peerId: previous.peerId.toString(),
+          reason: `the new node could not start on the port it shares with this one: ${reasonOf(retryErr)}`,
+        })
         throw retryErr
       }
     }

@@ -89,6 +89,7 @@ export class MeshNode {
   #unsubscribe: Array<() => void> = []
   #disposed = false
   #bootstrapper?: Bootstrapper
+  #listen: string[] = []
   #config: ResolvedMeshConfig
 
   constructor(
@@ -117,6 +118,11 @@ export class MeshNode {
   get libp2p(): Libp2p {
     if (!this.#libp2p) throw meshError('MESH_ERR_NODE_NOT_CREATED', ['(kernel)'])
     return this.#libp2p
+  }
+
+  /** The addresses this node is configured to listen on (the config's, or else the plugins'). */
+  get listenAddresses(): readonly string[] {
+    return this.#listen
   }
 
   /** The plugins in start order. */
@@ -162,6 +168,7 @@ export class MeshNode {
       datastore: this.datastore,
       start: false,
     }
+    this.#listen = [...(options.addresses?.listen ?? [])]
     try {
       this.#libp2p = await createLibp2p(options)
     } catch (err) {

@@ -24,6 +24,11 @@ export interface ReloadReport {
   reasons: string[]
   /** The in-place update failed and a new node was built instead: why (the error text). */
   fallback?: string
+  /**
+   * A failed apply had to stop the running node (the new one wanted its fixed port) and started it
+   * again with its previous config: same identity, new connections. Otherwise a failure leaves it untouched.
+   */
+  restarted?: boolean
   /** Where it failed: loading (syntax, module errors), validating, or applying. */
   phase?: 'load' | 'validate' | 'apply'
   /** The error (code and the text the CLI prints, with file:line:col for syntax errors). */
@@ -89,7 +94,7 @@ export function formatReloadReport(report: ReloadReport): string {
   const lines: string[] = []
   if (report.status === 'failed') {
     lines.push(
-      `reload #${report.id}${files} failed while ${report.phase === 'apply' ? 'applying' : report.phase === 'validate' ? 'validating' : 'loading'} the config; the running node is untouched`,
+      `reload #${report.id}${files} failed while ${report.phase === 'apply' ? 'applying' : report.phase === 'validate' ? 'validating' : 'loading'} the config; ${report.restarted ? 'the running node was restarted with its previous config' : 'the running node is untouched'}`,
     )
     if (report.error) lines.push(...report.error.message.split('\n').map((l) => `  ${l}`))
     return lines.join('\n')

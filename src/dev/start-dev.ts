@@ -310,6 +310,11 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
       : definitionChanged
     refreshTopics()
     const peerBefore = node.peerId.toString()
+    // the kernel restarts the running node when a new node that needed its port failed to start
+    let restarted = false
+    const offRestarted = kernel.events.on('node:restarted', () => {
+      restarted = true
+    })
     try {
       const result = await kernel.update(next.config, { codeChanged })
       node = result.node
@@ -351,19 +356,31 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
       // the kernel kept the running node with its previous config; try this config again on the next save
       watcher.update(watchSet(next, watcher.files))
       hashes = await hashFiles(watcher.files)
-      const message = isMeshError(err) ? err.describe() : reasonOf(err)
+      let message = isMeshError(err) ? err.describe() : reasonOf(err)
+      if (restarted && kernel.current) {
+        // same config and identity, but its connections were closed: join the runtime topics again
+        node = kernel.current
+        const discovery = discoveryOf(node)
+        const topics = [...runtimeTopics].filter((t) => !(discovery?.topics() ?? []).includes(t))
+        const results = await Promise.allSettled(topics.map((t) => discovery?.join(t)))
+        base.topicsRejoined = topics.filter((_, i) => results[i].status === 'fulfilled')
+        message += `\nThe running node had to stop for the new one and was started again with its previous config: its connections were closed (peers reconnect)${base.topicsRejoined.length > 0 ? `; topics joined again: ${base.topicsRejoined.join(', ')}` : ''}.`
+      }
       return {
         ...base,
         at: new Date().toISOString(),
         status: 'failed',
         mode: 'none',
         phase: 'apply',
+        ...(restarted ? { restarted: true } : {}),
         error: { code: isMeshError(err) ? err.code : undefined, message },
         peerId: node.peerId.toString(),
         loadMs,
         applyMs: performance.now() - t0 - loadMs,
         totalMs: performance.now() - since,
       }
+    } finally {
+      offRestarted()
     }
   }
 
