@@ -321,6 +321,11 @@ describe('mesh dev: startDev() reloads', function () {
         undefined,
       )
       expect(report.error?.code).to.equal('MESH_ERR_LISTEN_FAILED')
+      // one line per address, in Meshkit's words: no stack, no advice about libp2p-only settings
+      expect(report.error?.message).to.include(
+        `/tcp/${taken}: the port is in use by another process (EADDRINUSE)`,
+      )
+      expect(report.error?.message).not.to.match(/faultTolerance|\n\s+at /)
       expect(dev.node).to.equal(node)
       expect(node.state).to.equal('started')
       expect(ids()).to.deep.equal(before)
