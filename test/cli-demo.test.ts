@@ -139,6 +139,36 @@ describe('mesh demo (CLI)', function () {
     expect(events.some((e) => e.event === 'demo:stopped')).to.equal(true)
   })
 
+  it('stops cleanly when its reader goes away (`| head -2`): exit 0, temp dir removed', async () => {
+    const { spawn } = await import('node:child_process')
+    const { readdir, mkdir } = await import('node:fs/promises')
+    const { join } = await import('node:path')
+    const tmp = join(cwd, 'tmp-epipe')
+    await mkdir(tmp, { recursive: true })
+    const { CLI_MAIN } = await import('./cli-helpers.js')
+    const script = `"${process.execPath}" "${CLI_MAIN}" demo --peers 3 --duration 20 --no-open | head -2; exit \${PIPESTATUS[0]}`
+    const child = spawn('bash', ['-c', script], { cwd, env: { ...process.env, TMPDIR: tmp, NO_COLOR: '1' } })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => {
+      out += d
+    })
+    child.stderr.on('data', (d) => {
+      err += d
+    })
+    const code = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+      child.on('exit', (c) => {
+        clearTimeout(timer)
+        resolve(c)
+      })
+    })
+    expect(out.split('\n').filter(Boolean)).to.have.length(2)
+    expect(code, `stderr: ${err}`).to.equal(0)
+    expect(err).not.to.match(/EPIPE|Unhandled/)
+    expect(await readdir(tmp), 'the demo removed its temp dir').to.deep.equal([])
+  })
+
   it('rejects a demo too small for its topics with a hint (exit 2, nothing started)', async () => {
     const res = await runCliProcess(['demo', '--peers', '3', '--topics', 'a,b,c,d', '--no-open'], {
       cwd,

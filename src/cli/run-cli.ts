@@ -12,7 +12,10 @@ export interface CliIo {
 }
 
 const defaultIo: CliIo = {
-  stdout: (text) => process.stdout.write(text),
+  // nothing is written once the reader went away (EPIPE: see main.ts)
+  stdout: (text) => {
+    if (!process.stdout.destroyed) process.stdout.write(text)
+  },
   stderr: (text) => process.stderr.write(text),
 }
 
