@@ -238,6 +238,7 @@ describe('mesh init', () => {
     })
 
     it('meshkit: a local spec for the dependency, while the peer dependency stays a range', async () => {
+      await writeFile(join(dir, 'meshkit.tgz'), '')
       const r = await scaffoldProject({
         dir: 'p',
         cwd: dir,
@@ -248,6 +249,21 @@ describe('mesh init', () => {
       const pkg = JSON.parse(await readFile(join(r.dir, 'package.json'), 'utf8'))
       expect(pkg.devDependencies.meshkit).to.equal('file:../meshkit.tgz')
       expect(pkg.peerDependencies.meshkit).to.equal(`^${VERSION}`)
+    })
+
+    it('meshkit: a file: spec that points nowhere is refused before anything is written', async () => {
+      const err = await scaffoldProject({
+        dir: 'q',
+        cwd: dir,
+        install: false,
+        meshkit: 'file:/nonexistent/mk',
+      }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isMeshError(err) && err.code, String(err)).to.equal('MESH_ERR_INVALID_ARGUMENT')
+      expect((err as Error).message).to.include('/nonexistent/mk does not exist')
+      expect(existsSync(join(dir, 'q'))).to.equal(false)
     })
   })
 
@@ -296,8 +312,9 @@ describe('mesh init', () => {
     })
 
     it('without --no-install runs npm install; its failure is a clear error (exit 2)', async () => {
-      // a meshkit tarball that does not exist: npm fails quickly, before downloading anything
-      const r = await runCliProcess(['init', 'app', '--meshkit', `file:${join(dir, 'missing.tgz')}`], {
+      // a meshkit "tarball" that is not one: npm fails quickly, before downloading anything
+      await writeFile(join(dir, 'broken.tgz'), 'not a tarball')
+      const r = await runCliProcess(['init', 'app', '--meshkit', `file:${join(dir, 'broken.tgz')}`], {
         cwd: dir,
         timeoutMs: 50_000,
         env: { npm_config_prefer_offline: 'true' },
@@ -306,7 +323,7 @@ describe('mesh init', () => {
       expect(r.stdout).to.contain('… installing dependencies (npm install)')
       expect(r.stdout).to.contain('✖ npm install failed')
       expect(r.stderr).to.contain('MESH_ERR_INIT_INSTALL_FAILED')
-      expect(r.stderr).to.contain('missing.tgz')
+      expect(r.stderr).to.contain('TAR_BAD_ARCHIVE')
       expect(hasStackTrace(r.stderr), r.stderr).to.equal(false)
       expect(existsSync(join(dir, 'app', 'mesh.config.ts')), 'the project stays').to.equal(true)
     })

@@ -101,6 +101,16 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
     throw meshError('MESH_ERR_INIT_BAD_NAME', [packageName, problems, suggestion])
   }
 
+  // npm installs a `file:` spec that points nowhere as a dangling link and says nothing: check it here
+  const local = options.meshkit?.startsWith('file:') ? resolve(dir, options.meshkit.slice(5)) : undefined
+  if (local && !existsSync(local)) {
+    throw new MeshError(
+      'MESH_ERR_INVALID_ARGUMENT',
+      `--meshkit ${options.meshkit}: ${local} does not exist (a file: path is relative to the new project).`,
+      { hint: 'Give the path of a Meshkit checkout or of a tarball made by `npm pack` in one.' },
+    )
+  }
+
   if (existsSync(dir)) {
     const info = await stat(dir)
     if (!info.isDirectory()) {
