@@ -317,6 +317,15 @@ describe('mesh start (real processes)', function () {
       expectUsageError(result, ['/ip4/127.0.0.1/tcp/notaport', '--dial'])
     })
 
+    it('mesh --version prints the package version: exit 0', async () => {
+      const result = await runCliProcess(['--version'], { cwd: dir })
+      const { version } = JSON.parse(
+        (await import('node:fs')).readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8'),
+      ) as { version: string }
+      expect(result.code, result.stderr).to.equal(0)
+      expect(result.stdout.trim()).to.equal(version)
+    })
+
     it('an unknown option: exit 2', async () => {
       const result = await badRun(['--data-dir', join(dir, 'data'), '--frobnicate'])
       expectUsageError(result, ['--frobnicate'])

@@ -148,7 +148,12 @@ describe('mesh status and friends (real processes)', function () {
     // topics: join through the CLI, B joins too, then leave
     const joined = await mesh(dir, 'topics', 'join', 'cli-topic', '-d', dataA, '--json')
     expect(joined.code, joined.stderr).to.equal(0)
-    expect(parsed(joined)).to.deep.equal({ topic: 'cli-topic', joined: true, topics: ['cli-topic'] })
+    expect(parsed(joined)).to.deep.equal({
+      topic: 'cli-topic',
+      joined: true,
+      changed: true,
+      topics: ['cli-topic'],
+    })
     await a.proc.waitForEvent((e) => e.event === 'topic:joined' && e.topic === 'cli-topic', {
       what: 'A joined',
     })
@@ -166,6 +171,10 @@ describe('mesh status and friends (real processes)', function () {
     expect(topicsHuman.stdout).to.match(new RegExp(`^cli-topic +1 +${b.peerId}$`, 'm'))
     const left = await mesh(dir, 'topics', 'leave', 'cli-topic', '-d', dataA)
     expect(left.stdout, `code ${left.code}: ${left.stderr}`).to.equal('left cli-topic; topics now: (none)')
+    const again = await mesh(dir, 'topics', 'leave', 'cli-topic', '-d', dataA)
+    expect(again.stdout, again.stderr).to.equal(
+      'not joined: cli-topic (nothing to leave); topics now: (none)',
+    )
     expect(parsed(await mesh(dir, 'topics', '-d', dataA, '--json'))).to.deep.equal([])
     const badAction = await mesh(dir, 'topics', 'frobnicate', 'x', '-d', dataA)
     expect(badAction.code).to.equal(2)

@@ -204,7 +204,12 @@ describe('control API', function () {
     const discovery = a.node.api<{ topics(): string[] }>('discovery')
     expect(await client.topics()).to.deep.equal([])
     const joined = await client.join('control-topic')
-    expect(joined).to.deep.equal({ topic: 'control-topic', joined: true, topics: ['control-topic'] })
+    expect(joined).to.deep.equal({
+      topic: 'control-topic',
+      joined: true,
+      changed: true,
+      topics: ['control-topic'],
+    })
     expect(discovery.topics()).to.deep.equal(['control-topic'])
     expect((await client.status()).topics).to.deep.equal(['control-topic'])
 
@@ -221,7 +226,7 @@ describe('control API', function () {
     expect((await client.peers()).find((p) => p.peerId === b.peerId)?.topics).to.deep.equal(['control-topic'])
 
     const left = await client.leave('control-topic')
-    expect(left).to.deep.equal({ topic: 'control-topic', joined: false, topics: [] })
+    expect(left).to.deep.equal({ topic: 'control-topic', joined: false, changed: true, topics: [] })
     expect(discovery.topics()).to.deep.equal([])
     expect(await client.topics()).to.deep.equal([])
   })

@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs'
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import { LOG_LEVELS, type LogLevel } from 'meshkit'
 import { canOpenBrowser, openBrowser } from '../demo/open-browser.js'
-import { DEFAULT_DEMO_PEERS, DEFAULT_DEMO_TOPICS } from '../demo/plan.js'
+import { checkDemoPlan, DEFAULT_DEMO_PEERS, DEFAULT_DEMO_TOPICS } from '../demo/plan.js'
 import type { DemoProgress, DemoSummary } from '../demo/run-demo.js'
 import { createOutput, formatMs, type Output, type ProgressStep } from './output.js'
 import type { CliIo } from './run-cli.js'
@@ -175,6 +175,8 @@ export async function demoCommand(opts: DemoCommandOptions, io: CliIo): Promise<
     }
   }
   try {
+    // a plan that cannot work is reported before anything is printed or started
+    checkDemoPlan(peers, topics)
     if (!opts.json)
       out.line(
         `${c.bold('Meshkit demo')}: a bootstrap/relay node + ${peers} peers in topics ${topics.join(', ')}, on 127.0.0.1 only`,

@@ -1,7 +1,15 @@
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { registerDemoCommand } from './demo-command.js'
 import { registerStatusCommands } from './status-commands.js'
+
+/** This Meshkit's version, from its package.json. */
+function meshkitVersion(): string {
+  const file = fileURLToPath(new URL('../../../package.json', import.meta.url))
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version
+}
 
 /** Exit codes: 0 ok, 1 unexpected failure, 2 user error (bad config, bad arguments). */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const
@@ -46,6 +54,7 @@ function debounceArg(value: string): number {
 export function createProgram(io: CliIo = defaultIo): Command {
   const program = new Command('mesh')
     .description('Meshkit: peer-to-peer mesh networks on js-libp2p')
+    .version(meshkitVersion(), '-V, --version', "print Meshkit's version")
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })

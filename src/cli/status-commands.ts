@@ -172,7 +172,13 @@ export async function topicCommand(
   io.stdout(
     opts.json
       ? `${JSON.stringify(result)}\n`
-      : `${action === 'join' ? 'joined' : 'left'} ${topic}; topics now: ${result.topics.join(', ') || '(none)'}\n`,
+      : `${
+          result.changed === false
+            ? action === 'join'
+              ? `already joined ${topic}`
+              : `not joined: ${topic} (nothing to leave)`
+            : `${action === 'join' ? 'joined' : 'left'} ${topic}`
+        }; topics now: ${result.topics.join(', ') || '(none)'}\n`,
   )
 }
 

@@ -25,6 +25,8 @@ export interface ControlClientOptions {
 export interface TopicChange {
   topic: string
   joined: boolean
+  /** False when nothing changed: the topic was joined already (join) or was not joined (leave). */
+  changed: boolean
   topics: string[]
 }
 

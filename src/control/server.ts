@@ -369,6 +369,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       const topic = topicFrom(await ctx.json())
       const discovery = discoveryOf(node)
       if (!discovery) throw noProvider('discovery', DISCOVERY_HINT)
+      const before = discovery.topics().includes(topic)
       try {
         await discovery[action](topic)
       } catch (err) {
@@ -377,7 +378,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
           cause: err,
         })
       }
-      return { topic, joined: action === 'join', topics: [...discovery.topics()].sort() }
+      return {
+        topic,
+        joined: action === 'join',
+        changed: action === 'join' ? !before : before,
+        topics: [...discovery.topics()].sort(),
+      }
     })
   addRoute('POST', '/api/topics/join', topicChange('join'))
   addRoute('POST', '/api/topics/leave', topicChange('leave'))

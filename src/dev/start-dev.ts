@@ -334,6 +334,10 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
           })
           base.topicsRejoined = missing.filter((_, i) => results[i].status === 'fulfilled')
         }
+        // peers that dial this node need its new addresses (ports of `/tcp/0`, `/udp/0` change too)
+        base.actions.push(
+          `node: listening on ${node.libp2p.getMultiaddrs().map(String).join(', ') || '(nothing)'}`,
+        )
       }
       resetBaseline()
       loaded = next
