@@ -29,6 +29,7 @@ import {
   type MeshPlugin,
   multiaddrSchema,
   type PluginContext,
+  sleep,
   z,
 } from 'meshkit'
 import stun from 'stun'
@@ -160,19 +161,6 @@ const options = z
   })
 
 type Options = z.output<typeof options>
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t)
-        resolve()
-      },
-      { once: true },
-    )
-  })
 
 /** Relayed = the connection has limits (its address is no guide: a WebRTC one still names /p2p-circuit). */
 const isRelayed = (c: Connection) => c.limits !== undefined

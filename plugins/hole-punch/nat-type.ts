@@ -6,29 +6,14 @@
  * (`addrs`: at most 8 direct multiaddrs, sent only by a public node). Anything else resets the stream.
  */
 import type { Stream } from '@libp2p/interface'
+import { isNatType, type NatType } from 'meshkit'
 
 export const NAT_TYPE_PROTOCOL = '/mesh/nat-type/1.0.0'
 export const MAX_NAT_TYPE_BYTES = 1024
 
-export type PeerNatType =
-  | 'public'
-  | 'full-cone'
-  | 'restricted-cone'
-  | 'port-restricted-cone'
-  | 'symmetric'
-  | 'unknown'
-
-const TYPES: ReadonlySet<string> = new Set([
-  'public',
-  'full-cone',
-  'restricted-cone',
-  'port-restricted-cone',
-  'symmetric',
-  'unknown',
-])
-
-/** Whether `t` is one of the NAT types. */
-export const isNatType = (t: unknown): t is PeerNatType => typeof t === 'string' && TYPES.has(t)
+/** A peer's NAT type: the `nat-classification` vocabulary (core's `NatType`). */
+export type PeerNatType = NatType
+export { isNatType }
 
 export interface NatTypeMessage {
   v: 1

@@ -1,3 +1,4 @@
+import { decodeJsonObject } from 'meshkit'
 /** The tag exchange: peers tell each other their topic tags, as one length-prefixed UTF-8 JSON message. */
 export const TAGS_PROTOCOL = '/mesh/tags/1.0.0'
 
@@ -42,16 +43,7 @@ export function encodeTags(tags: readonly string[]): Uint8Array {
 }
 
 export function decodeTags(bytes: Uint8Array): TagsMessage {
-  if (bytes.byteLength > TAG_LIMITS.maxMessageBytes)
-    fail(`${bytes.byteLength} bytes (max ${TAG_LIMITS.maxMessageBytes})`)
-  let value: unknown
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch {
-    fail('not UTF-8 JSON')
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail('not an object')
-  const m = value as { v?: unknown; tags?: unknown }
+  const m: { v?: unknown; tags?: unknown } = decodeJsonObject(bytes, TAG_LIMITS.maxMessageBytes, fail)
   if (m.v !== 1) fail('unknown version')
   return { v: 1, tags: checkTags(m.tags) }
 }

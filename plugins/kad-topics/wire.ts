@@ -1,5 +1,6 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { decodeJsonObject } from 'meshkit'
 
 /** The member-exchange protocol: peers tell each other which topic keys they joined and who else did. */
 export const TOPICS_PROTOCOL = '/mesh/topics/1.0.0'
@@ -81,17 +82,9 @@ const checkPeerId = (s: string) => {
 }
 
 function parseJson(bytes: Uint8Array): Record<string, unknown> {
-  if (bytes.byteLength > LIMITS.maxMessageBytes)
-    fail(`${bytes.byteLength} bytes (max ${LIMITS.maxMessageBytes})`)
-  let value: unknown
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch {
-    fail('not UTF-8 JSON')
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail('not an object')
-  if ((value as { v?: unknown }).v !== 1) fail('unknown version')
-  return value as Record<string, unknown>
+  const value = decodeJsonObject(bytes, LIMITS.maxMessageBytes, fail)
+  if (value.v !== 1) fail('unknown version')
+  return value
 }
 
 export function encode(message: TopicsRequest | TopicsResponse): Uint8Array {

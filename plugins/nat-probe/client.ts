@@ -15,6 +15,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { createRequire } from 'node:module'
 import { connect, createServer, type Server } from 'node:net'
 import { networkInterfaces } from 'node:os'
+import { type NatType, sleep } from 'meshkit'
 import type { Corroboration } from './observed.js'
 import {
   CLIENT_REQUEST_BYTES,
@@ -26,13 +27,7 @@ import {
   type Via,
 } from './wire.js'
 
-export type NatType =
-  | 'public'
-  | 'full-cone'
-  | 'restricted-cone'
-  | 'port-restricted-cone'
-  | 'symmetric'
-  | 'unknown'
+export type { NatType }
 
 export interface MappingObservation {
   /** The server endpoint contacted (ip:port). */
@@ -184,18 +179,6 @@ export function hostAddresses(): string[] {
 
 let nextId = 0
 const newId = (tag: string) => `${tag}-${process.pid}-${Date.now().toString(36)}-${nextId++}`
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t)
-        resolve()
-      },
-      { once: true },
-    )
-  })
 
 export interface ProbeOptions {
   /** The probe servers' main UDP endpoints (ip:port); the TCP ones too unless `tcpServers` is given. */

@@ -24,7 +24,6 @@ import {
   gatherTcp,
   gatherUdp,
   judge,
-  type NatType,
   type ProbeOptions,
   type ProtocolEvidence,
   type ProtocolVerdict,
@@ -667,12 +666,5 @@ export const natClassifier = definePlugin({
   },
 })
 
-/** The NAT types, most open first. */
-export const NAT_TYPES: readonly NatType[] = [
-  'public',
-  'full-cone',
-  'restricted-cone',
-  'port-restricted-cone',
-  'symmetric',
-  'unknown',
-]
+/** The NAT types, most open first (the `nat-classification` vocabulary, from core). */
+export { NAT_TYPES } from 'meshkit'

@@ -67,12 +67,16 @@ export {
   type ConnectionMethodSource,
   type DiscoverySlotApi,
   hasMethods,
+  isNatType,
   type MetricsSlotApi,
+  NAT_TYPES,
   type NatClassificationSlotApi,
   type NatProtocolVerdictView,
   type NatReportView,
+  type NatType,
   optionalApi,
   SLOT_CAPABILITIES,
 } from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
 export { capabilityToken, TOKENS, type Token } from './tokens.js'
+export { decodeJsonObject, sleep } from './wire-json.js'

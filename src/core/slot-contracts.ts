@@ -56,6 +56,29 @@ export interface ClusteringSlotApi {
   ownClusters?(): string[]
 }
 
+/** A NAT type, as the `nat-classification` capability names it (and peers exchange it). */
+export type NatType =
+  | 'public'
+  | 'full-cone'
+  | 'restricted-cone'
+  | 'port-restricted-cone'
+  | 'symmetric'
+  | 'unknown'
+
+/** The NAT types, most open first. */
+export const NAT_TYPES: readonly NatType[] = [
+  'public',
+  'full-cone',
+  'restricted-cone',
+  'port-restricted-cone',
+  'symmetric',
+  'unknown',
+]
+
+/** Whether `t` is one of the {@link NAT_TYPES}. */
+export const isNatType = (t: unknown): t is NatType =>
+  typeof t === 'string' && (NAT_TYPES as string[]).includes(t)
+
 /** A NAT verdict for one protocol, as the `nat-classification` capability reports it. */
 export interface NatProtocolVerdictView {
   /** public, full-cone, restricted-cone, port-restricted-cone, symmetric or unknown. */
