@@ -22,7 +22,7 @@ import {
   resolveConfig,
 } from 'meshkit'
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
-import { gatherTcp, gatherUdp } from '../plugins/nat-probe/client.js'
+import { activeDeadline, gatherTcp, gatherUdp, lackedAnswers } from '../plugins/nat-probe/client.js'
 import {
   adjustConfidence,
   autonatCorroboration,
@@ -47,6 +47,23 @@ import { configProject, REPO_ROOT } from './fixtures/configs/project.js'
 import { tempDir, waitFor } from './helpers.js'
 
 const env: ConfigEnv = { command: 'start', mode: 'test' }
+
+/** A classifier against a loopback probe server on `port`, with short waits. */
+const loopbackClassifier = (port: number, more: Omit<Parameters<typeof natClassifier>[0], 'servers'> = {}) =>
+  natClassifier({ servers: [`127.0.0.1:${port}`], localAddress: '127.0.0.1', timeout: '300ms', ...more })
+
+/** A loopback node's config (TCP on 127.0.0.1, memory datastore) with these plugins after the basics. */
+const loopbackConfig = (dataDir: string, ...plugins: MeshPlugin[]) =>
+  resolveConfig(
+    {
+      dataDir,
+      datastore: 'memory',
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      logLevel: 'silent',
+      plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
+    },
+    { env, registry: builtinPlugins },
+  )
 
 /**
  * Two ports for a test server: random below the ephemeral range (32768+, where the kernel picks the ports
@@ -169,34 +186,122 @@ describe('nat-probe', function () {
         expect(v.confidence).to.be.within(0.9, 1)
     })
 
-    it('says unknown, with confidence 0, when the evidence is insufficient or inconsistent', () => {
+    it('says unknown, with confidence 0, when the evidence is insufficient or inconsistent; tells missing answers (worth another try) from inconclusive ones', () => {
       const m = '203.0.113.10:40000'
-      const cases: ProtocolEvidence[] = [
-        evidence({ mappings: [obs('198.51.100.10:3478')] }),
-        evidence({ mappings: [obs('198.51.100.10:3478', m)], filtering: { otherIp: filt(true, true) } }),
-        // two ports of one IP: address-dependent mapping is not excluded
-        evidence({
-          mappings: [obs('198.51.100.10:3478', m), obs('198.51.100.10:3479', m)],
-          filtering: { otherPort: filt(true, true), otherIp: filt(true, true) },
-        }),
+      // [evidence, whether answers are missing]
+      const cases: Array<[ProtocolEvidence, boolean]> = [
+        [evidence({ mappings: [] }), true],
+        [evidence({ mappings: [obs('198.51.100.10:3478')] }), true],
+        [
+          evidence({ mappings: [obs('198.51.100.10:3478', m)], filtering: { otherIp: filt(true, true) } }),
+          true,
+        ],
+        // one server endpoint of three never answered
+        [
+          evidence({
+            mappings: [obs('198.51.100.10:3478', m), obs('198.51.100.10:3479', m), obs('198.51.100.11:3478')],
+            filtering: { otherPort: filt(true, true), otherIp: filt(true, true) },
+          }),
+          true,
+        ],
+        // two ports of one IP, all answered: address-dependent mapping is not excluded
+        [
+          evidence({
+            mappings: [obs('198.51.100.10:3478', m), obs('198.51.100.10:3479', m)],
+            filtering: { otherPort: filt(true, true), otherIp: filt(true, true) },
+          }),
+          false,
+        ],
         // the control probe of the filtering test was not answered
-        evidence({
-          mappings: threeSame(m),
-          filtering: { otherPort: filt(true, false), otherIp: filt(false, false) },
-        }),
+        [
+          evidence({
+            mappings: threeSame(m),
+            filtering: { otherPort: filt(true, false), otherIp: filt(false, false) },
+          }),
+          true,
+        ],
         // other IP in but other port out: no NAT type does that
-        evidence({
-          mappings: threeSame(m),
-          filtering: { otherPort: filt(true, false), otherIp: filt(true, true) },
-        }),
+        [
+          evidence({
+            mappings: threeSame(m),
+            filtering: { otherPort: filt(true, false), otherIp: filt(true, true) },
+          }),
+          false,
+        ],
         // other IP out, other-port test missing
-        evidence({ mappings: threeSame(m), filtering: { otherIp: filt(true, false) } }),
+        [evidence({ mappings: threeSame(m), filtering: { otherIp: filt(true, false) } }), true],
       ]
-      for (const e of cases) {
+      for (const [e, gap] of cases) {
         const v = judge(e)
         expect(v.type, JSON.stringify(e)).to.equal('unknown')
         expect(v.confidence).to.equal(0)
+        expect(lackedAnswers(e), JSON.stringify(e)).to.equal(gap)
       }
+    })
+  })
+
+  describe('waits that survive a stalled event loop (activeDeadline)', () => {
+    const stall = (ms: number) => {
+      const end = performance.now() + ms
+      while (performance.now() < end) {
+        // the machine is busy elsewhere: this process gets no CPU
+      }
+    }
+
+    it('reads an answer that arrived during a stall before it expires', async () => {
+      const rx = await bind()
+      const tx = await bind()
+      try {
+        const order: string[] = []
+        const done = new Promise<void>((resolve) => {
+          rx.on('message', () => order.push('answer'))
+          activeDeadline(200, () => {
+            order.push('expired')
+            resolve()
+          })
+        })
+        const rxPort = rx.address().port
+        await new Promise<void>((r) => tx.send('seen', rxPort, '127.0.0.1', () => r()))
+        // the answer is in the socket's buffer; the process stalls past the wait (a plain timer would fire
+        // before the poll phase reads it)
+        stall(600)
+        await done
+        expect(order).to.deep.equal(['answer', 'expired'])
+      } finally {
+        rx.close()
+        tx.close()
+      }
+    })
+
+    it('counts a stall only in part: the wait goes on once the process runs again', async () => {
+      let expiredAt = 0
+      const t0 = performance.now()
+      const done = new Promise<void>((resolve) =>
+        activeDeadline(600, () => {
+          expiredAt = performance.now()
+          resolve()
+        }),
+      )
+      await new Promise((r) => setTimeout(r, 20))
+      stall(1000)
+      const resumed = performance.now()
+      await done
+      // a stall counts at most 200 ms: about 400 ms of the wait were still to run after it
+      expect(expiredAt - resumed).to.be.within(250, 2000)
+      expect(expiredAt - t0).to.be.at.least(1250)
+    })
+
+    it('expires on time without stalls, and not at all once cancelled', async () => {
+      const t0 = performance.now()
+      await new Promise<void>((resolve) => activeDeadline(300, resolve))
+      expect(performance.now() - t0).to.be.within(290, 1500)
+      let fired = false
+      const cancel = activeDeadline(100, () => {
+        fired = true
+      })
+      cancel()
+      await new Promise((r) => setTimeout(r, 300))
+      expect(fired).to.equal(false)
     })
   })
 
@@ -494,26 +599,14 @@ describe('nat-probe', function () {
       kernel.events.on('nat:classified', (e) => events.push(e))
       const p = ports()
       try {
-        const config = resolveConfig(
-          {
-            dataDir: dir,
-            datastore: 'memory',
-            listen: ['/ip4/127.0.0.1/tcp/0'],
-            logLevel: 'silent',
-            plugins: [
-              identify(),
-              noise(),
-              yamux(),
-              tcp(),
-              natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
-              natClassifier({
-                servers: [`/ip4/127.0.0.1/udp/${p[0]}`],
-                localAddress: '127.0.0.1',
-                auto: false,
-              }),
-            ],
-          },
-          { env, registry: builtinPlugins },
+        const config = loopbackConfig(
+          dir,
+          natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+          natClassifier({
+            servers: [`/ip4/127.0.0.1/udp/${p[0]}`],
+            localAddress: '127.0.0.1',
+            auto: false,
+          }),
         )
         const node = await kernel.start(config)
         const api = node.api<NatClassificationApi>('nat-classification')
@@ -656,22 +749,10 @@ describe('nat-probe', function () {
       kernel.events.on('nat:classified', (e) => events.push(e))
       const p = ports()
       try {
-        const config = resolveConfig(
-          {
-            dataDir: dir,
-            datastore: 'memory',
-            listen: ['/ip4/127.0.0.1/tcp/0'],
-            logLevel: 'silent',
-            plugins: [
-              identify(),
-              noise(),
-              yamux(),
-              tcp(),
-              natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
-              natClassifier({ servers: [`127.0.0.1:${p[0]}`], localAddress: '127.0.0.1' }),
-            ],
-          },
-          { env, registry: builtinPlugins },
+        const config = loopbackConfig(
+          dir,
+          natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+          natClassifier({ servers: [`127.0.0.1:${p[0]}`], localAddress: '127.0.0.1' }),
         )
         const node = await kernel.start(config)
         await waitFor(() => events.length === 1, { what: 'the start classification' })
@@ -769,25 +850,68 @@ describe('nat-probe', function () {
       }
     })
 
+    it('tries once more, with longer waits, when the first try got no answer (a busy server)', async () => {
+      const { dir, cleanup } = await tempDir()
+      const p = ports()
+      // the server's port answers nothing during the first try, then the real server takes it
+      const blocker = createSocket('udp4')
+      await new Promise<void>((r) => blocker.bind(p[0], '127.0.0.1', () => r()))
+      let server: ProbeServer | undefined
+      const serverUp = new Promise<void>((resolve, reject) =>
+        blocker.once('message', () => {
+          setTimeout(() => {
+            blocker.close(() => {
+              ProbeServer.start({ addresses: ['127.0.0.1', '127.0.0.2'], udpPorts: p, tcpPorts: p }).then(
+                (s) => {
+                  server = s
+                  resolve()
+                },
+                reject,
+              )
+            })
+          }, 350)
+        }),
+      )
+      const kernel = new MeshKernel({ env })
+      try {
+        const node = await kernel.start(
+          loopbackConfig(
+            `${dir}/c`,
+            loopbackClassifier(p[0], {
+              tcp: false,
+              auto: false,
+            }),
+          ),
+        )
+        const report = await node.api<NatClassificationApi>('nat-classification').classify()
+        await serverUp
+        const why = JSON.stringify(report.udp)
+        expect(report.udp?.type, why).to.equal('public')
+        expect(report.udp?.evidence.notes.join(' '), why).to.match(
+          /the first try was inconclusive \(no probe server answered\): tried again with 600 ms waits/,
+        )
+        expect(report.tcp).to.equal(undefined)
+      } finally {
+        await kernel.close()
+        await server?.close()
+        await new Promise<void>((r) => {
+          try {
+            blocker.close(() => r())
+          } catch {
+            r()
+          }
+        })
+        await cleanup()
+      }
+    })
+
     it('re-checks when the probe server goes and comes back: coalesced, rate limited, nat:changed', async () => {
       const { dir, cleanup } = await tempDir()
       const p = ports()
       const serverConfig = (name: string) =>
-        resolveConfig(
-          {
-            dataDir: `${dir}/${name}`,
-            datastore: 'memory',
-            listen: ['/ip4/127.0.0.1/tcp/0'],
-            logLevel: 'silent',
-            plugins: [
-              identify(),
-              noise(),
-              yamux(),
-              tcp(),
-              natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
-            ],
-          },
-          { env, registry: builtinPlugins },
+        loopbackConfig(
+          `${dir}/${name}`,
+          natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
         )
       let server = new MeshKernel({ env })
       const client = new MeshKernel({ env })
@@ -798,27 +922,12 @@ describe('nat-probe', function () {
       try {
         await server.start(serverConfig('s1'))
         await client.start(
-          resolveConfig(
-            {
-              dataDir: `${dir}/c`,
-              datastore: 'memory',
-              listen: ['/ip4/127.0.0.1/tcp/0'],
-              logLevel: 'silent',
-              plugins: [
-                identify(),
-                noise(),
-                yamux(),
-                tcp(),
-                natClassifier({
-                  servers: [`127.0.0.1:${p[0]}`],
-                  localAddress: '127.0.0.1',
-                  timeout: '300ms',
-                  // re-checks at most every 500 ms; changes looked for as often
-                  minRecheckInterval: '500ms',
-                }),
-              ],
-            },
-            { env, registry: builtinPlugins },
+          loopbackConfig(
+            `${dir}/c`,
+            loopbackClassifier(p[0], {
+              // re-checks at most every 500 ms; changes looked for as often
+              minRecheckInterval: '500ms',
+            }),
           ),
         )
         await waitFor(() => of('nat:classified').length === 1, { what: 'the start classification' })
@@ -895,10 +1004,7 @@ describe('nat-probe', function () {
           'c',
           '/ip4/127.0.0.2/tcp/0',
           [
-            natClassifier({
-              servers: [`127.0.0.1:${p[0]}`],
-              localAddress: '127.0.0.1',
-              timeout: '300ms',
+            loopbackClassifier(p[0], {
               minRecheckInterval: '500ms',
             }),
           ],

@@ -169,6 +169,18 @@ export function judge(e: ProtocolEvidence): Omit<ProtocolVerdict, 'ms' | 'eviden
   }
 }
 
+/**
+ * Whether a test lacks answers: a probe server endpoint that never answered the mapping test, a filtering
+ * test that could not run (its control probe or callback request got no answer), or none at all. Such a
+ * gap is not evidence about the NAT; the classifier tries once more before it settles on `unknown`.
+ */
+export function lackedAnswers(e: ProtocolEvidence): boolean {
+  const probes = e.mappings.filter((m) => m.source === 'probe')
+  if (probes.length === 0 || probes.some((m) => m.mapped === undefined)) return true
+  const { otherPort, otherIp } = e.filtering
+  return [otherPort, otherIp].some((f) => f === undefined || f.error !== undefined || f.mapped === undefined)
+}
+
 /** This host's IPv4 addresses, loopback included. */
 export function hostAddresses(): string[] {
   return Object.values(networkInterfaces())
@@ -179,6 +191,38 @@ export function hostAddresses(): string[] {
 
 let nextId = 0
 const newId = (tag: string) => `${tag}-${process.pid}-${Date.now().toString(36)}-${nextId++}`
+
+/** The longest stretch of one event-loop stall that counts towards a probe's wait. */
+const STALL_CAP_MS = 200
+const TICK_MS = 100
+
+/**
+ * Calls `expire` once this process has been able to run for `ms`, and only after the input that already
+ * arrived has been handled. A probe's wait is about the network, not about this process: on a loaded
+ * machine (other processes starting, GC) the event loop can stall for seconds, and a plain timer then
+ * fires before the answers that arrived meanwhile are read (Node runs timers before I/O callbacks), so a
+ * reply that came in time is taken for a lost one — a wrong `unknown`, or a filtering test that reads a
+ * packet that got in as filtered. Here a stall counts at most {@link STALL_CAP_MS}, and the expiry runs
+ * from `setImmediate` (after the poll phase). Returns a cancel function.
+ */
+export function activeDeadline(ms: number, expire: () => void): () => void {
+  let active = 0
+  let last = performance.now()
+  let timer: NodeJS.Timeout | undefined
+  let immediate: NodeJS.Immediate | undefined
+  const tick = () => {
+    const now = performance.now()
+    active += Math.min(now - last, STALL_CAP_MS)
+    last = now
+    if (active >= ms) immediate = setImmediate(expire)
+    else timer = setTimeout(tick, Math.min(TICK_MS, ms - active))
+  }
+  timer = setTimeout(tick, Math.max(0, Math.min(TICK_MS, ms)))
+  return () => {
+    clearTimeout(timer)
+    if (immediate) clearImmediate(immediate)
+  }
+}
 
 export interface ProbeOptions {
   /** The probe servers' main UDP endpoints (ip:port); the TCP ones too unless `tcpServers` is given. */
@@ -287,12 +331,12 @@ function udpProbe(
       sendProbe(s, to, id, via)
     }
     const timer = setInterval(tick, opts.retransmitMs)
-    const deadline = setTimeout(() => finish(), opts.timeoutMs)
+    const cancelDeadline = activeDeadline(opts.timeoutMs, () => finish())
     const onAbort = () => finish()
     opts.signal?.addEventListener('abort', onAbort, { once: true })
     function finish(seen?: ProbeMessage & { t: 'seen' }, from?: string) {
       clearInterval(timer)
-      clearTimeout(deadline)
+      cancelDeadline()
       s.off('message', onMessage)
       opts.signal?.removeEventListener('abort', onAbort)
       resolve({ seen, from, sent })
@@ -335,10 +379,10 @@ function stunProbe(s: Socket, to: string, opts: ProbeOptions): Promise<MappingOb
       s.send(bytes, port, ip, () => {})
     }
     const timer = setInterval(tick, opts.retransmitMs)
-    const deadline = setTimeout(() => finish(), opts.timeoutMs)
+    const cancelDeadline = activeDeadline(opts.timeoutMs, () => finish())
     function finish(mapped?: string) {
       clearInterval(timer)
-      clearTimeout(deadline)
+      cancelDeadline()
       s.off('message', onMessage)
       resolve({ server: to, source: 'stun', mapped, sent, answered: mapped ? 1 : 0 })
     }
@@ -484,10 +528,10 @@ function tcpRequest(
     let local: string | undefined
     let reply: ProbeMessage | undefined
     let error: string | undefined
-    const timer = setTimeout(() => {
+    const cancelDeadline = activeDeadline(opts.timeoutMs, () => {
       error ??= `no answer within ${opts.timeoutMs} ms`
       socket.destroy()
-    }, opts.timeoutMs)
+    })
     socket.on('connect', () => {
       local = joinAddr(socket.localAddress?.replace(/^::ffff:/, '') ?? '?', socket.localPort ?? 0)
       socket.write(`${JSON.stringify(request)}\n`)
@@ -504,7 +548,7 @@ function tcpRequest(
     // the server closes first, so this side keeps no TIME_WAIT on the port
     socket.on('end', () => socket.end())
     socket.on('close', () => {
-      clearTimeout(timer)
+      cancelDeadline()
       resolve({ reply, local, error: reply ? undefined : error })
     })
   })
@@ -531,12 +575,15 @@ async function awaitCallback(
   const srv = server
   try {
     return await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ in: false }), Math.max(0, deadline - Date.now()))
+      // the wait runs from now; a stall while binding does not eat it up
+      const cancelDeadline = activeDeadline(Math.max(waitMs / 2, deadline - Date.now()), () =>
+        resolve({ in: false }),
+      )
       // a stopping node does not wait for the callback
       opts.signal?.addEventListener(
         'abort',
         () => {
-          clearTimeout(timer)
+          cancelDeadline()
           resolve({ in: false })
         },
         { once: true },
@@ -556,7 +603,7 @@ async function awaitCallback(
           const from = joinAddr(socket.remoteAddress?.replace(/^::ffff:/, '') ?? '?', socket.remotePort ?? 0)
           socket.destroy()
           if (m?.t === 'hello' && m.id === id) {
-            clearTimeout(timer)
+            cancelDeadline()
             resolve({ in: true, from })
           }
         })

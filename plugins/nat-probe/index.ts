@@ -24,6 +24,7 @@ import {
   gatherTcp,
   gatherUdp,
   judge,
+  lackedAnswers,
   type ProbeOptions,
   type ProtocolEvidence,
   type ProtocolVerdict,
@@ -252,7 +253,11 @@ const classifierOptions = z
     auto: z.boolean().default(true),
     /** Local IPv4 address to probe from. @default every interface */
     localAddress: ipv4.optional(),
-    /** Longest wait for one answer. @default '1500ms' */
+    /**
+     * Longest wait for one answer, counted in time this process could run (a stalled event loop does not
+     * eat it up). A protocol's test left without answers is tried once more with twice this wait.
+     * @default '1500ms'
+     */
     timeout: durationSchema("'1500ms'").default(1500),
     /**
      * With `auto`: the shortest time between two automatic re-checks (triggers are coalesced meanwhile),
@@ -448,7 +453,17 @@ export const natClassifier = definePlugin({
         const resolved = await resolveServers(ctx)
         const timed = async (f: (o: ProbeOptions) => Promise<ProtocolEvidence>) => {
           const t = Date.now()
-          const e = await f(probeOptions(resolved.udp, resolved.tcp, signal))
+          const base = probeOptions(resolved.udp, resolved.tcp, signal)
+          let e = await f(base)
+          const first = judge(e)
+          // answers that did not come (a server busy, a datagram lost) are not evidence: one more try,
+          // with longer waits, before settling on unknown
+          if (first.type === 'unknown' && lackedAnswers(e) && !signal.aborted) {
+            e = await f({ ...base, timeoutMs: base.timeoutMs * 2 })
+            e.notes.unshift(
+              `the first try was inconclusive (${first.reason}): tried again with ${base.timeoutMs * 2} ms waits`,
+            )
+          }
           e.notes.unshift(...resolved.notes)
           return verdictOf(e, Date.now() - t)
         }

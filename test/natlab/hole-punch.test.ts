@@ -276,6 +276,12 @@ describe('NAT lab: hole punching (holePunch plugin, 15 pairs)', function () {
         udp: [r.classifiedA, r.classifiedB],
         tcp: [r.classifiedTcpA, r.classifiedTcpB],
       })),
+      // the classifiers' own reasons, to tell a wrong verdict from missing answers
+      JSON.stringify(
+        wrong.map((r) => ({ a: r.a, b: r.b, reasonsA: r.classifyReasonsA, reasonsB: r.classifyReasonsB })),
+        null,
+        2,
+      ),
     ).to.deep.equal([])
     expect(rows.every((r) => r.classifiedBy === 'nat-classifier')).to.equal(true)
   })

@@ -38,6 +38,9 @@ export interface MatrixRow {
   /** Its TCP verdicts. */
   classifiedTcpA?: PeerKind | 'unknown'
   classifiedTcpB?: PeerKind | 'unknown'
+  /** The classifiers' reasons (and notes), UDP then TCP, per side. */
+  classifyReasonsA?: [string, string]
+  classifyReasonsB?: [string, string]
   /** Who classified the NATs: the natClassifier() plugin of each node. */
   classifiedBy: 'nat-classifier'
   /** Classification time on each node (ms). */
@@ -244,6 +247,7 @@ async function runPairOnce(
     row.classifiedA = classifiedA.udp as MatrixRow['classifiedA']
     row.classifiedTcpA = classifiedA.tcp as MatrixRow['classifiedTcpA']
     row.msClassifyA = classifiedA.ms as number | undefined
+    row.classifyReasonsA = [String(classifiedA.udpReason ?? classifiedA.error), String(classifiedA.tcpReason ?? '')]
     const idA = String(startedA.peerId)
     const target =
       a === 'public' ? `/ip4/${siteA.host.ip}/tcp/4001/p2p/${idA}` : `${relayAddr}/p2p-circuit/p2p/${idA}`
@@ -253,6 +257,7 @@ async function runPairOnce(
     row.classifiedB = classifiedB.udp as MatrixRow['classifiedB']
     row.classifiedTcpB = classifiedB.tcp as MatrixRow['classifiedTcpB']
     row.msClassifyB = classifiedB.ms as number | undefined
+    row.classifyReasonsB = [String(classifiedB.udpReason ?? classifiedB.error), String(classifiedB.tcpReason ?? '')]
     row.connected = result.connected === true
     if (row.connected) {
       row.method = result.method as MatrixRow['method']

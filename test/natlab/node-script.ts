@@ -180,6 +180,9 @@ async function main(): Promise<void> {
                 tcp: r.tcp?.type,
                 udpConfidence: r.udp?.confidence,
                 tcpConfidence: r.tcp?.confidence,
+                // why, for a failing test's message
+                udpReason: [r.udp?.reason, ...(r.udp?.evidence.notes ?? [])].join('; '),
+                tcpReason: [r.tcp?.reason, ...(r.tcp?.evidence.notes ?? [])].join('; '),
                 ms: r.ms,
               })
               return true
