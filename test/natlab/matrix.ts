@@ -247,7 +247,10 @@ async function runPairOnce(
     row.classifiedA = classifiedA.udp as MatrixRow['classifiedA']
     row.classifiedTcpA = classifiedA.tcp as MatrixRow['classifiedTcpA']
     row.msClassifyA = classifiedA.ms as number | undefined
-    row.classifyReasonsA = [String(classifiedA.udpReason ?? classifiedA.error), String(classifiedA.tcpReason ?? '')]
+    row.classifyReasonsA = [
+      String(classifiedA.udpReason ?? classifiedA.error),
+      String(classifiedA.tcpReason ?? ''),
+    ]
     const idA = String(startedA.peerId)
     const target =
       a === 'public' ? `/ip4/${siteA.host.ip}/tcp/4001/p2p/${idA}` : `${relayAddr}/p2p-circuit/p2p/${idA}`
@@ -257,7 +260,10 @@ async function runPairOnce(
     row.classifiedB = classifiedB.udp as MatrixRow['classifiedB']
     row.classifiedTcpB = classifiedB.tcp as MatrixRow['classifiedTcpB']
     row.msClassifyB = classifiedB.ms as number | undefined
-    row.classifyReasonsB = [String(classifiedB.udpReason ?? classifiedB.error), String(classifiedB.tcpReason ?? '')]
+    row.classifyReasonsB = [
+      String(classifiedB.udpReason ?? classifiedB.error),
+      String(classifiedB.tcpReason ?? ''),
+    ]
     row.connected = result.connected === true
     if (row.connected) {
       row.method = result.method as MatrixRow['method']
