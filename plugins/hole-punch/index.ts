@@ -8,9 +8,10 @@
  * Strategy: the two peers exchange their NAT types (with `classifier: true`, the 'nat-classification'
  * capability's verdict; else 'unknown') over the relayed connection (`/mesh/nat-type/1.0.0`, see
  * nat-type.ts). A public remote that names its direct addresses is dialled directly; a NATed remote
- * reached by a public dialler dials it back (connection reversal); a pair that cannot punch
- * (port-restricted cone or symmetric with symmetric) stays relayed without any attempt; every other pair,
- * `unknown` included, gets (bounded) WebRTC upgrade attempts.
+ * reached by a public dialler dials it back (connection reversal); a port-restricted cone with a
+ * symmetric NAT first finds a mapping by birthday-paradox port guessing (birthday.ts) and pins the WebRTC
+ * upgrade to it; symmetric with symmetric stays relayed without any attempt; every other pair, `unknown`
+ * included, gets (bounded) WebRTC upgrade attempts.
  *
  * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed`, emits
  * `connection:method` on the node's event bus and keeps counters and timing histograms (`stats()`).
@@ -34,6 +35,19 @@ import {
 } from 'meshkit'
 import stun from 'stun'
 import {
+  BIRTHDAY_PROTOCOL,
+  BirthdayBudget,
+  type BirthdayMessage,
+  ConeSide,
+  encodeBirthdayMessage,
+  isGuessTarget,
+  lineReader,
+  newBirthdayToken,
+  parseBirthdayMessage,
+  RandomSide,
+  stunMapped,
+} from './birthday.js'
+import {
   canPunch,
   encodeNatType,
   isNatType,
@@ -47,6 +61,13 @@ import {
 import { ConnectionStats, type HolePunchStats } from './stats.js'
 import { tolerantRelayListen } from './tolerant-relay-listen.js'
 
+export {
+  BIRTHDAY_PROTOCOL,
+  type BirthdayMessage,
+  encodeBirthdayMessage,
+  MAX_BIRTHDAY_LINE_BYTES,
+  parseBirthdayMessage,
+} from './birthday.js'
 export {
   canPunch,
   encodeNatType,
@@ -84,14 +105,18 @@ export interface ConnectionMethodEvent {
   skipped?: string
   /** Direct dials tried because the remote said it is public (0 or 1). */
   directAttempts?: number
+  /**
+   * How the punch was prepared: `'birthday'` when a port-restricted cone and a symmetric NAT first
+   * found a mapping by birthday-paradox port guessing (see birthday.ts); absent for a plain ICE punch.
+   */
+  technique?: 'birthday'
 }
 
 export interface ConnectOptions {
   signal?: AbortSignal
   /**
-   * Try the WebRTC upgrade when the dial gives a relayed connection. Pass false when both sides' NAT
-   * types say a punch cannot work (port-restricted cone or symmetric with symmetric), so as not to
-   * spend an attempt. @default true
+   * Try the WebRTC upgrade when the dial gives a relayed connection (the strategy already skips pairs
+   * that cannot punch, symmetric with symmetric, when it knows both NAT types). @default true
    */
   upgrade?: boolean
 }
@@ -148,6 +173,17 @@ const options = z
     exchangeTimeout: z.number().int().positive().default(3000),
     /** Longest direct dial to a remote that says it is public. @default 3000 */
     directTimeout: z.number().int().positive().default(3000),
+    /**
+     * Port-restricted cone + symmetric (which a plain punch cannot open): punch by birthday-paradox port
+     * guessing over UDP (`/mesh/birthday/1.0.0` over the relayed connection; needs a `stunServers` entry
+     * and both sides' NAT types), then hand the punched ports to WebRTC. `false`: such pairs stay
+     * relayed without an attempt. @default true
+     */
+    birthday: z.boolean().default(true),
+    /** Sockets the symmetric side opens for a birthday punch. @default 256 */
+    birthdaySockets: z.number().int().min(16).max(1024).default(256),
+    /** Most ports the cone side guesses in a birthday punch (about 2,400 per second). @default 4000 */
+    birthdayGuesses: z.number().int().min(100).max(20_000).default(4000),
   })
   .default({
     stunServers: [],
@@ -158,9 +194,22 @@ const options = z
     classifier: 'auto',
     exchangeTimeout: 3000,
     directTimeout: 3000,
+    birthday: true,
+    birthdaySockets: 256,
+    birthdayGuesses: 4000,
   })
 
 type Options = z.output<typeof options>
+
+/** This side's role in a birthday punch, for a port-restricted cone + symmetric pair; else undefined. */
+export function birthdayRole(
+  local: PeerNatType,
+  remote: PeerNatType | undefined,
+): 'cone' | 'random' | undefined {
+  if (local === 'port-restricted-cone' && remote === 'symmetric') return 'cone'
+  if (local === 'symmetric' && remote === 'port-restricted-cone') return 'random'
+  return undefined
+}
 
 /** Relayed = the connection has limits (its address is no guide: a WebRTC one still names /p2p-circuit). */
 const isRelayed = (c: Connection) => c.limits !== undefined
@@ -192,6 +241,11 @@ class Strategy implements HolePunchApi {
   readonly #stats = new ConnectionStats()
   #classifier?: NatClassification
   #off?: () => void
+  /** The local UDP port the next WebRTC connection binds (a birthday punch's), and until when. */
+  #pin?: { port: number; until: number }
+  /** One birthday punch at a time per node (256 sockets, and one pinned port). */
+  #birthdayBusy = false
+  readonly #birthdayBudget = new BirthdayBudget()
 
   constructor(
     readonly opts: Options,
@@ -212,6 +266,11 @@ class Strategy implements HolePunchApi {
         maxOutboundStreams: 4,
       },
     )
+    await this.ctx.libp2p.handle(
+      BIRTHDAY_PROTOCOL,
+      (stream, connection) => this.#answerBirthday(stream, connection),
+      { runOnLimitedConnection: true, maxInboundStreams: 2, maxOutboundStreams: 2 },
+    )
     const listener = (evt: CustomEvent<Connection>) => {
       void this.#handle(evt.detail).catch((err) => this.ctx.logger.debug(`classify: ${err}`))
     }
@@ -222,6 +281,147 @@ class Strategy implements HolePunchApi {
   async stop(): Promise<void> {
     this.#off?.()
     await this.ctx.libp2p.unhandle(NAT_TYPE_PROTOCOL).catch(() => {})
+    await this.ctx.libp2p.unhandle(BIRTHDAY_PROTOCOL).catch(() => {})
+  }
+
+  /** The RTCConfiguration of the next WebRTC connection: the STUN servers, and a pinned port if any. */
+  rtcConfiguration(): Record<string, unknown> {
+    const config: Record<string, unknown> = {
+      iceServers: this.opts.stunServers.map((url) => ({ urls: [url] })),
+    }
+    const pin = this.#pin
+    this.#pin = undefined
+    if (pin && pin.until > Date.now())
+      Object.assign(config, { portRangeBegin: pin.port, portRangeEnd: pin.port })
+    return config
+  }
+
+  /** The first STUN server given as `stun:<IPv4>:<port>` (the birthday punch needs no DNS), as ip:port. */
+  #stunEndpoint(): string | undefined {
+    for (const url of this.opts.stunServers) {
+      const m = /^stun:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(url)
+      if (m) return `${m[1]}:${m[2]}`
+    }
+    return undefined
+  }
+
+  /**
+   * One birthday punch over `stream` (either side): this node's role comes from its own NAT type.
+   * Resolves with undefined once both sides pinned their next WebRTC connection to the punched ports, or
+   * with why it did not work.
+   */
+  async #birthdayRun(stream: Stream, role: 'cone' | 'random'): Promise<string | undefined> {
+    const stunServer = this.#stunEndpoint()
+    if (!stunServer) return 'no stun:<IPv4>:<port> in stunServers'
+    const read = lineReader(stream)
+    const send = (m: BirthdayMessage) => stream.send(encodeBirthdayMessage(m))
+    const step = this.opts.exchangeTimeout
+    const expect = async <T extends BirthdayMessage['t']>(t: T, timeoutMs = step) => {
+      const m = parseBirthdayMessage(await read(timeoutMs))
+      if (m?.t === 'miss') throw new Error(`the remote gave up: ${m.reason}`)
+      if (m?.t !== t) throw new Error(m ? `unexpected '${m.t}'` : `no '${t}' in time (or a malformed line)`)
+      return m as Extract<BirthdayMessage, { t: T }>
+    }
+    // the guessing takes ~1.7 s at 4,000 guesses: the random side waits for it, with a margin
+    const guessWindow = Math.ceil(this.opts.birthdayGuesses / 2) + step
+    let port: number | undefined
+    if (role === 'cone') {
+      const cone = await ConeSide.open(stunServer, step)
+      try {
+        const token = newBirthdayToken()
+        send({ v: 1, t: 'cone', mapped: cone.mapped, token })
+        const random = await expect('random')
+        if (!isGuessTarget(random.ip)) {
+          send({ v: 1, t: 'miss', reason: `will not send guesses to ${random.ip}` })
+          return `the remote named ${random.ip} as its address`
+        }
+        const outcome = expect('hit', guessWindow + step)
+        await cone.guess(random.ip, token, { guesses: this.opts.birthdayGuesses, stop: outcome })
+        await outcome
+        port = cone.port
+      } finally {
+        await cone.close()
+      }
+    } else {
+      const cone = await expect('cone')
+      const side = await RandomSide.open(cone.mapped, cone.token, this.opts.birthdaySockets)
+      try {
+        const seen = await stunMapped(side.sockets[0], stunServer, step)
+        if (!seen) {
+          send({ v: 1, t: 'miss', reason: `no answer from the STUN server ${stunServer}` })
+          return `no answer from the STUN server ${stunServer}`
+        }
+        send({ v: 1, t: 'random', ip: seen.slice(0, seen.lastIndexOf(':')) })
+        port = await side.waitHit(guessWindow, this.ctx.signal)
+        if (port === undefined) {
+          send({ v: 1, t: 'miss', reason: 'no guess got in' })
+          return 'no guess got in'
+        }
+        send({ v: 1, t: 'hit' })
+      } finally {
+        await side.close()
+      }
+    }
+    this.#pin = { port, until: Date.now() + this.opts.upgradeTimeout + step }
+    send({ v: 1, t: 'pinned' })
+    await expect('pinned')
+    return undefined
+  }
+
+  /** Why this node will not take part in a birthday punch with `peer` now (undefined: it will, and it is busy). */
+  #birthdayRefusal(peer: string, role: 'cone' | 'random' | undefined, pair: string): string | undefined {
+    if (!this.opts.birthday) return 'birthday punching is off'
+    if (!role) return `not for ${pair}`
+    if (this.#birthdayBusy) return 'another birthday punch is running'
+    if (!this.#birthdayBudget.take(peer))
+      return 'over the birthday punch budget (10 a minute, 1 per peer per 30 s)'
+    this.#birthdayBusy = true
+    return undefined
+  }
+
+  /** Listener side of /mesh/birthday/1.0.0: only for a pair that needs it, one at a time, budgeted. */
+  async #answerBirthday(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const local = this.#ownNatType().udp
+    const remote = this.#remoteNat.get(peer)?.udp
+    const role = birthdayRole(local, remote)
+    const refusal = this.#birthdayRefusal(peer, role, `${local} + ${remote ?? 'an unknown NAT type'}`)
+    try {
+      if (refusal || !role) {
+        stream.send(encodeBirthdayMessage({ v: 1, t: 'miss', reason: refusal ?? 'no role' }))
+        await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
+        return
+      }
+      const failure = await this.#birthdayRun(stream, role)
+      if (failure) this.ctx.logger.debug(`birthday punch with ${peer}: ${failure}`)
+      await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
+    } catch (err) {
+      this.ctx.logger.debug(`birthday punch with ${peer}: ${err}`)
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      if (!refusal) this.#birthdayBusy = false
+    }
+  }
+
+  /** Dialer side: a birthday punch over the relayed connection; undefined when both sides pinned. */
+  async #birthday(relayed: Connection, role: 'cone' | 'random'): Promise<string | undefined> {
+    const refusal = this.#birthdayRefusal(relayed.remotePeer.toString(), role, role)
+    if (refusal) return refusal
+    let stream: Stream | undefined
+    try {
+      stream = await relayed.newStream(BIRTHDAY_PROTOCOL, {
+        signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.exchangeTimeout)]),
+        runOnLimitedConnection: true,
+      })
+      const failure = await this.#birthdayRun(stream, role)
+      await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) }).catch(() => {})
+      return failure
+    } catch (err) {
+      stream?.abort(err instanceof Error ? err : new Error(String(err)))
+      return err instanceof Error ? err.message : String(err)
+    } finally {
+      this.#birthdayBusy = false
+    }
   }
 
   stats(): HolePunchStats {
@@ -470,7 +670,25 @@ class Strategy implements HolePunchApi {
           }
         error = 'the remote did not dial back'
       }
-      if (!canPunch(localNat, remoteNat)) {
+      let technique: 'birthday' | undefined
+      const role = this.opts.birthday ? birthdayRole(localNat, remoteNat) : undefined
+      if (role) {
+        // port-restricted cone + symmetric: guess the port first; a failure leaves the pair relayed
+        const failure = await this.#birthday(relayed, role)
+        if (failure)
+          return {
+            ...base,
+            ...nat,
+            method: 'relayed',
+            transport: 'relay',
+            attempts: 1,
+            directAttempts,
+            remoteAddr: relayed.remoteAddr.toString(),
+            technique: 'birthday',
+            error: `birthday punch: ${failure}`,
+          }
+        technique = 'birthday'
+      } else if (!canPunch(localNat, remoteNat)) {
         // port-restricted cone or symmetric with symmetric: a punch cannot work, do not spend one
         return {
           ...base,
@@ -509,6 +727,7 @@ class Strategy implements HolePunchApi {
               ...base,
               ...nat,
               directAttempts,
+              ...(technique ? { technique } : {}),
               method: 'hole-punched',
               transport: describeConnection(direct).transport,
               attempts,
@@ -526,6 +745,7 @@ class Strategy implements HolePunchApi {
         ...base,
         ...nat,
         directAttempts,
+        ...(technique ? { technique } : {}),
         method: 'relayed',
         transport: 'relay',
         attempts,
@@ -565,7 +785,13 @@ const holePunchPlugin = definePlugin({
       libp2p: (ctx) => ({
         // WebRTC first: the circuit relay transport's dial filter also accepts `/p2p-circuit/webrtc` addresses
         transports: [
-          webRTC({ rtcConfiguration: { iceServers: opts.stunServers.map((url) => ({ urls: [url] })) } }),
+          // per connection: a birthday punch pins the next connection's UDP port
+          webRTC({
+            rtcConfiguration: async () =>
+              strategy?.rtcConfiguration() ?? {
+                iceServers: opts.stunServers.map((url) => ({ urls: [url] })),
+              },
+          }),
           // a relay that is down (or slow) must not stop the node from starting: its listen is retried
           (components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) =>
             tolerantRelayListen(circuitRelayTransport()(components), {

@@ -80,7 +80,7 @@ export async function readNatTypeLine(stream: Stream, timeoutMs: number): Promis
   }
 }
 
-/** Whether a UDP punch can work between two NAT types (docs/nat.md: 13 of the 15 pairs). */
+/** Whether a plain UDP punch can work between two NAT types (docs/nat.md: 13 of the 15 pairs; port-restricted cone + symmetric needs the birthday punch). */
 export function canPunch(a: PeerNatType, b: PeerNatType): boolean {
   const hard = (x: PeerNatType, y: PeerNatType) =>
     x === 'symmetric' && (y === 'symmetric' || y === 'port-restricted-cone')

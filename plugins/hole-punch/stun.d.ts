@@ -1,4 +1,4 @@
-/** The few parts of the `stun` package (no bundled types) that the STUN server plugin uses. */
+/** The few parts of the `stun` package (no bundled types) that the STUN server and the birthday punch use. */
 declare module 'stun' {
   import type { Socket } from 'node:dgram'
 
@@ -6,6 +6,8 @@ declare module 'stun' {
     readonly transactionId: Buffer
     addXorAddress(address: string, port: number): void
     addSoftware(software: string): void
+    toBuffer(): Buffer
+    getXorAddress(): { address: string; port: number } | undefined
   }
   interface StunServer {
     on(event: 'error', listener: (err: unknown) => void): void
@@ -19,7 +21,12 @@ declare module 'stun' {
   const stun: {
     createServer(options: { type: 'udp4' | 'udp6'; socket?: Socket }): StunServer
     createMessage(type: number, transactionId?: Buffer): StunMessage
-    constants: { STUN_BINDING_RESPONSE: number; STUN_EVENT_BINDING_REQUEST: string }
+    decode(buf: Buffer): StunMessage
+    constants: {
+      STUN_BINDING_REQUEST: number
+      STUN_BINDING_RESPONSE: number
+      STUN_EVENT_BINDING_REQUEST: string
+    }
   }
   export default stun
 }

@@ -3,9 +3,10 @@
  * Meshkit's config (natClassifier() + `holePunch({ classifier: true })`: circuit relay + WebRTC, ICE with
  * the lab's own STUN server, the strategy from both sides' NAT types). Both sides must be classified as
  * their router is configured; every pair must connect; the 13 pairs a plain UDP punch gets through
- * (docs/nat.md) must end direct or hole-punched; port-restricted-cone + symmetric and symmetric +
- * symmetric stay relayed with no punch attempt at all. Skipped, with the reason, without root, iproute2
- * or nftables. Runs the pairs 3 at a time (2 shared cores).
+ * (docs/nat.md) must end direct or hole-punched, and so must port-restricted-cone + symmetric, by
+ * birthday-paradox port guessing; symmetric + symmetric stays relayed with no punch attempt at all.
+ * Skipped, with the reason, without root, iproute2 or nftables. Runs the pairs 3 at a time (2 shared
+ * cores).
  *
  * Before the lab: the NAT-type wire format, the pair rule, the metrics, the plugin's dependencies, and
  * `/mesh/nat-type/1.0.0` against malformed input between two in-process nodes on loopback.
@@ -35,7 +36,7 @@ import { tcp } from '../../plugins/tcp/index.js'
 import { yamux } from '../../plugins/yamux/index.js'
 import { listNetns } from '../netns.js'
 import { labUnavailableReason } from './lab.js'
-import { allPairs, type MatrixRow, punchable, runMatrix } from './matrix.js'
+import { allPairs, birthdayPair, type MatrixRow, punchable, runMatrix } from './matrix.js'
 
 describe('hole-punch plugin: addresses', () => {
   const relay = '/ip4/198.51.100.10/tcp/4001/p2p/12D3KooWRelay'
@@ -291,17 +292,33 @@ describe('NAT lab: hole punching (holePunch plugin, 15 pairs)', function () {
     expect(failed, JSON.stringify(failed, null, 2)).to.deep.equal([])
   })
 
-  it('is direct or hole-punched for the 13 punchable pairs, relayed for the other 2', () => {
+  it('is direct or hole-punched for the 13 punchable pairs and port-restricted-cone + symmetric, relayed for symmetric + symmetric', () => {
     const wrong = rows.filter((r) => {
-      const expected = punchable(r.a, r.b) ? ['direct', 'hole-punched'] : ['relayed']
+      const expected =
+        punchable(r.a, r.b) || birthdayPair(r.a, r.b) ? ['direct', 'hole-punched'] : ['relayed']
       return !expected.includes(r.method ?? '')
     })
     expect(wrong, JSON.stringify(wrong, null, 2)).to.deep.equal([])
-    expect(rows.filter((r) => r.method === 'direct' || r.method === 'hole-punched')).to.have.length(13)
+    expect(rows.filter((r) => r.method === 'direct' || r.method === 'hole-punched')).to.have.length(14)
   })
 
-  it('makes no punch attempt at all for the 2 pairs that cannot punch (either side)', () => {
-    for (const r of rows.filter((x) => !punchable(x.a, x.b))) {
+  it('punches port-restricted-cone + symmetric by birthday-paradox port guessing, in one attempt', () => {
+    const birthday = rows.filter((r) => birthdayPair(r.a, r.b))
+    expect(birthday).to.have.length(1)
+    for (const r of birthday) {
+      expect(r.technique, JSON.stringify(r)).to.equal('birthday')
+      expect(r.method, JSON.stringify(r)).to.equal('hole-punched')
+      expect(r.attempts).to.equal(1)
+    }
+    // no other pair needs it
+    for (const r of rows.filter((x) => !birthdayPair(x.a, x.b)))
+      expect(r.technique, `${r.a}+${r.b}`).to.equal(undefined)
+  })
+
+  it('makes no punch attempt at all for the pair that cannot punch (either side)', () => {
+    const hopeless = rows.filter((x) => !punchable(x.a, x.b) && !birthdayPair(x.a, x.b))
+    expect(hopeless.map((r) => [r.a, r.b])).to.deep.equal([['symmetric', 'symmetric']])
+    for (const r of hopeless) {
       expect(r.attempts, `${r.a}+${r.b}`).to.equal(0)
       expect(r.attemptsA, `${r.a}+${r.b}`).to.equal(0)
       expect(r.skipped, `${r.a}+${r.b}`)

@@ -57,6 +57,8 @@ export interface MatrixRow {
   attemptsA?: number
   /** Why B made no punch attempt (Meshkit: the pair's NAT types cannot punch). */
   skipped?: string
+  /** 'birthday' when the punch was prepared by birthday-paradox port guessing. */
+  technique?: string
   /** The NAT types B's strategy saw (its own, and A's as told over /mesh/nat-type/1.0.0). */
   localNat?: string
   remoteNat?: string
@@ -73,6 +75,16 @@ export function punchable(a: PeerKind, b: PeerKind): boolean {
   const hard = (x: PeerKind, y: PeerKind) =>
     x === 'symmetric' && (y === 'symmetric' || y === 'port-restricted-cone')
   return !hard(a, b) && !hard(b, a)
+}
+
+/**
+ * The pair plain punching cannot open but birthday-paradox port guessing can (the port-restricted cone's
+ * mapping is fixed; the symmetric side opens many mappings towards it and the cone side guesses one).
+ */
+export function birthdayPair(a: PeerKind, b: PeerKind): boolean {
+  return (
+    (a === 'port-restricted-cone' && b === 'symmetric') || (a === 'symmetric' && b === 'port-restricted-cone')
+  )
 }
 
 /** The 15 unordered pairs, in a stable order. */
@@ -272,6 +284,7 @@ async function runPairOnce(
       row.msToDirect = result.msToDirect as number | undefined
       row.attempts = result.attempts as number | undefined
       if (result.skipped !== undefined) row.skipped = String(result.skipped)
+      if (result.technique !== undefined) row.technique = String(result.technique)
       if (result.localNat !== undefined) row.localNat = String(result.localNat)
       if (result.remoteNat !== undefined) row.remoteNat = String(result.remoteNat)
     } else row.error = String(result.error)
