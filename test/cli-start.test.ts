@@ -337,5 +337,10 @@ describe('mesh start (real processes)', function () {
       const result = await badRun(['--data-dir', file, ...LOOPBACK_LISTEN_ARGS])
       expectUsageError(result, ['MESH_ERR_DATA_DIR', file])
     })
+
+    it('a --data-dir where nothing can be made (/proc/...): exit 2 at once, MESH_ERR_DATA_DIR', async () => {
+      const result = await badRun(['--data-dir', '/proc/meshkit-nope/data', ...LOOPBACK_LISTEN_ARGS])
+      expectUsageError(result, ['MESH_ERR_DATA_DIR', '/proc/meshkit-nope/data'])
+    })
   })
 })

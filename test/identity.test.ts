@@ -6,6 +6,7 @@ import { expect } from 'chai'
 import { type ErrorCode, isMeshError } from '../src/core/errors.js'
 import { IDENTITY_FILE, loadOrCreateIdentity } from '../src/core/identity.js'
 import { createLogger } from '../src/core/logger.js'
+import { makeDir } from '../src/core/make-dir.js'
 import { tempDir } from './helpers.js'
 
 const modeOf = async (path: string) => ((await stat(path)).mode & 0o777).toString(8)
@@ -160,6 +161,33 @@ describe('loadOrCreateIdentity', () => {
       await writeFile(file, 'not a dir')
       const err = await expectMeshError(() => loadOrCreateIdentity(join(file, 'sub')), 'MESH_ERR_DATA_DIR')
       expect(err.message).to.include(join(file, 'sub'))
+    })
+
+    it('a path where nothing can be made (/proc/...): MESH_ERR_DATA_DIR at once, no endless loop', async () => {
+      // Node's mkdir(recursive) loops forever here; makeDir() goes one level at a time
+      const t0 = Date.now()
+      const err = await expectMeshError(
+        () => loadOrCreateIdentity('/proc/meshkit-nope/data'),
+        'MESH_ERR_DATA_DIR',
+      )
+      expect(err.message).to.include('/proc/meshkit-nope/data').and.include('ENOENT')
+      expect(Date.now() - t0).to.be.below(2000)
+    })
+
+    it('makeDir: makes the missing levels with the mode, tolerates existing ones, refuses a file on the way', async () => {
+      const deep = join(dir, 'a', 'b', 'c')
+      await makeDir(deep, 0o700)
+      expect((await stat(deep)).isDirectory()).to.equal(true)
+      expect((await stat(join(dir, 'a'))).mode & 0o777).to.equal(0o700)
+      await makeDir(deep)
+      await Promise.all([makeDir(join(deep, 'x', 'y')), makeDir(join(deep, 'x', 'z'))])
+      expect((await readdir(join(deep, 'x'))).sort()).to.deep.equal(['y', 'z'])
+      await writeFile(join(dir, 'f'), 'x')
+      const err = await makeDir(join(dir, 'f', 'g')).then(
+        () => undefined,
+        (e: NodeJS.ErrnoException) => e,
+      )
+      expect(err?.code).to.equal('ENOTDIR')
     })
   })
 })

@@ -1,6 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { chmod, link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, link, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { makeDir } from '../core/make-dir.js'
 
 /** The control API token's file name in the data dir. */
 export const CONTROL_TOKEN_FILE = 'control.token'
@@ -15,7 +16,7 @@ const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/
  * tightened to 0600; a file that does not hold a token (e.g. emptied by hand) is replaced.
  */
 export async function loadOrCreateToken(dataDir: string): Promise<string> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  await makeDir(dataDir, 0o700)
   const file = join(dataDir, CONTROL_TOKEN_FILE)
   for (let attempt = 0; attempt < 3; attempt++) {
     const existing = await readToken(file)

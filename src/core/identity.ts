@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
-import { chmod, link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { chmod, link, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { meshError, reasonOf } from './errors.js'
 import type { Logger } from './logger.js'
+import { makeDir } from './make-dir.js'
 
 /** The identity key's file name inside the data dir. */
 export const IDENTITY_FILE = 'identity.key'
@@ -22,7 +23,7 @@ export interface Identity {
 /** Creates the data dir (0700) if needed, with a clear error when it cannot be used. */
 export async function ensureDataDir(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 })
+    await makeDir(dir, 0o700)
     const s = await stat(dir)
     if (!s.isDirectory()) throw new Error('it is not a directory')
   } catch (err) {

@@ -42,6 +42,7 @@ export {
   loadConfig,
 } from './load-config.js'
 export { createLogger, LOG_LEVELS, type Logger, type LoggerOptions } from './logger.js'
+export { makeDir } from './make-dir.js'
 export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'
 export {
   type Capability,

@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { copyFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { basename, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { MeshError, meshError } from 'meshkit'
+import { MeshError, makeDir, meshError } from 'meshkit'
 import { installDependencies } from './install.js'
 import { packageNameProblems, suggestPackageName } from './package-name.js'
 import { listTemplates, templateInfo, templatesDir } from './templates.js'
@@ -126,7 +126,7 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
 
   const files: string[] = []
   const copy = async (from: string, to: string, rel: string): Promise<void> => {
-    await mkdir(to, { recursive: true })
+    await makeDir(to)
     for (const entry of await readdir(from, { withFileTypes: true })) {
       if (SKIPPED.has(entry.name) || entry.name.includes('.timestamp-')) continue
       const name = entry.isDirectory() ? entry.name : projectFileName(entry.name)
