@@ -38,7 +38,7 @@ describe('hole-punch: birthday-paradox punching', function () {
     const token = newBirthdayToken()
     it('round-trips every message', () => {
       for (const m of [
-        { v: 1, t: 'cone', mapped: '203.0.113.10:40000', token },
+        { v: 1, t: 'cone', mapped: '203.0.113.10:40000', token, guesses: 4000 },
         { v: 1, t: 'random', ip: '198.51.100.7' },
         { v: 1, t: 'hit' },
         { v: 1, t: 'miss', reason: 'no guess got in' },
@@ -59,10 +59,16 @@ describe('hole-punch: birthday-paradox punching', function () {
         '{"v":2,"t":"hit"}',
         '{"v":1,"t":"hit","extra":1}',
         '{"v":1,"t":"nope"}',
-        `{"v":1,"t":"cone","mapped":"203.0.113.10:40000","token":"short"}`,
-        `{"v":1,"t":"cone","mapped":"203.0.113.10:0","token":"${token}"}`,
-        `{"v":1,"t":"cone","mapped":"999.0.113.10:4000","token":"${token}"}`,
-        `{"v":1,"t":"cone","mapped":"example.com:4000","token":"${token}"}`,
+        `{"v":1,"t":"cone","mapped":"203.0.113.10:40000","token":"short","guesses":4000}`,
+        `{"v":1,"t":"cone","mapped":"203.0.113.10:0","token":"${token}","guesses":4000}`,
+        `{"v":1,"t":"cone","mapped":"999.0.113.10:4000","token":"${token}","guesses":4000}`,
+        `{"v":1,"t":"cone","mapped":"example.com:4000","token":"${token}","guesses":4000}`,
+        `{"v":1,"t":"cone","mapped":"203.0.113.10:40000","token":"${token}"}`,
+        `{"v":1,"t":"cone","mapped":"203.0.113.10:40000","token":"${token}","guesses":0}`,
+        `{"v":1,"t":"cone","mapped":"203.0.113.10:40000","token":"${token}","guesses":20001}`,
+        `{"v":1,"t":"cone","mapped":"203.0.113.10:40000","token":"${token}","guesses":1.5}`,
+        // control characters would end up in logs
+        '{"v":1,"t":"miss","reason":"a\\nb"}',
         '{"v":1,"t":"random","ip":"::1"}',
         `{"v":1,"t":"miss","reason":"${'x'.repeat(200)}"}`,
         `{"v":1,"t":"hit","pad":"${'x'.repeat(MAX_BIRTHDAY_LINE_BYTES)}"}`,
@@ -263,17 +269,21 @@ describe('hole-punch: birthday-paradox punching', function () {
         // no NAT on loopback: the STUN server saw the socket itself
         expect((message as { mapped: string }).mapped).to.match(/^127\.0\.0\.1:\d+$/)
         s.send(new TextEncoder().encode(line))
+        const t0 = Date.now()
         const after = parseBirthdayMessage(await read(3000))
         if (line.includes('127.0.0.1'))
-          expect(after, line).to.deep.include({ t: 'miss', reason: 'will not send guesses to 127.0.0.1' })
+          expect(after, line).to.deep.include({ t: 'miss', reason: 'will not send to 127.0.0.1' })
         else expect(after, line).to.equal(undefined)
+        // at once, not after a timeout
+        expect(Date.now() - t0, line).to.be.below(1000)
         s.abort(new Error('done'))
       }
       // silence: the attempt ends after the step timeout; the same peer is then over its budget, another is served
       const quiet = await client('symmetric')
       let r = await first(quiet)
       expect(r.message).to.deep.include({ t: 'cone' })
-      await new Promise((resolve) => setTimeout(resolve, 1700))
+      // (the cone waits 2 x exchangeTimeout for the random side, which opens sockets and asks STUN first)
+      await new Promise((resolve) => setTimeout(resolve, 3300))
       r.s.abort(new Error('done'))
       r = await first(quiet)
       expect(r.message).to.deep.include({ t: 'miss' })
@@ -283,6 +293,44 @@ describe('hole-punch: birthday-paradox punching', function () {
       expect(r.message).to.deep.include({ t: 'cone' })
       r.s.abort(new Error('done'))
       expect(server.node.libp2p.status).to.equal('started')
+    })
+
+    it('/mesh/birthday/1.0.0, symmetric side: opens no socket for a cone address on this host', async () => {
+      const server = await nodes.start('sym', {
+        plugins: [fixedNat('symmetric'), holePunch({ classifier: true, stunServers: [`stun:${stunAt}`] })],
+      })
+      const c = await nodes.start('cone-liar', { plugins: [] })
+      let s = await open(c, server, NAT_TYPE_PROTOCOL)
+      s.send(encodeNatType({ v: 1, udp: 'port-restricted-cone', tcp: 'port-restricted-cone' }))
+      await lineReader(s)(3000)
+      s.abort(new Error('done'))
+      // a "cone" that names a local service: the server must not spray it from 256 sockets
+      const victim = createSocket('udp4')
+      await new Promise<void>((r) => victim.bind(0, '127.0.0.1', () => r()))
+      let got = 0
+      victim.on('message', () => got++)
+      try {
+        s = await open(c, server, BIRTHDAY_PROTOCOL)
+        s.send(
+          encodeBirthdayMessage({
+            v: 1,
+            t: 'cone',
+            mapped: `127.0.0.1:${victim.address().port}`,
+            token: newBirthdayToken(),
+            guesses: 4000,
+          }),
+        )
+        expect(parseBirthdayMessage(await lineReader(s)(3000))).to.deep.equal({
+          v: 1,
+          t: 'miss',
+          reason: 'will not send to 127.0.0.1',
+        })
+        s.abort(new Error('done'))
+        await new Promise((r) => setTimeout(r, 600))
+        expect(got).to.equal(0)
+      } finally {
+        victim.close()
+      }
     })
 
     it('budget: 10 attempts a minute in all, one per peer per 30 s; guesses never aimed at this host', () => {

@@ -230,6 +230,17 @@ describe('nat-probe', function () {
         ],
         // other IP out, other-port test missing
         [evidence({ mappings: threeSame(m), filtering: { otherIp: filt(true, false) } }), true],
+        // the server refused the callback (its rate limit): an answer; trying again at once would not help
+        [
+          evidence({
+            mappings: threeSame(m),
+            filtering: {
+              otherPort: filt(true, true),
+              otherIp: { ...filt(false, false), attempts: 0, error: 'rate', serverRefused: true },
+            },
+          }),
+          false,
+        ],
       ]
       for (const [e, gap] of cases) {
         const v = judge(e)

@@ -19,7 +19,7 @@
  * answers the peer-reflexive address it learns from them.
  *
  * The steps are coordinated over the relayed connection by `/mesh/birthday/1.0.0`: JSON lines of at most
- * {@link MAX_BIRTHDAY_LINE_BYTES} bytes (`cone {mapped, token}`, `random {ip}`, `hit`, `miss {reason}`,
+ * {@link MAX_BIRTHDAY_LINE_BYTES} bytes (`cone {mapped, token, guesses}`, `random {ip}`, `hit`, `miss {reason}`,
  * `pinned`); anything else, or a step that takes too long, ends the attempt (the connection stays relayed).
  */
 import { randomBytes, randomInt } from 'node:crypto'
@@ -30,9 +30,11 @@ import stun from 'stun'
 
 export const BIRTHDAY_PROTOCOL = '/mesh/birthday/1.0.0'
 export const MAX_BIRTHDAY_LINE_BYTES = 256
+/** Most guesses a cone side may announce (the random side's wait follows it). */
+export const MAX_GUESSES = 20_000
 
 export type BirthdayMessage =
-  | { v: 1; t: 'cone'; mapped: string; token: string }
+  | { v: 1; t: 'cone'; mapped: string; token: string; guesses: number }
   | { v: 1; t: 'random'; ip: string }
   | { v: 1; t: 'hit' }
   | { v: 1; t: 'miss'; reason: string }
@@ -65,13 +67,17 @@ export function parseBirthdayMessage(line: string | undefined): BirthdayMessage 
     isEndpoint(o.mapped) &&
     typeof o.token === 'string' &&
     TOKEN.test(o.token) &&
-    keys === 4
+    Number.isInteger(o.guesses) &&
+    (o.guesses as number) >= 1 &&
+    (o.guesses as number) <= MAX_GUESSES &&
+    keys === 5
   )
-    return { v: 1, t: 'cone', mapped: o.mapped, token: o.token }
+    return { v: 1, t: 'cone', mapped: o.mapped, token: o.token, guesses: o.guesses as number }
   if (o.t === 'random' && typeof o.ip === 'string' && IPV4.test(o.ip) && keys === 3)
     return { v: 1, t: 'random', ip: o.ip }
   if ((o.t === 'hit' || o.t === 'pinned') && keys === 2) return { v: 1, t: o.t }
-  if (o.t === 'miss' && typeof o.reason === 'string' && o.reason.length <= 160 && keys === 3)
+  // printable ASCII only: the reason ends up in logs and events
+  if (o.t === 'miss' && typeof o.reason === 'string' && /^[\x20-\x7e]{0,160}$/.test(o.reason) && keys === 3)
     return { v: 1, t: 'miss', reason: o.reason }
   return undefined
 }
@@ -200,11 +206,14 @@ export class ConeSide {
       guesses,
       perTick = 12,
       stop,
+      signal,
       nextPort = () => randomInt(1024, 65536),
     }: {
       guesses: number
       perTick?: number
       stop: Promise<unknown>
+      /** Ends the guessing early (the node stops). */
+      signal?: AbortSignal
       /** The next port to try (repeats are skipped). @default uniform over 1024-65535 */
       nextPort?: () => number
     },
@@ -227,7 +236,7 @@ export class ConeSide {
     }
     this.socket.on('message', onMessage)
     try {
-      while (tried.size < guesses && !hit && !stopped) {
+      while (tried.size < guesses && !hit && !stopped && !signal?.aborted) {
         for (let i = 0; i < perTick && tried.size < guesses; i++) {
           let port = nextPort()
           for (let n = 0; tried.has(port) && n < 1000; n++) port = nextPort()
@@ -238,7 +247,7 @@ export class ConeSide {
         await sleep(5)
       }
       // the last guesses may still be answered
-      for (let i = 0; i < 20 && !hit && !stopped; i++) await sleep(25)
+      for (let i = 0; i < 20 && !hit && !stopped && !signal?.aborted; i++) await sleep(25)
       return hit
     } finally {
       this.socket.off('message', onMessage)
@@ -299,15 +308,19 @@ export class RandomSide {
   /** The local port of the socket a guess hit (undefined when none did within `timeoutMs`). */
   async waitHit(timeoutMs: number, signal?: AbortSignal): Promise<number | undefined> {
     if (this.#hit) return this.#hit.address().port
+    if (signal?.aborted) return undefined
     let timer: NodeJS.Timeout | undefined
+    let onAbort: (() => void) | undefined
     const s = await Promise.race([
       new Promise<Socket>((resolve) => this.#hitWaiters.push(resolve)),
       new Promise<undefined>((resolve) => {
         timer = setTimeout(() => resolve(undefined), timeoutMs)
-        signal?.addEventListener('abort', () => resolve(undefined), { once: true })
+        onAbort = () => resolve(undefined)
+        signal?.addEventListener('abort', onAbort, { once: true })
       }),
     ])
     clearTimeout(timer)
+    if (onAbort) signal?.removeEventListener('abort', onAbort)
     return s?.address().port
   }
 

@@ -19,12 +19,14 @@
  * addresses from the mesh itself.
  */
 import { createSocket, type Socket } from 'node:dgram'
+import { networkInterfaces } from 'node:os'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { webRTC } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
 import {
   type Capability,
+  createAddressScope,
   definePlugin,
   describeConnection,
   type MeshPlugin,
@@ -289,11 +291,21 @@ class Strategy implements HolePunchApi {
     const config: Record<string, unknown> = {
       iceServers: this.opts.stunServers.map((url) => ({ urls: [url] })),
     }
-    const pin = this.#pin
+    const pin = this.#pinned()
     this.#pin = undefined
-    if (pin && pin.until > Date.now())
-      Object.assign(config, { portRangeBegin: pin.port, portRangeEnd: pin.port })
+    if (pin) Object.assign(config, { portRangeBegin: pin.port, portRangeEnd: pin.port })
     return config
+  }
+
+  /** The pin of a birthday punch that no WebRTC connection has taken yet (it expires after `exchangeTimeout`). */
+  #pinned(): { port: number; until: number } | undefined {
+    if (this.#pin && this.#pin.until <= Date.now()) this.#pin = undefined
+    return this.#pin
+  }
+
+  /** A birthday punch runs, or its pin waits for its WebRTC connection. */
+  #birthdayBusyNow(): boolean {
+    return this.#birthdayBusy || this.#pinned() !== undefined
   }
 
   /** The first STUN server given as `stun:<IPv4>:<port>` (the birthday punch needs no DNS), as ip:port. */
@@ -306,13 +318,31 @@ class Strategy implements HolePunchApi {
   }
 
   /**
+   * Whether this node may send birthday traffic to `ip`, which the remote named: a public address (in
+   * this node's address scope: `network.publicCidrs` adds ranges), not one of this host's, never
+   * 0/8, 127/8 or 224/3.
+   */
+  #mayAim(ip: string): boolean {
+    return (
+      isGuessTarget(ip) &&
+      createAddressScope(this.ctx.config.network.publicCidrs).isPublic(multiaddr(`/ip4/${ip}/udp/1`)) &&
+      !Object.values(networkInterfaces())
+        .flat()
+        .some((i) => i?.address === ip)
+    )
+  }
+
+  /**
    * One birthday punch over `stream` (either side): this node's role comes from its own NAT type.
    * Resolves with undefined once both sides pinned their next WebRTC connection to the punched ports, or
    * with why it did not work.
    */
-  async #birthdayRun(stream: Stream, role: 'cone' | 'random'): Promise<string | undefined> {
-    const stunServer = this.#stunEndpoint()
-    if (!stunServer) return 'no stun:<IPv4>:<port> in stunServers'
+  async #birthdayRun(
+    stream: Stream,
+    role: 'cone' | 'random',
+    stunServer: string,
+  ): Promise<string | undefined> {
+    const signal = this.ctx.signal
     const read = lineReader(stream)
     const send = (m: BirthdayMessage) => stream.send(encodeBirthdayMessage(m))
     const step = this.opts.exchangeTimeout
@@ -322,61 +352,82 @@ class Strategy implements HolePunchApi {
       if (m?.t !== t) throw new Error(m ? `unexpected '${m.t}'` : `no '${t}' in time (or a malformed line)`)
       return m as Extract<BirthdayMessage, { t: T }>
     }
-    // the guessing takes ~1.7 s at 4,000 guesses: the random side waits for it, with a margin
-    const guessWindow = Math.ceil(this.opts.birthdayGuesses / 2) + step
-    let port: number | undefined
+    const refuse = (ip: string) => {
+      send({ v: 1, t: 'miss', reason: `will not send to ${ip}` })
+      return `the remote named ${ip}, which this node will not send to`
+    }
+    // the guessing runs at ~2,400 a second: the random side waits for it, with a margin
+    const windowOf = (guesses: number) => Math.ceil(guesses / 2) + step
+    let port: number
     if (role === 'cone') {
       const cone = await ConeSide.open(stunServer, step)
       try {
         const token = newBirthdayToken()
-        send({ v: 1, t: 'cone', mapped: cone.mapped, token })
-        const random = await expect('random')
-        if (!isGuessTarget(random.ip)) {
-          send({ v: 1, t: 'miss', reason: `will not send guesses to ${random.ip}` })
-          return `the remote named ${random.ip} as its address`
-        }
-        const outcome = expect('hit', guessWindow + step)
-        await cone.guess(random.ip, token, { guesses: this.opts.birthdayGuesses, stop: outcome })
+        const guesses = this.opts.birthdayGuesses
+        send({ v: 1, t: 'cone', mapped: cone.mapped, token, guesses })
+        // the random side opens its sockets and asks STUN first
+        const random = await expect('random', 2 * step)
+        if (!this.#mayAim(random.ip)) return refuse(random.ip)
+        const outcome = expect('hit', windowOf(guesses) + step)
+        await cone.guess(random.ip, token, { guesses, stop: outcome, signal })
         await outcome
         port = cone.port
       } finally {
         await cone.close()
       }
     } else {
-      const cone = await expect('cone')
+      // the cone side asks STUN first
+      const cone = await expect('cone', 2 * step)
+      const ip = cone.mapped.slice(0, cone.mapped.lastIndexOf(':'))
+      if (!this.#mayAim(ip)) return refuse(ip)
       const side = await RandomSide.open(cone.mapped, cone.token, this.opts.birthdaySockets)
       try {
         const seen = await stunMapped(side.sockets[0], stunServer, step)
         if (!seen) {
-          send({ v: 1, t: 'miss', reason: `no answer from the STUN server ${stunServer}` })
+          send({ v: 1, t: 'miss', reason: 'no answer from the STUN server' })
           return `no answer from the STUN server ${stunServer}`
         }
         send({ v: 1, t: 'random', ip: seen.slice(0, seen.lastIndexOf(':')) })
-        port = await side.waitHit(guessWindow, this.ctx.signal)
-        if (port === undefined) {
+        const hit = await side.waitHit(windowOf(cone.guesses), signal)
+        if (hit === undefined) {
           send({ v: 1, t: 'miss', reason: 'no guess got in' })
           return 'no guess got in'
         }
+        port = hit
         send({ v: 1, t: 'hit' })
       } finally {
         await side.close()
       }
     }
-    this.#pin = { port, until: Date.now() + this.opts.upgradeTimeout + step }
-    send({ v: 1, t: 'pinned' })
-    await expect('pinned')
+    this.#pin = { port, until: Date.now() + step }
+    try {
+      send({ v: 1, t: 'pinned' })
+      await expect('pinned')
+    } catch (err) {
+      this.#pin = undefined
+      throw err
+    }
     return undefined
   }
 
-  /** Why this node will not take part in a birthday punch with `peer` now (undefined: it will, and it is busy). */
-  #birthdayRefusal(peer: string, role: 'cone' | 'random' | undefined, pair: string): string | undefined {
-    if (!this.opts.birthday) return 'birthday punching is off'
-    if (!role) return `not for ${pair}`
-    if (this.#birthdayBusy) return 'another birthday punch is running'
+  /**
+   * Why this node will not take part in a birthday punch with `peer` now; undefined: it will (and is
+   * now busy). The STUN server it needs is returned too.
+   */
+  #birthdayRefusal(
+    peer: string,
+    role: 'cone' | 'random' | undefined,
+    pair: string,
+  ): { refusal: string; stunServer?: undefined } | { refusal?: undefined; stunServer: string } {
+    const stunServer = this.#stunEndpoint()
+    if (!this.opts.birthday) return { refusal: 'birthday punching is off' }
+    if (!role) return { refusal: `not for ${pair}` }
+    if (!stunServer) return { refusal: 'no stun:<IPv4>:<port> in stunServers' }
+    if (this.#birthdayBusyNow()) return { refusal: 'another birthday punch is running' }
     if (!this.#birthdayBudget.take(peer))
-      return 'over the birthday punch budget (10 a minute, 1 per peer per 30 s)'
+      return { refusal: 'over the birthday punch budget (10 a minute, 1 per peer per 30 s)' }
     this.#birthdayBusy = true
-    return undefined
+    return { stunServer }
   }
 
   /** Listener side of /mesh/birthday/1.0.0: only for a pair that needs it, one at a time, budgeted. */
@@ -385,35 +436,39 @@ class Strategy implements HolePunchApi {
     const local = this.#ownNatType().udp
     const remote = this.#remoteNat.get(peer)?.udp
     const role = birthdayRole(local, remote)
-    const refusal = this.#birthdayRefusal(peer, role, `${local} + ${remote ?? 'an unknown NAT type'}`)
+    const { refusal, stunServer } = this.#birthdayRefusal(
+      peer,
+      role,
+      `${local} + ${remote ?? 'an unknown NAT type'}`,
+    )
     try {
-      if (refusal || !role) {
+      if (refusal !== undefined || !role) {
         stream.send(encodeBirthdayMessage({ v: 1, t: 'miss', reason: refusal ?? 'no role' }))
         await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
         return
       }
-      const failure = await this.#birthdayRun(stream, role)
+      const failure = await this.#birthdayRun(stream, role, stunServer)
       if (failure) this.ctx.logger.debug(`birthday punch with ${peer}: ${failure}`)
       await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
     } catch (err) {
       this.ctx.logger.debug(`birthday punch with ${peer}: ${err}`)
       stream.abort(err instanceof Error ? err : new Error(String(err)))
     } finally {
-      if (!refusal) this.#birthdayBusy = false
+      if (refusal === undefined) this.#birthdayBusy = false
     }
   }
 
   /** Dialer side: a birthday punch over the relayed connection; undefined when both sides pinned. */
   async #birthday(relayed: Connection, role: 'cone' | 'random'): Promise<string | undefined> {
-    const refusal = this.#birthdayRefusal(relayed.remotePeer.toString(), role, role)
-    if (refusal) return refusal
+    const { refusal, stunServer } = this.#birthdayRefusal(relayed.remotePeer.toString(), role, role)
+    if (refusal !== undefined) return refusal
     let stream: Stream | undefined
     try {
       stream = await relayed.newStream(BIRTHDAY_PROTOCOL, {
         signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.exchangeTimeout)]),
         runOnLimitedConnection: true,
       })
-      const failure = await this.#birthdayRun(stream, role)
+      const failure = await this.#birthdayRun(stream, role, stunServer)
       await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) }).catch(() => {})
       return failure
     } catch (err) {
@@ -702,6 +757,10 @@ class Strategy implements HolePunchApi {
           error,
         }
       }
+      // a birthday punch's pin is for its own connection: another upgrade waits until it is taken
+      if (!technique)
+        for (let i = 0; i < 100 && this.#pinned() && !this.ctx.signal.aborted; i++)
+          await sleep(50, this.ctx.signal)
       let attempts = 0
       while (attempts < this.opts.maxAttempts && !this.ctx.signal.aborted) {
         attempts++

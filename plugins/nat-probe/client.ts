@@ -52,6 +52,8 @@ export interface FilteringObservation {
   /** Requests for it (UDP) or callback attempts the server makes (TCP). */
   attempts: number
   error?: string
+  /** The server answered the request with a refusal (e.g. its rate limit): an answer, not a gap. */
+  serverRefused?: boolean
 }
 
 export interface ProtocolEvidence {
@@ -178,7 +180,10 @@ export function lackedAnswers(e: ProtocolEvidence): boolean {
   const probes = e.mappings.filter((m) => m.source === 'probe')
   if (probes.length === 0 || probes.some((m) => m.mapped === undefined)) return true
   const { otherPort, otherIp } = e.filtering
-  return [otherPort, otherIp].some((f) => f === undefined || f.error !== undefined || f.mapped === undefined)
+  // a refusal by the server (its rate limit) is an answer: trying again at once would be refused too
+  return [otherPort, otherIp].some(
+    (f) => f === undefined || (!f.serverRefused && (f.error !== undefined || f.mapped === undefined)),
+  )
 }
 
 /** This host's IPv4 addresses, loopback included. */
@@ -573,6 +578,7 @@ async function awaitCallback(
   }
   if (!server) return { in: false }
   const srv = server
+  let stopListening = () => {}
   try {
     return await new Promise((resolve) => {
       // the wait runs from now; a stall while binding does not eat it up
@@ -580,14 +586,13 @@ async function awaitCallback(
         resolve({ in: false }),
       )
       // a stopping node does not wait for the callback
-      opts.signal?.addEventListener(
-        'abort',
-        () => {
-          cancelDeadline()
-          resolve({ in: false })
-        },
-        { once: true },
-      )
+      const onAbort = () => {
+        cancelDeadline()
+        resolve({ in: false })
+      }
+      if (opts.signal?.aborted) return onAbort()
+      opts.signal?.addEventListener('abort', onAbort, { once: true })
+      stopListening = () => opts.signal?.removeEventListener('abort', onAbort)
       srv.on('connection', (socket) => {
         socket.on('error', () => {})
         socket.setTimeout(1000, () => socket.destroy())
@@ -610,6 +615,7 @@ async function awaitCallback(
       })
     })
   } finally {
+    stopListening()
     await new Promise<void>((r) => srv.close(() => r()))
   }
 }
@@ -657,6 +663,7 @@ export async function gatherTcp(opts: ProbeOptions): Promise<ProtocolEvidence> {
         in: false,
         attempts: 0,
         error: r.reply?.t === 'error' ? r.reply.reason : (r.error ?? 'unexpected answer'),
+        ...(r.reply?.t === 'error' ? { serverRefused: true } : {}),
       }
     // the server calls back the address it saw for this connection, from `via`: listen on the same port
     const got = await awaitCallback(local, id, opts, Math.max(3000, opts.timeoutMs * 2))

@@ -26,9 +26,11 @@ export async function makeDir(dir: string, mode = 0o777): Promise<void> {
     at = parent
   }
   for (const d of missing.reverse()) {
-    await mkdir(d, { mode }).catch((err: NodeJS.ErrnoException) => {
-      // another process made it meanwhile
+    await mkdir(d, { mode }).catch(async (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err
+      // another process made it meanwhile: fine if it is a directory
+      if (!(await stat(d)).isDirectory())
+        throw Object.assign(new Error(`${d} is not a directory`), { code: 'ENOTDIR' })
     })
   }
 }
