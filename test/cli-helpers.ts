@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LOOPBACK_LISTEN } from './helpers.js'
+import { LOOPBACK_LISTEN, tempDir } from './helpers.js'
 
 /** dist/src/cli/main.js, seen from dist/test/cli-helpers.js. */
 export const CLI_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js')
@@ -278,6 +278,26 @@ export async function runCliProcess(
 }
 
 /** Kills every CLI process spawned by these helpers that is still running. */
+/** The plugins every loopback CLI test config starts with, named as a JSON config names them. */
+export const BASE_PLUGIN_NAMES = ['identify', 'ping', 'noise', 'yamux', 'tcp']
+
+/**
+ * A fresh temp dir for each test of the calling `describe` (its beforeEach/afterEach are registered
+ * here): after each test every CLI process still running is killed, then the dir is removed.
+ */
+export function cliTempDirs(prefix: string): () => string {
+  let dir = ''
+  let cleanup = async () => {}
+  beforeEach(async () => {
+    ;({ dir, cleanup } = await tempDir(prefix))
+  })
+  afterEach(async () => {
+    await killAll()
+    await cleanup()
+  })
+  return () => dir
+}
+
 export async function killAll(): Promise<void> {
   await Promise.all([...live].map((p) => p.kill()))
 }

@@ -6,8 +6,8 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { colorsEnabled, createColors, createOutput, formatMs } from '../src/cli/output.js'
-import { killAll, spawnCli, startNode } from './cli-helpers.js'
-import { freePort, tempDir } from './helpers.js'
+import { BASE_PLUGIN_NAMES, cliTempDirs, spawnCli, startNode } from './cli-helpers.js'
+import { freePort } from './helpers.js'
 
 const ESC = '\u001b['
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -147,14 +147,10 @@ describe('cli output', () => {
 
   describe('mesh start progress (real processes, stdout not a TTY)', function () {
     this.timeout(90_000)
+    const tempDirOfTest = cliTempDirs('meshkit-cli-output-')
     let dir: string
-    let cleanup: () => Promise<void>
-    beforeEach(async () => {
-      ;({ dir, cleanup } = await tempDir('meshkit-cli-output-'))
-    })
-    afterEach(async () => {
-      await killAll()
-      await cleanup()
+    beforeEach(() => {
+      dir = tempDirOfTest()
     })
 
     it('prints "waiting for the first peer" then the peer as plain lines, with --json unchanged', async () => {
@@ -163,11 +159,7 @@ describe('cli output', () => {
         join(dir, 'mesh.config.json'),
         JSON.stringify({
           plugins: [
-            'identify',
-            'ping',
-            'noise',
-            'yamux',
-            'tcp',
+            ...BASE_PLUGIN_NAMES,
             { plugin: 'static-peers', options: { peers: [`/ip4/127.0.0.1/tcp/${port}`] } },
           ],
           bootstrap: { minConnections: 1, retryInitial: '200ms', retryMax: '500ms' },

@@ -6,6 +6,7 @@ import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import {
+  BASE_PLUGIN_NAMES,
   hasStackTrace,
   type JsonEvent,
   killAll,
@@ -18,7 +19,7 @@ import {
 } from './cli-helpers.js'
 import { tempDir } from './helpers.js'
 
-const SIX_PLUGINS = ['identify', 'ping', 'noise', 'yamux', 'tcp', 'quic']
+const SIX_PLUGINS = [...BASE_PLUGIN_NAMES, 'quic']
 
 /** Timings measured by the tests, printed once at the end. */
 const timings: Record<string, number[]> = {}

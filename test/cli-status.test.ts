@@ -7,14 +7,15 @@ import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import {
+  BASE_PLUGIN_NAMES,
+  cliTempDirs,
   hasStackTrace,
-  killAll,
   runCliProcess,
   type StartedNode,
   spawnCli,
   startNode,
 } from './cli-helpers.js'
-import { freePort, tempDir, waitFor } from './helpers.js'
+import { freePort, waitFor } from './helpers.js'
 
 const TCP_ONLY = ['/ip4/127.0.0.1/tcp/0']
 
@@ -33,27 +34,15 @@ function parsed<T>(r: { stdout: string; stderr: string }): T {
 describe('mesh status and friends (real processes)', function () {
   // ~20 CLI processes in the first test: each takes seconds on a loaded 2-core machine
   this.timeout(240_000)
+  const tempDirOfTest = cliTempDirs('meshkit-cli-status-')
   let dir: string
-  let cleanup: () => Promise<void>
-
-  beforeEach(async () => {
-    ;({ dir, cleanup } = await tempDir('meshkit-cli-status-'))
-  })
-  afterEach(async () => {
-    await killAll()
-    await cleanup()
+  beforeEach(() => {
+    dir = tempDirOfTest()
   })
 
   it('reports a running mesh start: status, peers, connections, topics join/leave, clusters, nat', async () => {
     const [probePort, probePort2] = [await freePort(), await freePort()]
-    const common = [
-      'identify',
-      'ping',
-      'noise',
-      'yamux',
-      'tcp',
-      { plugin: 'kad-topics', options: { addressScope: 'all' } },
-    ]
+    const common = [...BASE_PLUGIN_NAMES, { plugin: 'kad-topics', options: { addressScope: 'all' } }]
     const clusters = { plugin: 'jaccard-clusters', options: { tags: ['red', 'blue'] } }
     await writeFile(
       join(dir, 'a.config.json'),

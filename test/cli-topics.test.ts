@@ -5,36 +5,30 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { hasStackTrace, killAll, runCliProcess, startArgs, startNode } from './cli-helpers.js'
-import { tempDir } from './helpers.js'
+import {
+  BASE_PLUGIN_NAMES,
+  cliTempDirs,
+  hasStackTrace,
+  runCliProcess,
+  startArgs,
+  startNode,
+} from './cli-helpers.js'
 
 const TCP_ONLY = ['/ip4/127.0.0.1/tcp/0']
 
 describe('mesh start --topic (real processes)', function () {
   this.timeout(90_000)
+  const tempDirOfTest = cliTempDirs('meshkit-cli-topics-')
   let dir: string
-  let cleanup: () => Promise<void>
-
-  beforeEach(async () => {
-    ;({ dir, cleanup } = await tempDir('meshkit-cli-topics-'))
-  })
-  afterEach(async () => {
-    await killAll()
-    await cleanup()
+  beforeEach(() => {
+    dir = tempDirOfTest()
   })
 
   it('two nodes with --topic demo report each other as topic:peer', async () => {
     await writeFile(
       join(dir, 'mesh.config.json'),
       JSON.stringify({
-        plugins: [
-          'identify',
-          'ping',
-          'noise',
-          'yamux',
-          'tcp',
-          { plugin: 'kad-topics', options: { addressScope: 'all' } },
-        ],
+        plugins: [...BASE_PLUGIN_NAMES, { plugin: 'kad-topics', options: { addressScope: 'all' } }],
         connections: { allow: ['/ip4/127.0.0.1'] },
       }),
     )
