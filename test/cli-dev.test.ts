@@ -30,6 +30,7 @@ function configSource(
     "  datastore: 'memory',",
     syntaxError ? '  listen: [,,,' : `  listen: ['/ip4/127.0.0.1/tcp/${port}'],`,
     "  connections: { allow: ['/ip4/127.0.0.1'] },",
+    "  network: { addressScope: 'all' },",
     '  bootstrap: { minConnections: 0 },',
     '  plugins: [',
     '    noise(), yamux(), tcp(), identify(), ping(),',

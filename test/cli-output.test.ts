@@ -164,6 +164,7 @@ describe('cli output', () => {
           ],
           bootstrap: { minConnections: 1, retryInitial: '200ms', retryMax: '500ms' },
           connections: { allow: ['/ip4/127.0.0.1'] },
+          network: { addressScope: 'all' },
           logLevel: 'error',
         }),
       )

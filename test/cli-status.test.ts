@@ -50,6 +50,7 @@ describe('mesh status and friends (real processes)', function () {
         name: 'node-a',
         datastore: 'memory',
         connections: { allow: ['/ip4/127.0.0.1'] },
+        network: { addressScope: 'all' },
         plugins: [
           ...common,
           clusters,
@@ -70,6 +71,7 @@ describe('mesh status and friends (real processes)', function () {
       JSON.stringify({
         datastore: 'memory',
         connections: { allow: ['/ip4/127.0.0.1'] },
+        network: { addressScope: 'all' },
         plugins: [...common, clusters],
       }),
     )

@@ -30,6 +30,7 @@ describe('mesh start --topic (real processes)', function () {
       JSON.stringify({
         plugins: [...BASE_PLUGIN_NAMES, { plugin: 'kad-topics', options: { addressScope: 'all' } }],
         connections: { allow: ['/ip4/127.0.0.1'] },
+        network: { addressScope: 'all' },
       }),
     )
     const topic = ['--topic', 'demo']

@@ -33,6 +33,7 @@ describe('clustering: jaccardClusters plugin', function () {
     datastore: 'memory',
     listen: ['/ip4/127.0.0.1/tcp/0'],
     logLevel: 'silent',
+    network: { addressScope: 'all' },
     plugins: [identify(), ping(), noise(), yamux(), tcp(), ...extra],
   })
   const resolve = (c: MeshConfig) => resolveConfig(c, { env, registry: builtinPlugins })

@@ -128,7 +128,7 @@ describe('config validation: in-memory configs', () => {
     expectProblem(err, 'connections.dialTimout', {
       got: '"5s" (string)',
       expected:
-        'no such key (known keys: maxConnections, dialTimeout, allow, inboundConnectionThreshold, maxIncomingPendingConnections)',
+        'no such key (known keys: maxConnections, dialTimeout, allow, inboundConnectionThreshold, maxIncomingPendingConnections, maxIncomingPendingPerHost)',
       fix: "did you mean 'dialTimeout'?",
     })
   })

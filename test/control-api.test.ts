@@ -359,6 +359,7 @@ describe('control API', function () {
         logLevel: 'warn',
         listen: ['/ip4/127.0.0.1/tcp/0'],
         connections: { allow: ['/ip4/127.0.0.1'] },
+        network: { addressScope: 'all' },
         plugins: basePlugins(),
       },
       { env: TEST_ENV },

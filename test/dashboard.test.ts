@@ -214,6 +214,7 @@ describe('dashboard: live graph in headless Chromium', function () {
         logLevel: 'silent',
         listen: [],
         connections: { allow: ['/ip4/127.0.0.1'] },
+        network: { addressScope: 'all' },
         plugins: [
           identify(),
           ping(),

@@ -65,6 +65,7 @@ function configSource(shape: ConfigShape): string {
     "  logLevel: 'warn',",
     `  listen: ['/ip4/127.0.0.1/tcp/${shape.port}'],`,
     "  connections: { allow: ['/ip4/127.0.0.1'] },",
+    "  network: { addressScope: 'all' },",
     '  bootstrap: { minConnections: 0 },',
     '  plugins: [',
     '    noise(), yamux(), tcp(), identify(), ping(),',

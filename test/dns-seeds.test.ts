@@ -113,6 +113,7 @@ describe('bootstrap: DNS seeds', function () {
           logLevel: 'debug',
           listen: ['/ip4/127.0.0.1/tcp/0'],
           connections: { allow: ['/ip4/127.0.0.1'] },
+          network: { addressScope: 'all' },
           ...extra,
           plugins: [identify(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
         },

@@ -67,6 +67,8 @@ describe('kernel', function () {
     datastore: 'memory',
     listen: LISTEN,
     logLevel: 'silent',
+    // these nodes dial each other's loopback addresses
+    network: { addressScope: 'all' },
     ...extra,
     plugins: [identify(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
   })
@@ -325,6 +327,7 @@ describe('kernel', function () {
           dataDir: `${dir}/${sub}`,
           datastore: 'memory',
           logLevel: 'silent',
+          network: { addressScope: 'all' },
           plugins: [identify(), noise(), yamux(), countingTcp()],
         })
       const a = await kernel().start(config('a'))

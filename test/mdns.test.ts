@@ -31,9 +31,10 @@ describe('mdns plugin', function () {
   describe('options (nothing is sent)', () => {
     const base = () => [identify(), noise(), yamux(), tcp()]
     const optionsOf = (plugin: ReturnType<typeof mdns>) =>
-      resolveConfig({ plugins: [...base(), plugin] }, { env, registry: builtinPlugins }).plugins.find(
-        (p) => p.plugin.name === 'mdns',
-      )?.options
+      resolveConfig(
+        { network: { addressScope: 'private' }, plugins: [...base(), plugin] },
+        { env, registry: builtinPlugins },
+      ).plugins.find((p) => p.plugin.name === 'mdns')?.options
 
     it('fills the defaults and parses durations', () => {
       expect(optionsOf(mdns())).to.deep.equal({
@@ -57,10 +58,22 @@ describe('mdns plugin', function () {
         create: () => ({}),
       })
       const config = resolveConfig(
-        { plugins: [...base(), mdns(), other()] },
+        { network: { addressScope: 'private' }, plugins: [...base(), mdns(), other()] },
         { env, registry: builtinPlugins },
       )
       expect(config.plugins.map((p) => p.plugin.name)).to.include.members(['mdns', 'other-discovery'])
+    })
+
+    it("refuses a node that dials only public addresses (network.addressScope 'public')", () => {
+      let err: unknown
+      try {
+        resolveConfig({ plugins: [...base(), mdns()] }, { env, registry: builtinPlugins })
+      } catch (e) {
+        err = e
+      }
+      expect(isMeshError(err, 'MESH_ERR_CONFIG_INVALID'), String(err)).to.equal(true)
+      expect((err as MeshError).message).to.contain('plugins[4](mdns): mdns finds peers at LAN addresses')
+      expect((err as MeshError).message).to.contain("network: { addressScope: 'private' }")
     })
 
     it('reports a bad interval as plugins[N](mdns).interval', () => {
@@ -145,6 +158,7 @@ describe('mdns plugin', function () {
         withMdns ? "import { mdns } from 'meshkit-mdns/index.js'" : '',
         'export default defineConfig({',
         "  datastore: 'memory',",
+        "  network: { addressScope: 'all' },",
         `  plugins: [identify(), ping(), noise(), yamux(), tcp()${withMdns ? ", mdns({ interval: '1s' })" : ''}],`,
         '})',
         '',

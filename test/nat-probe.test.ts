@@ -60,6 +60,7 @@ const loopbackConfig = (dataDir: string, ...plugins: MeshPlugin[]) =>
       datastore: 'memory',
       listen: ['/ip4/127.0.0.1/tcp/0'],
       logLevel: 'silent',
+      network: { addressScope: 'all' },
       plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
     },
     { env, registry: builtinPlugins },
@@ -650,6 +651,7 @@ describe('nat-probe', function () {
             datastore: 'memory',
             listen: [listen],
             logLevel: 'silent',
+            network: { addressScope: 'all' },
             plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
           },
           { env, registry: builtinPlugins },
@@ -711,7 +713,7 @@ describe('nat-probe', function () {
           "import { identify, noise, tcp, yamux } from 'meshkit/plugins'",
           "import { natClassifier, natProbeServer } from 'meshkit-nat-probe/index.js'",
           'export default defineConfig({',
-          "  datastore: 'memory', logLevel: 'silent', listen: ['/ip4/127.0.0.1/tcp/0'],",
+          "  datastore: 'memory', logLevel: 'silent', listen: ['/ip4/127.0.0.1/tcp/0'], network: { addressScope: 'all' },",
           `  plugins: [identify(), noise(), yamux(), tcp(), natProbeServer({ udpPorts: [${p}], addresses: ['127.0.0.1', '127.0.0.2'] })${
             withClassifier
               ? `, natClassifier({ servers: ['127.0.0.1:${p[0]}'], localAddress: '127.0.0.1' })`
@@ -800,7 +802,7 @@ describe('nat-probe', function () {
             datastore: 'memory',
             listen: ['/ip4/127.0.0.1/tcp/0'],
             logLevel: 'silent',
-            network: publicCidrs ? { publicCidrs } : undefined,
+            network: { addressScope: 'all', ...(publicCidrs ? { publicCidrs } : {}) },
             plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
           },
           { env, registry: builtinPlugins },
@@ -999,7 +1001,7 @@ describe('nat-probe', function () {
               datastore: 'memory',
               listen: [listen],
               logLevel: 'silent',
-              network: publicCidrs ? { publicCidrs } : undefined,
+              network: { addressScope: 'all', ...(publicCidrs ? { publicCidrs } : {}) },
               plugins: [identify(), noise(), yamux(), tcp(), ...plugins],
             },
             { env, registry: builtinPlugins },

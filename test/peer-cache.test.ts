@@ -68,6 +68,7 @@ describe('bootstrap: peer cache', function () {
           logLevel: 'warn',
           listen: ['/ip4/127.0.0.1/tcp/0'],
           connections: { allow: ['/ip4/127.0.0.1'] },
+          network: { addressScope: 'all' },
           ...extra,
           plugins: [identify(), noise(), yamux(), tcp(), ...(extra.plugins ?? [])],
         },
@@ -253,6 +254,7 @@ describe('bootstrap: peer cache', function () {
     const b = await start('b', {
       bootstrap: { minConnections: 1, retryInitial: '100ms', retryMax: '300ms' },
       connections: { allow: ['/ip4/127.0.0.1'], dialTimeout: '200ms' },
+      network: { addressScope: 'all' },
       plugins: [peerCache({ flushInterval: '100ms' })],
     })
     const api = b.node.api<PeerCacheApi>('peer-cache')

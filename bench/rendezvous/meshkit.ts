@@ -101,6 +101,7 @@ export function meshkitHarness(m: MeshkitModules, root: string): Harness {
         listen: [LISTEN],
         logLevel: 'silent',
         connections: { allow: ['/ip4/127.0.0.1'] },
+        network: { addressScope: 'all' },
         // peers reach 2 bootstrap nodes through the bootstrap slot (retried with backoff under load)
         bootstrap: { minConnections: 2, retryInitial: '200ms', retryMax: '2s' },
         plugins: [

@@ -193,6 +193,7 @@ export const dnsSeeds = definePlugin({
       const failing = new Set<string>()
       return {
         priority: DNS_SEEDS_PRIORITY,
+        seed: true,
         candidates: async ({ signal }) => {
           const results = await Promise.all(
             opts.domains.map(async (domain) => {

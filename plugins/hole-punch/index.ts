@@ -833,6 +833,8 @@ const holePunchPlugin = definePlugin({
     let strategy: Strategy | undefined
     return {
       setup: (ctx): HolePunchApi => {
+        // configured relays are dialled whatever network.addressScope says
+        for (const relay of opts.relays) ctx.peerAddresses.trust(relay)
         strategy = new Strategy(opts, ctx)
         return {
           connect: (target, o) => strategy!.connect(target, o),

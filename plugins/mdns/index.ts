@@ -139,6 +139,17 @@ export const mdns = definePlugin({
   name: 'mdns',
   provides: ['peer-discovery'],
   options,
+  // mDNS finds LAN (private) addresses: a node that dials only public ones could never reach them
+  validate: (_opts, config) =>
+    config.network.addressScope === 'public'
+      ? [
+          {
+            message:
+              "mdns finds peers at LAN addresses, which a node with network.addressScope 'public' does not dial",
+            hint: "set network: { addressScope: 'private' } (a LAN mesh), or 'all' on one machine",
+          },
+        ]
+      : [],
   create: (opts): PluginHooks => {
     let running: Discoveries | undefined
     const early = new Map<string, PeerInfo>()

@@ -157,7 +157,11 @@ export const natProbeServer = definePlugin({
       }
     }
     return {
-      setup: () => api,
+      setup: (ctx) => {
+        // configured partners are dialled whatever network.addressScope says
+        for (const partner of opts.partners) ctx.peerAddresses.trust(partner)
+        return api
+      },
       start: async (ctx) => {
         const addresses =
           opts.addresses ??
@@ -607,7 +611,11 @@ export const natClassifier = definePlugin({
       observed: () => observed?.list() ?? [],
     }
     return {
-      setup: () => api,
+      setup: (ctx) => {
+        // configured probe servers are dialled whatever network.addressScope says
+        for (const server of opts.servers) if (server.startsWith('/')) ctx.peerAddresses.trust(server)
+        return api
+      },
       start: async (ctx) => {
         ctxRef = ctx
         started = true

@@ -441,7 +441,11 @@ export const relayClient = definePlugin({
       check: async () => manager?.check(),
     }
     return {
-      setup: () => api,
+      setup: (ctx) => {
+        // configured relays are dialled whatever network.addressScope says
+        for (const relay of opts.relays) ctx.peerAddresses.trust(relay)
+        return api
+      },
       libp2p: (): Libp2pContribution => ({
         transports: [
           ((components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) => {

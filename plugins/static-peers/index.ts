@@ -32,7 +32,7 @@ export const staticPeers = definePlugin({
               'any peer answering there is accepted; add the peer id to make sure it is the one you mean',
           )
         }
-        return { priority: STATIC_PEERS_PRIORITY, candidates: () => peers }
+        return { priority: STATIC_PEERS_PRIORITY, seed: true, candidates: () => peers }
       },
     }
   },

@@ -15,6 +15,13 @@ export interface BootstrapSource {
   readonly priority?: number
   /** Addresses to dial, with `/p2p/<peer id>` where known. Called once per bootstrap round. */
   candidates(options: { signal: AbortSignal }): Promise<readonly string[]> | readonly string[]
+  /**
+   * The candidates are seeds: they come from the operator (the config, DNS seeds), not from peers. Seeds
+   * are dialled whatever their address scope, and the node keeps `bootstrap.seedConnections` connections
+   * to seeds even when other sources (a peer cache) gave it enough peers: peers that fill the cache
+   * cannot cut a node off from the mesh (eclipse). @default false
+   */
+  readonly seed?: boolean
 }
 
 export interface NamedBootstrapSource {
@@ -41,12 +48,17 @@ export class Bootstrapper {
   #wake?: () => void
   #offDisconnect?: () => void
 
+  /** Peers reached through a seed source's address. */
+  readonly #seedPeers = new Set<string>()
+
   constructor(
     private readonly libp2p: Libp2p,
     private readonly sources: readonly NamedBootstrapSource[],
     private readonly settings: BootstrapSettings & { dialTimeout: number },
     private readonly logger: Logger,
     private readonly events: MeshEventBus,
+    /** Marks a seed's address as configured (dialled whatever its scope). */
+    private readonly trust: (address: string) => void = () => {},
   ) {}
 
   start(): void {
@@ -72,6 +84,21 @@ export class Bootstrapper {
     return this.libp2p.getPeers().length
   }
 
+  /** Connected seed peers, when the node has seed sources and wants seed connections; else undefined. */
+  #seedsConnected(): number | undefined {
+    if (this.settings.seedConnections === 0 || !this.sources.some((s) => s.source.seed)) return undefined
+    let n = 0
+    for (const peer of this.libp2p.getPeers()) if (this.#seedPeers.has(peer.toString())) n++
+    return n
+  }
+
+  /** Whether the node has what it wants: `minConnections` peers, and its seed connections. */
+  #satisfied(): boolean {
+    const seeds = this.#seedsConnected()
+    const wantSeeds = Math.min(this.settings.seedConnections, this.settings.minConnections)
+    return this.#connected() >= this.settings.minConnections && (seeds === undefined || seeds >= wantSeeds)
+  }
+
   /** Waits `ms` (forever when undefined) or until woken (a peer disconnected) or stopped. */
   #sleep(ms?: number): Promise<void> {
     return new Promise((resolve) => {
@@ -91,14 +118,14 @@ export class Bootstrapper {
     const signal = this.#abort.signal
     let attempt = 0
     while (!signal.aborted) {
-      if (this.#connected() >= this.settings.minConnections) {
+      if (this.#satisfied()) {
         attempt = 0
         await this.#sleep()
         continue
       }
       await this.#round(signal)
       if (signal.aborted) return
-      if (this.#connected() >= this.settings.minConnections) continue
+      if (this.#satisfied()) continue
       const delayMs = backoffDelay(attempt++, this.settings.retryInitial, this.settings.retryMax)
       this.logger.debug(
         `bootstrap: ${this.#connected()} of ${this.settings.minConnections} peers; retrying in ${delayMs} ms`,
@@ -109,15 +136,30 @@ export class Bootstrapper {
   }
 
   async #round(signal: AbortSignal): Promise<void> {
-    const ordered = [...this.sources].sort((a, b) => (a.source.priority ?? 50) - (b.source.priority ?? 50))
+    const wantSeeds = Math.min(this.settings.seedConnections, this.settings.minConnections)
+    // seed dials in flight count as seed connections: a round dials no more seeds than it needs
+    let seedsInFlight = 0
+    const needSeeds = () => {
+      const seeds = this.#seedsConnected()
+      return seeds !== undefined && seeds + seedsInFlight < wantSeeds
+    }
+    // short of seed connections: the seeds first, whatever their priority
+    const rank = (s: NamedBootstrapSource) =>
+      (needSeeds() && s.source.seed ? -1e9 : 0) + (s.source.priority ?? 50)
+    const ordered = [...this.sources].sort((a, b) => rank(a) - rank(b))
     const seen = new Set<string>()
-    const queue: Array<{ address: string; source: string }> = []
+    const queue: Array<{ address: string; source: string; seed: boolean }> = []
     for (const { name, source } of ordered) {
       try {
         for (const address of await source.candidates({ signal })) {
           if (seen.has(address)) continue
           seen.add(address)
-          queue.push({ address, source: name })
+          if (source.seed) {
+            this.trust(address)
+            const peer = /\/p2p\/([^/]+)$/.exec(address)?.[1]
+            if (peer) this.#seedPeers.add(peer)
+          }
+          queue.push({ address, source: name, seed: source.seed === true })
         }
       } catch (err) {
         if (signal.aborted) return
@@ -129,8 +171,15 @@ export class Bootstrapper {
     let inFlight = 0
     const worker = async () => {
       while (!signal.aborted && queue.length > 0) {
-        if (this.#connected() + inFlight >= this.settings.minConnections) return
-        const item = queue.shift()!
+        const seedsShort = needSeeds()
+        if (this.#connected() + inFlight >= this.settings.minConnections && !seedsShort) return
+        // enough peers but no seed yet: only seeds are dialled
+        const index =
+          seedsShort && this.#connected() + inFlight >= this.settings.minConnections
+            ? queue.findIndex((q) => q.seed)
+            : 0
+        if (index < 0) return
+        const item = queue.splice(index, 1)[0]
         let target: ReturnType<typeof multiaddr>
         try {
           target = multiaddr(item.address)
@@ -151,11 +200,13 @@ export class Bootstrapper {
         )
           continue
         inFlight++
+        if (item.seed) seedsInFlight++
         const started = Date.now()
         try {
           const connection = await this.libp2p.dial(target, {
             signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.dialTimeout)]),
           })
+          if (item.seed) this.#seedPeers.add(connection.remotePeer.toString())
           // dial() hands back an existing connection to a known peer: that is no new bootstrap peer
           if (connection.timeline.open < started) continue
           const peerId = connection.remotePeer.toString()
@@ -166,6 +217,7 @@ export class Bootstrapper {
           this.logger.debug(`bootstrap: ${item.address} (${item.source}) failed: ${reasonOf(err)}`)
         } finally {
           inFlight--
+          if (item.seed) seedsInFlight--
         }
       }
     }

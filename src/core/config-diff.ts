@@ -78,7 +78,7 @@ export interface DiffConfigOptions {
 }
 
 /** Core settings applied to the running node; every other core setting needs a new node. */
-const IN_PLACE_CORE = new Set(['name', 'logLevel', 'dial', 'bootstrap', 'shutdownTimeout'])
+const IN_PLACE_CORE = new Set(['name', 'logLevel', 'dial', 'bootstrap', 'security', 'shutdownTimeout'])
 /** Why a core setting needs a new node. */
 const WHY_REBUILD: Record<string, string> = {
   default: 'libp2p reads it when the node is created',

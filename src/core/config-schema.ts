@@ -112,6 +112,7 @@ export const coreConfigSchema = z.strictObject({
       allow: z.array(multiaddrSchema("'/ip4/127.0.0.1'")).optional(),
       inboundConnectionThreshold: z.number().positive().optional(),
       maxIncomingPendingConnections: countSchema().optional(),
+      maxIncomingPendingPerHost: countSchema().optional(),
     })
     .optional(),
   bootstrap: z
@@ -120,11 +121,22 @@ export const coreConfigSchema = z.strictObject({
       retryInitial: durationSchema("'1s'").optional(),
       retryMax: durationSchema("'1m'").optional(),
       dialConcurrency: countSchema().optional(),
+      seedConnections: z.number().int().min(0).optional(),
     })
     .optional(),
   network: z
     .strictObject({
       publicCidrs: z.array(cidrSchema()).optional(),
+      addressScope: z.enum(['public', 'private', 'all']).optional(),
+    })
+    .optional(),
+  security: z
+    .strictObject({
+      banThreshold: z.number().positive().optional(),
+      banDuration: durationSchema("'10m'").optional(),
+      banIps: z.boolean().optional(),
+      penaltyHalfLife: durationSchema("'10m'").optional(),
+      peerDialInterval: durationSchema("'10s'").optional(),
     })
     .optional(),
   shutdownTimeout: durationSchema().optional(),
@@ -140,6 +152,9 @@ export const FIELD_HINTS: Record<string, string> = {
   connections: "an object, e.g. { maxConnections: 300, dialTimeout: '10s' }",
   'connections.inboundConnectionThreshold': 'inbound connections per second per host, e.g. 5',
   'connections.maxIncomingPendingConnections': 'a whole number above 0, e.g. 10',
+  'connections.maxIncomingPendingPerHost': 'a whole number above 0, e.g. 2',
+  'network.addressScope': "'public' (internet), 'private' (a LAN mesh) or 'all' (one machine, tests)",
+  'security.banThreshold': 'penalty points above 0, e.g. 100',
   'bootstrap.minConnections': 'a whole number >= 0, e.g. 3 (0 turns bootstrapping off)',
   'bootstrap.dialConcurrency': 'a whole number above 0, e.g. 4',
   bootstrap: "an object, e.g. { minConnections: 3, retryInitial: '1s', retryMax: '1m' }",

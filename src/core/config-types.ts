@@ -50,6 +50,11 @@ export interface MeshConfig {
     inboundConnectionThreshold?: number
     /** Inbound connections being upgraded at once. @default 10 */
     maxIncomingPendingConnections?: number
+    /**
+     * Inbound connections from one IP address in their handshake at once, so that one host cannot hold
+     * every slot of `maxIncomingPendingConnections` (addresses in `allow` are exempt). @default 2
+     */
+    maxIncomingPendingPerHost?: number
   }
   /** How the node keeps in touch with the mesh through the `bootstrap` plugins. */
   bootstrap?: {
@@ -61,6 +66,12 @@ export interface MeshConfig {
     retryMax?: Duration
     /** Bootstrap dials in flight at once. @default 4 */
     dialConcurrency?: number
+    /**
+     * Connections to keep to seed peers (static peers, DNS seeds: the operator's), even when other
+     * sources such as the peer cache gave the node `minConnections` peers: a cache filled by hostile peers
+     * cannot cut the node off from the mesh. 0 turns it off. @default 1
+     */
+    seedConnections?: number
   }
   /** How Meshkit judges addresses. */
   network?: {
@@ -69,6 +80,26 @@ export interface MeshConfig {
      * ranges, or a private WAN): used by Meshkit's plugins (e.g. which addresses the DHT keeps). @default []
      */
     publicCidrs?: string[]
+    /**
+     * Which addresses the node dials (or sends to) when they did not come from the config: `public` on
+     * the internet; `private` adds LAN ranges (a LAN mesh); `all` adds loopback and link-local (a mesh on
+     * one machine, tests). Configured addresses (`dial`, static peers, relays) are always dialled; cloud
+     * metadata, multicast and unspecified addresses never are. @default 'public'
+     */
+    addressScope?: 'public' | 'private' | 'all'
+  }
+  /** How the node protects itself from remote peers (see docs/security.md). */
+  security?: {
+    /** Penalty points at which a peer is banned (malformed message 25, budget overrun 5, forgery 50). @default 100 */
+    banThreshold?: number
+    /** How long a first ban lasts; each further ban of the same peer within a day doubles it (up to 24 h). @default '10m' */
+    banDuration?: Duration
+    /** Also ban the IP addresses of a banned peer's direct connections. @default false */
+    banIps?: boolean
+    /** A peer's penalty points halve after this long. @default '10m' */
+    penaltyHalfLife?: Duration
+    /** Dials (or bursts of UDP) one peer's word may cause: one per this interval. @default '10s' */
+    peerDialInterval?: Duration
   }
   /** The longest a graceful stop may take before the process exits anyway. @default '5s' */
   shutdownTimeout?: Duration
@@ -92,9 +123,23 @@ export interface ResolvedMeshConfig {
     allow: string[]
     inboundConnectionThreshold: number
     maxIncomingPendingConnections: number
+    maxIncomingPendingPerHost: number
   }
-  bootstrap: { minConnections: number; retryInitial: number; retryMax: number; dialConcurrency: number }
-  network: { publicCidrs: string[] }
+  bootstrap: {
+    minConnections: number
+    retryInitial: number
+    retryMax: number
+    dialConcurrency: number
+    seedConnections: number
+  }
+  network: { publicCidrs: string[]; addressScope: 'public' | 'private' | 'all' }
+  security: {
+    banThreshold: number
+    banDuration: number
+    banIps: boolean
+    penaltyHalfLife: number
+    peerDialInterval: number
+  }
   shutdownTimeout: number
   /** The file the config came from, if any. */
   configFile?: string

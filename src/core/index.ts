@@ -2,6 +2,16 @@
 export { z } from 'zod'
 export { type AddressScope, checkCidr, createAddressScope } from './address-scope.js'
 export { type BootstrapSource, backoffDelay, type NamedBootstrapSource } from './bootstrap.js'
+export {
+  BUDGET_DEFAULTS,
+  type Budget,
+  type BudgetInit,
+  type BudgetRefusal,
+  type BudgetRefusalReason,
+  type BudgetStats,
+  type BudgetTicket,
+  createBudget,
+} from './budget.js'
 export { coalescePerKey } from './coalesce.js'
 export {
   type ChangeAction,
@@ -30,6 +40,7 @@ export { parseDuration } from './duration.js'
 export { ERRORS, type ErrorCode, isMeshError, MeshError, meshError } from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
 export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
+export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
 export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
 export { combineGaters } from './libp2p-options.js'
 export {
@@ -44,6 +55,7 @@ export {
 export { createLogger, LOG_LEVELS, type Logger, type LoggerOptions } from './logger.js'
 export { makeDir } from './make-dir.js'
 export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'
+export { type AddressScopeMode, createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
 export {
   type Capability,
   definePlugin,
@@ -59,6 +71,13 @@ export {
   type Slot,
 } from './plugin.js'
 export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
+export {
+  OFFENCE_POINTS,
+  type Offence,
+  type PeerBan,
+  type PeerReputation,
+  type ReputationSettings,
+} from './reputation.js'
 export { type ConfigProblem, type PluginRegistry, resolveConfig } from './resolve-config.js'
 export {
   type ClusteringSlotApi,
@@ -79,5 +98,6 @@ export {
   SLOT_CAPABILITIES,
 } from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
+export { LruMap, TokenBucket } from './token-bucket.js'
 export { capabilityToken, TOKENS, type Token } from './tokens.js'
 export { decodeJsonObject, sleep } from './wire-json.js'

@@ -10,6 +10,7 @@ import { createEventBus, type MeshEventBus } from './events.js'
 import { type Identity, loadOrCreateIdentity } from './identity.js'
 import { createLogger, type Logger } from './logger.js'
 import { MeshNode, NODE_CONTAINER, type ReloadStep } from './mesh-node.js'
+import { Reputation } from './reputation.js'
 import { TOKENS } from './tokens.js'
 
 export interface MeshKernelOptions {
@@ -37,6 +38,8 @@ export interface UpdateResult {
 interface DataDirResources {
   identity: Identity
   datastore: Datastore
+  /** Penalties and bans of remote peers: they belong to the identity, so they outlive a rebuild. */
+  reputation: Reputation
   close: () => Promise<void>
   users: number
 }
@@ -151,7 +154,17 @@ export class MeshKernel {
         const unlock = await lockDataDir(config.dataDir)
         try {
           const { datastore, close } = await openDatastore(config)
-          return { identity, datastore, close: () => close().finally(unlock), users: 0 }
+          const reputation = new Reputation(config.security, this.events, this.logger.child('security'))
+          return {
+            identity,
+            datastore,
+            reputation,
+            close: () => {
+              reputation.close()
+              return close().finally(unlock)
+            },
+            users: 0,
+          }
         } catch (err) {
           await unlock()
           throw err
@@ -185,6 +198,7 @@ export class MeshKernel {
     child.register(TOKENS.datastore, { useValue: resources.datastore })
     child.register(TOKENS.peerId, { useValue: resources.identity.peerId })
     child.register(TOKENS.privateKey, { useValue: resources.identity.privateKey })
+    child.register(TOKENS.reputation, { useValue: resources.reputation })
     child.register(NODE_CONTAINER, { useValue: child })
     const node = child.resolve(MeshNode)
     this.#owners.set(node, { key, container: child })

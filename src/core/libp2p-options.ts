@@ -46,6 +46,7 @@ export function quietComponentLogger(env: NodeJS.ProcessEnv = process.env): Comp
 export function mergeContributions(
   contributions: ReadonlyArray<{ plugin: string; contribution: Libp2pContribution }>,
   config: ResolvedMeshConfig,
+  coreGater?: ConnectionGater,
 ): Libp2pOptions {
   const services: Record<string, unknown> = {}
   const serviceOwner = new Map<string, string>()
@@ -53,7 +54,7 @@ export function mergeContributions(
   const announce: string[] = []
   const appendAnnounce: string[] = []
   const noAnnounce: string[] = []
-  const gaters: ConnectionGater[] = []
+  const gaters: ConnectionGater[] = coreGater ? [coreGater] : []
   const options: Required<
     Pick<Libp2pOptions, 'transports' | 'connectionEncrypters' | 'streamMuxers' | 'peerDiscovery'>
   > = {
@@ -64,6 +65,9 @@ export function mergeContributions(
   }
   let connectionManager: NonNullable<Libp2pOptions['connectionManager']> = {}
   let metrics: { plugin: string; factory: NonNullable<Libp2pOptions['metrics']> } | undefined
+  let protector:
+    | { plugin: string; factory: NonNullable<Libp2pContribution['connectionProtector']> }
+    | undefined
   for (const { plugin, contribution: c } of contributions) {
     options.transports.push(...(c.transports ?? []))
     options.connectionEncrypters.push(...(c.connectionEncrypters ?? []))
@@ -85,6 +89,11 @@ export function mergeContributions(
       if (metrics) throw meshError('MESH_ERR_SERVICE_CONFLICT', ['metrics', metrics.plugin, plugin])
       metrics = { plugin, factory: c.metrics }
     }
+    if (c.connectionProtector) {
+      if (protector)
+        throw meshError('MESH_ERR_SERVICE_CONFLICT', ['connectionProtector', protector.plugin, plugin])
+      protector = { plugin, factory: c.connectionProtector }
+    }
   }
   const gater = combineGaters(gaters)
   const logger = quietComponentLogger()
@@ -93,6 +102,7 @@ export function mergeContributions(
     ...options,
     services: services as Libp2pOptions['services'],
     ...(metrics ? { metrics: metrics.factory } : {}),
+    ...(protector ? { connectionProtector: protector.factory as Libp2pOptions['connectionProtector'] } : {}),
     ...(gater ? { connectionGater: gater } : {}),
     addresses: {
       listen: unique(config.listen ?? listen),

@@ -4,12 +4,15 @@ import type { Datastore } from 'interface-datastore'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { type DependencyContainer, inject, injectable } from 'tsyringe'
 import { Bootstrapper, type BootstrapSource } from './bootstrap.js'
+import { type Budget, type BudgetInit, createBudget } from './budget.js'
 import { type ConfigDiff, type DiffConfigOptions, diffConfig, type PluginHookInfo } from './config-diff.js'
 import type { ConfigEnv, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
 import { MeshError, meshError, reasonOf } from './errors.js'
 import type { MeshEventBus } from './events.js'
 import { mergeContributions } from './libp2p-options.js'
 import type { Logger } from './logger.js'
+import { createNodeGater, exemptionOf, ipOf } from './node-gater.js'
+import { createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
 import {
   type Capability,
   type Libp2pContribution,
@@ -18,6 +21,7 @@ import {
   type PluginHooks,
 } from './plugin.js'
 import { providersOf } from './plugin-graph.js'
+import type { PeerReputation, Reputation } from './reputation.js'
 import { capabilityToken, TOKENS, type Token } from './tokens.js'
 
 /** The DI token of a node build's own child container. */
@@ -115,6 +119,7 @@ export class MeshNode {
   #bootstrapper?: Bootstrapper
   #listen: string[] = []
   #config: ResolvedMeshConfig
+  #peerAddresses: PeerAddressPolicy
 
   constructor(
     @inject(TOKENS.config) config: ResolvedMeshConfig,
@@ -124,9 +129,26 @@ export class MeshNode {
     @inject(TOKENS.datastore) readonly datastore: Datastore,
     @inject(TOKENS.peerId) readonly peerId: PeerId,
     @inject(TOKENS.privateKey) private readonly privateKey: PrivateKey,
+    @inject(TOKENS.reputation) private readonly reputationService: Reputation,
     @inject(NODE_CONTAINER) private readonly container: DependencyContainer,
   ) {
     this.#config = config
+    this.#peerAddresses = createPeerAddressPolicy({
+      scope: config.network.addressScope,
+      publicCidrs: config.network.publicCidrs,
+      dialInterval: () => this.#config.security.peerDialInterval,
+    })
+    for (const address of config.dial) this.#peerAddresses.trust(address)
+  }
+
+  /** Penalties and bans of remote peers (shared by the nodes built on this data dir). */
+  get reputation(): PeerReputation {
+    return this.reputationService
+  }
+
+  /** The node's rule for addresses that peers give it (`network.addressScope`). */
+  get peerAddresses(): PeerAddressPolicy {
+    return this.#peerAddresses
   }
 
   /** The config the node runs with (replaced when a new config is applied in place). */
@@ -186,8 +208,15 @@ export class MeshNode {
       const contribution = (await this.#hook(slot, 'libp2p')) as Libp2pContribution | undefined
       if (contribution) contributions.push({ plugin: slot.resolved.plugin.name, contribution })
     }
+    const config = this.config
+    const gater = createNodeGater({
+      reputation: this.reputationService,
+      addresses: this.#peerAddresses,
+      maxPendingPerHost: () => this.config.connections.maxIncomingPendingPerHost,
+      exempt: exemptionOf(config.connections.allow),
+    })
     const options: Libp2pOptions = {
-      ...mergeContributions(contributions, this.config),
+      ...mergeContributions(contributions, config, gater),
       privateKey: this.privateKey,
       datastore: this.datastore,
       start: false,
@@ -212,6 +241,7 @@ export class MeshNode {
       const libp2p = this.libp2p
       try {
         this.#forwardEvents(libp2p)
+        this.#enforceBans(libp2p)
         try {
           await libp2p.start()
         } catch (err) {
@@ -528,17 +558,53 @@ export class MeshNode {
         this.logger.level = previous.logLevel
       })
     }
+    if (top.has('security')) {
+      this.reputationService.settings = next.security
+      undo.push(() => {
+        this.reputationService.settings = previous.security
+      })
+    }
     if (top.has('bootstrap')) {
       this.#startBootstrapper()
       undo.push(() => this.#startBootstrapper())
     }
     if (top.has('dial')) {
+      for (const address of next.dial) this.#peerAddresses.trust(address)
       const before = new Set(previous.dial)
       void this.#dialConfigured(next.dial.filter((a) => !before.has(a)))
     }
     return async () => {
       for (const step of undo.reverse()) step()
     }
+  }
+
+  /**
+   * While the node runs, a ban hangs up on the peer (and, with `security.banIps`, on every direct
+   * connection from its IPs); the reputation learns the IPs of a peer from its direct connections.
+   */
+  #enforceBans(libp2p: Libp2p): void {
+    const reputation = this.reputationService
+    reputation.ipsOf = (peer) => {
+      const ips = new Set<string>()
+      for (const c of libp2p.getConnections()) {
+        if (c.remotePeer.toString() !== peer || c.limits !== undefined) continue
+        const address = c.remoteAddr.toString()
+        if (address.includes('/p2p-circuit')) continue
+        const ip = ipOf(c.remoteAddr)
+        if (ip !== undefined) ips.add(ip)
+      }
+      return [...ips]
+    }
+    const off = reputation.onBan((ban) => {
+      const targets = libp2p.getConnections().filter((c) => {
+        if (c.remotePeer.toString() === ban.peerId) return true
+        if (ban.ips.length === 0 || c.remoteAddr.toString().includes('/p2p-circuit')) return false
+        const ip = ipOf(c.remoteAddr)
+        return ip !== undefined && ban.ips.includes(ip)
+      })
+      for (const c of targets) c.abort(new Error(`peer banned: ${ban.reason}`))
+    })
+    this.#unsubscribe.push(off)
   }
 
   /** (Re)starts the bootstrapper with the current config and bootstrap sources. */
@@ -553,6 +619,7 @@ export class MeshNode {
       { ...this.config.bootstrap, dialTimeout: this.config.connections.dialTimeout },
       this.logger.child('bootstrap'),
       this.events,
+      (address) => this.#peerAddresses.trust(address),
     )
     this.#bootstrapper.start()
   }
@@ -661,6 +728,16 @@ export class MeshNode {
       },
       get signal() {
         return node.#abort.signal
+      },
+      reputation: this.reputationService,
+      get peerAddresses() {
+        return node.#peerAddresses
+      },
+      budget(name: string, init?: BudgetInit): Budget {
+        return createBudget(`${plugin.name}/${name}`, init, (peer, refusal) => {
+          if (refusal.peerFault)
+            node.reputationService.penalize(peer, 'budget', `${plugin.name}/${name}: ${refusal.reason}`)
+        })
       },
       use<T>(cap: Capability): T {
         check(cap)

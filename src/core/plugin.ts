@@ -1,10 +1,13 @@
-import type { ConnectionGater, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, ConnectionProtector, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { Libp2pInit } from 'libp2p'
 import type { z } from 'zod'
+import type { Budget, BudgetInit } from './budget.js'
 import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
 import type { MeshEventBus } from './events.js'
 import type { Logger } from './logger.js'
+import type { PeerAddressPolicy } from './peer-addresses.js'
+import type { PeerReputation } from './reputation.js'
 import type { Token } from './tokens.js'
 
 /**
@@ -40,6 +43,11 @@ export interface Libp2pContribution {
   connectionManager?: NonNullable<Libp2pInit['connectionManager']>
   /** libp2p's metrics implementation (e.g. `prometheusMetrics()`); one plugin at most may set it. */
   metrics?: NonNullable<Libp2pInit['metrics']>
+  /**
+   * A connection protector (e.g. a pre-shared-key private network, `@libp2p/pnet`): it wraps every
+   * connection before encryption. One plugin at most may set it.
+   */
+  connectionProtector?: (components: never) => ConnectionProtector
 }
 
 /** What a plugin's hooks can reach: kernel services, resolved through the node's own container. */
@@ -59,6 +67,22 @@ export interface PluginContext {
   readonly libp2p: Libp2p
   /** Aborted when the node stops: pass it to timers, loops and dials. */
   readonly signal: AbortSignal
+  /**
+   * Penalties and bans of remote peers: report what a peer did wrong with `penalize(peer, offence)`;
+   * a peer whose penalty reaches `security.banThreshold` is disconnected and banned.
+   */
+  readonly reputation: PeerReputation
+  /**
+   * The rule for addresses a peer gave us (`network.addressScope`): check one with `refuse()` before
+   * dialling or sending to it, and take `takeDial(peer)` before a dial made on a peer's word. Addresses
+   * from the plugin's own options go through `trust()`.
+   */
+  readonly peerAddresses: PeerAddressPolicy
+  /**
+   * A per-peer and global budget for one protocol the plugin serves (rate, concurrency, bytes); a peer
+   * that goes over its own budget is refused and penalized (`budget` offence). Make it in `start()`.
+   */
+  budget(name: string, init?: BudgetInit): Budget
   /** The API of the one plugin that provides `capability`; it must be listed in `dependencies`. */
   use<T = unknown>(capability: Capability): T
   /**
@@ -132,6 +156,15 @@ export interface PluginDefinition<Schema extends z.ZodType | undefined, Api> {
    * a new node.
    */
   libp2pOptions?: readonly string[]
+  /**
+   * Checks this plugin's place in the whole config once it is resolved (e.g. transports it cannot work
+   * with, ports another plugin also takes): returns the problems, each a sentence saying what is wrong
+   * and how to fix it; the kernel reports them with the config's other problems (MESH_ERR_CONFIG_INVALID).
+   */
+  validate?(
+    options: Schema extends z.ZodType ? z.output<Schema> : undefined,
+    config: ResolvedMeshConfig,
+  ): ReadonlyArray<string | { message: string; hint?: string }>
   /** Makes the hooks for one node from the validated options. */
   create(
     options: Schema extends z.ZodType ? z.output<Schema> : undefined,

@@ -27,6 +27,8 @@ export interface ConfigProblem {
   value: unknown
   expected: string
   hint?: string
+  /** A whole sentence that replaces "got ...; expected ..." (a plugin's own check of the config). */
+  message?: string
 }
 
 const MAX_VALUE_LENGTH = 60
@@ -263,7 +265,9 @@ export function problemsFromZod(
 export function formatProblems(problems: readonly ConfigProblem[]): string {
   return problems
     .map((p) => {
-      const head = `  - ${p.path || '(config)'}: got ${describeValue(p.value)}; expected ${p.expected}.`
+      const head = p.message
+        ? `  - ${p.path || '(config)'}: ${p.message}`
+        : `  - ${p.path || '(config)'}: got ${describeValue(p.value)}; expected ${p.expected}.`
       return p.hint ? `${head}\n    Fix: ${p.hint}` : head
     })
     .join('\n')
@@ -375,6 +379,7 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
   const connections = section<ResolvedMeshConfig['connections']>('connections')
   const bootstrap = section<ResolvedMeshConfig['bootstrap']>('bootstrap')
   const network = section<ResolvedMeshConfig['network']>('network')
+  const security = section<ResolvedMeshConfig['security']>('security')
   const resolved: ResolvedMeshConfig = {
     name: pick('name', 'mesh'),
     dataDir: isAbsolute(dataDir) ? dataDir : resolvePath(root, dataDir),
@@ -390,14 +395,23 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       allow: connections.allow ?? [],
       inboundConnectionThreshold: connections.inboundConnectionThreshold ?? 5,
       maxIncomingPendingConnections: connections.maxIncomingPendingConnections ?? 10,
+      maxIncomingPendingPerHost: connections.maxIncomingPendingPerHost ?? 2,
     },
     bootstrap: {
       minConnections: bootstrap.minConnections ?? 3,
       retryInitial: bootstrap.retryInitial ?? 1000,
       retryMax: bootstrap.retryMax ?? 60_000,
       dialConcurrency: bootstrap.dialConcurrency ?? 4,
+      seedConnections: bootstrap.seedConnections ?? 1,
     },
-    network: { publicCidrs: network.publicCidrs ?? [] },
+    network: { publicCidrs: network.publicCidrs ?? [], addressScope: network.addressScope ?? 'public' },
+    security: {
+      banThreshold: security.banThreshold ?? 100,
+      banDuration: security.banDuration ?? 600_000,
+      banIps: security.banIps ?? false,
+      penaltyHalfLife: security.penaltyHalfLife ?? 600_000,
+      peerDialInterval: security.peerDialInterval ?? 10_000,
+    },
     shutdownTimeout: pick('shutdownTimeout', 5000),
     configFile: options.file,
     root,
@@ -447,5 +461,22 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
   if (problems.length > 0) throw invalid(file, problems, related)
 
   resolved.plugins = orderPlugins(plugins, registry)
+  // each plugin's own look at the whole config (transports it cannot protect, ports it shares, ...)
+  for (const { plugin, options: pluginOptions, index } of resolved.plugins) {
+    const validate = plugin.definition.validate as
+      | ((o: unknown, c: ResolvedMeshConfig) => ReadonlyArray<string | { message: string; hint?: string }>)
+      | undefined
+    for (const problem of validate?.(pluginOptions, resolved) ?? []) {
+      const { message, hint } = typeof problem === 'string' ? { message: problem, hint: undefined } : problem
+      problems.push({
+        path: `plugins[${index}](${plugin.name})`,
+        value: plugin.rawOptions,
+        expected: message,
+        message,
+        hint,
+      })
+    }
+  }
+  if (problems.length > 0) throw invalid(file, problems, related)
   return resolved
 }

@@ -3,6 +3,7 @@ import type { Datastore } from 'interface-datastore'
 import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
 import type { MeshEventBus } from './events.js'
 import type { Logger } from './logger.js'
+import type { Reputation } from './reputation.js'
 
 /** A typed DI token: a symbol that remembers the type it resolves to. */
 export type Token<T> = symbol & { readonly __type?: T }
@@ -21,6 +22,7 @@ export const TOKENS = {
   peerId: token<PeerId>('peer-id'),
   privateKey: token<PrivateKey>('private-key'),
   libp2p: token<Libp2p>('libp2p'),
+  reputation: token<Reputation>('reputation'),
 } as const
 
 /** The token under which the API of the plugin(s) providing `capability` is registered. */

@@ -167,6 +167,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
     listen: ['/ip4/127.0.0.1/tcp/0'],
     dial,
     connections: { allow: ['/ip4/127.0.0.1'] },
+    network: { addressScope: 'all' },
     plugins: [identify(), ping(), noise(), yamux(), tcp(), ...plugins, patientConnections()],
   })
   const start = async (config: MeshConfig): Promise<RunningMesh> => {

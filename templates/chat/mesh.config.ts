@@ -31,6 +31,8 @@ export default defineConfig(({ mode }) => {
       ? {
           listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/udp/0/quic-v1'],
           connections: { allow: ['/ip4/127.0.0.1'] },
+          // every peer is on this machine: loopback addresses are the ones to dial
+          network: { addressScope: 'all' },
         }
       : {}),
   }

@@ -62,5 +62,7 @@ export default defineConfig(({ mode }) => {
     // a bootstrap server mostly answers: it keeps in touch with its fellow servers only
     bootstrap: { minConnections: peers.length > 0 ? 1 : 0 },
     connections: local ? { allow: ['/ip4/127.0.0.1'] } : { maxConnections: 1000 },
+    // --mode local: every peer is on this machine, loopback addresses are the ones to dial
+    network: { addressScope: local ? 'all' : 'public' },
   }
 })

@@ -180,6 +180,7 @@ describe('hole-punch plugin: classifier option and the NAT-type protocol (loopba
             ...(withPlugin ? [holePunch()] : []),
           ],
           bootstrap: { minConnections: 0 },
+          network: { addressScope: 'all' },
         },
       })
       meshes.push(mesh)

@@ -24,6 +24,7 @@ async function startNode(name: string, greeting: string, dial: string[] = []): P
     listen: ['/ip4/127.0.0.1/tcp/0'],
     dial,
     connections: { allow: ['/ip4/127.0.0.1'] },
+    network: { addressScope: 'all' },
     plugins: [identify(), ping(), noise(), yamux(), tcp(), greeter({ greeting })],
   }
   const mesh = await startMesh({ config, cwd: dir })
