@@ -148,7 +148,7 @@ export class MeshKernel {
     if (!pending) {
       pending = (async () => {
         const identity = await loadOrCreateIdentity(config.dataDir, this.logger)
-        const unlock = await lockDataDir(config.dataDir)
+        const unlock = await lockDataDir(config.dataDir, { logger: this.logger })
         try {
           const { datastore, close } = await openDatastore(config)
           return { identity, datastore, close: () => close().finally(unlock), users: 0 }
