@@ -9,6 +9,7 @@ import { MeshError, meshError, reasonOf } from './errors.js'
 import { createEventBus, type MeshEventBus } from './events.js'
 import { type Identity, loadOrCreateIdentity } from './identity.js'
 import { createLogger, type Logger } from './logger.js'
+import { ensurePrivateDir } from './make-dir.js'
 import { MeshNode, NODE_CONTAINER, type ReloadStep } from './mesh-node.js'
 import { TOKENS } from './tokens.js'
 
@@ -43,6 +44,7 @@ interface DataDirResources {
 
 async function openDatastore(
   config: ResolvedMeshConfig,
+  logger: Logger,
 ): Promise<{ datastore: Datastore; close: () => Promise<void> }> {
   if (config.datastore === 'memory') {
     const { MemoryDatastore } = await import('datastore-core')
@@ -50,6 +52,14 @@ async function openDatastore(
   }
   const { LevelDatastore } = await import('datastore-level')
   const path = join(config.dataDir, 'datastore')
+  // the peer graph and joined topics are in there: private like the data dir (LevelDB would make it 0755)
+  try {
+    await ensurePrivateDir(path, logger)
+  } catch (err) {
+    throw meshError('MESH_ERR_DATA_DIR', [config.dataDir, `cannot make ${path}: ${reasonOf(err)}`], {
+      cause: err,
+    })
+  }
   const store = new LevelDatastore(path)
   try {
     await store.open()
@@ -150,7 +160,7 @@ export class MeshKernel {
         const identity = await loadOrCreateIdentity(config.dataDir, this.logger)
         const unlock = await lockDataDir(config.dataDir, { logger: this.logger })
         try {
-          const { datastore, close } = await openDatastore(config)
+          const { datastore, close } = await openDatastore(config, this.logger)
           return { identity, datastore, close: () => close().finally(unlock), users: 0 }
         } catch (err) {
           await unlock()
