@@ -735,7 +735,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       startedAt: new Date(serverStartedAt).toISOString(),
     }
     const temp = `${discoveryPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
-    await writeFile(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 })
+    await writeFile(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600, flag: 'wx' })
     await rename(temp, discoveryPath)
   }
 
