@@ -208,7 +208,9 @@ export async function lockDataDir(
       } catch (err) {
         throw fail(err)
       }
-      const current = await readLockFile(file)
+      const current = await readLockFile(file).catch((err: unknown) => {
+        throw fail(err) // e.g. node.lock is a directory
+      })
       if (!current) continue
       lastHolder = current.record ?? { pid: current.legacyPid }
       const verdict = await judge(file, current)
