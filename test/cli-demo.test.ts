@@ -4,6 +4,8 @@
  * it exits 0 and leaves nothing behind (temp dir removed, dashboard port closed).
  */
 import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { expect } from 'chai'
 import { checkDemoPlan, demoMembers, demoTopicsOf } from '../src/demo/index.js'
 import { type CliProcess, hasStackTrace, killAll, runCliProcess, spawnCli } from './cli-helpers.js'
@@ -41,10 +43,10 @@ describe('mesh demo (CLI)', function () {
     await cleanup?.()
   })
 
-  /** The dashboard URL (with its token) the demo printed. */
+  /** The dashboard URL the demo printed (the first word after "Dashboard: "). */
   const dashboardUrl = (proc: CliProcess) => {
     const line = proc.stdoutLines.find((l) => l.startsWith('Dashboard: '))
-    return line ? new URL(line.slice('Dashboard: '.length).trim()) : undefined
+    return line ? new URL(line.slice('Dashboard: '.length).trim().split(' ')[0]) : undefined
   }
 
   it('starts 6 peers, every topic rendezvouses, the dashboard answers; SIGINT prints the summary and exits 0', async () => {
@@ -57,11 +59,15 @@ describe('mesh demo (CLI)', function () {
       what: 'the dashboard URL',
     })
     expect(url.hostname).to.equal('127.0.0.1')
-    const token = url.searchParams.get('token')
-    expect(token, 'the URL carries the token').to.be.a('string').and.not.equal('')
+    // not a terminal: no login code in the output (nor the token); how to log in instead
+    expect(url.href).to.equal(`${url.origin}/`)
     const dataLine = await proc.waitForStdout(/data in \S+ \(removed at exit\)/, { timeoutMs: 5_000 })
     const dataDir = /data in (\S+) \(removed/.exec(dataLine)![1]
     expect(existsSync(dataDir)).to.equal(true)
+    expect(proc.stdout).to.include(`(log in: mesh dashboard -d ${join(dataDir, 'observer')})`)
+    // a local script reads the token from the observer's data dir, as `mesh status -d` would
+    const token = (await readFile(join(dataDir, 'observer', 'control.token'), 'utf8')).trim()
+    expect(proc.stdout).to.not.include(token)
 
     await proc.waitForStdout(/^✔ 6 peers started in /, { timeoutMs: 60_000, what: 'the peers started' })
     const t0 = Date.now()

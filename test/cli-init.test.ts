@@ -85,6 +85,8 @@ describe('mesh init', () => {
       expect(result.files).not.to.include('_gitignore')
       expect(await filesUnder(project)).to.deep.equal(result.files)
       expect(await readFile(join(project, '.gitignore'), 'utf8')).to.match(/^node_modules\/$/m)
+      // config bundles that older Meshkit versions left beside the config (none are written now)
+      expect(await readFile(join(project, '.gitignore'), 'utf8')).to.match(/^\*\.timestamp-\*\.mjs$/m)
       const pkg = JSON.parse(await readFile(join(project, 'package.json'), 'utf8'))
       expect(pkg.name).to.equal('my-node')
       expect(pkg.dependencies).to.deep.equal({ meshkit: defaultMeshkitSpec() })

@@ -226,6 +226,60 @@ describe('mesh status and friends (real processes)', function () {
     }
   })
 
+  it('mesh start --dashboard prints no token; mesh dashboard prints one-time login links', async () => {
+    const dataDir = join(dir, 'dash')
+    const a = await startNode({ cwd: dir, dataDir, listen: TCP_ONLY, extraArgs: ['--dashboard'] })
+    const control = await a.proc.waitForEvent((e) => e.event === 'control', { what: 'the control line' })
+    expect(control).to.include({ dashboard: true })
+    const token = (await readFile(join(dataDir, 'control.token'), 'utf8')).trim()
+    // neither the JSON lines nor anything else the node printed holds the token or a login code
+    expect(a.proc.stdout + a.proc.stderr).to.not.include(token)
+    expect(a.proc.stdout + a.proc.stderr).to.not.include('code=')
+    // human output, not to a terminal: the address and how to log in, no code
+    const dataDir2 = join(dir, 'dash2')
+    const human = spawnCli(['start', '--dashboard', '-d', dataDir2, '--listen', TCP_ONLY[0]], { cwd: dir })
+    try {
+      const line = await human.waitForStdout(/^\s+dashboard: /, {
+        timeoutMs: 20_000,
+        what: 'the dashboard line',
+      })
+      expect(line).to.match(
+        new RegExp(
+          `dashboard: http://127\\.0\\.0\\.1:\\d+/ \\(log in with the link that \`mesh dashboard -d ${dataDir2}\` prints\\)$`,
+        ),
+      )
+      expect(human.stdout).to.not.include((await readFile(join(dataDir2, 'control.token'), 'utf8')).trim())
+    } finally {
+      await human.kill()
+    }
+    const link = await mesh(dir, 'dashboard', '-d', dataDir, '--json')
+    expect(link.code, link.stderr).to.equal(0)
+    const { url, code, expiresAt } = parsed<{ url: string; code: string; expiresAt: number }>(link)
+    expect(url).to.equal(`${control.url}/#code=${code}`)
+    expect(url).to.not.include(token)
+    expect(expiresAt - Date.now()).to.be.within(30_000, 60_000)
+    const login = async () =>
+      fetch(`${control.url}/api/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ code }),
+      })
+    const first = await login()
+    expect(first.status).to.equal(200)
+    const { session } = (await first.json()) as { session: string }
+    const status = await fetch(`${control.url}/api/status`, {
+      headers: { authorization: `Bearer ${session}` },
+    })
+    expect(status.status).to.equal(200)
+    expect(((await status.json()) as { peerId: string }).peerId).to.equal(a.peerId)
+    expect((await login()).status, 'a code works once').to.equal(401)
+    const printed = await mesh(dir, 'dashboard', '-d', dataDir)
+    expect(printed.code, printed.stderr).to.equal(0)
+    expect(printed.stdout, JSON.stringify(printed.stdout)).to.match(
+      new RegExp(`^${control.url}/#code=[A-Za-z0-9_-]{32}\n\\(one-time login link, valid for \\d+ s\\)\n?$`),
+    )
+  })
+
   it('refuses a wrong token (exit 2); --no-control, --control-port and --control-socket work', async () => {
     const port = await freePort()
     const a = await startNode({

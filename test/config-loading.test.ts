@@ -1,13 +1,26 @@
 /**
  * Finding and loading configs: every cosmiconfig search place, the --config override, TypeScript
  * configs that import local TypeScript files (loaded fresh each time, with their dependencies listed),
- * config functions, and cleanup of esbuild's temp bundles.
+ * config functions, and that no bundle ever touches the disk (a hostile watcher, a read-only directory,
+ * a SIGKILL while the config runs).
  */
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { watch } from 'node:fs'
+import { mkdir, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { expect } from 'chai'
 import { type ConfigEnv, isMeshError, type LoadConfigOptions, type LoadedConfig, loadConfig } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
-import { type ConfigProject, configProject } from './fixtures/configs/project.js'
+import { type ConfigProject, configProject, REPO_ROOT } from './fixtures/configs/project.js'
+
+/** Every file under `dir` except node_modules, relative and sorted. */
+async function projectFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true })
+  return entries.filter((e) => !e.startsWith('node_modules')).sort()
+}
 
 const env: ConfigEnv = { command: 'start', mode: 'production' }
 
@@ -351,7 +364,7 @@ describe('config loading', () => {
     })
   })
 
-  describe('temp bundle cleanup', () => {
+  describe('no config bundle on disk', () => {
     const failing: Array<{ what: string; files: Record<string, string>; code: string }> = [
       {
         what: 'the config throws at import',
@@ -383,24 +396,130 @@ describe('config loading', () => {
       },
     ]
 
-    it('writes the temp bundle next to the config while loading, and removes it after', async () => {
+    it('writes no file while loading: a process watching the project sees nothing appear', async () => {
       await project.write({
         'mesh.config.ts': [
           "import { readdirSync } from 'node:fs'",
-          'const bundles = readdirSync(__dirname).filter((f) => /\\.timestamp-.*\\.mjs$/.test(f))',
-          "export default { name: bundles.join(',') }",
+          "import { SECRET } from './secrets.ts'",
+          '// what the config sees in its own directory while it runs (the old bundle was there, at 0644)',
+          "export default { name: readdirSync(__dirname).filter((f) => f !== 'node_modules').sort().join(',') + ':' + SECRET.length }",
           '',
         ].join('\n'),
+        'secrets.ts': "export const SECRET = 'hunter2-api-key'\n",
       })
-      const loaded = await load()
-      expect(loaded.config.name, 'the running config sees its own temp bundle').to.match(
-        /^mesh\.config\.ts\.timestamp-\d+-[0-9a-f]+\.mjs$/,
-      )
+      // the attacker: another local process watching the config directory for new files to read
+      const seen: string[] = []
+      const watcher = watch(project.dir, { recursive: true }, (_event, name) => {
+        if (name && !String(name).startsWith('node_modules')) seen.push(String(name))
+      })
+      try {
+        const loaded = await load()
+        expect(loaded.config.name).to.equal('mesh.config.ts,secrets.ts:15')
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      } finally {
+        watcher.close()
+      }
+      expect(seen, 'files created in the project while loading').to.deep.equal([])
       expect(await project.leftovers()).to.deep.equal([])
     })
 
+    it('loads a TS config from a read-only directory', async function () {
+      this.timeout(30_000)
+      const { mkdtemp, chmod } = await import('node:fs/promises')
+      // as root, a mode does not stop writes: load as the unprivileged user 'nobody' then
+      const asRoot = process.getuid?.() === 0
+      const base = await mkdtemp(join(tmpdir(), 'meshkit-ro-'))
+      try {
+        const dir = join(base, 'project')
+        await mkdir(join(dir, 'node_modules'), { recursive: true })
+        await symlink(REPO_ROOT, join(dir, 'node_modules', 'meshkit'), 'dir')
+        await writeFile(join(dir, 'mesh.config.ts'), tsConfigSource('read-only'))
+        await mkdir(join(dir, 'plugins'))
+        await writeFile(join(dir, 'plugins', 'my-plugin.ts'), myPluginSource('hi'))
+        for (const d of [join(dir, 'plugins'), join(dir, 'node_modules'), dir]) await chmod(d, 0o555)
+        await chmod(base, 0o755)
+        const script = [
+          `const { loadConfig } = await import(${JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', 'src', 'index.js')).href)})`,
+          `const { builtinPlugins, defaultConfig } = await import(${JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', 'plugins', 'index.js')).href)})`,
+          `const loaded = await loadConfig({ cwd: ${JSON.stringify(dir)}, env: { command: 'start', mode: 'production' }, registry: builtinPlugins, defaults: defaultConfig() })`,
+          'console.log(JSON.stringify({ name: loaded.config.name, dependencies: loaded.dependencies }))',
+        ].join('\n')
+        const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+          cwd: dir,
+          encoding: 'utf8',
+          timeout: 25_000,
+          ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+        })
+        expect(child.status, child.stderr).to.equal(0)
+        const out = JSON.parse(child.stdout.trim().split('\n').pop() as string) as {
+          name: string
+          dependencies: string[]
+        }
+        expect(out.name).to.equal('read-only/hi')
+        expect(out.dependencies.sort()).to.deep.equal(
+          [join(dir, 'mesh.config.ts'), join(dir, 'plugins', 'my-plugin.ts')].sort(),
+        )
+        // the directory really was read-only for that process
+        const probe = spawnSync(
+          process.execPath,
+          ['-e', `require('fs').writeFileSync(${JSON.stringify(join(dir, 'x'))}, '')`],
+          {
+            encoding: 'utf8',
+            ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+          },
+        )
+        expect(probe.status, 'a write into the directory fails').to.not.equal(0)
+      } finally {
+        await chmod(join(base, 'project'), 0o755).catch(() => {})
+        await chmod(join(base, 'project', 'plugins'), 0o755).catch(() => {})
+        await chmod(join(base, 'project', 'node_modules'), 0o755).catch(() => {})
+        await unlink(join(base, 'project', 'node_modules', 'meshkit')).catch(() => {})
+        await rm(base, { recursive: true, force: true })
+      }
+    })
+
+    it('leaves nothing behind when the process is killed (SIGKILL) while the config runs', async function () {
+      this.timeout(30_000)
+      await project.write({
+        'mesh.config.ts': [
+          "import { KEY } from './secrets.ts'",
+          "console.log('config running')",
+          'await new Promise((resolve) => setTimeout(resolve, 20_000))',
+          'export default { name: KEY }',
+          '',
+        ].join('\n'),
+        'secrets.ts': "export const KEY = 'secret'\n",
+      })
+      const before = await projectFiles(project.dir)
+      const script = [
+        `const { loadConfig } = await import(${JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', 'src', 'index.js')).href)})`,
+        `await loadConfig({ cwd: ${JSON.stringify(project.dir)}, env: { command: 'start', mode: 'production' } })`,
+      ].join('\n')
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: project.dir,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('the config never ran')), 20_000)
+          child.stdout.on('data', (chunk: Buffer) => {
+            if (chunk.toString().includes('config running')) {
+              clearTimeout(timer)
+              resolve()
+            }
+          })
+          child.once('exit', () => reject(new Error('the child exited before the config ran')))
+        })
+        expect(await projectFiles(project.dir), 'while the config runs').to.deep.equal(before)
+      } finally {
+        child.kill('SIGKILL')
+        await once(child, 'exit').catch(() => {})
+      }
+      expect(await projectFiles(project.dir), 'after SIGKILL').to.deep.equal(before)
+    })
+
     for (const { what, files, code } of failing) {
-      it(`leaves no .timestamp-*.mjs file when ${what}`, async () => {
+      it(`leaves no bundle file when ${what}`, async () => {
         await project.write(files)
         let thrown: unknown
         await load().catch((err) => {

@@ -3,11 +3,12 @@
  * the event stream, bad input, node swaps, the discovery file and the client.
  */
 import { spawnSync } from 'node:child_process'
-import { stat } from 'node:fs/promises'
-import { request } from 'node:http'
+import { chown, stat, writeFile } from 'node:fs/promises'
+import { createServer, request } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { expect } from 'chai'
-import { createLogger, isMeshError, type MeshPlugin, resolveConfig } from 'meshkit'
+import { createLogger, isMeshError, type MeshError, type MeshPlugin, resolveConfig } from 'meshkit'
 import {
   holePunch,
   identify,
@@ -29,6 +30,7 @@ import {
   loadOrCreateToken,
   startControlServer,
 } from '../src/control/index.js'
+import { selfIdentity } from '../src/core/process-identity.js'
 import { LoopbackNodes, TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -154,18 +156,20 @@ describe('control API', function () {
     expect(unknownPath.status, 'no endpoint list without a token').to.equal(401)
     const ok = await http(`${server!.url}/api/status`, { token: server!.token })
     expect(ok.status).to.equal(200)
+    // never from a URL (history, logs, Referer) nor from a cookie (sent to every port of 127.0.0.1)
     const query = await http(`${server!.url}/api/status?token=${server!.token}`)
-    expect(query.status).to.equal(200)
-    expect(String(query.headers['set-cookie'])).to.include('HttpOnly')
+    expect(query.status).to.equal(401)
+    expect(query.headers['set-cookie']).to.equal(undefined)
     const cookie = await http(`${server!.url}/api/status`, {
       headers: { cookie: `mesh_control_token=${server!.token}` },
     })
-    expect(cookie.status).to.equal(200)
+    expect(cookie.status).to.equal(401)
     const foreignHost = await http(`${server!.url}/api/status`, {
       token: server!.token,
       headers: { host: 'evil.example:80' },
     })
     expect(foreignHost.status).to.equal(403)
+    expect(foreignHost.json().error.code).to.equal('MESH_ERR_CONTROL_FORBIDDEN')
   })
 
   it('status, peers and connections reflect a second node connecting', async () => {
@@ -281,7 +285,7 @@ describe('control API', function () {
     const missing = await http(url, { method: 'POST', token, body: '{"name":"x"}' })
     expect(missing.status).to.equal(400)
     expect(missing.json().error.message).to.include('"topic"')
-    const empty = await http(url, { method: 'POST', token })
+    const empty = await http(url, { method: 'POST', token, headers: { 'content-type': 'application/json' } })
     expect(empty.status).to.equal(400)
     const wrongType = await http(url, { method: 'POST', token, body: '{"topic":42}' })
     expect(wrongType.status).to.equal(400)
@@ -453,13 +457,246 @@ describe('control API', function () {
     s.addRoute('GET', '/boom', () => {
       throw new Error('kaboom')
     })
-    const res = await http(`${s.url}/boom?token=${s.token}`)
+    const res = await http(`${s.url}/boom?secret=x`, { token: s.token })
     expect(res.status).to.equal(500)
     expect(res.json().error.code).to.equal('MESH_ERR_CONTROL_FAILED')
     expect(res.json().error.message).to.include('kaboom')
     expect(logs.join('\n')).to.include('GET /boom failed: kaboom')
     expect(logs.join('\n')).to.not.include(s.token)
+    expect(logs.join('\n')).to.not.include('secret=x')
     expect((await http(`${s.url}/api/status`, { token: s.token })).status).to.equal(200)
+  })
+})
+
+describe('control API: what another web page or local process can do', function () {
+  this.timeout(60_000)
+  let dir: string
+  let cleanup: () => Promise<void>
+  let nodes: LoopbackNodes
+  let a: TestNode
+  let server: ControlServer
+  const closers: Array<() => Promise<unknown>> = []
+
+  beforeEach(async () => {
+    ;({ dir, cleanup } = await tempDir('meshkit-control-attack-'))
+    nodes = new LoopbackNodes(() => dir, basePlugins)
+    a = await nodes.start('a')
+    server = await startControlServer({
+      kernel: a.kernel,
+      dataDir: a.node.config.dataDir,
+      dashboard: true,
+      logger: createLogger({ level: 'silent' }),
+    })
+  })
+  afterEach(async () => {
+    for (const close of closers.splice(0)) await close().catch(() => {})
+    await server.close()
+    await nodes.closeAll()
+    await cleanup()
+  })
+
+  const topics = () => a.node.api<{ topics(): string[] }>('discovery').topics()
+  const postJoin = (headers: Record<string, string>, body = '{"topic":"evil"}') =>
+    http(`${server.url}/api/topics/join`, { method: 'POST', token: server.token, headers, body })
+
+  it('refuses a state change from a page on another origin, even one that holds the credential', async () => {
+    const own = server.url
+    const otherPort = `http://127.0.0.1:${(server.port ?? 0) === 65535 ? 1 : (server.port ?? 0) + 1}`
+    // what browsers send for a page on another port of 127.0.0.1 (same site, other origin)
+    const attempts: Array<[string, Record<string, string>, number, string]> = [
+      [
+        'Origin of another port',
+        { origin: otherPort, 'content-type': 'application/json' },
+        403,
+        'MESH_ERR_CONTROL_FORBIDDEN',
+      ],
+      [
+        'Origin "null" (sandboxed frame, file:)',
+        { origin: 'null', 'content-type': 'application/json' },
+        403,
+        'MESH_ERR_CONTROL_FORBIDDEN',
+      ],
+      [
+        'Sec-Fetch-Site: same-site',
+        { 'sec-fetch-site': 'same-site', 'content-type': 'application/json' },
+        403,
+        'MESH_ERR_CONTROL_FORBIDDEN',
+      ],
+      [
+        'Sec-Fetch-Site: cross-site',
+        { 'sec-fetch-site': 'cross-site', 'content-type': 'application/json' },
+        403,
+        'MESH_ERR_CONTROL_FORBIDDEN',
+      ],
+      // an HTML form or a no-cors fetch can only send these (no CORS preflight)
+      [
+        'a text/plain body (form enctype, no-cors fetch)',
+        { 'content-type': 'text/plain' },
+        415,
+        'MESH_ERR_CONTROL_CONTENT_TYPE',
+      ],
+      [
+        'a urlencoded form',
+        { 'content-type': 'application/x-www-form-urlencoded' },
+        415,
+        'MESH_ERR_CONTROL_CONTENT_TYPE',
+      ],
+      [
+        'a multipart form',
+        { 'content-type': 'multipart/form-data; boundary=x' },
+        415,
+        'MESH_ERR_CONTROL_CONTENT_TYPE',
+      ],
+    ]
+    for (const [what, headers, status, code] of attempts) {
+      const res = await postJoin(headers)
+      expect(res.status, what).to.equal(status)
+      expect(res.json().error.code, what).to.equal(code)
+      expect(res.json().error.hint, what).to.be.a('string')
+    }
+    expect(topics(), 'nothing was joined').to.deep.equal([])
+    // the dashboard itself (same origin) and non-browser clients (no Origin) may
+    const same = await postJoin(
+      { origin: own, 'sec-fetch-site': 'same-origin', 'content-type': 'application/json' },
+      '{"topic":"ok-1"}',
+    )
+    expect(same.status, same.text).to.equal(200)
+    const cli = await postJoin({ 'content-type': 'application/json; charset=utf-8' }, '{"topic":"ok-2"}')
+    expect(cli.status, cli.text).to.equal(200)
+    expect(topics().sort()).to.deep.equal(['ok-1', 'ok-2'])
+  })
+
+  it('login codes: one use each, a second use ends that session, they expire, and only the token mints them', async () => {
+    // the token mints a code; a session cannot
+    const minted = await http(`${server.url}/api/login-code`, {
+      method: 'POST',
+      token: server.token,
+      body: '{}',
+    })
+    expect(minted.status, minted.text).to.equal(200)
+    const { url, code } = minted.json<{ url: string; code: string }>()
+    expect(url).to.equal(`${server.url}/#code=${code}`)
+    expect(url).to.not.include(server.token)
+    const loginWith = (c: string, headers: Record<string, string> = {}) =>
+      http(`${server.url}/api/login`, { method: 'POST', body: JSON.stringify({ code: c }), headers })
+    const first = await loginWith(code, { origin: server.url })
+    expect(first.status, first.text).to.equal(200)
+    const { session } = first.json<{ session: string }>()
+    expect(session)
+      .to.match(/^[A-Za-z0-9_-]{43}$/)
+      .and.not.equal(server.token)
+    expect((await http(`${server.url}/api/status`, { token: session })).status).to.equal(200)
+    const noMint = await http(`${server.url}/api/login-code`, { method: 'POST', token: session, body: '{}' })
+    expect(noMint.status).to.equal(401)
+    // someone else (who read the code from argv or history) tries it again: refused, and the session
+    // the code opened ends too, so whoever raced the browser keeps nothing
+    const again = await loginWith(code)
+    expect(again.status).to.equal(401)
+    expect(again.json().error.message).to.include('used already')
+    expect((await http(`${server.url}/api/status`, { token: session })).status).to.equal(401)
+    // a code from another page's login form (cross-origin) is refused before it is looked at
+    const code2 = new URL(server.loginUrl()).hash.slice('#code='.length)
+    expect((await loginWith(code2, { origin: 'http://127.0.0.1:1' })).status).to.equal(403)
+    // a code expires after a minute
+    const code3 = new URL(server.loginUrl()).hash.slice('#code='.length)
+    const realNow = Date.now
+    Date.now = () => realNow() + 61_000
+    try {
+      const late = await loginWith(code3)
+      expect(late.status).to.equal(401)
+      expect(late.json().error.message).to.include('expired')
+    } finally {
+      Date.now = realNow
+    }
+    expect((await loginWith('x'.repeat(32))).status).to.equal(401)
+    // the client asks for a link with the data dir's token
+    const link = await createControlClient({ dataDir: a.node.config.dataDir }).loginUrl()
+    expect(link.url).to.match(new RegExp(`^${server.url}/#code=[A-Za-z0-9_-]{32}$`))
+  })
+
+  /** A hostile local server that records the Authorization header of whatever connects to it. */
+  const catcher = async () => {
+    const seen: string[] = []
+    const s = createServer((req, res) => {
+      seen.push(String(req.headers.authorization))
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    closers.push(() => new Promise((r) => s.close(r)))
+    return { port: (s.address() as AddressInfo).port, seen }
+  }
+
+  it('the client sends the token only to a loopback control API of a live node', async () => {
+    await server.close()
+    const dataDir = a.node.config.dataDir
+    const file = join(dataDir, CONTROL_DISCOVERY_FILE)
+    const client = createControlClient({ dataDir })
+    const me = selfIdentity()
+    const trap = await catcher()
+    const cases: Array<[string, Record<string, unknown>, string]> = [
+      // 0.0.0.0 reaches the local listener on Linux: a non-loopback URL in a control.json someone wrote
+      [
+        'a non-loopback URL',
+        { url: `http://0.0.0.0:${trap.port}`, pid: process.pid },
+        'MESH_ERR_CONTROL_NOT_LOOPBACK',
+      ],
+      ['https', { url: `https://127.0.0.1:${trap.port}`, pid: process.pid }, 'MESH_ERR_CONTROL_NOT_LOOPBACK'],
+      [
+        'a host name',
+        { url: `http://localhost:${trap.port}`, pid: process.pid },
+        'MESH_ERR_CONTROL_NOT_LOOPBACK',
+      ],
+      [
+        'credentials in the URL',
+        { url: `http://u:p@127.0.0.1:${trap.port}`, pid: process.pid },
+        'MESH_ERR_CONTROL_NOT_LOOPBACK',
+      ],
+      [
+        'a relative socket path',
+        { url: 'http://localhost', socketPath: 'x.sock', pid: process.pid },
+        'MESH_ERR_CONTROL_NOT_LOOPBACK',
+      ],
+      // a node killed with SIGKILL left its control.json; its pid now runs another process (here:
+      // this one, with another start time), and someone else took its port
+      [
+        'a dead node whose port someone took',
+        {
+          url: `http://127.0.0.1:${trap.port}`,
+          pid: process.pid,
+          processStart: '1',
+          boot: me.boot,
+          pidns: me.pidns,
+        },
+        'MESH_ERR_CONTROL_NOT_RUNNING',
+      ],
+    ]
+    for (const [what, info, code] of cases) {
+      await writeFile(file, JSON.stringify(info), { mode: 0o600 })
+      const err = await client.status().then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isMeshError(err, code as 'MESH_ERR_CONTROL_NOT_LOOPBACK'), `${what}: ${err}`).to.equal(true)
+      if (code === 'MESH_ERR_CONTROL_NOT_LOOPBACK') expect((err as MeshError).hint).to.include('delete it')
+    }
+    expect(trap.seen, 'the token went nowhere').to.deep.equal([])
+    // a socket that another user made (only root can play that user here)
+    if (process.getuid?.() === 0) {
+      const socketPath = join(dir, 'theirs.sock')
+      const s = createServer((_req, res) => res.end('{}'))
+      await new Promise<void>((r) => s.listen(socketPath, r))
+      closers.push(() => new Promise((r) => s.close(r)))
+      await chown(socketPath, 65534, 65534)
+      await writeFile(file, JSON.stringify({ url: 'http://localhost', socketPath, pid: process.pid }), {
+        mode: 0o600,
+      })
+      const err = await client.status().then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isMeshError(err, 'MESH_ERR_CONTROL_NOT_LOOPBACK'), String(err)).to.equal(true)
+      expect((err as Error).message).to.include('uid 65534')
+    }
   })
 })
 

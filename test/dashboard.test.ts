@@ -8,6 +8,8 @@
  */
 import { existsSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -145,8 +147,16 @@ describe('dashboard: live graph in headless Chromium', function () {
       ],
     })
     await waitFor(() => observer.node.libp2p.getPeers().length === 1, { what: 'first connected' })
-    await page.goto(`${control!.url}/?token=${control!.token}`)
+    // the one-time login link the node prints (or `mesh dashboard` makes)
+    const loginUrl = control!.loginUrl()
+    await page.goto(loginUrl)
     await page.waitForSelector(peerNode(first.peerId), { timeout: 10_000 })
+    // nothing reusable is left: not in the address bar (so not in history), not in a cookie
+    expect(page.url()).to.equal(`${control!.url}/`)
+    expect(await browser!.cookies()).to.deep.equal([])
+    // the code was used: a second use is refused (and would end the page's session)
+    const code = new URL(loginUrl).hash.slice('#code='.length)
+    expect(page.url()).to.not.include(code)
     await page.waitForSelector('#live[data-state="live"]', { timeout: 10_000 })
     expect(await peerCount()).to.equal(1)
     expect(await page.textContent('#node-peer-id')).to.equal(observer.peerId)
@@ -159,6 +169,10 @@ describe('dashboard: live graph in headless Chromium', function () {
     expect((await fetch(`${control!.url}/dashboard/%2e%2e%2f%2e%2e%2fetc%2fpasswd`)).status).to.equal(404)
     expect((await fetch(`${control!.url}/dashboard/secret.js`)).status).to.equal(404)
     expect((await fetch(`${control!.url}/api/status`)).status, 'the API needs the token').to.equal(401)
+    expect(
+      (await fetch(`${control!.url}/api/status?token=${control!.token}`)).status,
+      'never from a URL',
+    ).to.equal(401)
 
     // a second peer connects: the page learns it from the event stream
     const connectedAt = Date.now()
@@ -260,6 +274,76 @@ describe('dashboard: live graph in headless Chromium', function () {
     expect(legend).to.deep.equal(['direct', 'hole-punched', 'relayed'])
     await page.waitForSelector('#graph[data-peer-count="4"]', { timeout: UPDATE_BOUND_MS })
     expect(await page.getAttribute('#graph', 'data-edge-count')).to.equal('4')
+  })
+
+  it('a page on another 127.0.0.1 port cannot change the node (form, no-cors fetch, JSON fetch, beacon)', async () => {
+    const target = `${control!.url}/api/topics/join`
+    const attackHtml = `<!doctype html><title>evil</title>
+<form id="f" method="POST" enctype="text/plain" action="${target}" target="sink"><input name='{"topic":"evil-form","x":"' value='"}'></form>
+<iframe name="sink"></iframe>
+<script>
+  const body = JSON.stringify({ topic: 'evil-fetch' })
+  fetch(${JSON.stringify(target)}, { method: 'POST', mode: 'no-cors', credentials: 'include', headers: { 'Content-Type': 'text/plain' }, body }).catch(() => {})
+  fetch(${JSON.stringify(target)}, { method: 'POST', credentials: 'include', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ topic: 'evil-json' }) }).catch(() => {})
+  navigator.sendBeacon(${JSON.stringify(target)}, new Blob([JSON.stringify({ topic: 'evil-beacon' })], { type: 'application/json' }))
+  document.getElementById('f').submit()
+  setTimeout(() => { document.title = 'done' }, 1500)
+</script>`
+    const evil = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end(attackHtml)
+    })
+    await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r))
+    const attacker = await browser!.newPage()
+    /** What the control API answered to the page's requests (those that got past the browser). */
+    const answers: number[] = []
+    attacker.on('response', (res) => {
+      if (res.url().startsWith(target)) answers.push(res.status())
+    })
+    const t0 = Date.now()
+    try {
+      await attacker.goto(`http://127.0.0.1:${(evil.address() as AddressInfo).port}/`)
+      await attacker.waitForFunction('document.title === "done"', undefined, { timeout: 10_000 })
+      await attacker.waitForTimeout(500)
+      console.log(`    the attacker page ran its requests in ${Date.now() - t0} ms`)
+    } finally {
+      await attacker.close()
+      evil.closeAllConnections()
+      await new Promise((r) => evil.close(r))
+    }
+    console.log(`    the control API answered the page: ${answers.join(', ')}`)
+    expect(answers.length, 'the requests reached the control API').to.be.greaterThan(0)
+    for (const status of answers) expect([403, 415]).to.include(status)
+    const joined = observer.node.api<{ topics(): string[] }>('discovery').topics()
+    expect(
+      joined.filter((t) => t.startsWith('evil')),
+      'topics the page made the node join',
+    ).to.deep.equal([])
+    // the attacker page's failed requests are not the dashboard's
+    pageErrors.splice(0, pageErrors.length, ...pageErrors.filter((e) => !e.includes('/api/topics/join')))
+  })
+
+  it('a login link works once: a second use is refused and ends the session it opened', async () => {
+    const second = await browser!.newPage()
+    const third = await browser!.newPage()
+    try {
+      const link = control!.loginUrl()
+      await second.goto(link)
+      await second.waitForSelector('#live[data-state="live"]', { timeout: 10_000 })
+      // someone replays the link (from the browser's command line or history)
+      await third.goto(link)
+      await third.waitForSelector('#error:not([hidden])', { timeout: 10_000 })
+      expect(await third.textContent('#error')).to.include('mesh dashboard')
+      // the first tab's session was ended: its next request is refused
+      const status = await second.evaluate(async () => {
+        const session = sessionStorage.getItem('meshkit-dashboard-session')
+        return (await fetch('/api/status', { headers: { Authorization: `Bearer ${session}` } })).status
+      })
+      expect(status).to.equal(401)
+    } finally {
+      await second.close()
+      await third.close()
+    }
   })
 
   it('drops a peer that disconnects, logs no errors, and saves a screenshot', async () => {

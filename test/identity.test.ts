@@ -1,12 +1,15 @@
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { expect } from 'chai'
+import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type ErrorCode, isMeshError } from '../src/core/errors.js'
 import { IDENTITY_FILE, loadOrCreateIdentity } from '../src/core/identity.js'
 import { createLogger } from '../src/core/logger.js'
-import { makeDir } from '../src/core/make-dir.js'
+import { ensurePrivateDir, makeDir } from '../src/core/make-dir.js'
+import { startMesh } from '../src/core/start-mesh.js'
 import { tempDir } from './helpers.js'
 
 const modeOf = async (path: string) => ((await stat(path)).mode & 0o777).toString(8)
@@ -188,6 +191,77 @@ describe('loadOrCreateIdentity', () => {
         (e: NodeJS.ErrnoException) => e,
       )
       expect(err?.code).to.equal('ENOTDIR')
+    })
+  })
+
+  describe('a private data dir (a hostile local user reads nothing)', () => {
+    /** Runs `code` as the unprivileged user 'nobody' (the tests may run as root); its exit code. */
+    const asNobody = (code: string) =>
+      spawnSync(process.execPath, ['-e', code], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 10_000 })
+
+    it('tightens an existing data dir that others can open (0755) to 0700, with a warning naming it', async () => {
+      const dataDir = join(dir, 'data')
+      await mkdir(dataDir, { mode: 0o755 })
+      await chmod(dataDir, 0o755)
+      const lines: string[] = []
+      await loadOrCreateIdentity(dataDir, createLogger({ level: 'warn', write: (l) => lines.push(l) }))
+      expect(await modeOf(dataDir)).to.equal('700')
+      expect(lines.join('\n')).to.include(dataDir).and.include('0755')
+      // already private: no warning the next time
+      lines.length = 0
+      await loadOrCreateIdentity(dataDir, createLogger({ level: 'warn', write: (l) => lines.push(l) }))
+      expect(lines).to.deep.equal([])
+    })
+
+    it('warns, naming it, about a data dir open to others that belongs to another user', async function () {
+      if (process.getuid?.() !== 0) this.skip() // only root can make a directory that another user owns
+      const dataDir = join(dir, 'theirs')
+      await mkdir(dataDir)
+      await chmod(dataDir, 0o755)
+      await chown(dataDir, 65534, 65534)
+      const lines: string[] = []
+      await ensurePrivateDir(dataDir, createLogger({ level: 'warn', write: (l) => lines.push(l) }))
+      expect(await modeOf(dataDir), 'not changed: it is not ours').to.equal('755')
+      expect(lines.join('\n')).to.include(dataDir).and.include('uid 65534').and.include('chmod 700')
+    })
+
+    it('another local user can read neither the identity nor the datastore of a node (even in a dir left at 0755)', async function () {
+      if (process.getuid?.() !== 0) this.skip() // needs a second user to play the attacker
+      this.timeout(30_000)
+      // a data dir and datastore as an older Meshkit or a `mkdir` left them: open to everyone
+      await chmod(dir, 0o755)
+      const dataDir = join(dir, 'node')
+      await mkdir(join(dataDir, 'datastore'), { recursive: true, mode: 0o755 })
+      await chmod(dataDir, 0o755)
+      await chmod(join(dataDir, 'datastore'), 0o755)
+      const lines: string[] = []
+      const mesh = await startMesh({
+        config: {
+          dataDir,
+          datastore: 'persistent',
+          logLevel: 'warn',
+          listen: ['/ip4/127.0.0.1/tcp/0'],
+          plugins: [identify(), ping(), noise(), yamux(), tcp()],
+        },
+        registry: builtinPlugins,
+        logger: createLogger({ level: 'warn', write: (l) => lines.push(l) }),
+      })
+      try {
+        expect(await modeOf(dataDir)).to.equal('700')
+        expect(await modeOf(join(dataDir, 'datastore'))).to.equal('700')
+        expect(lines.join('\n')).to.include(join(dataDir, 'datastore'))
+        // the attacker: list the datastore, read its LevelDB files and the key
+        const attack = asNobody(`
+          const fs = require('fs')
+          const tried = []
+          for (const f of [${JSON.stringify(join(dataDir, 'datastore'))}]) { try { fs.readdirSync(f); tried.push('listed ' + f) } catch (e) { tried.push(e.code) } }
+          for (const f of [${JSON.stringify(join(dataDir, 'identity.key'))}, ${JSON.stringify(join(dataDir, 'datastore', 'CURRENT'))}]) { try { fs.readFileSync(f); tried.push('read ' + f) } catch (e) { tried.push(e.code) } }
+          console.log(JSON.stringify(tried))`)
+        expect(attack.status, attack.stderr).to.equal(0)
+        expect(JSON.parse(attack.stdout)).to.deep.equal(['EACCES', 'EACCES', 'EACCES'])
+      } finally {
+        await mesh.close()
+      }
     })
   })
 })

@@ -226,7 +226,7 @@ describe('kernel', function () {
       await writeFile(`${dir}/a/node.lock`, '2147483646')
       const node = await kernel().start(resolve(baseConfig()))
       expect(node.state).to.equal('started')
-      expect(await readFile(`${dir}/a/node.lock`, 'utf8')).to.equal(String(process.pid))
+      expect(JSON.parse(await readFile(`${dir}/a/node.lock`, 'utf8')).pid).to.equal(process.pid)
     })
   })
 

@@ -1,9 +1,11 @@
 import { rmSync } from 'node:fs'
+import { join } from 'node:path'
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import { LOG_LEVELS, type LogLevel } from 'meshkit'
 import { canOpenBrowser, openBrowser } from '../demo/open-browser.js'
 import { checkDemoPlan, DEFAULT_DEMO_PEERS, DEFAULT_DEMO_TOPICS } from '../demo/plan.js'
 import type { DemoProgress, DemoSummary } from '../demo/run-demo.js'
+import { dataDirArg } from './dashboard-link.js'
 import { createOutput, formatMs, type Output, type ProgressStep } from './output.js'
 import type { CliIo } from './run-cli.js'
 import { handleStopSignals } from './stop-signals.js'
@@ -123,12 +125,15 @@ export async function demoCommand(opts: DemoCommandOptions, io: CliIo): Promise<
   const onProgress = (e: DemoProgress) => {
     if (e.type === 'observer-started') demoDir = e.dir
     if (opts.json) {
-      json({ event: `demo:${e.type}`, ...e, type: undefined })
+      json({ event: `demo:${e.type}`, ...e, type: undefined, loginUrl: undefined })
       return
     }
     switch (e.type) {
       case 'observer-started':
-        out.line(`${c.bold('Dashboard:')} ${c.cyan(e.url)}`)
+        // a login link only to a terminal (see dashboard-link.ts); the observer's data dir has the token
+        out.line(
+          `${c.bold('Dashboard:')} ${c.cyan(out.isTTY ? e.loginUrl() : e.url)}${c.dim(out.isTTY ? ' (one-time login link, valid 60 s)' : ` (log in: mesh dashboard${dataDirArg(join(e.dir, 'observer'))})`)}`,
+        )
         out.line(c.dim(`  bootstrap/relay node ${e.peerId}; data in ${e.dir} (removed at exit)`))
         starting = out.step(`starting ${peers} peers`)
         break
@@ -192,14 +197,17 @@ export async function demoCommand(opts: DemoCommandOptions, io: CliIo): Promise<
       onProgress,
       onReady: (demo) => {
         if (opts.open === false || opts.json) return
+        const fresh = () =>
+          out.isTTY
+            ? `${demo.control.loginUrl()} (one-time login link, valid 60 s)`
+            : `the link that \`mesh dashboard${dataDirArg(join(demo.dir, 'observer'))}\` prints`
         if (!canOpenBrowser()) {
-          out.line(c.dim('  (no desktop here: open the dashboard URL in a browser)'))
+          out.line(c.dim(`  (no desktop here: open ${fresh()} in a browser)`))
           return
         }
-        void openBrowser(demo.url).then((ok) =>
-          out.line(
-            c.dim(ok ? '  opened the dashboard in your browser' : '  (open the dashboard URL in a browser)'),
-          ),
+        // the browser's command line (visible to every local user) gets a single-use, short-lived code
+        void openBrowser(demo.control.loginUrl()).then((ok) =>
+          out.line(c.dim(ok ? '  opened the dashboard in your browser' : `  (open ${fresh()} in a browser)`)),
         )
       },
     })

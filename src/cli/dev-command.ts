@@ -2,6 +2,7 @@ import { createLogger, type LogLevel, type MeshEvent } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { type DevSession, fileLabel, formatReloadReport, type ReloadReport, startDev } from '../dev/index.js'
+import { dashboardLinkText } from './dashboard-link.js'
 import { createOutput } from './output.js'
 import type { CliIo } from './run-cli.js'
 import { closeWithin, handleStopSignals } from './stop-signals.js'
@@ -68,9 +69,13 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
     return control
   }
   const announceControl = (server: ControlServer) => {
-    const dashboardUrl = `${server.url}/?token=${server.token}`
-    if (opts.json) line({ event: 'control', url: server.url, dashboard: true, dashboardUrl })
-    else output.line(`  dashboard: ${colors.cyan(dashboardUrl)}`)
+    // no login code in JSON lines: they end up in logs (`mesh dashboard --json` gives one to a script)
+    if (opts.json)
+      line({ event: 'control', url: server.url, dashboard: true, dashboardUrl: `${server.url}/` })
+    else
+      output.line(
+        `  dashboard: ${colors.cyan(dashboardLinkText(server, process.stdout.isTTY === true, controlDataDir ?? '.mesh'))}`,
+      )
   }
   const followDataDir = (report: ReloadReport) => {
     const dev = session
@@ -109,7 +114,7 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
     const node = dev.node
     const addresses = node.libp2p.getMultiaddrs().map(String)
     const watching = dev.watched
-    const dashboardUrl = control ? `${control.url}/?token=${control.token}` : undefined
+    const dashboardUrl = control ? `${control.url}/` : undefined
     if (opts.json) {
       line({
         event: 'started',
@@ -133,7 +138,7 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
         ? watching.map((f) => fileLabel(f, opts.cwd)).join(', ')
         : 'for a config file to appear'
       output.line(
-        `${colors.bold(`Meshkit dev node ${dev.loaded.config.name}`)} started\n  peer id:   ${node.peerId}\n  config:    ${dev.loaded.file ? fileLabel(dev.loaded.file, opts.cwd) : '(defaults)'}\n  listening: ${addresses.join(', ')}\n  watching:  ${files}${dashboardUrl ? `\n  dashboard: ${colors.cyan(dashboardUrl)}` : ''}\n  Edit the config: each save is applied with the smallest change. Ctrl-C stops.`,
+        `${colors.bold(`Meshkit dev node ${dev.loaded.config.name}`)} started\n  peer id:   ${node.peerId}\n  config:    ${dev.loaded.file ? fileLabel(dev.loaded.file, opts.cwd) : '(defaults)'}\n  listening: ${addresses.join(', ')}\n  watching:  ${files}${control ? `\n  dashboard: ${colors.cyan(dashboardLinkText(control, process.stdout.isTTY === true, dev.loaded.config.dataDir))}` : ''}\n  Edit the config: each save is applied with the smallest change. Ctrl-C stops.`,
       )
       dev.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
       dev.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))

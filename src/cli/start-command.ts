@@ -3,6 +3,7 @@ import type { Command } from 'commander'
 import { createLogger, type LogLevel, MeshError, type MeshEvent, startMesh } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
+import { dashboardLinkText } from './dashboard-link.js'
 import { createOutput, showStartupProgress } from './output.js'
 import type { CliIo } from './run-cli.js'
 import { closeWithin, handleStopSignals } from './stop-signals.js'
@@ -110,7 +111,7 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
         )
       else
         output.line(
-          `  control: ${control.socketPath ? `unix socket ${control.socketPath}` : control.url} (mesh status)${dashboard ? `\n  dashboard: ${control.url}/?token=${control.token}` : ''}`,
+          `  control: ${control.socketPath ? `unix socket ${control.socketPath}` : control.url} (mesh status)${dashboard ? `\n  dashboard: ${dashboardLinkText(control, process.stdout.isTTY === true, mesh.loaded.config.dataDir)}` : ''}`,
         )
     }
     if (opts.topic?.length) {

@@ -182,7 +182,35 @@ export async function topicCommand(
   )
 }
 
-/** Adds `status`, `peers`, `connections`, `topics` and `clusters` to the `mesh` program. */
+/**
+ * `mesh dashboard`: a new one-time login link to the running node's dashboard (it needs the data dir's
+ * token, so only a user who can read the data dir gets one). `--open` opens it in the browser instead of
+ * printing it: the browser's command line then holds a code that is single-use and valid for a minute.
+ */
+export async function dashboardCommand(
+  opts: StatusCommandOptions & { open?: boolean },
+  io: CliIo,
+): Promise<void> {
+  const client = clientFor(opts)
+  const link = await client.loginUrl()
+  if (opts.json) {
+    io.stdout(`${JSON.stringify(link)}\n`)
+    return
+  }
+  if (opts.open) {
+    const { canOpenBrowser, openBrowser } = await import('../demo/open-browser.js')
+    if (canOpenBrowser() && (await openBrowser(link.url))) {
+      io.stdout('opened the dashboard in your browser\n')
+      return
+    }
+    io.stdout('(no browser could be opened here)\n')
+  }
+  io.stdout(
+    `${link.url}\n(one-time login link, valid for ${Math.round((link.expiresAt - Date.now()) / 1000)} s)\n`,
+  )
+}
+
+/** Adds `status`, `peers`, `connections`, `topics`, `clusters` and `dashboard` to the `mesh` program. */
 export function registerStatusCommands(program: Command, io: CliIo): void {
   const common = (cmd: Command) =>
     cmd
@@ -211,4 +239,11 @@ export function registerStatusCommands(program: Command, io: CliIo): void {
       ? statusCommand('topics', { ...opts, cwd: process.cwd() }, io)
       : topicCommand(action, topic, { ...opts, cwd: process.cwd() }, io),
   )
+  program
+    .command('dashboard')
+    .description("print a one-time login link to the running node's dashboard (valid 60 s)")
+    .option('-d, --data-dir <dir>', 'data dir of the running node (default: .mesh)')
+    .option('--open', 'open the link in the browser instead of printing it')
+    .option('--json', 'print {"url","code","expiresAt"}')
+    .action((opts) => dashboardCommand({ ...opts, cwd: process.cwd() }, io))
 }

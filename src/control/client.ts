@@ -1,7 +1,9 @@
-import { readFile } from 'node:fs/promises'
+import { lstat, readFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
-import { join, resolve } from 'node:path'
+import { isIPv4 } from 'node:net'
+import { isAbsolute, join, resolve } from 'node:path'
 import { ERRORS, type ErrorCode, MeshError, type MeshEvent, meshError } from 'meshkit'
+import { processLiveness, selfIdentity } from '../core/process-identity.js'
 import type { ClustersSnapshot, ConnectionView, PeerView, StatusView, TopicView } from './readers.js'
 import { CONTROL_DISCOVERY_FILE } from './server.js'
 import { CONTROL_TOKEN_FILE, readToken } from './token.js'
@@ -11,6 +13,10 @@ export interface ControlDiscovery {
   url: string
   socketPath?: string
   pid: number
+  /** The server process's start time, boot id and PID namespace (Linux): tell it from a reused pid. */
+  processStart?: string
+  boot?: string
+  pidns?: string
   peerId?: string
   startedAt: string
 }
@@ -54,17 +60,47 @@ export interface ControlClient {
   nat(): Promise<{ report: Record<string, unknown> | null }>
   /** The Prometheus text of `GET /metrics`. */
   metrics(): Promise<string>
+  /** A new one-time dashboard login link (`<url>/#code=...`, valid for a minute); needs the data dir's token. */
+  loginUrl(): Promise<{ url: string; expiresAt: number }>
   /** The event stream (first `hello` with the status); ends when `signal` aborts or the node stops. */
   events(options?: { signal?: AbortSignal }): AsyncIterable<ControlStreamEvent>
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+/** Whether `host` (a URL's hostname) is a loopback IP literal: 127.0.0.0/8 or [::1]. */
+function isLoopbackHost(host: string): boolean {
+  if (host === '[::1]') return true
+  return isIPv4(host) && host.startsWith('127.')
+}
+
+/**
+ * Checks that what control.json names is a control API on this machine before any token is sent to
+ * it: http on a loopback IP literal, or a unix socket owned by this user (or root). A control.json
+ * written by someone else (a data dir others could write to) must not send the token elsewhere.
+ */
+async function checkTarget(info: ControlDiscovery, file: string, dataDir: string): Promise<void> {
+  const refuse = (target: string) => meshError('MESH_ERR_CONTROL_NOT_LOOPBACK', [file, target])
+  if (info.socketPath !== undefined) {
+    if (typeof info.socketPath !== 'string' || !isAbsolute(info.socketPath))
+      throw refuse(`the socket path ${JSON.stringify(info.socketPath)?.slice(0, 100)}`)
+    const s = await lstat(info.socketPath).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT')
+        throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `no socket at ${info.socketPath}`])
+      throw err
+    })
+    const uid = process.getuid?.()
+    if (!s.isSocket()) throw refuse(`${info.socketPath}, which is not a unix socket`)
+    if (uid !== undefined && s.uid !== uid && s.uid !== 0)
+      throw refuse(`the unix socket ${info.socketPath}, which belongs to uid ${s.uid}, not to this user`)
+    return
   }
+  let url: URL
+  try {
+    url = new URL(info.url)
+  } catch {
+    throw refuse(JSON.stringify(info.url.slice(0, 100)))
+  }
+  if (url.protocol !== 'http:' || !isLoopbackHost(url.hostname) || url.username || url.password)
+    throw refuse(url.origin === 'null' ? info.url.slice(0, 100) : url.origin)
 }
 
 /** A MeshError from a server's `{ error: { code, message, hint } }` body. */
@@ -105,11 +141,20 @@ export function createControlClient(options: ControlClientOptions = {}): Control
     }
     if (typeof info?.url !== 'string')
       throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `${CONTROL_DISCOVERY_FILE} has no url`])
-    if (typeof info.pid === 'number' && !isAlive(info.pid))
+    // a dead node's control.json (SIGKILL) may name a port that another process took since
+    const liveness = processLiveness({
+      pid: info.pid,
+      start: typeof info.processStart === 'string' ? info.processStart : undefined,
+      boot: typeof info.boot === 'string' ? info.boot : undefined,
+      pidns: typeof info.pidns === 'string' ? info.pidns : undefined,
+      host: selfIdentity().host,
+    })
+    if (typeof info.pid !== 'number' || liveness === 'gone')
       throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [
         dataDir,
         `the node that wrote ${CONTROL_DISCOVERY_FILE} (pid ${info.pid}) is gone`,
       ])
+    await checkTarget(info, join(dataDir, CONTROL_DISCOVERY_FILE), dataDir)
     return info
   }
 
@@ -150,9 +195,9 @@ export function createControlClient(options: ControlClientOptions = {}): Control
           headers: {
             authorization: `Bearer ${bearer}`,
             accept: 'application/json',
-            ...(payload === undefined
-              ? {}
-              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+            // a request that changes the node must say JSON, body or not (the server's CSRF check)
+            ...(method === 'GET' || method === 'HEAD' ? {} : { 'content-type': 'application/json' }),
+            ...(payload === undefined ? {} : { 'content-length': Buffer.byteLength(payload) }),
           },
           signal,
           timeout,
@@ -234,6 +279,7 @@ export function createControlClient(options: ControlClientOptions = {}): Control
     clusters: () => request<ClustersSnapshot>('GET', '/api/clusters'),
     nat: () => request<{ report: Record<string, unknown> | null }>('GET', '/api/nat'),
     metrics: () => request<string>('GET', '/metrics'),
+    loginUrl: () => request<{ url: string; expiresAt: number }>('POST', '/api/login-code', {}),
     events,
   }
 }

@@ -17,7 +17,6 @@ export type {
   TopicView,
 } from './readers.js'
 export {
-  CONTROL_COOKIE,
   CONTROL_DISCOVERY_FILE,
   type ControlKernel,
   type ControlRouteContext,
@@ -25,6 +24,7 @@ export {
   type ControlRouteOptions,
   type ControlServer,
   type ControlServerOptions,
+  LOGIN_CODE_TTL_MS,
   startControlServer,
 } from './server.js'
 export { CONTROL_TOKEN_FILE, loadOrCreateToken } from './token.js'

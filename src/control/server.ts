@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { chmod, lstat, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { type AddressInfo, connect } from 'node:net'
@@ -15,6 +15,7 @@ import {
   type MeshNode,
   meshError,
 } from 'meshkit'
+import { selfIdentity } from '../core/process-identity.js'
 import {
   clusteringOf,
   clustersSnapshot,
@@ -36,8 +37,13 @@ export function reasonOfError(err: unknown): string {
 /** The discovery file of a running control API in the data dir: `{ url, pid, peerId, startedAt }`. */
 export const CONTROL_DISCOVERY_FILE = 'control.json'
 
-/** The cookie the server sets after a `?token=` request, so the page's assets and EventSource carry it. */
-export const CONTROL_COOKIE = 'mesh_control_token'
+/** How long a dashboard login code (`/#code=...`, see {@link ControlServer.loginUrl}) can be used, ms. */
+export const LOGIN_CODE_TTL_MS = 60_000
+/** Login codes waiting to be used, and dashboard sessions, kept at most (the oldest go first). */
+const MAX_LOGIN_CODES = 32
+const MAX_SESSIONS = 64
+/** Methods that change the node: they need a same-origin (or non-browser) request with a JSON body. */
+const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 /** What the server needs of a kernel: its current node (read on every request) and its event bus. */
 export interface ControlKernel {
@@ -79,6 +85,8 @@ export type ControlRouteHandler = (
 ) => unknown
 
 export interface ControlRouteContext {
+  /** How the request authenticated: the data dir's token, a dashboard session, or nothing (public route). */
+  auth: 'token' | 'session' | 'none'
   /** The current node; throws MESH_ERR_CONTROL_NO_NODE (503) when none runs. */
   node(): MeshNode
   /** The request body parsed as JSON (a bad body throws MESH_ERR_CONTROL_BAD_REQUEST: 400). */
@@ -98,8 +106,15 @@ export interface ControlServer {
   /** The TCP port (undefined on a unix socket). */
   readonly port: number | undefined
   readonly socketPath: string | undefined
-  /** The bearer token every request needs. */
+  /** The data dir's token (`Authorization: Bearer <token>`); never put it in a URL. */
   readonly token: string
+  /**
+   * A dashboard login link, `<url>/#code=<code>`: the code is single-use and valid for
+   * {@link LOGIN_CODE_TTL_MS}; the page trades it for a session (held in the tab's sessionStorage) and
+   * removes it from its URL, so browser history, terminal scrollback, logs and a browser's command line
+   * hold nothing that opens the API later. Using a code twice ends the session it opened.
+   */
+  loginUrl(): string
   /**
    * Adds an endpoint. `path` is exact (`/api/x`), or a prefix ending in `/*` (`/dashboard/*` also
    * matches `/dashboard` and `/dashboard/`). Adding the same method and path twice throws.
@@ -128,6 +143,10 @@ function httpStatusOf(code: ErrorCode | string): number {
   switch (code) {
     case 'MESH_ERR_CONTROL_UNAUTHORIZED':
       return 401
+    case 'MESH_ERR_CONTROL_FORBIDDEN':
+      return 403
+    case 'MESH_ERR_CONTROL_CONTENT_TYPE':
+      return 415
     case 'MESH_ERR_CONTROL_NOT_FOUND':
     case 'MESH_ERR_CONTROL_NO_PROVIDER':
       return 404
@@ -173,23 +192,39 @@ function sendError(res: ServerResponse, err: MeshError): void {
   sendJson(res, httpStatusOf(err.code), { error: { code: err.code, message: err.message, hint: err.hint } })
 }
 
-/** The token a request presents: bearer header, `?token=`, or the dashboard cookie. */
-function presentedToken(req: IncomingMessage, url: URL): { token?: string; fromQuery: boolean } {
+/**
+ * The credential a request presents: `Authorization: Bearer <token or session>` only. Never a URL
+ * query (it would land in browser history, logs and Referer headers) and never a cookie (a browser
+ * sends cookies for 127.0.0.1 to every port of it: to other local servers, and with cross-site requests).
+ */
+function presentedToken(req: IncomingMessage): string | undefined {
   const auth = req.headers.authorization
-  if (typeof auth === 'string') {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth)
-    return { token: m?.[1] ?? '', fromQuery: false }
-  }
-  const query = url.searchParams.get('token')
-  if (query !== null) return { token: query, fromQuery: true }
-  const cookie = req.headers.cookie
-  if (cookie) {
-    for (const part of cookie.split(';')) {
-      const [k, ...v] = part.trim().split('=')
-      if (k === CONTROL_COOKIE) return { token: decodeURIComponent(v.join('=')), fromQuery: false }
-    }
-  }
-  return { fromQuery: false }
+  if (typeof auth !== 'string') return undefined
+  return /^Bearer\s+(\S+)\s*$/i.exec(auth)?.[1] ?? ''
+}
+
+const digest = (secret: string) => createHash('sha256').update(secret).digest('hex')
+
+/**
+ * Why a state-changing request must be refused as a possible cross-site request, or undefined. A
+ * browser marks what a page sends: `Origin` (the page's origin; a page on another port of 127.0.0.1 is
+ * another origin) and `Sec-Fetch-Site`; a JSON content type cannot be sent cross-origin without a CORS
+ * preflight, which this server never grants. Clients that are not browsers send neither header.
+ */
+function crossSiteReason(req: IncomingMessage): MeshError | undefined {
+  const origin = req.headers.origin
+  const own = `http://${req.headers.host ?? ''}`
+  if (origin !== undefined && origin !== own)
+    return meshError('MESH_ERR_CONTROL_FORBIDDEN', [`it comes from ${origin.slice(0, 100)}, not from ${own}`])
+  const site = req.headers['sec-fetch-site']
+  if (site !== undefined && site !== 'same-origin' && site !== 'none')
+    return meshError('MESH_ERR_CONTROL_FORBIDDEN', [
+      `the browser marks it as sent from a ${String(site).slice(0, 20)} page`,
+    ])
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+  if (type !== 'application/json')
+    return meshError('MESH_ERR_CONTROL_CONTENT_TYPE', [type ? type.slice(0, 60) : 'no content type'])
+  return undefined
 }
 
 /** Reads a body up to `limit` bytes; a longer one throws MESH_ERR_CONTROL_TOO_LARGE. */
@@ -279,6 +314,50 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     throw meshError('MESH_ERR_INVALID_ARGUMENT', ['control API port', `${port} is not a port (0 to 65535)`])
   const maxBody = opts.maxBodyBytes ?? 65_536
   const token = await loadOrCreateToken(dataDir)
+  /** Login codes by their digest: when each expires, and the session it opened once used. */
+  const codes = new Map<string, { expires: number; session?: string }>()
+  /** Dashboard sessions by their digest (they end with the server). */
+  const sessions = new Set<string>()
+  const pruneCodes = (now: number) => {
+    for (const [key, entry] of codes) if (entry.expires <= now) codes.delete(key)
+  }
+  const newLoginCode = (): string => {
+    const now = Date.now()
+    pruneCodes(now)
+    while (codes.size >= MAX_LOGIN_CODES) codes.delete(codes.keys().next().value as string)
+    const code = randomBytes(24).toString('base64url')
+    codes.set(digest(code), { expires: now + LOGIN_CODE_TTL_MS })
+    return code
+  }
+  /** Trades a login code for a new session; a code is good once, and a second use ends that session. */
+  const login = (code: string): string => {
+    const now = Date.now()
+    pruneCodes(now)
+    const key = digest(code)
+    const entry = codes.get(key)
+    if (!entry)
+      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', ['the login code is unknown or has expired'], {
+        hint: "Login links work once, within a minute: run `mesh dashboard` (with the node's --data-dir) for a new one.",
+      })
+    if (entry.session !== undefined) {
+      sessions.delete(entry.session)
+      logger.warn('a dashboard login link was used twice: the session it had opened is ended')
+      throw meshError(
+        'MESH_ERR_CONTROL_UNAUTHORIZED',
+        [
+          'this login link was used already; the session it opened has been ended, in case someone else used it',
+        ],
+        {
+          hint: "Run `mesh dashboard` (with the node's --data-dir) for a new link, and open it only once.",
+        },
+      )
+    }
+    const session = randomBytes(32).toString('base64url')
+    while (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.values().next().value as string)
+    entry.session = digest(session)
+    sessions.add(entry.session)
+    return session
+  }
 
   const routes: Route[] = []
   const streams = new Set<ServerResponse>()
@@ -460,6 +539,32 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     res.end(text)
   })
 
+  // the dashboard's login: a one-time code (from loginUrl(), i.e. from the holder of the token) for a
+  // session; public, since the page has no credential yet (the code is one)
+  addRoute(
+    'POST',
+    '/api/login',
+    async (_req, _res, _url, ctx) => {
+      const body = await ctx.json()
+      const code = (body as { code?: unknown } | null)?.code
+      if (typeof code !== 'string' || code.length === 0 || code.length > 100)
+        throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['expected a JSON object {"code": "<login code>"}'])
+      return { session: login(code) }
+    },
+    { public: true },
+  )
+  addRoute('POST', '/api/login-code', (_req, _res, _url, ctx) => {
+    // a session may not mint codes: only whoever can read the data dir's token
+    if (!opts.dashboard)
+      throw noProvider('dashboard', 'Start the node with --dashboard (`mesh dev` always serves it).')
+    if (ctx.auth !== 'token')
+      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [
+        "login codes are given for the data dir's token only",
+      ])
+    const code = newLoginCode()
+    return { url: `${url}/#code=${code}`, code, expiresAt: Date.now() + LOGIN_CODE_TTL_MS }
+  })
+
   // ---- the server
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -475,33 +580,39 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // a page on another origin that resolves to loopback (DNS rebinding) has a foreign Host header
     const hostHeader = (req.headers.host ?? '').replace(/:\d+$/, '')
     if (!['localhost', '127.0.0.1', '[::1]', ''].includes(hostHeader)) {
-      sendJson(res, 403, {
-        error: {
-          code: 'MESH_ERR_CONTROL_UNAUTHORIZED',
-          message: `The control API only answers requests for localhost, not ${hostHeader}.`,
-        },
-      })
+      req.resume()
+      sendError(
+        res,
+        meshError('MESH_ERR_CONTROL_FORBIDDEN', [
+          `it is addressed to ${hostHeader.slice(0, 100)}, not to localhost`,
+        ]),
+      )
       return
     }
     const method = (req.method ?? 'GET').toUpperCase()
+    if (STATE_CHANGING.has(method)) {
+      const refused = crossSiteReason(req)
+      if (refused) {
+        req.resume()
+        sendError(res, refused)
+        return
+      }
+    }
     const { route, rest, allowed } = match(method, url.pathname)
+    let auth: ControlRouteContext['auth'] = 'none'
     if (!route?.public) {
-      const presented = presentedToken(req, url)
-      if (!tokenMatches(token, presented.token)) {
+      const presented = presentedToken(req)
+      if (tokenMatches(token, presented)) auth = 'token'
+      else if (presented && sessions.has(digest(presented))) auth = 'session'
+      else {
         req.resume()
         sendError(
           res,
           meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [
-            presented.token === undefined ? 'no token was given' : 'the token is wrong',
+            presented === undefined ? 'no token was given' : 'the token is wrong',
           ]),
         )
         return
-      }
-      if (presented.fromQuery && method === 'GET') {
-        res.setHeader(
-          'set-cookie',
-          `${CONTROL_COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`,
-        )
       }
     }
     if (!route) {
@@ -519,6 +630,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     let body: Promise<unknown> | undefined
     const ctx: ControlRouteContext = {
+      auth,
       node: currentNode,
       json: () => {
         body ??= readBody(req, maxBody).then(parseJson)
@@ -537,7 +649,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       req.resume()
-      // the path only: a ?token= must not reach the logs
+      // the path only: nothing of a query reaches the logs
       const what = `${req.method} ${(req.url ?? '/').split('?')[0]}`
       if (isMeshError(err)) {
         if (httpStatusOf(err.code) >= 500) logger.warn(`control API ${what}: ${err.message}`)
@@ -580,8 +692,21 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     server.once('error', onError)
     server.once('listening', onListening)
-    if (opts.socketPath) server.listen(opts.socketPath)
-    else server.listen(port, host)
+    if (opts.socketPath) {
+      // the socket file is made while binding (synchronously, in listen()): with umask 0177 it is 0600
+      // from the start, not only after the chmod below
+      let umask: number | undefined
+      try {
+        umask = process.umask(0o177)
+      } catch {
+        // worker threads cannot change the umask: the chmod below still applies
+      }
+      try {
+        server.listen(opts.socketPath)
+      } finally {
+        if (umask !== undefined) process.umask(umask)
+      }
+    } else server.listen(port, host)
   }).catch((err) => {
     for (const off of offs) off()
     throw err
@@ -598,15 +723,19 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const discoveryPath = join(dataDir, CONTROL_DISCOVERY_FILE)
   const writeDiscovery = opts.discoveryFile !== false
   if (writeDiscovery) {
+    const me = selfIdentity()
     const info = {
       url,
       socketPath: opts.socketPath,
       pid: process.pid,
+      processStart: me.start,
+      boot: me.boot,
+      pidns: me.pidns,
       peerId: kernel.current?.peerId.toString(),
       startedAt: new Date(serverStartedAt).toISOString(),
     }
     const temp = `${discoveryPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
-    await writeFile(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 })
+    await writeFile(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600, flag: 'wx' })
     await rename(temp, discoveryPath)
   }
 
@@ -616,6 +745,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     port: boundPort,
     socketPath: opts.socketPath,
     token,
+    loginUrl: () => `${url}/#code=${newLoginCode()}`,
     addRoute,
     close: () => {
       closing ??= (async () => {

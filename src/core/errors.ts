@@ -178,6 +178,27 @@ export const ERRORS = {
     hint: () =>
       'Send `Authorization: Bearer <token>` with the token from <dataDir>/control.token (the mesh CLI does it when given the same --data-dir as the node).',
   }),
+  MESH_ERR_CONTROL_FORBIDDEN: spec({
+    user: true,
+    message: (why: string) =>
+      `The control API refused a request that may come from another web page: ${why}.`,
+    hint: () =>
+      'Only the dashboard itself (same origin) and non-browser clients (the mesh CLI, curl, scripts) may change the node; a page on another origin or port may not.',
+  }),
+  MESH_ERR_CONTROL_CONTENT_TYPE: spec({
+    user: true,
+    message: (got: string) =>
+      `A request that changes the node must send Content-Type: application/json, not ${got}.`,
+    hint: () =>
+      "Send the JSON body with the header 'Content-Type: application/json' (curl: -H 'content-type: application/json').",
+  }),
+  MESH_ERR_CONTROL_NOT_LOOPBACK: spec({
+    user: true,
+    message: (file: string, target: string) =>
+      `${file} names ${target}, which is not a control API on this machine (http on 127.0.0.0/8 or [::1], or a unix socket of this user): the token is never sent there.`,
+    hint: (file: string) =>
+      `A node writes its own ${file} when it starts: if you did not write this one, delete it and check who can write to the data dir (it should be mode 0700).`,
+  }),
   MESH_ERR_CONTROL_NOT_RUNNING: spec({
     user: true,
     message: (dataDir: string, why: string) => `No running node serves a control API in ${dataDir} (${why}).`,

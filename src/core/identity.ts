@@ -7,7 +7,7 @@ import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { meshError, reasonOf } from './errors.js'
 import type { Logger } from './logger.js'
-import { makeDir } from './make-dir.js'
+import { ensurePrivateDir } from './make-dir.js'
 
 /** The identity key's file name inside the data dir. */
 export const IDENTITY_FILE = 'identity.key'
@@ -20,12 +20,13 @@ export interface Identity {
   created: boolean
 }
 
-/** Creates the data dir (0700) if needed, with a clear error when it cannot be used. */
-export async function ensureDataDir(dir: string): Promise<void> {
+/**
+ * Creates the data dir (0700) if needed, or tightens an existing one that other users can open (see
+ * {@link ensurePrivateDir}), with a clear error when it cannot be used.
+ */
+export async function ensureDataDir(dir: string, logger?: Logger): Promise<void> {
   try {
-    await makeDir(dir, 0o700)
-    const s = await stat(dir)
-    if (!s.isDirectory()) throw new Error('it is not a directory')
+    await ensurePrivateDir(dir, logger)
   } catch (err) {
     throw meshError('MESH_ERR_DATA_DIR', [dir, reasonOf(err)], { cause: err })
   }
@@ -38,7 +39,7 @@ export async function ensureDataDir(dir: string): Promise<void> {
  * overwritten, since that would silently change the peer id.
  */
 export async function loadOrCreateIdentity(dataDir: string, logger?: Logger): Promise<Identity> {
-  await ensureDataDir(dataDir)
+  await ensureDataDir(dataDir, logger)
   const file = join(dataDir, IDENTITY_FILE)
   let bytes: Uint8Array | undefined
   try {

@@ -9,6 +9,7 @@ import { MeshError, meshError, reasonOf } from './errors.js'
 import { createEventBus, type MeshEventBus } from './events.js'
 import { type Identity, loadOrCreateIdentity } from './identity.js'
 import { createLogger, type Logger } from './logger.js'
+import { ensurePrivateDir } from './make-dir.js'
 import { MeshNode, NODE_CONTAINER, type ReloadStep } from './mesh-node.js'
 import { Reputation } from './reputation.js'
 import { TOKENS } from './tokens.js'
@@ -46,6 +47,7 @@ interface DataDirResources {
 
 async function openDatastore(
   config: ResolvedMeshConfig,
+  logger: Logger,
 ): Promise<{ datastore: Datastore; close: () => Promise<void> }> {
   if (config.datastore === 'memory') {
     const { MemoryDatastore } = await import('datastore-core')
@@ -53,6 +55,14 @@ async function openDatastore(
   }
   const { LevelDatastore } = await import('datastore-level')
   const path = join(config.dataDir, 'datastore')
+  // the peer graph and joined topics are in there: private like the data dir (LevelDB would make it 0755)
+  try {
+    await ensurePrivateDir(path, logger)
+  } catch (err) {
+    throw meshError('MESH_ERR_DATA_DIR', [config.dataDir, `cannot make ${path}: ${reasonOf(err)}`], {
+      cause: err,
+    })
+  }
   const store = new LevelDatastore(path)
   try {
     await store.open()
@@ -151,9 +161,9 @@ export class MeshKernel {
     if (!pending) {
       pending = (async () => {
         const identity = await loadOrCreateIdentity(config.dataDir, this.logger)
-        const unlock = await lockDataDir(config.dataDir)
+        const unlock = await lockDataDir(config.dataDir, { logger: this.logger })
         try {
-          const { datastore, close } = await openDatastore(config)
+          const { datastore, close } = await openDatastore(config, this.logger)
           const reputation = new Reputation(config.security, this.events, this.logger.child('security'))
           return {
             identity,

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { unlink, writeFile } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, relative, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig'
@@ -126,10 +125,53 @@ function injectFileUrls(): Plugin {
   }
 }
 
+/** The query that marks a config bundle's module URL: `file:///.../mesh.config.ts?meshkit-bundle=<nonce>`. */
+const BUNDLE_QUERY = '?meshkit-bundle='
+/** The code of each bundle being imported, by its module URL (removed once imported). */
+const bundles = new Map<string, string>()
+let hooksInstalled = false
+
 /**
- * Loads a JS/TS config module fresh: bundles its local imports with esbuild (packages stay external),
- * writes the result next to the config under a unique name, imports it, and deletes it. No module
- * cache can serve a stale copy, and the bundle's inputs are the files to watch.
+ * Installs (once per process) module hooks that serve config bundles from memory: a bundle's module URL
+ * is its config file's URL plus `?meshkit-bundle=<nonce>` (a new module each load), so its imports
+ * resolve from the config's directory exactly as imports written in the config file would (Node's own
+ * algorithm: node_modules, `exports` conditions), and its source map is found by Node's stack traces,
+ * but nothing is written to disk. Other modules are untouched.
+ */
+async function configHooks(label: string): Promise<void> {
+  if (hooksInstalled) return
+  const { registerHooks } = (await import('node:module')) as Partial<typeof import('node:module')>
+  if (typeof registerHooks !== 'function')
+    throw meshError(
+      'MESH_ERR_CONFIG_LOAD',
+      [
+        label,
+        `this Node.js (${process.version}) has no module.registerHooks(), which loading a JS/TS config needs`,
+      ],
+      { hint: 'Use Node.js 22.15 or later (or a JSON/YAML config).' },
+    )
+  registerHooks({
+    resolve(specifier, context, nextResolve) {
+      if (bundles.has(specifier)) return { url: specifier, format: 'module', shortCircuit: true }
+      return nextResolve(specifier, context)
+    },
+    load(url, context, nextLoad) {
+      const source = bundles.get(url)
+      if (source !== undefined) return { format: 'module', source, shortCircuit: true }
+      return nextLoad(url, context)
+    },
+  })
+  hooksInstalled = true
+}
+
+/**
+ * Loads a JS/TS config module fresh: bundles its local imports with esbuild (packages stay external)
+ * and imports the bundle from memory (see {@link configHooks}) under the config's own URL plus a
+ * unique query. Nothing is written to disk: a bundle holds every local file the config imports,
+ * secrets too, so it must not land in a file that others may read or that a kill leaves behind, and a
+ * read-only config directory works. Every load is a new module (no cache can serve a stale copy), the
+ * bundle's imports resolve as they would from the config file, its inline source map names the
+ * original files in stack traces, and the bundle's inputs are the files to watch.
  *
  * @param cwd The directory that file names in error messages are relative to. @default process.cwd()
  */
@@ -137,7 +179,10 @@ export async function importConfigModule(file: string, cwd = process.cwd()): Pro
   const { build } = await import('esbuild')
   const dir = dirname(file)
   const label = labelFor(file, cwd)
-  const temp = `${file}.timestamp-${Date.now()}-${randomBytes(4).toString('hex')}.mjs`
+  await configHooks(label)
+  const fileUrl = pathToFileURL(file).href
+  // unique per load: the URL is the module cache key, and every load must run afresh
+  const url = `${fileUrl}${BUNDLE_QUERY}${randomBytes(8).toString('hex')}`
   process.setSourceMapsEnabled(true)
   let code: string
   let dependencies: string[]
@@ -158,14 +203,16 @@ export async function importConfigModule(file: string, cwd = process.cwd()): Pro
       logLevel: 'silent',
       define: {
         'import.meta.url': '__meshkit_url',
+        'import.meta.dirname': '__meshkit_dirname',
+        'import.meta.filename': '__meshkit_filename',
         __dirname: '__meshkit_dirname',
         __filename: '__meshkit_filename',
       },
       banner: {
         js:
           "import { createRequire as __meshkitCreateRequire } from 'node:module';" +
-          `import * as __meshkit_self from ${JSON.stringify(pathToFileURL(temp).href)};` +
-          'const require = __meshkitCreateRequire(import.meta.url);',
+          `import * as __meshkit_self from ${JSON.stringify(url)};` +
+          `const require = __meshkitCreateRequire(${JSON.stringify(fileUrl)});`,
       },
       // `export default promise` that rejects (e.g. an async IIFE) is awaited by loadConfig; marking it
       // handled before the module finishes keeps Node from crashing on an "unhandled" rejection first.
@@ -182,14 +229,12 @@ export async function importConfigModule(file: string, cwd = process.cwd()): Pro
     throw meshError('MESH_ERR_CONFIG_LOAD', [label, reason], { cause: err })
   }
   let mod: Record<string, unknown>
+  bundles.set(url, code)
   try {
-    await writeFile(temp, code)
-    mod = (await import(pathToFileURL(temp).href)) as Record<string, unknown>
+    mod = (await import(url)) as Record<string, unknown>
   } catch (err) {
-    // The temp file is an implementation detail: name the config file instead.
-    const reason = reasonOf(err)
-      .replaceAll(pathToFileURL(temp).href, pathToFileURL(file).href)
-      .replaceAll(temp, file)
+    // The bundle's URL is an implementation detail: name the config file instead.
+    const reason = reasonOf(err).replaceAll(url, fileUrl)
     const at = thrownAt(err, dependencies, cwd)
     const missing = /Cannot find (?:package|module) '([^']+)'/.exec(reason)?.[1]
     throw meshError('MESH_ERR_CONFIG_LOAD', [label, at ? `${reason} (thrown at ${at})` : reason], {
@@ -199,7 +244,7 @@ export async function importConfigModule(file: string, cwd = process.cwd()): Pro
         : undefined,
     })
   } finally {
-    await unlink(temp).catch(() => {})
+    bundles.delete(url)
   }
   if (!('default' in mod)) {
     const names = Object.keys(mod)

@@ -1,8 +1,9 @@
 /**
  * The dashboard: static files (src/dashboard/assets: index.html, app.js, style.css; plain browser code,
  * no build step, nothing fetched from elsewhere) served by the control server when it runs with
- * `dashboard: true`. The page reads the control API (`/api/*`) and its event stream with the token from
- * its own URL (`/?token=...`).
+ * `dashboard: true`. The page trades the one-time login code of its URL (`/#code=...`, from the server's
+ * `loginUrl()`) for a session at `POST /api/login`, drops the code from its URL, and reads the control API
+ * (`/api/*`) and its event stream with `Authorization: Bearer <session>`.
  */
 import { readFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -42,7 +43,7 @@ export interface DashboardRoute {
   /** Exact (`/`) or a prefix ending in `/*` (`/dashboard/*` also matches `/dashboard` and `/dashboard/`). */
   path: string
   handler: DashboardHandler
-  /** Served without the control token: the files hold no data (the page fetches it with its token). */
+  /** Served without the control token: the files hold no data (the page fetches it with its session). */
   public: true
 }
 
@@ -55,7 +56,7 @@ function send(res: ServerResponse, status: number, type: string, body: string | 
   res.writeHead(status, {
     'Content-Type': type,
     'Content-Length': Buffer.byteLength(body),
-    // the page's URL carries the token: keep it out of caches and referrers
+    // the page's URL may carry a login code (in the fragment): keep the page out of caches and referrers
     'Cache-Control': 'no-store',
     'Referrer-Policy': 'no-referrer',
     'X-Content-Type-Options': 'nosniff',
@@ -81,7 +82,7 @@ export async function serveDashboardFile(
       404,
       'MESH_ERR_CONTROL_NOT_FOUND',
       `There is no dashboard file ${JSON.stringify(name.slice(0, 80))}.`,
-      'Open the dashboard at / or /dashboard/ with the ?token= the node printed.',
+      'Open the dashboard with the login link the node printed (or run `mesh dashboard` for a new one).',
     )
     return
   }
@@ -107,7 +108,7 @@ export async function serveDashboardFile(
  * The dashboard's routes, for the control server (`startControlServer({ dashboard: true })` calls this
  * with itself and adds what it returns): `GET /` and `GET /dashboard/` (the page), and
  * `GET /dashboard/<file>` for its files. All public: they hold no data; the page reads the API with the
- * token from its URL.
+ * session it got for its login code.
  */
 export function dashboardRoutes(_server?: unknown, options: DashboardRoutesOptions = {}): DashboardRoute[] {
   const page: DashboardHandler = (req, res) => serveDashboardFile('index.html', req, res, options)

@@ -58,7 +58,15 @@ export interface DemoOptions {
 }
 
 export type DemoProgress =
-  | { type: 'observer-started'; peerId: string; url: string; dir: string }
+  | {
+      type: 'observer-started'
+      peerId: string
+      /** The dashboard's address (no credential in it). */
+      url: string
+      dir: string
+      /** A new one-time login link to the dashboard (a function: progress events may be printed as JSON). */
+      loginUrl: () => string
+    }
   | { type: 'peer-started'; index: number; count: number; peerId: string; topics: string[] }
   | { type: 'mesh-up'; peers: number; ms: number }
   | { type: 'topic-rendezvous'; topic: string; members: number; ms: number; sinceStartMs: number }
@@ -109,7 +117,7 @@ export interface DemoPeer {
 }
 
 export interface RunningDemo {
-  /** The dashboard's URL, with its token. */
+  /** The dashboard's address (no credential in it: `control.loginUrl()` makes a one-time login link). */
   readonly url: string
   readonly control: ControlServer
   /** The bootstrap + relay node whose dashboard is shown; it joins every topic to see its members. */
@@ -203,7 +211,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
       dashboard: true,
       logger,
     })
-    const url = `${control.url}/?token=${encodeURIComponent(control.token)}`
+    const url = `${control.url}/`
+    const loginUrl = control.loginUrl
     observer.kernel.events.on('cluster:created', (e) =>
       progress({
         type: 'cluster-created',
@@ -211,7 +220,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
         tags: Array.isArray(e.tags) ? e.tags.map(String) : [],
       }),
     )
-    progress({ type: 'observer-started', peerId: observer.node.peerId.toString(), url, dir })
+    progress({ type: 'observer-started', peerId: observer.node.peerId.toString(), url, dir, loginUrl })
     if (signal?.aborted) throw abortError()
 
     const peers: DemoPeer[] = []

@@ -1,6 +1,8 @@
 // Meshkit dashboard: plain browser JavaScript, no build step, nothing fetched but this node's control API.
-// Data: GET /api/{status,peers,connections,topics,clusters,nat} (Authorization: Bearer <token>) and the
-// Server-Sent Events of GET /api/events?token=<token>. The token comes from this page's own URL.
+// Data: GET /api/{status,peers,connections,topics,clusters,nat} and the Server-Sent Events of GET
+// /api/events (read with fetch), each with Authorization: Bearer <session>. The session comes from the
+// one-time login code in this page's URL (/#code=...), traded at POST /api/login and kept in this tab's
+// sessionStorage; the code is removed from the URL at once. Nothing secret is ever in a URL or a cookie.
 
 const SVG = 'http://www.w3.org/2000/svg'
 const MAX_EVENTS = 60
@@ -11,7 +13,7 @@ const PALETTE = ['#0969da', '#bf3989', '#1a7f37', '#bc4c00', '#8250df', '#0a7b83
 const NO_CLUSTER = '#8c959f'
 /** Best first: the edge shows the best way a peer is connected. */
 const METHODS = ['direct', 'hole-punched', 'relayed']
-/** Event names the page listens for (SSE named events need one listener each). */
+/** Event names the page shows (other named events of the stream are skipped). */
 const EVENT_NAMES = [
   'hello',
   'node:started',
@@ -49,7 +51,10 @@ const EVENT_NAMES = [
   'config:error',
 ]
 
-const token = new URLSearchParams(location.search).get('token') ?? ''
+const SESSION_KEY = 'meshkit-dashboard-session'
+const NEW_LINK_HINT = "Run `mesh dashboard` (with the node's --data-dir) for a new login link."
+/** The session this tab uses (set by login()). */
+let session = ''
 const $ = (id) => document.getElementById(id)
 
 const state = {
@@ -81,7 +86,14 @@ class ApiError extends Error {
 }
 
 async function api(path) {
-  const res = await fetch(path, { headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' } })
+  const res = await fetch(path, {
+    headers: { Authorization: `Bearer ${session}`, Accept: 'application/json' },
+    cache: 'no-store',
+  })
+  return answer(res)
+}
+
+async function answer(res) {
   const text = await res.text()
   let body
   try {
@@ -106,7 +118,7 @@ function showError(message) {
 
 function describeError(err) {
   if (err instanceof ApiError && err.status === 401)
-    return 'Not authorised: open the dashboard with the URL the node printed (it ends in ?token=...).'
+    return `Not logged in (the node restarted, or this tab has no session). ${NEW_LINK_HINT}`
   if (err instanceof ApiError)
     return `${err.code ?? 'error'}: ${err.message}${err.hint ? ` (${err.hint})` : ''}`
   return `Cannot reach the node: ${err?.message ?? err}. Is it still running?`
@@ -253,27 +265,88 @@ function setLive(kind, text) {
   $('live-text').textContent = text
 }
 
-let source
-function connectEvents() {
-  source = new EventSource(`/api/events?token=${encodeURIComponent(token)}`)
-  source.addEventListener('open', () => setLive('live', 'live'))
-  source.addEventListener('error', () => {
-    if (source.readyState === EventSource.CLOSED) setLive('error', 'disconnected')
-    else setLive('connecting', 'reconnecting…')
+/** Reads the event stream with fetch (EventSource cannot send the Authorization header). */
+async function readEvents(signal) {
+  const res = await fetch('/api/events', {
+    headers: { Authorization: `Bearer ${session}`, Accept: 'text/event-stream' },
+    cache: 'no-store',
+    signal,
   })
-  const parse = (e) => {
-    try {
-      return JSON.parse(e.data)
-    } catch {
-      return { data: e.data }
+  if (!res.ok || !res.body)
+    throw await answer(res).then(
+      () => new ApiError(res.status, undefined),
+      (err) => err,
+    )
+  setLive('live', 'live')
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  let buffer = ''
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) return
+    buffer += value.replace(/\r\n?/g, '\n')
+    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+      const block = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      let name = 'message'
+      const data = []
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) name = line.slice(6).trim()
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
+      }
+      if (data.length === 0 || (name !== 'message' && !EVENT_NAMES.includes(name))) continue
+      let parsed
+      try {
+        parsed = JSON.parse(data.join('\n'))
+      } catch {
+        parsed = { data: data.join('\n') }
+      }
+      // unnamed events carry their name in the data
+      onEvent(name === 'message' ? String(parsed.event ?? 'message') : name, parsed)
     }
   }
-  for (const name of EVENT_NAMES) source.addEventListener(name, (e) => onEvent(name, parse(e)))
-  // unnamed events carry their name in the data
-  source.addEventListener('message', (e) => {
-    const data = parse(e)
-    onEvent(String(data.event ?? 'message'), data)
-  })
+}
+
+/** Keeps the event stream open: reconnects with a growing delay, stops when the session is refused. */
+async function connectEvents() {
+  let delay = 500
+  for (;;) {
+    try {
+      await readEvents()
+      delay = 500
+      setLive('connecting', 'reconnecting…')
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        showError(describeError(err))
+        setLive('error', 'not logged in')
+        return
+      }
+      setLive('connecting', 'reconnecting…')
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay))
+    delay = Math.min(delay * 2, 10_000)
+  }
+}
+
+/**
+ * The session of this tab: a login code in the URL (`#code=...`) is traded for a new one and removed
+ * from the URL (and so from the history entry) at once; else the one this tab already has.
+ */
+async function login() {
+  const code = new URLSearchParams(location.hash.slice(1)).get('code')
+  if (code) {
+    history.replaceState(null, '', `${location.pathname}${location.search}`)
+    const res = await fetch('/api/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ code }),
+      cache: 'no-store',
+    })
+    const body = await answer(res)
+    session = String(body?.session ?? '')
+    sessionStorage.setItem(SESSION_KEY, session)
+    return
+  }
+  session = sessionStorage.getItem(SESSION_KEY) ?? ''
 }
 
 // ------------------------------------------------------------------------------------------ helpers
@@ -866,11 +939,20 @@ async function main() {
     measure()
     reheat(0.3)
   })
-  if (!token) {
+  try {
+    await login()
+  } catch (err) {
     showError(
-      'No token in the URL: open the dashboard with the URL the node printed (it ends in ?token=...).',
+      err instanceof ApiError && err.status === 401
+        ? `This login link cannot be used: ${err.message} ${NEW_LINK_HINT}`
+        : describeError(err),
     )
-    setLive('error', 'no token')
+    setLive('error', 'not logged in')
+    return
+  }
+  if (!session) {
+    showError(`Not logged in: open the login link the node printed. ${NEW_LINK_HINT}`)
+    setLive('error', 'not logged in')
     return
   }
   refresh(Object.keys(loaders))
