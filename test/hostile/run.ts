@@ -33,13 +33,13 @@ export interface HostileRunOptions {
   intensity?: number
   /** Attacks running at once. @default 3 */
   parallel?: number
-  /** How long each attack runs per turn (ms). @default enough for every attack to run once, at least 3 s */
+  /** How long each attack runs per turn (ms). @default enough for every attack to run once, at least 2 s */
   sliceMs?: number
   /** Wait after the start before the baseline is taken (ms). @default 5000 */
   settleMs?: number
   /** The idle CPU is measured over the last this-many ms of the idle phase. @default min(10 s, idle / 2) */
   idleCpuWindowMs?: number
-  /** How often the honest probe dials + pings the target during the attack (ms). @default 5000 */
+  /** How often the honest probe dials + pings the target during the attack (ms). @default 2000 */
   probeEveryMs?: number
   target?: TargetOptions
   /** Called with each phase's report as soon as the phase ends (bench/hostile prints them). */
@@ -88,7 +88,10 @@ export interface HostileSummary {
   sentinel_hits_by_label: Record<string, number>
   /** Attacks whose answers outweighed their requests (bytes received / sent > 1). */
   amplification: Record<string, number>
-  /** The honest probe during the attack: handshakes + pings that worked, failed, slowest. */
+  /**
+   * Honest peers during the attack (the run's probe from 127.0.0.240 every `probeEveryMs`, and the probes of
+   * the lockout attacks): handshakes (+ pings) that worked, failed, the slowest.
+   */
   probe_ok: number
   probe_failed: number
   probe_max_ms: number
@@ -104,6 +107,10 @@ export interface HostileRunResult {
 }
 
 const mb = (kb: number) => Math.round(kb / 102.4) / 10
+/** The shortest turn an attack gets. */
+const MIN_SLICE_MS = 2000
+/** What an attack's turn costs beyond its duration (its peers stopping, sockets closing). */
+const TURN_OVERHEAD_MS = 1000
 const RETRY_LINE = /retry|retrying|could not listen|again in|backing off/i
 
 /** Samples the target every `everyMs` until stopped; keeps every sample. */
@@ -201,9 +208,10 @@ async function rotate(
   let next = 0
   await Promise.all(
     Array.from({ length: Math.min(parallel, attacks.length) }, async () => {
-      while (Date.now() < end - 1000 && !env.signal?.aborted) {
+      // every attack gets at least one turn (the phase may overrun by a slice for that), then rotation
+      while ((next < attacks.length || Date.now() < end - 1000) && !env.signal?.aborted) {
         const attack = attacks[next++ % attacks.length]
-        const ms = Math.min(sliceMs, end - Date.now())
+        const ms = Math.max(MIN_SLICE_MS, Math.min(sliceMs, end - Date.now()))
         reports.push(await attack(env, { durationMs: ms, intensity }))
       }
     }),
@@ -218,7 +226,8 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
   const parallel = options.parallel ?? 3
   const names = options.attacks ?? 'all'
   const count = Math.max(1, names === 'all' ? ATTACKS.length : names.length)
-  const sliceMs = options.sliceMs ?? Math.max(3000, Math.floor((durationMs * parallel) / count))
+  const sliceMs =
+    options.sliceMs ?? Math.max(MIN_SLICE_MS, Math.floor((durationMs * parallel) / count) - TURN_OVERHEAD_MS)
   const idleCpuWindowMs = options.idleCpuWindowMs ?? Math.min(10_000, Math.floor(idleMs / 2))
   const phases: PhaseReport[] = []
   const emit = (phase: PhaseReport) => {
@@ -279,7 +288,7 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
     const probeResults: Array<number | undefined> = []
     const probing = (async () => {
       while (!abort.signal.aborted) {
-        await pause(options.probeEveryMs ?? 5000, abort.signal)
+        await pause(options.probeEveryMs ?? 2000, abort.signal)
         if (abort.signal.aborted) break
         probeResults.push(await honestProbe(probes, target.tcp))
       }
@@ -395,9 +404,14 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
           : null,
       sentinel_hits_by_label: sentinels.countByLabel(0),
       amplification,
-      probe_ok: probeResults.filter((p) => p !== undefined).length,
-      probe_failed: probeResults.filter((p) => p === undefined).length,
-      probe_max_ms: Math.max(0, ...probeResults.filter((p): p is number => p !== undefined)),
+      // the run's own probe, and those the lockout attacks make meanwhile (tcp-silent, noise-stall)
+      probe_ok: probeResults.filter((p) => p !== undefined).length + sumCounter(attacks, 'probe_ok'),
+      probe_failed: probeResults.filter((p) => p === undefined).length + sumCounter(attacks, 'probe_failed'),
+      probe_max_ms: Math.max(
+        0,
+        ...probeResults.filter((p): p is number => p !== undefined),
+        ...attacks.map((a) => a.counters.max_probe_ms ?? 0),
+      ),
       attacks_failed: attacks.filter((a) => a.failed).map((a) => a.attack),
       attacks_run: attacks.length,
     }
@@ -409,3 +423,6 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
     await target.stop()
   }
 }
+
+const sumCounter = (reports: readonly AttackReport[], counter: string) =>
+  reports.reduce((n, r) => n + (r.counters[counter] ?? 0), 0)
