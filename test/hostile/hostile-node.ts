@@ -134,9 +134,10 @@ export async function createHostileNode(options: HostileNodeOptions = {}): Promi
         tally?.inc('connections')
         if (tally)
           connection.addEventListener('close', (evt) => {
-            if (evt.local) return
-            tally.inc('connections_closed_by_target')
-            if (evt.error) tally.note(`the target closed a connection: ${evt.error.message}`, 'closed')
+            // a reset or abort that did not come from us (a graceful close is not told apart here)
+            if (evt.local || !evt.error) return
+            tally.inc('connections_reset_by_target')
+            tally.note(`the target reset a connection: ${evt.error.message}`, 'reset')
           })
         return connection
       } catch (err) {

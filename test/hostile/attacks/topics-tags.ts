@@ -130,9 +130,11 @@ export const topicsAmplification = defineAttack(
 )
 
 /**
- * Forged members: hostile peers stay connected and answer the target's own member exchanges with 32
- * members of its topic, each a fresh peer id at a victim's address (marked `short`, which the target
- * prefers). Counts the exchanges the target asked; the victim sentinel counts the dials it made.
+ * Forged members: a hostile peer says it is a member of the target's topic, short of peers, at its own
+ * (real) listen address, and hangs up; the target dials it back and asks it for members on that
+ * connection (as it also asks every connected non-member while its topic is short): the answer names 32
+ * members, each a fresh peer id at a victim's address (marked `short`, which the target prefers).
+ * Counts the exchanges the target asked; the victim sentinel counts the dials it made.
  */
 export const topicsForgedMembers = defineAttack(
   'topics-forged-members',
@@ -165,22 +167,29 @@ export const topicsForgedMembers = defineAttack(
       }
     }
     try {
-      const keepers = Array.from(
-        { length: ctx.scaled(3) },
-        () =>
-          new ConnectionKeeper(ctx, pool, {
-            handlers: { [TOPICS_PROTOCOL]: (stream) => void answer(stream) },
-          }),
-      )
-      const told = new WeakSet<object>()
-      await loops(keepers.length, ctx.signal, ctx.tally, async (w) => {
-        const connection = await keepers[w].get()
-        if (!told.has(connection)) {
-          told.add(connection)
-          // say we are a member too: the target treats us as a rendezvous for its topic
-          await topicsRequest(ctx, keepers[w].node!, { v: 1, joined: [key], addrs: [], short: [key] })
+      await loops(ctx.scaled(3), ctx.signal, ctx.tally, async () => {
+        // a real listener: the target dials members it wants, and asks them for members on that connection
+        const ip = pool.nextIp()
+        const node = await pool.spawn({
+          sourceIp: ip,
+          listen: [`/ip4/${ip}/tcp/0`],
+          handlers: { [TOPICS_PROTOCOL]: (stream) => void answer(stream) },
+        })
+        try {
+          const connection = await node.dial(ctx.target.tcp, ctx.tally, ctx.signal)
+          const own = node.libp2p
+            .getMultiaddrs()
+            .map((a) => a.toString().replace(/\/p2p\/[^/]+$/, ''))
+            .filter((a) => a.startsWith(`/ip4/${ip}/`))
+          // "I am in your topic and short of peers" (the target then dials us at once), then hang up
+          await topicsRequest(ctx, node, { v: 1, joined: [key], addrs: own, short: [key] })
+          await connection.close().catch(() => {})
+          ctx.tally.inc('members_claimed')
+          // while connected (dialled back, or still polled), it asks us for members
+          await pause(4000, ctx.signal)
+        } finally {
+          await pool.stop(node)
         }
-        await pause(500, ctx.signal)
       })
       ctx.tally.set('victim_hits', ctx.sentinels.since(0, victim.label).length)
     } finally {
