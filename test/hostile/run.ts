@@ -268,6 +268,7 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
     })
     const base = await snapshot(target)
     const logStart = target.logLines
+    const streamsAtStart = { out: target.lines.stdout.length, err: target.lines.stderr.length }
     emit({
       phase: 'baseline',
       ms: b1.at - s0.at,
@@ -312,6 +313,12 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
     for (const r of raw) byName.set(r.attack, [...(byName.get(r.attack) ?? []), r])
     attacks = [...byName.values()].map(mergeReports)
     const aStart = during[0] ?? b1
+    const logAtAttackEnd = target.logLines
+    const streamsAtAttackEnd = { out: target.lines.stdout.length, err: target.lines.stderr.length }
+    const attackLines = [
+      ...target.lines.stdout.slice(streamsAtStart.out, streamsAtAttackEnd.out),
+      ...target.lines.stderr.slice(streamsAtStart.err, streamsAtAttackEnd.err),
+    ]
     emit({
       phase: 'attack',
       ms: attackEnd - attackStart,
@@ -325,13 +332,12 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
       probe_ok: probeResults.filter((p) => p !== undefined).length,
       probe_failed: probeResults.filter((p) => p === undefined).length,
       sentinel_hits: sentinels.countByLabel(attackStart),
+      log_line_kinds: lineKinds(attackLines),
       ...afterAttack,
       attacks,
     })
 
     // idle: nothing from us; the CPU window at its end; control API reads only after the last sample
-    const logAtAttackEnd = target.logLines
-    const streamsAtAttackEnd = { out: target.lines.stdout.length, err: target.lines.stderr.length }
     const idleEnd = attackEnd + idleMs
     await pause(Math.max(0, idleEnd - idleCpuWindowMs - Date.now()))
     const w0 = await sampler.take()
@@ -360,6 +366,7 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
       threads: w1?.threads ?? null,
       log_lines: target.logLines - logAtAttackEnd,
       retry_log_lines: retryLines.length,
+      log_line_kinds: lineKinds(idleLines),
       retry_log_sample: retryLines.slice(0, 5),
       background_dials: background.length,
       background_dials_by_label: backgroundByLabel,
@@ -426,3 +433,21 @@ export async function runHostile(options: HostileRunOptions = {}): Promise<Hosti
 
 const sumCounter = (reports: readonly AttackReport[], counter: string) =>
   reports.reduce((n, r) => n + (r.counters[counter] ?? 0), 0)
+
+/**
+ * The most frequent kinds of output lines (timestamps, peer ids, addresses and numbers blanked out),
+ * with counts: what fills the log.
+ */
+export function lineKinds(lines: readonly string[], top = 6): Record<string, number> {
+  const counts = new Map<string, number>()
+  for (const line of lines) {
+    const kind = line
+      .replace(/^\S*\d{4}-\d\d-\d\dT\S+\s+/, '')
+      .replace(/12D3KooW[1-9A-HJ-NP-Za-km-z]+/g, '<peer>')
+      .replace(/\/ip[46]\/\S+/g, '<addr>')
+      .replace(/\d+(\.\d+)?/g, 'N')
+      .slice(0, 120)
+    counts.set(kind, (counts.get(kind) ?? 0) + 1)
+  }
+  return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).slice(0, top))
+}

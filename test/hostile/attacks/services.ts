@@ -11,23 +11,31 @@ export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
 const unroutable = () => `/ip4/198.51.100.${between(1, 254)}/tcp/${between(1024, 65535)}`
 
 /**
- * Sybils whose identify answers lie: 300 protocols, 60 listen addresses (a victim's first, then long
- * loopback ones), an observed address the target never had; plus identify pushes of the same (when the
- * target takes pushes). The target stores it all per peer (peer store, peer cache) and may dial the
+ * Sybils whose identify answers lie: many protocols and listen addresses (a victim's first, then long
+ * loopback ones; half of them within identify's 8 KiB limit, half far beyond), an observed address the
+ * target never had; plus identify pushes of the same (when the target takes pushes). The target stores it all per peer (peer store, peer cache) and may dial the
  * addresses later.
  */
 export const identifyLies = defineAttack(
   'identify-lies',
-  'identify answers/pushes claiming 300 protocols, 60 addresses (a victim first) and a false observed address',
+  'identify answers (and pushes) claiming many protocols and addresses (a victim first) and a false observed address',
   async (ctx) => {
     const victim = await ctx.sentinels.open('victim:identify-lies')
     const pool = new HostilePool(ctx.sourceIps)
     const push = ctx.target.protocols.includes(IDENTIFY_PUSH_PROTOCOL)
     if (!push) ctx.tally.note('the target does not advertise identify push: only identify answers lie')
     try {
+      let n = 0
       await loops(ctx.scaled(3), ctx.signal, ctx.tally, async () => {
-        const listenAddrs = [victim.tcp, ...Array.from({ length: 59 }, () => longAddr(200))]
-        const protocols = Array.from({ length: 300 }, () => `/hostile/${hex(40)}/1.0.0`)
+        // every other Sybil lies within identify's 8 KiB message limit (a victim, 12 addresses, 40
+        // protocols), the others far beyond it (60 addresses, 300 protocols)
+        const big = n++ % 2 === 1
+        const listenAddrs = [
+          victim.tcp,
+          ...Array.from({ length: big ? 59 : 11 }, () => longAddr(big ? 200 : 120)),
+        ]
+        const protocols = Array.from({ length: big ? 300 : 40 }, () => `/hostile/${hex(40)}/1.0.0`)
+        ctx.tally.inc(big ? 'oversized_identities' : 'fitting_identities')
         const node = await pool.spawn({
           identity: {
             listenAddrs,
