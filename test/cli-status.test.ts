@@ -121,7 +121,7 @@ describe('mesh status and friends (real processes)', function () {
     expect(peers.map((p) => p.peerId)).to.deep.equal([b.peerId])
     const peersHuman = await mesh(dir, 'peers', '-d', dataA)
     expect(peersHuman.code, peersHuman.stderr).to.equal(0)
-    expect(peersHuman.stdout).to.match(/^PEER ID +CONNS +TOPICS +ADDRESSES$/m)
+    expect(peersHuman.stdout).to.match(/^PEER ID +CONNS +PENALTY +TOPICS +ADDRESSES$/m)
     expect(peersHuman.stdout).to.include(b.peerId)
 
     // connections
@@ -193,6 +193,32 @@ describe('mesh status and friends (real processes)', function () {
     const natHuman = await mesh(dir, 'nat', '-d', dataA)
     expect(natHuman.stdout).to.match(/^NAT classification of the running node /m)
     expect(natHuman.stdout).to.match(/^UDP: public \(confidence/m)
+
+    // bans: the operator bans B; mesh peers shows it, B is hung up on; lift
+    const banned = await mesh(
+      dir,
+      'bans',
+      'add',
+      b.peerId,
+      '--duration',
+      '2m',
+      '--reason',
+      'test ban',
+      '-d',
+      dataA,
+    )
+    expect(banned.code, banned.stderr).to.equal(0)
+    expect(banned.stdout).to.include(`banned ${b.peerId} for 2m`)
+    await a.proc.waitForEvent((e) => e.event === 'peer:banned' && e.peerId === b.peerId, { what: 'A bans B' })
+    const peersWithBan = await mesh(dir, 'peers', '-d', dataA)
+    expect(peersWithBan.stdout).to.match(/^BANNED PEER +ENDS IN +BANS +IPS +REASON$/m)
+    expect(peersWithBan.stdout).to.match(new RegExp(`^${b.peerId} +1m \\d+s +1 +- +test ban$`, 'm'))
+    const badBan = await mesh(dir, 'bans', 'add', b.peerId, '--duration', 'forever', '-d', dataA)
+    expect(badBan.code).to.equal(2)
+    expect(badBan.stderr).to.include('MESH_ERR_INVALID_ARGUMENT')
+    const lifted = await mesh(dir, 'bans', 'lift', b.peerId, '-d', dataA, '--json')
+    expect(parsed<{ lifted: boolean }>(lifted).lifted).to.equal(true)
+    expect(parsed<unknown[]>(await mesh(dir, 'bans', '-d', dataA, '--json'))).to.deep.equal([])
 
     // stop: control.json goes away, and the CLI says so
     expect(JSON.parse(await readFile(join(dataA, 'control.json'), 'utf8')).url).to.equal(controlLine.url)

@@ -203,6 +203,35 @@ describe('control API', function () {
     expect(status.uptimeMs).to.be.at.least(0)
   })
 
+  it('bans: a peer banned by the node or the operator is listed, hung up on, and lifted', async () => {
+    const client = createControlClient({ dataDir: a.node.config.dataDir })
+    const b = await nodes.start('b')
+    await b.node.libp2p.dial(a.node.libp2p.getMultiaddrs()[0])
+    await waitFor(async () => (await client.peers()).length === 1, { what: 'b connected' })
+    a.node.reputation.penalize(b.peerId, 'malformed', 'test')
+    expect((await client.peers())[0].penalty).to.equal(25)
+    expect(await client.bans()).to.deep.equal([])
+
+    const ban = await client.ban(b.peerId, { reason: 'operator says so', durationMs: 60_000 })
+    expect(ban).to.include({ peerId: b.peerId, reason: 'operator says so', count: 1 })
+    expect(ban.until - ban.since).to.equal(60_000)
+    await waitFor(async () => (await client.peers()).length === 0, { what: 'b hung up on' })
+    const bans = await client.bans()
+    expect(bans.map((x) => x.peerId)).to.deep.equal([b.peerId])
+    expect(b.events.some((e) => e.event === 'peer:disconnect')).to.equal(true)
+
+    const bad = await client.ban('not a peer id').then(
+      () => undefined,
+      (err: Error & { code?: string }) => err,
+    )
+    expect(bad?.code).to.equal('MESH_ERR_CONTROL_BAD_REQUEST')
+    expect(await client.unban(b.peerId)).to.deep.equal({ peerId: b.peerId, lifted: true })
+    expect(await client.unban(b.peerId)).to.deep.equal({ peerId: b.peerId, lifted: false })
+    expect(await client.bans()).to.deep.equal([])
+    await b.node.libp2p.dial(a.node.libp2p.getMultiaddrs()[0])
+    await waitFor(async () => (await client.peers()).length === 1, { what: 'b back after the lift' })
+  })
+
   it('joins and leaves topics through the API, changing the discovery state', async () => {
     const client = createControlClient({ dataDir: a.node.config.dataDir })
     const discovery = a.node.api<{ topics(): string[] }>('discovery')

@@ -317,6 +317,40 @@ describe('security: core budgets, reputation and address scope', () => {
       )
     })
 
+    it('refuses an IP for a while once its connections keep failing their handshake (garbage)', async () => {
+      const victim = await start('garbage-victim', { connections: { inboundConnectionThreshold: 1000 } })
+      const port = Number(/\/tcp\/(\d+)/.exec(`${victim.libp2p.getMultiaddrs()[0]}`)?.[1])
+      const open = (from: string) =>
+        new Promise<Socket>((resolve, reject) => {
+          const s = connect({ host: '127.0.0.1', port, localAddress: from }, () => resolve(s))
+          s.on('error', reject)
+        })
+      /** Whether the node closes a silent connection from `from` within `ms`. */
+      const closedWithin = async (from: string, ms: number) => {
+        const s = await open(from).catch(() => undefined)
+        if (!s) return true // reset before the connect callback: closed at once
+        const closed = await new Promise<boolean>((resolve) => {
+          const t = setTimeout(() => resolve(false), ms)
+          s.once('close', () => {
+            clearTimeout(t)
+            resolve(true)
+          })
+        })
+        s.destroy()
+        return closed
+      }
+      expect(await closedWithin('127.0.0.5', 500)).to.equal(false, 'a first silent connection is let in')
+      for (let i = 0; i < 15; i++) {
+        const s = await open('127.0.0.5').catch(() => undefined)
+        if (!s) continue
+        s.on('error', () => {})
+        s.end(Buffer.from('GET / HTTP/1.1\r\n\r\n garbage instead of multistream-select'))
+        await new Promise((r) => s.once('close', r))
+      }
+      expect(await closedWithin('127.0.0.5', 500)).to.equal(true, 'the garbage sender is refused at once')
+      expect(await closedWithin('127.0.0.6', 500)).to.equal(false, 'another host is not')
+    })
+
     it('keeps a seed connection when another source gives it enough peers', async () => {
       const seed = await start('seed')
       const cached = await Promise.all([0, 1].map((i) => start(`cached-${i}`)))

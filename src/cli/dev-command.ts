@@ -1,4 +1,4 @@
-import { createLogger, type LogLevel, type MeshEvent } from 'meshkit'
+import { createLogger, type LogLevel, type MeshEvent, throttleLog } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { type DevSession, fileLabel, formatReloadReport, type ReloadReport, startDev } from '../dev/index.js'
@@ -140,8 +140,10 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
       output.line(
         `${colors.bold(`Meshkit dev node ${dev.loaded.config.name}`)} started\n  peer id:   ${node.peerId}\n  config:    ${dev.loaded.file ? fileLabel(dev.loaded.file, opts.cwd) : '(defaults)'}\n  listening: ${addresses.join(', ')}\n  watching:  ${files}${control ? `\n  dashboard: ${colors.cyan(dashboardLinkText(control, process.stdout.isTTY === true, dev.loaded.config.dataDir))}` : ''}\n  Edit the config: each save is applied with the smallest change. Ctrl-C stops.`,
       )
-      dev.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
-      dev.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
+      // a remote peer decides how often these happen: a few lines per 10 s, the rest summed up
+      const peerLog = throttleLog((m) => logger.info(m), { what: 'connections and disconnections' })
+      dev.kernel.events.on('peer:connect', (e) => peerLog(`peer connected: ${e.peerId}`))
+      dev.kernel.events.on('peer:disconnect', (e) => peerLog(`peer disconnected: ${e.peerId}`))
       dev.kernel.events.on('topic:peer', (e) => logger.info(`topic ${e.topic}: peer ${e.peerId}`))
     }
 

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
-import { createLogger, type LogLevel, MeshError, type MeshEvent, startMesh } from 'meshkit'
+import { createLogger, type LogLevel, MeshError, type MeshEvent, startMesh, throttleLog } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { dashboardLinkText } from './dashboard-link.js'
@@ -81,8 +81,10 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       io.stdout(
         `Meshkit node ${mesh.loaded.config.name} started\n  peer id: ${node.peerId}\n  config:  ${mesh.loaded.file ?? '(defaults)'}\n  listening on:\n${addresses.map((a) => `    ${a}`).join('\n')}\n`,
       )
-      mesh.kernel.events.on('peer:connect', (e) => logger.info(`peer connected: ${e.peerId}`))
-      mesh.kernel.events.on('peer:disconnect', (e) => logger.info(`peer disconnected: ${e.peerId}`))
+      // a remote peer decides how often these happen: a few lines per 10 s, the rest summed up
+      const peerLog = throttleLog((m) => logger.info(m), { what: 'connections and disconnections' })
+      mesh.kernel.events.on('peer:connect', (e) => peerLog(`peer connected: ${e.peerId}`))
+      mesh.kernel.events.on('peer:disconnect', (e) => peerLog(`peer disconnected: ${e.peerId}`))
       mesh.kernel.events.on('topic:peer', (e) => logger.info(`topic ${e.topic}: peer ${e.peerId}`))
       mesh.kernel.events.on('topic:peer:lost', (e) =>
         logger.info(`topic ${e.topic}: lost ${e.peerId} (${e.reason})`),

@@ -5,7 +5,7 @@
  */
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
-import { MeshError } from 'meshkit'
+import { MeshError, type PeerBan, parseDuration } from 'meshkit'
 import {
   type ClustersSnapshot,
   type ConnectionView,
@@ -79,12 +79,26 @@ function statusText(s: StatusView): string {
 
 function peersText(peers: PeerView[]): string {
   return table(
-    ['PEER ID', 'CONNS', 'TOPICS', 'ADDRESSES'],
+    ['PEER ID', 'CONNS', 'PENALTY', 'TOPICS', 'ADDRESSES'],
     peers.map((p) => [
       p.peerId,
       String(p.connections),
+      String(p.penalty ?? 0),
       p.topics.join(',') || '-',
       p.addresses.join(' ') || '-',
+    ]),
+  )
+}
+
+function bansText(bans: PeerBan[], now: number): string {
+  return table(
+    ['BANNED PEER', 'ENDS IN', 'BANS', 'IPS', 'REASON'],
+    bans.map((b) => [
+      b.peerId,
+      formatDuration(Math.max(0, b.until - now)),
+      String(b.count),
+      b.ips.join(',') || '-',
+      b.reason,
     ]),
   )
 }
@@ -139,8 +153,14 @@ export async function statusCommand(
   switch (name) {
     case 'status':
       return print(await client.status(), statusText)
-    case 'peers':
-      return print(await client.peers(), peersText)
+    case 'peers': {
+      const peers = await client.peers()
+      if (opts.json) return print(peers, peersText)
+      const bans = await client.bans()
+      io.stdout(peersText(peers))
+      if (bans.length > 0) io.stdout(`\n${bansText(bans, Date.now())}`)
+      return
+    }
     case 'connections': {
       const connections = await client.connections()
       return print(connections, (c: ConnectionView[]) => connectionsText(c, Date.now()))
@@ -150,6 +170,47 @@ export async function statusCommand(
     case 'clusters':
       return print(await client.clusters(), clustersText)
   }
+}
+
+/** `mesh bans`, `mesh bans add <peer>`, `mesh bans lift <peer>` on the running node. */
+export async function bansCommand(
+  action: string | undefined,
+  peer: string | undefined,
+  opts: StatusCommandOptions & { duration?: string; reason?: string },
+  io: CliIo,
+): Promise<void> {
+  const client = clientFor(opts)
+  const out = (value: unknown, human: string) => io.stdout(opts.json ? `${JSON.stringify(value)}\n` : human)
+  if (action === undefined) {
+    const bans = await client.bans()
+    return out(bans, bansText(bans, Date.now()))
+  }
+  if (action !== 'add' && action !== 'lift')
+    throw new MeshError('MESH_ERR_INVALID_ARGUMENT', `Unknown bans action '${action}'.`, {
+      hint: 'Use `mesh bans` to list, `mesh bans add <peer id>` or `mesh bans lift <peer id>`.',
+    })
+  if (!peer)
+    throw new MeshError('MESH_ERR_INVALID_ARGUMENT', `mesh bans ${action} needs a peer id.`, {
+      hint: `Run \`mesh bans ${action} <peer id>\`.`,
+    })
+  if (action === 'lift') {
+    const result = await client.unban(peer)
+    return out(result, result.lifted ? `lifted the ban of ${peer}\n` : `${peer} was not banned\n`)
+  }
+  let durationMs: number | undefined
+  if (opts.duration !== undefined) {
+    durationMs = parseDuration(opts.duration)
+    if (durationMs === undefined || durationMs < 1000 || durationMs > 86_400_000)
+      throw new MeshError(
+        'MESH_ERR_INVALID_ARGUMENT',
+        `--duration ${opts.duration} is not a duration from 1s to 24h.`,
+        {
+          hint: 'Write e.g. --duration 30m (or 90s, 2h).',
+        },
+      )
+  }
+  const ban = await client.ban(peer, { reason: opts.reason, durationMs })
+  return out(ban, `banned ${peer} for ${formatDuration(ban.until - ban.since)}\n`)
 }
 
 /** `mesh topics join|leave <topic>` on the running node. */
@@ -238,6 +299,20 @@ export function registerStatusCommands(program: Command, io: CliIo): void {
     action === undefined
       ? statusCommand('topics', { ...opts, cwd: process.cwd() }, io)
       : topicCommand(action, topic, { ...opts, cwd: process.cwd() }, io),
+  )
+  common(
+    program
+      .command('bans')
+      .description('list the peers this node banned; `bans add|lift <peer id>` bans or lifts a ban')
+      .argument('[action]', 'add | lift')
+      .argument('[peer]', 'the peer id')
+      .option(
+        '--duration <duration>',
+        'how long an added ban lasts, e.g. 30m (default: security.banDuration)',
+      )
+      .option('--reason <text>', 'why (shown by mesh bans)'),
+  ).action((action: string | undefined, peer: string | undefined, opts) =>
+    bansCommand(action, peer, { ...opts, cwd: process.cwd() }, io),
   )
   program
     .command('dashboard')

@@ -2,7 +2,7 @@ import { lstat, readFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { isIPv4 } from 'node:net'
 import { isAbsolute, join, resolve } from 'node:path'
-import { ERRORS, type ErrorCode, MeshError, type MeshEvent, meshError } from 'meshkit'
+import { ERRORS, type ErrorCode, MeshError, type MeshEvent, meshError, type PeerBan } from 'meshkit'
 import { processLiveness, selfIdentity } from '../core/process-identity.js'
 import type { ClustersSnapshot, ConnectionView, PeerView, StatusView, TopicView } from './readers.js'
 import { CONTROL_DISCOVERY_FILE } from './server.js'
@@ -56,6 +56,12 @@ export interface ControlClient {
   join(topic: string): Promise<TopicChange>
   leave(topic: string): Promise<TopicChange>
   clusters(): Promise<ClustersSnapshot>
+  /** Bans in force (soonest end first). */
+  bans(): Promise<PeerBan[]>
+  /** Bans a peer (it is hung up on and kept out) for `durationMs`, or `security.banDuration`. */
+  ban(peerId: string, options?: { reason?: string; durationMs?: number }): Promise<PeerBan>
+  /** Lifts a peer's ban; `lifted` is false when it was not banned. */
+  unban(peerId: string): Promise<{ peerId: string; lifted: boolean }>
   /** `report` is null before the first classification finished. */
   nat(): Promise<{ report: Record<string, unknown> | null }>
   /** The Prometheus text of `GET /metrics`. */
@@ -277,6 +283,9 @@ export function createControlClient(options: ControlClientOptions = {}): Control
     join: (topic) => request<TopicChange>('POST', '/api/topics/join', { topic }),
     leave: (topic) => request<TopicChange>('POST', '/api/topics/leave', { topic }),
     clusters: () => request<ClustersSnapshot>('GET', '/api/clusters'),
+    bans: () => request<PeerBan[]>('GET', '/api/bans'),
+    ban: (peerId, o = {}) => request<PeerBan>('POST', '/api/bans', { peerId, ...o }),
+    unban: (peerId) => request<{ peerId: string; lifted: boolean }>('POST', '/api/bans/lift', { peerId }),
     nat: () => request<{ report: Record<string, unknown> | null }>('GET', '/api/nat'),
     metrics: () => request<string>('GET', '/metrics'),
     loginUrl: () => request<{ url: string; expiresAt: number }>('POST', '/api/login-code', {}),

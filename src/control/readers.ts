@@ -16,6 +16,7 @@ import {
   type MetricsSlotApi,
   type NatClassificationSlotApi,
   type NatReportView,
+  type PeerBan,
   SLOT_CAPABILITIES,
 } from 'meshkit'
 
@@ -140,6 +141,13 @@ export interface PeerView {
   addresses: string[]
   connections: number
   topics: string[]
+  /** The peer's penalty points (0: clean; banned at `security.banThreshold`). */
+  penalty: number
+}
+
+/** Bans in force, soonest end first. */
+export function bansOf(node: MeshNode): PeerBan[] {
+  return node.reputation.bans().sort((a, b) => a.until - b.until)
 }
 
 export function peersOf(node: MeshNode): PeerView[] {
@@ -148,7 +156,13 @@ export function peersOf(node: MeshNode): PeerView[] {
   const byPeer = new Map<string, PeerView>()
   for (const c of node.libp2p.getConnections()) {
     const id = c.remotePeer.toString()
-    const view = byPeer.get(id) ?? { peerId: id, addresses: [], connections: 0, topics: [] }
+    const view = byPeer.get(id) ?? {
+      peerId: id,
+      addresses: [],
+      connections: 0,
+      topics: [],
+      penalty: Math.round(node.reputation.penalty(id)),
+    }
     view.connections++
     const addr = c.remoteAddr.toString()
     if (!view.addresses.includes(addr)) view.addresses.push(addr)

@@ -52,6 +52,7 @@ export {
   type LoadedConfig,
   loadConfig,
 } from './load-config.js'
+export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
 export { createLogger, LOG_LEVELS, type Logger, type LoggerOptions } from './logger.js'
 export { makeDir } from './make-dir.js'
 export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'

@@ -3,6 +3,13 @@ import type { ConnectionGater, MultiaddrConnection, PeerId } from '@libp2p/inter
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { PeerAddressPolicy } from './peer-addresses.js'
 import type { PeerReputation } from './reputation.js'
+import { LruMap, TokenBucket } from './token-bucket.js'
+
+/** Inbound connections from one IP that may end before their handshake completes: a burst, then per second. */
+const FAILED_HANDSHAKE_BURST = 10
+const FAILED_HANDSHAKES_PER_SECOND = 0.5
+/** How long an IP whose connections keep failing their handshake is refused. */
+const FAILED_HANDSHAKE_COOLDOWN_MS = 60_000
 
 /** The IP address an (unrelayed) multiaddr starts with, if any. */
 export function ipOf(address: Multiaddr): string | undefined {
@@ -29,19 +36,39 @@ export interface NodeGaterInit {
  * - one IP address holds at most `connections.maxIncomingPendingPerHost` of the node's incoming
  *   connections that are still in their handshake: a host opening silent connections cannot take every
  *   slot of libp2p's global `maxIncomingPendingConnections` pool (relayed connections are not counted:
- *   their address names the relay).
+ *   their address names the relay);
+ * - an IP whose inbound connections keep ending before their handshake completes (garbage, stalled
+ *   handshakes: 10 at once, then one per 2 s) is refused for a minute: such a connection costs the node
+ *   a socket and a handshake attempt but costs the sender nothing.
  */
 export function createNodeGater(init: NodeGaterInit): ConnectionGater & { pending(ip: string): number } {
   const { reputation, addresses } = init
   const pendingByHost = new Map<string, number>()
   const counted = new WeakMap<MultiaddrConnection, string>()
-  const settle = (maConn: MultiaddrConnection) => {
+  const failures = new LruMap<string, TokenBucket>(4096)
+  const refusedUntil = new LruMap<string, number>(4096)
+  /** The connection left its handshake: completed (`upgraded`), or closed before that (a failure). */
+  const settle = (maConn: MultiaddrConnection, upgraded: boolean) => {
     const host = counted.get(maConn)
     if (host === undefined) return
     counted.delete(maConn)
     const n = (pendingByHost.get(host) ?? 1) - 1
     if (n <= 0) pendingByHost.delete(host)
     else pendingByHost.set(host, n)
+    if (upgraded) return
+    let bucket = failures.get(host)
+    if (!bucket) {
+      bucket = new TokenBucket(FAILED_HANDSHAKES_PER_SECOND, FAILED_HANDSHAKE_BURST)
+      failures.set(host, bucket)
+    }
+    if (!bucket.take()) refusedUntil.set(host, Date.now() + FAILED_HANDSHAKE_COOLDOWN_MS)
+  }
+  const cooling = (ip: string) => {
+    const until = refusedUntil.peek(ip)
+    if (until === undefined) return false
+    if (until > Date.now()) return true
+    refusedUntil.delete(ip)
+    return false
   }
   const bannedAddress = (address: Multiaddr) => {
     const ip = relayed(address) ? undefined : ipOf(address)
@@ -56,17 +83,18 @@ export function createNodeGater(init: NodeGaterInit): ConnectionGater & { pendin
       if (relayed(maConn.remoteAddr)) return false
       const ip = ipOf(maConn.remoteAddr)
       if (ip === undefined || init.exempt(ip)) return false
+      if (cooling(ip)) return true
       const n = pendingByHost.get(ip) ?? 0
       if (n >= init.maxPendingPerHost()) return true
       pendingByHost.set(ip, n + 1)
       counted.set(maConn, ip)
-      maConn.addEventListener('close', () => settle(maConn), { once: true })
+      maConn.addEventListener('close', () => settle(maConn, false), { once: true })
       return false
     },
     denyInboundEncryptedConnection: (peer: PeerId) => reputation.isBanned(peer),
     denyOutboundEncryptedConnection: (peer: PeerId) => reputation.isBanned(peer),
     denyInboundUpgradedConnection: (peer: PeerId, maConn: MultiaddrConnection) => {
-      settle(maConn)
+      settle(maConn, true)
       return reputation.isBanned(peer)
     },
     denyOutboundUpgradedConnection: (peer: PeerId) => reputation.isBanned(peer),

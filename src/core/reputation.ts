@@ -1,5 +1,6 @@
 import type { PeerId } from '@libp2p/interface'
 import type { MeshEventBus } from './events.js'
+import { type ThrottledLog, throttleLog } from './log-throttle.js'
 import type { Logger } from './logger.js'
 import { LruMap } from './token-bucket.js'
 
@@ -91,13 +92,19 @@ export class Reputation implements PeerReputation {
   #timer?: NodeJS.Timeout
   /** The IP addresses of a peer's direct connections (set by the running node). */
   ipsOf: (peer: string) => string[] = () => []
+  /** Bans and their ends, at most 10 lines a minute each (a Sybil flood bans many peers). */
+  readonly #banLog: ThrottledLog
+  readonly #unbanLog: ThrottledLog
 
   constructor(
     public settings: ReputationSettings,
     private readonly events: MeshEventBus,
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.#banLog = throttleLog((m) => logger.info(m), { max: 10, windowMs: 60_000, what: 'bans' })
+    this.#unbanLog = throttleLog((m) => logger.info(m), { max: 10, windowMs: 60_000, what: 'ban ends' })
+  }
 
   /** Tells `listener` of every new ban; returns the unsubscribe function. */
   onBan(listener: (ban: PeerBan) => void): () => void {
@@ -146,7 +153,7 @@ export class Reputation implements PeerReputation {
     this.#bans.set(id, ban)
     for (const ip of ips) this.#ipBans.set(ip, Math.max(this.#ipBans.get(ip) ?? 0, ban.until))
     this.#penalties.delete(id)
-    this.logger.info(`banned peer ${id} for ${Math.round(ms / 1000)} s: ${ban.reason}`)
+    this.#banLog(`banned peer ${id} for ${Math.round(ms / 1000)} s: ${ban.reason}`)
     this.events.emit('peer:banned', { ...ban, ips: [...ips] })
     for (const listener of this.#listeners) {
       try {
@@ -177,6 +184,8 @@ export class Reputation implements PeerReputation {
   close(): void {
     clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#banLog.flush()
+    this.#unbanLog.flush()
   }
 
   #lift(ban: PeerBan, how: 'expired' | 'lifted'): void {
@@ -185,7 +194,7 @@ export class Reputation implements PeerReputation {
       const stillBanned = [...this.#bans.values()].some((b) => b.ips.includes(ip))
       if (!stillBanned) this.#ipBans.delete(ip)
     }
-    this.logger.info(`peer ${ban.peerId} is no longer banned (${how})`)
+    this.#unbanLog(`peer ${ban.peerId} is no longer banned (${how})`)
     this.events.emit('peer:unbanned', { peerId: ban.peerId, reason: how })
   }
 

@@ -263,6 +263,10 @@ export async function startTarget(options: TargetOptions = {}): Promise<TargetPr
     logLevel: options.logLevel ?? 'info',
     listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/udp/0/quic-v1'],
     connections: { allow: ['/ip4/127.0.0.1'] },
+    // loopback plays the internet here: every 127/8 address counts as public, victims included (on the
+    // internet a victim has a public address too), so what protects them is the node's own defences
+    // (proofs, budgets, one dial per peer's word), not the address scope
+    network: { addressScope: 'public', publicCidrs: ['127.0.0.0/8'] },
     ...options.config,
     plugins: (options.plugins ?? allPlugins)(ports),
   }
