@@ -7,11 +7,13 @@
  *   JSON line `{"v":1,"id":"...","topic":"...","nick":"...","text":"..."}` (at most 4 KiB), the
  *   receiver answers `ok` once it has taken the message. No `ok` in time (a connection that closed
  *   under the message, say) and the sender tries again once; ids let the receiver drop a repeat.
- *   Anything malformed, oversized or slow is dropped: bad input never crashes the node.
+ *   Anything malformed, oversized or slow is dropped: bad input never crashes the node. Each peer has a
+ *   budget (`ctx.budget`: a few messages a second, a few at once, 64 KiB a minute); a peer over it, or
+ *   one sending malformed messages, is refused and penalized (`ctx.reputation`), and banned if it goes on.
  * - Received messages are `chat:message` events `{ topic, from, nick, text }` on the node's event bus
  *   (they show up in `mesh start --json` too).
  */
-import { definePlugin, type PluginContext, z } from 'meshkit'
+import { type Budget, definePlugin, type PluginContext, z } from 'meshkit'
 
 export const CHAT_PROTOCOL = '/meshkit-chat/1.0.0'
 const MAX_LINE_BYTES = 4096
@@ -89,13 +91,30 @@ export const chat = definePlugin({
   options,
   create: (opts) => {
     let ctx: PluginContext | undefined
+    let budget: Budget | undefined
     const seen = new Set<string>()
     const encoder = new TextEncoder()
 
     const receive = async (stream: Stream, from: string) => {
+      const ticket = budget?.admit(from)
+      if (!ticket?.ok) {
+        stream.abort(new Error('over budget'))
+        return
+      }
       await bounded(stream, opts.timeout, async () => {
-        const parsed = message.safeParse(JSON.parse(await readLine(stream)))
-        if (!parsed.success || parsed.data.topic !== opts.topic) throw new Error('bad chat message')
+        const line = await readLine(stream)
+        if (!ticket.spend(line.length)) throw new Error('over budget')
+        let json: unknown
+        try {
+          json = JSON.parse(line)
+        } catch {
+          json = undefined
+        }
+        const parsed = message.safeParse(json)
+        if (!parsed.success || parsed.data.topic !== opts.topic) {
+          ctx?.reputation.penalize(from, 'malformed', 'bad chat message')
+          throw new Error('bad chat message')
+        }
         const { id, nick, text } = parsed.data
         const key = `${from}/${id}`
         if (!seen.has(key)) {
@@ -105,9 +124,11 @@ export const chat = definePlugin({
         }
         stream.send(encoder.encode('ok\n'))
         await stream.close()
-      }).catch(() => {
-        // already aborted: a bad or slow sender only loses its own stream
       })
+        .catch(() => {
+          // already aborted: a bad or slow sender only loses its own stream
+        })
+        .finally(() => ticket.release())
     }
 
     /** One delivery attempt: write the line, wait for `ok`. */
@@ -168,6 +189,12 @@ export const chat = definePlugin({
       setup: () => api,
       start: async (c) => {
         ctx = c
+        budget = c.budget('messages', {
+          ratePerSecond: 5,
+          burst: 20,
+          concurrency: 4,
+          bytesPerMinute: 64 * 1024,
+        })
         await c.libp2p.handle(
           CHAT_PROTOCOL,
           (stream, connection) => receive(stream, connection.remotePeer.toString()),
