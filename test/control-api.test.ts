@@ -203,6 +203,20 @@ describe('control API', function () {
     expect(status.uptimeMs).to.be.at.least(0)
   })
 
+  it('GET /healthz needs no token and says only whether the node runs (200 / 503)', async () => {
+    const url = `${server!.url}/healthz`
+    const up = await http(url)
+    expect(up.status).to.equal(200)
+    expect(up.json()).to.deep.equal({ status: 'ok' })
+    expect(up.headers['cache-control']).to.equal('no-store')
+    await a.node.stop()
+    const down = await http(url)
+    expect(down.status).to.equal(503)
+    expect(down.json()).to.deep.equal({ status: 'unavailable' })
+    const other = await http(`${server!.url}/api/status`)
+    expect(other.status, 'the rest still needs the token').to.equal(401)
+  })
+
   it('bans: a peer banned by the node or the operator is listed, hung up on, and lifted', async () => {
     const client = createControlClient({ dataDir: a.node.config.dataDir })
     const b = await nodes.start('b')

@@ -585,6 +585,18 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     res.end(text)
   })
 
+  // liveness for process and container supervisors: no credential, and nothing but whether a node runs
+  addRoute(
+    'GET',
+    '/healthz',
+    (_req, res) => {
+      const up = kernel.current?.state === 'started'
+      res.setHeader('cache-control', 'no-store')
+      sendJson(res, up ? 200 : 503, { status: up ? 'ok' : 'unavailable' })
+    },
+    { public: true },
+  )
+
   // the dashboard's login: a one-time code (from loginUrl(), i.e. from the holder of the token) for a
   // session; public, since the page has no credential yet (the code is one)
   addRoute(
