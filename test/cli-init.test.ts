@@ -22,6 +22,7 @@ import {
   scaffoldProject,
   suggestPackageName,
   templatesDir,
+  versionAtLeast,
 } from '../src/init/index.js'
 import { hasStackTrace, runCliProcess } from './cli-helpers.js'
 import { tempDir } from './helpers.js'
@@ -62,18 +63,49 @@ describe('mesh init', () => {
   })
 
   describe('scaffoldProject()', () => {
+    /** A published meshkit's spec and a system Node too old (the pin): what most tests here look at. */
+    const scaffold = (o: Parameters<typeof scaffoldProject>[0]) =>
+      scaffoldProject({ meshkit: `^${VERSION}`, systemNode: '20.19.0', ...o })
+
     it('lists the four templates, basic first', () => {
       expect(listTemplates()).to.deep.equal(['basic', 'relay', 'chat', 'plugin'])
       expect(meshkitVersion()).to.equal(VERSION)
     })
 
-    it('meshkit dependency: ^version when published, this checkout (file:) when unpublished (private)', () => {
-      const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8'))
-      expect(defaultMeshkitSpec()).to.equal(pkg.private ? `file:${REPO_ROOT}` : `^${VERSION}`)
+    it('meshkit dependency: ^version as an installed package; a checkout packs itself into vendor/', async () => {
+      expect(defaultMeshkitSpec('/srv/app/node_modules/meshkit')).to.equal(`^${VERSION}`)
+      expect(defaultMeshkitSpec(REPO_ROOT), 'a checkout: no registry version to point at').to.equal(undefined)
+      const result = await scaffoldProject({
+        dir: 'vendored',
+        cwd: dir,
+        install: false,
+        systemNode: '20.19.0',
+      })
+      const pkg = JSON.parse(await readFile(join(result.dir, 'package.json'), 'utf8'))
+      expect(pkg.dependencies.meshkit).to.equal(`file:vendor/meshkit-${VERSION}.tgz`)
+      expect(existsSync(join(result.dir, 'vendor', `meshkit-${VERSION}.tgz`))).to.equal(true)
+      expect(result.files).to.include(`vendor/meshkit-${VERSION}.tgz`)
+      expect(JSON.stringify(pkg), 'no absolute path').not.to.include(REPO_ROOT)
+    })
+
+    it('Node: pinned (devDependency node ^24) only when the system Node is too old; else engines + .nvmrc', async () => {
+      const old = await scaffold({ dir: 'on-node-20', cwd: dir, install: false, systemNode: '20.19.0' })
+      const oldPkg = JSON.parse(await readFile(join(old.dir, 'package.json'), 'utf8'))
+      expect(oldPkg.devDependencies.node).to.equal('^24')
+      expect(existsSync(join(old.dir, '.nvmrc'))).to.equal(false)
+      const fresh = await scaffold({ dir: 'on-node-24', cwd: dir, install: false, systemNode: '24.3.0' })
+      const freshPkg = JSON.parse(await readFile(join(fresh.dir, 'package.json'), 'utf8'))
+      expect(freshPkg.devDependencies.node, 'no pinned Node').to.equal(undefined)
+      expect(freshPkg.engines.node).to.equal('>=22.15')
+      expect(await readFile(join(fresh.dir, '.nvmrc'), 'utf8')).to.equal('24\n')
+      expect(fresh.files).to.include('.nvmrc')
+      expect(versionAtLeast('22.14.9', '22.15')).to.equal(false)
+      expect(versionAtLeast('22.15.0', '22.15')).to.equal(true)
+      expect(versionAtLeast('v23.0.1', '22.15')).to.equal(true)
     })
 
     it('copies a template: package name from the directory, meshkit dependency set, dotfiles renamed', async () => {
-      const result = await scaffoldProject({ dir: 'my-node', cwd: dir, install: false })
+      const result = await scaffold({ dir: 'my-node', cwd: dir, install: false })
       const project = join(dir, 'my-node')
       expect(result).to.deep.include({
         dir: project,
@@ -89,7 +121,7 @@ describe('mesh init', () => {
       expect(await readFile(join(project, '.gitignore'), 'utf8')).to.match(/^\*\.timestamp-\*\.mjs$/m)
       const pkg = JSON.parse(await readFile(join(project, 'package.json'), 'utf8'))
       expect(pkg.name).to.equal('my-node')
-      expect(pkg.dependencies).to.deep.equal({ meshkit: defaultMeshkitSpec() })
+      expect(pkg.dependencies).to.deep.equal({ meshkit: `^${VERSION}` })
       expect(pkg.devDependencies.node, 'Node 24 pinned for npm scripts').to.equal('^24')
       expect(result.nextSteps).to.deep.equal(['cd my-node', 'npm install', 'npx mesh start'])
     })
@@ -97,7 +129,7 @@ describe('mesh init', () => {
     it('every template: files equal the template (dotfiles renamed), package.json changed only in name and meshkit', async () => {
       for (const template of listTemplates()) {
         const source = join(templatesDir(), template)
-        const result = await scaffoldProject({ dir: `t-${template}`, cwd: dir, template, install: false })
+        const result = await scaffold({ dir: `t-${template}`, cwd: dir, template, install: false })
         const expected = (await filesUnder(source))
           .map((f) =>
             f
@@ -118,8 +150,7 @@ describe('mesh init', () => {
         const written = JSON.parse(await readFile(join(result.dir, 'package.json'), 'utf8'))
         expect(written.name).to.equal(`t-${template}`)
         for (const field of ['dependencies', 'devDependencies', 'peerDependencies']) {
-          if (original[field]?.meshkit)
-            original[field].meshkit = field === 'peerDependencies' ? `^${VERSION}` : defaultMeshkitSpec()
+          if (original[field]?.meshkit) original[field].meshkit = `^${VERSION}`
         }
         expect(written, template).to.deep.equal({ ...original, name: `t-${template}` })
         expect(written.devDependencies.node, `${template}: Node 24 pinned`).to.equal('^24')
@@ -146,7 +177,7 @@ describe('mesh init', () => {
       const project = join(dir, 'busy')
       await mkdir(project)
       await writeFile(join(project, 'notes.txt'), 'mine')
-      const err = await rejection(scaffoldProject({ dir: project, install: false }))
+      const err = await rejection(scaffold({ dir: project, install: false }))
       expect(isMeshError(err, 'MESH_ERR_INIT_DIR_NOT_EMPTY'), String(err)).to.equal(true)
       expect((err as Error).message).to.contain('notes.txt')
       expect(isMeshError(err) && err.userError && err.hint).to.match(/--force/)
@@ -158,7 +189,7 @@ describe('mesh init', () => {
       await mkdir(project)
       await writeFile(join(project, 'notes.txt'), 'mine')
       await writeFile(join(project, 'README.md'), 'old readme')
-      await scaffoldProject({ dir: project, force: true, install: false })
+      await scaffold({ dir: project, force: true, install: false })
       expect(await readFile(join(project, 'notes.txt'), 'utf8')).to.equal('mine')
       expect(await readFile(join(project, 'README.md'), 'utf8')).to.equal(
         await readFile(join(templatesDir(), 'basic', 'README.md'), 'utf8'),
@@ -169,24 +200,22 @@ describe('mesh init', () => {
     it('counts a directory holding only .git as empty', async () => {
       const project = join(dir, 'repo')
       await mkdir(join(project, '.git'), { recursive: true })
-      const result = await scaffoldProject({ dir: project, install: false })
+      const result = await scaffold({ dir: project, install: false })
       expect(result.files).to.include('mesh.config.ts')
     })
 
     it('rejects a directory name that is no npm package name, suggesting one; --name overrides it', async () => {
-      const err = await rejection(scaffoldProject({ dir: 'My App', cwd: dir, install: false }))
+      const err = await rejection(scaffold({ dir: 'My App', cwd: dir, install: false }))
       expect(isMeshError(err, 'MESH_ERR_INIT_BAD_NAME'), String(err)).to.equal(true)
       expect((err as Error).message).to.contain('"My App" cannot be an npm package name')
       expect((err as Error).message).to.contain('uppercase')
       expect(isMeshError(err) && err.hint).to.contain('my-app')
       expect(existsSync(join(dir, 'My App')), 'nothing created').to.equal(false)
 
-      const named = await scaffoldProject({ dir: 'My App', cwd: dir, packageName: 'my-app', install: false })
+      const named = await scaffold({ dir: 'My App', cwd: dir, packageName: 'my-app', install: false })
       expect(named.packageName).to.equal('my-app')
       expect(named.nextSteps[0]).to.equal('cd "My App"')
-      const bad = await rejection(
-        scaffoldProject({ dir: 'x', cwd: dir, packageName: 'Bad Name', install: false }),
-      )
+      const bad = await rejection(scaffold({ dir: 'x', cwd: dir, packageName: 'Bad Name', install: false }))
       expect(isMeshError(bad, 'MESH_ERR_INIT_BAD_NAME')).to.equal(true)
     })
 
@@ -216,7 +245,7 @@ describe('mesh init', () => {
     })
 
     it('an unknown template is an error listing the available ones', async () => {
-      const err = await rejection(scaffoldProject({ dir: 'x', cwd: dir, template: 'chatt', install: false }))
+      const err = await rejection(scaffold({ dir: 'x', cwd: dir, template: 'chatt', install: false }))
       expect(isMeshError(err, 'MESH_ERR_INIT_UNKNOWN_TEMPLATE'), String(err)).to.equal(true)
       expect((err as Error).message).to.equal(
         "There is no template 'chatt'. Available templates: basic, relay, chat, plugin.",
@@ -229,11 +258,11 @@ describe('mesh init', () => {
       const installer = async (d: string) => {
         calls.push(d)
       }
-      const a = await scaffoldProject({ dir: 'a', cwd: dir, installer })
+      const a = await scaffold({ dir: 'a', cwd: dir, installer })
       expect(calls).to.deep.equal([join(dir, 'a')])
       expect(a.installed).to.equal(true)
       expect(a.nextSteps).to.deep.equal(['cd a', 'npx mesh start'])
-      const b = await scaffoldProject({ dir: 'b', cwd: dir, installer, install: false })
+      const b = await scaffold({ dir: 'b', cwd: dir, installer, install: false })
       expect(calls, 'not called again').to.have.length(1)
       expect(b.installed).to.equal(false)
       expect(existsSync(join(dir, 'b', 'node_modules'))).to.equal(false)
@@ -241,7 +270,7 @@ describe('mesh init', () => {
 
     it('meshkit: a local spec for the dependency, while the peer dependency stays a range', async () => {
       await writeFile(join(dir, 'meshkit.tgz'), '')
-      const r = await scaffoldProject({
+      const r = await scaffold({
         dir: 'p',
         cwd: dir,
         template: 'plugin',
@@ -254,7 +283,7 @@ describe('mesh init', () => {
     })
 
     it('meshkit: a file: spec that points nowhere is refused before anything is written', async () => {
-      const err = await scaffoldProject({
+      const err = await scaffold({
         dir: 'q',
         cwd: dir,
         install: false,
@@ -273,13 +302,17 @@ describe('mesh init', () => {
     this.timeout(60_000)
 
     it('--no-install: creates the project, prints next steps as plain lines, runs no npm', async () => {
-      const r = await runCliProcess(['init', 'app', '--template', 'relay', '--no-install'], { cwd: dir })
+      const r = await runCliProcess(
+        ['init', 'app', '--template', 'relay', '--no-install', '--meshkit', `^${VERSION}`],
+        { cwd: dir },
+      )
       expect(r.code, r.stderr).to.equal(0)
       expect(r.stdout).to.contain(`✔ Created app from the relay template in ${join(dir, 'app')}`)
       expect(r.stdout).to.match(/Next steps:\n {2}cd app\n {2}npm install\n {2}npx mesh start\n/)
       expect(r.stdout, 'no colours when not a TTY').not.to.contain(ESC)
       expect(r.stdout).not.to.contain('installing')
-      expect(await readdir(join(dir, 'app'))).to.have.members([
+      // .nvmrc where the system Node is new enough (else Node 24 is pinned in package.json)
+      expect((await readdir(join(dir, 'app'))).filter((f) => f !== '.nvmrc')).to.have.members([
         '.gitignore',
         'README.md',
         'mesh.config.ts',
@@ -289,25 +322,39 @@ describe('mesh init', () => {
     })
 
     it('user errors exit 2 with a coded message and no stack trace; --force then succeeds', async () => {
-      const unknown = await runCliProcess(['init', 'x', '--template', 'nope', '--no-install'], { cwd: dir })
+      const unknown = await runCliProcess(
+        ['init', 'x', '--template', 'nope', '--no-install', '--meshkit', `^${VERSION}`],
+        {
+          cwd: dir,
+        },
+      )
       expect(unknown.code, unknown.stderr).to.equal(2)
       expect(unknown.stderr).to.contain(
         "MESH_ERR_INIT_UNKNOWN_TEMPLATE: There is no template 'nope'. Available templates: basic, relay, chat, plugin.",
       )
       expect(hasStackTrace(unknown.stderr), unknown.stderr).to.equal(false)
 
-      const bad = await runCliProcess(['init', 'Bad_Name', '--no-install'], { cwd: dir })
+      const bad = await runCliProcess(['init', 'Bad_Name', '--no-install', '--meshkit', `^${VERSION}`], {
+        cwd: dir,
+      })
       expect(bad.code, bad.stderr).to.equal(2)
       expect(bad.stderr).to.contain('MESH_ERR_INIT_BAD_NAME')
       expect(bad.stderr).to.contain('bad_name')
 
       await mkdir(join(dir, 'busy'))
       await writeFile(join(dir, 'busy', 'keep.txt'), 'x')
-      const busy = await runCliProcess(['init', 'busy', '--no-install'], { cwd: dir })
+      const busy = await runCliProcess(['init', 'busy', '--no-install', '--meshkit', `^${VERSION}`], {
+        cwd: dir,
+      })
       expect(busy.code, busy.stderr).to.equal(2)
       expect(busy.stderr).to.contain('MESH_ERR_INIT_DIR_NOT_EMPTY')
       expect(busy.stderr).to.contain('keep.txt')
-      const forced = await runCliProcess(['init', 'busy', '--no-install', '--force'], { cwd: dir })
+      const forced = await runCliProcess(
+        ['init', 'busy', '--no-install', '--force', '--meshkit', `^${VERSION}`],
+        {
+          cwd: dir,
+        },
+      )
       expect(forced.code, forced.stderr).to.equal(0)
       expect(existsSync(join(dir, 'busy', 'keep.txt'))).to.equal(true)
       expect(existsSync(join(dir, 'busy', 'mesh.config.ts'))).to.equal(true)

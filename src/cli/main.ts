@@ -1,8 +1,13 @@
 #!/usr/bin/env node
 const [major] = process.versions.node.split('.').map(Number)
-if (major < 22) {
+// `mesh init` only copies a template and runs npm: it works on an older system Node, and the project it
+// makes pins Node 24 when the system's is too old. Everything else needs libp2p 3, hence Node >= 22.
+const command = process.argv[2]
+const needsNoLibp2p =
+  command === 'init' || command === undefined || /^(-h|--help|help|-V|--version)$/.test(command)
+if (major < 22 && !(needsNoLibp2p && major >= 18)) {
   process.stderr.write(
-    `mesh needs Node.js >= 22 (this is ${process.version}). Run it through npm (npx mesh, npm run ...), which uses the Node 24 pinned in devDependencies.\n`,
+    `mesh needs Node.js >= 22.15 (this is ${process.version}). In a Meshkit project, run it through npm (npx mesh, npm run ...): a project made by \`mesh init\` on an older system pins Node 24 in its devDependencies. Elsewhere, install Node 22.15 or later.\n`,
   )
   process.exit(2)
 }

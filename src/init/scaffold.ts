@@ -1,6 +1,7 @@
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises'
-import { basename, join, relative, resolve } from 'node:path'
+import { basename, delimiter, join, relative, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { MeshError, makeDir, meshError } from 'meshkit'
 import { installDependencies } from './install.js'
@@ -20,9 +21,16 @@ export interface ScaffoldOptions {
   packageName?: string
   /**
    * The version spec of the `meshkit` dependency: a range, or a tarball/folder (`file:...`) to try a
-   * local build. @default `^<this meshkit's version>`, or `file:<this checkout>` for an unpublished one
+   * local build. @default `^<this meshkit's version>`; from a checkout of the repository, a tarball of it
+   * packed into the project's `vendor/` (`file:vendor/meshkit-<version>.tgz`)
    */
   meshkit?: string
+  /**
+   * The system's Node.js version: when older than {@link MIN_NODE}, the project pins Node 24 as a
+   * devDependency (npm scripts and `npx mesh` then run on it); otherwise it gets `engines` and `.nvmrc`.
+   * @default {@link systemNodeVersion}()
+   */
+  systemNode?: string
   /** @default process.cwd() */
   cwd?: string
   /** Where the templates are. @default the package's `templates/` */
@@ -48,13 +56,10 @@ const SKIPPED = new Set(['node_modules', '.mesh', 'dist', 'package-lock.json', '
 /** Entries a target directory may hold and still count as empty. */
 const IGNORED_IN_TARGET = new Set(['.git', '.DS_Store'])
 
-const meshkitRoot = () => fileURLToPath(new URL('../../../', import.meta.url))
+const meshkitRoot = () => fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '')
 
-function meshkitPackage(): { version: string; private?: boolean } {
-  return JSON.parse(readFileSync(join(meshkitRoot(), 'package.json'), 'utf8')) as {
-    version: string
-    private?: boolean
-  }
+function meshkitPackage(): { version: string } {
+  return JSON.parse(readFileSync(join(meshkitRoot(), 'package.json'), 'utf8')) as { version: string }
 }
 
 /** The version of this meshkit package. */
@@ -62,14 +67,89 @@ export function meshkitVersion(): string {
   return meshkitPackage().version
 }
 
+/** Whether this meshkit runs as an installed package (inside a node_modules folder), not from a checkout. */
+export function isInstalledPackage(root = meshkitRoot()): boolean {
+  return root.split(sep).includes('node_modules')
+}
+
 /**
- * The `meshkit` dependency a new project gets: `^<version>` when this meshkit is a published package,
- * or `file:<this checkout>` when it is an unpublished one (`"private": true`, e.g. a clone of the
- * repository), so that `mesh init` from a checkout gives a project that installs.
+ * The `meshkit` dependency a new project gets by default: `^<version>` when this meshkit is an installed
+ * package; undefined when it runs from a checkout of the repository, whose version may be on no registry
+ * (then {@link scaffoldProject} packs the checkout into the project's `vendor/` folder and depends on
+ * that tarball by a relative path: the project installs on any machine, in Docker or CI).
  */
-export function defaultMeshkitSpec(): string {
-  const pkg = meshkitPackage()
-  return pkg.private ? `file:${meshkitRoot().replace(/\/$/, '')}` : `^${pkg.version}`
+export function defaultMeshkitSpec(root = meshkitRoot()): string | undefined {
+  return isInstalledPackage(root) ? `^${meshkitPackage().version}` : undefined
+}
+
+/** Packs this checkout (`npm pack`, which builds it) into `<dir>/vendor/`; returns the relative `file:` spec. */
+async function vendorCheckout(dir: string): Promise<string> {
+  const vendor = join(dir, 'vendor')
+  await makeDir(vendor)
+  const output = await run('npm', ['pack', '--silent', '--pack-destination', vendor], meshkitRoot(), 180_000)
+  const tarball = output.trim().split('\n').pop()?.trim()
+  if (!tarball?.endsWith('.tgz') || !existsSync(join(vendor, tarball)))
+    throw meshError('MESH_ERR_INIT_INSTALL_FAILED', [
+      dir,
+      `npm pack of ${meshkitRoot()} gave no tarball: ${output.slice(-500)}`,
+    ])
+  return `file:vendor/${tarball}`
+}
+
+/** Runs a command to its end (bounded), resolving with its stdout. */
+function run(command: string, args: string[], cwd: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => {
+      out = (out + c.toString('utf8')).slice(-20_000)
+    })
+    child.stderr.on('data', (c: Buffer) => {
+      err = (err + c.toString('utf8')).slice(-20_000)
+    })
+    child.once('error', reject)
+    child.once('close', (code) =>
+      code === 0
+        ? resolvePromise(out)
+        : reject(new Error(`${command} ${args.join(' ')}: exit ${code}\n${err.slice(-2000)}`)),
+    )
+  })
+}
+
+/** The oldest Node.js a Meshkit project runs on (libp2p 3 and Meshkit's config loader). */
+export const MIN_NODE = '22.15'
+
+/** Whether version `a` (x.y.z) is at least `b`. */
+export function versionAtLeast(a: string, b: string): boolean {
+  const pa = a.replace(/^v/, '').split('.').map(Number)
+  const pb = b.replace(/^v/, '').split('.').map(Number)
+  for (let i = 0; i < 3; i++) {
+    if ((pa[i] ?? 0) !== (pb[i] ?? 0)) return (pa[i] ?? 0) > (pb[i] ?? 0)
+  }
+  return true
+}
+
+/**
+ * The version of the system's Node.js: the first `node` on PATH outside any `node_modules/.bin` (a
+ * project's pinned Node, as this repository's, is not the system's), or this process's when none is
+ * found. Bounded: 5 s.
+ */
+export function systemNodeVersion(env: NodeJS.ProcessEnv = process.env): string {
+  for (const entry of (env.PATH ?? '').split(delimiter)) {
+    if (!entry || entry.split(sep).includes('node_modules')) continue
+    const candidate = join(entry, process.platform === 'win32' ? 'node.exe' : 'node')
+    if (!existsSync(candidate)) continue
+    try {
+      return execFileSync(candidate, ['-p', 'process.versions.node'], {
+        timeout: 5000,
+        encoding: 'utf8',
+      }).trim()
+    } catch {
+      // not runnable: look further
+    }
+  }
+  return process.versions.node
 }
 
 /**
@@ -146,7 +226,20 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
     const pkg = JSON.parse(await readFile(pkgFile, 'utf8')) as Record<string, unknown>
     pkg.name = packageName
     const version = meshkitVersion()
-    const spec = options.meshkit ?? defaultMeshkitSpec()
+    const spec = options.meshkit ?? defaultMeshkitSpec() ?? (await vendorCheckout(dir))
+    if (spec.startsWith('file:vendor/')) files.push(spec.slice('file:'.length))
+    // a template may need a newer Node than Meshkit itself (its own engines range stays)
+    const engines = (pkg.engines as Record<string, string> | undefined) ?? {}
+    pkg.engines = { ...engines, node: engines.node ?? `>=${MIN_NODE}` }
+    const needs = /^>=\s*(\d+(?:\.\d+){0,2})$/.exec(engines.node ?? '')?.[1] ?? MIN_NODE
+    // Node: pinned only where the system's is too old; else the project says what it needs
+    const systemNode = options.systemNode ?? systemNodeVersion()
+    const dev = pkg.devDependencies as Record<string, string> | undefined
+    if (versionAtLeast(systemNode, needs)) {
+      if (dev) delete dev.node
+      await writeFile(join(dir, '.nvmrc'), `${systemNode.split('.')[0]}\n`)
+      files.push('.nvmrc')
+    } else if (dev) dev.node = '^24'
     for (const field of ['dependencies', 'devDependencies'] as const) {
       const deps = pkg[field] as Record<string, string> | undefined
       if (deps && 'meshkit' in deps) deps.meshkit = spec
