@@ -5,6 +5,7 @@ import { holePunch, stunServer } from './hole-punch/index.js'
 import { identify } from './identify/index.js'
 import { jaccardClusters } from './jaccard-clusters/index.js'
 import { kadTopics } from './kad-topics/index.js'
+import { libp2pModule } from './libp2p-module/index.js'
 import { mdns } from './mdns/index.js'
 import { natClassifier, natProbeServer } from './nat-probe/index.js'
 import { noise } from './noise/index.js'
@@ -40,6 +41,7 @@ export {
   identify,
   jaccardClusters,
   kadTopics,
+  libp2pModule,
   mdns,
   metrics,
   natClassifier,
@@ -81,9 +83,13 @@ export const builtinPlugins: PluginRegistry = new Map(
   ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 
-/** What a node runs with when the config leaves a field unset, or when there is no config at all. */
+/**
+ * What a node runs with when the config leaves a field unset, or when there is no config at all: TCP and
+ * QUIC, noise, yamux, identify, ping, and topic discovery (kadTopics), so that `mesh start --topic x`
+ * works without a config file (with `--local`, between processes on one machine).
+ */
 export function defaultConfig(): MeshConfig {
   return defineConfig({
-    plugins: [identify(), ping(), noise(), yamux(), tcp(), quic()],
+    plugins: [identify(), ping(), noise(), yamux(), tcp(), quic(), kadTopics()],
   })
 }

@@ -12,6 +12,7 @@ const options = z
 export const identify = definePlugin({
   name: 'identify',
   options,
+  services: ['identify'],
   create: (opts) => ({
     libp2p: () => ({ services: { identify: libp2pIdentify({ protocolPrefix: opts.protocolPrefix }) } }),
   }),

@@ -55,6 +55,7 @@ export function coalescePings(service: PingService): PingService {
 /** The ping protocol: round-trip times to peers (pings to one peer coalesced; see {@link coalescePings}). */
 export const ping = definePlugin({
   name: 'ping',
+  services: ['ping'],
   create: () => ({
     libp2p: () => ({
       services: {

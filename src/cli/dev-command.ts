@@ -1,8 +1,10 @@
-import { createLogger, type LogLevel, type MeshEvent, throttleLog } from 'meshkit'
+import { resolve } from 'node:path'
+import { createLogger, type LogFormat, type LogLevel, type MeshEvent, throttleLog } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { type DevSession, fileLabel, formatReloadReport, type ReloadReport, startDev } from '../dev/index.js'
 import { dashboardLinkText } from './dashboard-link.js'
+import { LOCAL_OVERRIDES } from './local-mesh.js'
 import { createOutput } from './output.js'
 import type { CliIo } from './run-cli.js'
 import { closeWithin, handleStopSignals } from './stop-signals.js'
@@ -15,8 +17,12 @@ export interface DevCommandOptions {
   dial?: string[]
   json?: boolean
   logLevel?: LogLevel
+  /** Log lines as text or JSON (pino-compatible). @default 'text' */
+  logFormat?: LogFormat
   /** @default 'development' */
   mode?: string
+  /** A mesh on this machine (see LOCAL_OVERRIDES). */
+  local?: boolean
   /** Topics to join once started (kept when the node is rebuilt). */
   topic?: string[]
   /** Serve the control API and the dashboard. `--no-control` sets false. @default true */
@@ -36,7 +42,11 @@ export interface DevCommandOptions {
 export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<void> {
   const output = createOutput({ write: io.stdout, isTTY: process.stdout.isTTY === true })
   const { colors } = output
-  const logger = createLogger({ level: opts.logLevel ?? 'info', write: (line) => output.log(line) })
+  const logger = createLogger({
+    level: opts.logLevel ?? 'info',
+    format: opts.logFormat,
+    write: (line) => output.log(line),
+  })
   const signals = handleStopSignals({
     say: (text, _signal, again) => (again ? logger.warn(text) : logger.info(text)),
   })
@@ -94,10 +104,11 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
     session = await startDev({
       cwd: opts.cwd,
       configFile: opts.config,
-      dataDir: opts.dataDir,
+      dataDir: opts.dataDir === undefined ? undefined : resolve(opts.cwd, opts.dataDir),
       listen: opts.listen,
       dial: opts.dial,
       logLevel: opts.logLevel,
+      overrides: opts.local ? LOCAL_OVERRIDES : undefined,
       mode: opts.mode ?? 'development',
       topics: opts.topic,
       registry: builtinPlugins,

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { createLogger, isMeshError, type LogLevel, MeshError, startMesh } from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import type { CliIo } from './run-cli.js'
@@ -126,7 +127,10 @@ export async function natCommand(opts: NatCommandOptions, io: CliIo): Promise<vo
     env: { command: 'start', mode: opts.mode ?? 'production' },
     registry: builtinPlugins,
     defaults: defaultConfig(),
-    overrides: { dataDir: opts.dataDir, logLevel: opts.logLevel },
+    overrides: {
+      dataDir: opts.dataDir === undefined ? undefined : resolve(opts.cwd, opts.dataDir),
+      logLevel: opts.logLevel,
+    },
     logger,
   })
   try {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
-import { isMeshError, LOG_LEVELS, multiaddrSchema } from 'meshkit'
+import { isMeshError, LOG_FORMATS, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { registerDemoCommand } from './demo-command.js'
 import { registerStatusCommands } from './status-commands.js'
 
@@ -68,8 +68,17 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .option('--dial <multiaddr...>', 'dial this peer address after start (repeatable)', multiaddrArg)
     .option('--json', 'print JSON lines on stdout: a started event, then one line per node event')
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
+    .addOption(
+      new Option('--log-format <format>', 'log lines on stderr as text, or JSON lines (pino-compatible)')
+        .choices(LOG_FORMATS)
+        .default('text'),
+    )
     .option('--mode <mode>', 'mode passed to a config function', 'production')
-    .option('-t, --topic <name>', 'join this topic once started (repeatable; needs kadTopics())', topicArg)
+    .option(
+      '--local',
+      'a mesh on this machine: listen on 127.0.0.1, dial loopback peers, no per-host limits for them',
+    )
+    .option('-t, --topic <name>', 'join this topic once started (repeatable)', topicArg)
     .option('--no-control', 'do not serve the control API (mesh status, peers, ... need it)')
     .option('--control-port <port>', 'control API port on 127.0.0.1 (default: a free port)', portArg)
     .option('--control-socket <path>', 'serve the control API on this unix socket instead of TCP')
@@ -114,7 +123,16 @@ export function createProgram(io: CliIo = defaultIo): Command {
     .option('--dial <multiaddr...>', 'dial this peer address after start (repeatable)', multiaddrArg)
     .option('--json', 'print JSON lines: started, control, one `reload` line per reload, node events')
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS))
+    .addOption(
+      new Option('--log-format <format>', 'log lines on stderr as text, or JSON lines (pino-compatible)')
+        .choices(LOG_FORMATS)
+        .default('text'),
+    )
     .option('--mode <mode>', 'mode passed to a config function', 'development')
+    .option(
+      '--local',
+      'a mesh on this machine: listen on 127.0.0.1, dial loopback peers, no per-host limits for them',
+    )
     .option(
       '-t, --topic <name>',
       'join this topic once started, and again after a rebuild (repeatable)',

@@ -1,9 +1,18 @@
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
-import { createLogger, type LogLevel, MeshError, type MeshEvent, startMesh, throttleLog } from 'meshkit'
+import {
+  createLogger,
+  type LogFormat,
+  type LogLevel,
+  MeshError,
+  type MeshEvent,
+  startMesh,
+  throttleLog,
+} from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { dashboardLinkText } from './dashboard-link.js'
+import { cliOverrides } from './local-mesh.js'
 import { createOutput, showStartupProgress } from './output.js'
 import type { CliIo } from './run-cli.js'
 import { closeWithin, handleStopSignals } from './stop-signals.js'
@@ -16,7 +25,11 @@ export interface StartCommandOptions {
   dial?: string[]
   json?: boolean
   logLevel?: LogLevel
+  /** Log lines as text or JSON (pino-compatible). @default 'text' */
+  logFormat?: LogFormat
   mode: string
+  /** A mesh on this machine (see LOCAL_OVERRIDES). */
+  local?: boolean
   /** Topics to join once started (needs a plugin providing the `discovery` slot, e.g. kadTopics()). */
   topic?: string[]
   /** Serve the control API (127.0.0.1, token in the data dir). `--no-control` sets false. @default true */
@@ -43,7 +56,11 @@ interface JoinsTopics {
 export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: Command): Promise<void> {
   // progress lines (human mode only) on stdout; log lines go through it so a live line stays intact
   const output = createOutput({ write: io.stdout, isTTY: process.stdout.isTTY === true })
-  const logger = createLogger({ level: opts.logLevel ?? 'info', write: (line) => output.log(line) })
+  const logger = createLogger({
+    level: opts.logLevel ?? 'info',
+    format: opts.logFormat,
+    write: (line) => output.log(line),
+  })
   let endProgress: (() => void) | undefined
   let control: ControlServer | undefined
   const signals = handleStopSignals({
@@ -56,7 +73,7 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       env: { command: 'start', mode: opts.mode },
       registry: builtinPlugins,
       defaults: defaultConfig(),
-      overrides: { dataDir: opts.dataDir, listen: opts.listen, dial: opts.dial, logLevel: opts.logLevel },
+      overrides: cliOverrides(opts, { logLevel: opts.logLevel }),
       logger,
     })
     const { node } = mesh

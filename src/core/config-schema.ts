@@ -128,6 +128,7 @@ export const coreConfigSchema = z.strictObject({
     .strictObject({
       publicCidrs: z.array(cidrSchema()).optional(),
       addressScope: z.enum(['public', 'private', 'all']).optional(),
+      local: z.boolean().optional(),
     })
     .optional(),
   security: z

@@ -87,6 +87,12 @@ export interface MeshConfig {
      * metadata, multicast and unspecified addresses never are. @default 'public'
      */
     addressScope?: 'public' | 'private' | 'all'
+    /**
+     * A mesh on this machine: wildcard listen addresses (`0.0.0.0`, `::`) bind loopback instead
+     * (`mesh start --local` sets it, with `addressScope: 'all'` and loopback exempt from the per-host
+     * inbound limits). @default false
+     */
+    local?: boolean
   }
   /** How the node protects itself from remote peers (see docs/security.md). */
   security?: {
@@ -132,7 +138,7 @@ export interface ResolvedMeshConfig {
     dialConcurrency: number
     seedConnections: number
   }
-  network: { publicCidrs: string[]; addressScope: 'public' | 'private' | 'all' }
+  network: { publicCidrs: string[]; addressScope: 'public' | 'private' | 'all'; local: boolean }
   security: {
     banThreshold: number
     banDuration: number

@@ -70,6 +70,12 @@ export const ERRORS = {
       `Plugins '${a}' and '${b}' both add the libp2p service '${service}'.`,
     hint: () => 'Remove one of the two plugins, or rename the service key in your own plugin.',
   }),
+  MESH_ERR_TRANSPORT_CONFLICT: spec({
+    user: true,
+    message: (tag: string) => `Two plugins add the same libp2p transport (${tag}).`,
+    hint: () =>
+      "Keep one: remove the built-in plugin (e.g. tcp()) when libp2pModule({ transports }) brings its own, or drop it from libp2pModule's transports.",
+  }),
   MESH_ERR_UNDECLARED_DEPENDENCY: spec({
     user: true,
     message: (plugin: string, cap: string) =>

@@ -53,7 +53,15 @@ export {
   loadConfig,
 } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
-export { createLogger, LOG_LEVELS, type Logger, type LoggerOptions } from './logger.js'
+export {
+  createLogger,
+  debugMatcher,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type Logger,
+  type LoggerOptions,
+} from './logger.js'
 export { makeDir } from './make-dir.js'
 export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'
 export { type AddressScopeMode, createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'

@@ -398,7 +398,7 @@ export async function loadConfig(options: LoadConfigOptions): Promise<LoadedConf
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw meshError('MESH_ERR_CONFIG_NOT_OBJECT', [label, describeValue(raw)], { hint: dataFileHint(file) })
   }
-  const merged = { ...(raw as MeshConfig), ...stripUndefined(options.overrides ?? {}) }
+  const merged = applyOverrides(raw as MeshConfig, options.overrides)
   const config = resolveConfig(merged, {
     env: options.env,
     root: file ? dirname(file) : cwd,
@@ -431,4 +431,22 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype
+
+/**
+ * The config with command-line overrides laid over it: a value replaces the config's, except that a
+ * section (`network`, `connections`, ...) is merged key by key, so `--local` (`network.addressScope`)
+ * keeps the config's `network.publicCidrs`. Undefined overrides are ignored.
+ */
+export function applyOverrides(config: MeshConfig, overrides: MeshConfig = {}): MeshConfig {
+  const merged: Record<string, unknown> = { ...config }
+  for (const [key, value] of Object.entries(stripUndefined(overrides))) {
+    const current = merged[key]
+    merged[key] =
+      isPlainObject(current) && isPlainObject(value) ? { ...current, ...stripUndefined(value) } : value
+  }
+  return merged as MeshConfig
 }

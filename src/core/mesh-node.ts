@@ -9,7 +9,7 @@ import { type ConfigDiff, type DiffConfigOptions, diffConfig, type PluginHookInf
 import type { ConfigEnv, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
 import { MeshError, meshError, reasonOf } from './errors.js'
 import type { MeshEventBus } from './events.js'
-import { mergeContributions } from './libp2p-options.js'
+import { libp2pComponentLogger, mergeContributions } from './libp2p-options.js'
 import type { Logger } from './logger.js'
 import { createNodeGater, exemptionOf, ipOf } from './node-gater.js'
 import { createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
@@ -216,7 +216,7 @@ export class MeshNode {
       exempt: exemptionOf(config.connections.allow),
     })
     const options: Libp2pOptions = {
-      ...mergeContributions(contributions, config, gater),
+      ...mergeContributions(contributions, config, gater, libp2pComponentLogger(this.logger)),
       privateKey: this.privateKey,
       datastore: this.datastore,
       start: false,
@@ -225,6 +225,8 @@ export class MeshNode {
     try {
       this.#libp2p = await createLibp2p(options)
     } catch (err) {
+      const tag = /already a transport with the tag (\S+)/.exec(reasonOf(err))?.[1]
+      if (tag) throw meshError('MESH_ERR_TRANSPORT_CONFLICT', [tag], { cause: err })
       throw meshError('MESH_ERR_NODE_CREATE_FAILED', [reasonOf(err)], { cause: err })
     }
     this.container.register(TOKENS.libp2p, { useValue: this.#libp2p })

@@ -157,6 +157,13 @@ export interface PluginDefinition<Schema extends z.ZodType | undefined, Api> {
    */
   libp2pOptions?: readonly string[]
   /**
+   * The keys of the libp2p services the plugin's contribution adds (`services: { dht: ... }` -> `['dht']`):
+   * two plugins declaring one key are refused when the config is resolved (MESH_ERR_SERVICE_CONFLICT,
+   * naming both) instead of when the node is built; a plugin that adds services it cannot name in advance
+   * (see `libp2pModule()`) checks them in `validate`.
+   */
+  services?: readonly string[]
+  /**
    * Checks this plugin's place in the whole config once it is resolved (e.g. transports it cannot work
    * with, ports another plugin also takes): returns the problems, each a sentence saying what is wrong
    * and how to fix it; the kernel reports them with the config's other problems (MESH_ERR_CONFIG_INVALID).

@@ -404,7 +404,11 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       dialConcurrency: bootstrap.dialConcurrency ?? 4,
       seedConnections: bootstrap.seedConnections ?? 1,
     },
-    network: { publicCidrs: network.publicCidrs ?? [], addressScope: network.addressScope ?? 'public' },
+    network: {
+      publicCidrs: network.publicCidrs ?? [],
+      addressScope: network.addressScope ?? 'public',
+      local: network.local ?? false,
+    },
     security: {
       banThreshold: security.banThreshold ?? 100,
       banDuration: security.banDuration ?? 600_000,
@@ -461,6 +465,15 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
   if (problems.length > 0) throw invalid(file, problems, related)
 
   resolved.plugins = orderPlugins(plugins, registry)
+  // libp2p service keys two plugins declare: refused now, naming both (else libp2p fails at build)
+  const serviceOwners = new Map<string, string>()
+  for (const { plugin } of resolved.plugins) {
+    for (const key of plugin.definition.services ?? []) {
+      const owner = serviceOwners.get(key)
+      if (owner !== undefined) throw meshError('MESH_ERR_SERVICE_CONFLICT', [key, owner, plugin.name])
+      serviceOwners.set(key, plugin.name)
+    }
+  }
   // each plugin's own look at the whole config (transports it cannot protect, ports it shares, ...)
   for (const { plugin, options: pluginOptions, index } of resolved.plugins) {
     const validate = plugin.definition.validate as

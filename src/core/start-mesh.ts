@@ -1,7 +1,7 @@
 import type { MeshConfig } from './config-types.js'
 import type { MeshEventBus } from './events.js'
 import { MeshKernel } from './kernel.js'
-import { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
+import { applyOverrides, type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 import type { Logger } from './logger.js'
 import type { MeshNode } from './mesh-node.js'
 import { resolveConfig } from './resolve-config.js'
@@ -29,19 +29,13 @@ export async function startMesh(options: StartMeshOptions = {}): Promise<Running
   const env = options.env ?? { command: 'start', mode: 'production' }
   const loaded: LoadedConfig = options.config
     ? {
-        config: resolveConfig(
-          {
-            ...options.config,
-            ...Object.fromEntries(Object.entries(options.overrides ?? {}).filter(([, v]) => v !== undefined)),
-          },
-          {
-            env,
-            root: options.cwd ?? process.cwd(),
-            file: 'the config object',
-            registry: options.registry,
-            defaults: options.defaults,
-          },
-        ),
+        config: resolveConfig(applyOverrides(options.config, options.overrides), {
+          env,
+          root: options.cwd ?? process.cwd(),
+          file: 'the config object',
+          registry: options.registry,
+          defaults: options.defaults,
+        }),
         dependencies: [],
       }
     : await loadConfig({ ...options, env })

@@ -33,6 +33,8 @@ export interface StartDevOptions {
   listen?: string[]
   dial?: string[]
   logLevel?: LogLevel
+  /** More overrides laid over the config on every reload (sections merge key by key), e.g. `--local`'s. */
+  overrides?: MeshConfig
   /** The mode passed to a config function. @default 'development' */
   mode?: string
   /** Topics joined once the node has started (through the `discovery` slot); kept across rebuilds. */
@@ -119,6 +121,7 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
       registry: options.registry,
       defaults: options.defaults,
       overrides: {
+        ...options.overrides,
         dataDir: options.dataDir,
         listen: options.listen,
         dial: options.dial,
