@@ -351,7 +351,7 @@ describe('relays against hostile peers', function () {
       const ends = await Promise.all(
         opened.map(async (o) => {
           // refused: reset at once (before the stream was even handed over)
-          if (!o || o.stream.status !== 'open') return { end: 'refused', ms: 0 }
+          if (o?.stream.status !== 'open') return { end: 'refused', ms: 0 }
           const r = await o.reader.read({ timeoutMs: 5000 })
           return { end: r.end, ms: Date.now() - t0 }
         }),
