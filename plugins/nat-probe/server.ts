@@ -32,7 +32,7 @@ export interface ProbeServerOptions {
   tcpRate?: { burst: number; perSecond: number }
   /** Per source IP: TCP callbacks. @default burst 8, 0.2/s */
   callbackRate?: { burst: number; perSecond: number }
-  /** Per source /24 (IPv4): TCP callbacks. @default burst 16, 0.5/s */
+  /** Per source /24 (IPv4): TCP callbacks. @default burst 32, 1/s */
   callbackSubnetRate?: { burst: number; perSecond: number }
   /** In total: TCP callbacks. @default burst 32, 5/s */
   callbackGlobalRate?: { burst: number; perSecond: number }
@@ -105,7 +105,7 @@ export class ProbeServer {
       opts.callbackGlobalRate ?? { burst: 32, perSecond: 5 },
     )
     // the global bucket is the one above: this one only bounds each /24
-    this.#callbackSubnetLimit = new RateLimiter(opts.callbackSubnetRate ?? { burst: 16, perSecond: 0.5 }, {
+    this.#callbackSubnetLimit = new RateLimiter(opts.callbackSubnetRate ?? { burst: 32, perSecond: 1 }, {
       burst: Number.MAX_SAFE_INTEGER,
       perSecond: Number.MAX_SAFE_INTEGER,
     })
