@@ -289,6 +289,15 @@ describe('relays against hostile peers', function () {
     }
     const RESERVE = pb([[1, 0]])
 
+    it('counts IPv4 addresses by /24 and IPv6 ones by /48', () => {
+      expect(subnetOf('198.51.100.7')).to.equal('198.51.100.0/24')
+      expect(subnetOf('2001:db8:1:2::5')).to.equal('2001:db8:1::/48')
+      expect(subnetOf('2001:0db8:0001:ffff:0:0:0:1')).to.equal('2001:db8:1::/48')
+      expect(subnetOf('::ffff:198.51.100.7')).to.equal('198.51.100.0/24')
+      expect(subnetOf('::1')).to.equal('0:0:0::/48')
+      expect(subnetOf('not-an-ip')).to.equal('not-an-ip')
+    })
+
     it('reservations from Sybils on many IPs of one /24: at most maxReservationsPerSubnet', async () => {
       const relay = await nodes.start('relay', {
         connections: { maxIncomingPendingPerHost: 8 },

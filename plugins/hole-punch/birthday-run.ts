@@ -5,7 +5,8 @@
  * 1. both sides send a fresh `nonce`;
  * 2. each side asks its STUN server (a Meshkit `stunServer()`) for its mapped address with the other's
  *    nonce as the transaction id, and forwards the server's signed attestation as its `proof`: the cone
- *    side in `cone {mapped, token, proof}`, the random side in `random {ip, proof}`;
+ *    side first, in `cone {mapped, token, proof}`; the random side, once that proof holds (before it,
+ *    it sends nothing at all), in `random {ip, proof}`;
  * 3. each side checks the other's proof (a STUN server it trusts signed this very nonce and this address)
  *    and its own address rules before it sends a single datagram there: the random side aims at the
  *    proven ip:port only, the cone side at ports of the proven IP only.
@@ -29,6 +30,7 @@ import {
   RandomSide,
   stunMapped,
 } from './birthday.js'
+import { verifyAttestation } from './stun-wire.js'
 
 /** Why a proof was not accepted; `forged`: it is false (not merely from a server this node does not trust). */
 export interface ProofRefusal {
@@ -135,6 +137,12 @@ export async function runBirthday(
     if (aim !== undefined) return miss(`will not send to ${claim.ip}`)
     return undefined
   }
+  /** Why this node's own proof would not hold (a STUN server that signs badly): never forwarded then. */
+  const ownProofFails = async (attestation: Uint8Array, theirs: Uint8Array, mapped: string) => {
+    const a = await verifyAttestation(attestation, theirs)
+    if ('error' in a) return a.error
+    return `${a.ip}:${a.port}` === mapped ? undefined : `it attests ${a.ip}:${a.port}, not ${mapped}`
+  }
   const nonce = randomBytes(12)
   channel.send({ v: 1, t: 'nonce', nonce: nonce.toString('hex') })
   const theirNonce = Buffer.from((await channel.expect('nonce', 2 * step)).nonce, 'hex')
@@ -143,6 +151,8 @@ export async function runBirthday(
     const cone = await ConeSide.open(init.stunServer, step, theirNonce)
     try {
       if (!cone.attestation) return miss(`the STUN server ${init.stunServer} gave no attestation`)
+      const bad = await ownProofFails(cone.attestation, theirNonce, cone.mapped)
+      if (bad) return miss(`the STUN server's attestation does not hold: ${bad}`)
       const token = newBirthdayToken()
       channel.send({
         v: 1,
@@ -164,17 +174,20 @@ export async function runBirthday(
     }
   }
 
-  // the random side: its first socket's mapping is proven before anything is aimed at the cone
+  // the random side: nothing is sent before the cone's proof holds (not even to STUN); then its first
+  // socket's mapping is proven before anything is aimed at the cone
+  const cone = await channel.expect('cone', 2 * step)
+  const target = split(cone.mapped)
+  const refused = await checked(cone.proof, nonce, target)
+  if (refused) return refused
   const first = await bindUdp()
   let handedOver = false
   try {
     const seen = await stunMapped(first, init.stunServer, step, theirNonce)
     if (!seen) return miss(`no answer from the STUN server ${init.stunServer}`)
     if (!seen.attestation) return miss(`the STUN server ${init.stunServer} gave no attestation`)
-    const cone = await channel.expect('cone', 2 * step)
-    const target = split(cone.mapped)
-    const refused = await checked(cone.proof, nonce, target)
-    if (refused) return refused
+    const bad = await ownProofFails(seen.attestation, theirNonce, seen.mapped)
+    if (bad) return miss(`the STUN server's attestation does not hold: ${bad}`)
     handedOver = true
     const side = await RandomSide.open(cone.mapped, cone.token, init.sockets, first)
     try {

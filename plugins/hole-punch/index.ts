@@ -595,8 +595,12 @@ class Strategy implements HolePunchApi {
     }
     try {
       const read = await readNatTypeLine(stream, this.opts.exchangeTimeout)
+      // over its bytes budget: refused (the budget penalizes it)
+      if ('line' in read && !ticket.spend(read.line.length + 1)) {
+        stream.abort(new Error('nat-type: over the bytes budget'))
+        return
+      }
       const theirs = 'line' in read ? parseNatType(read.line) : undefined
-      if ('line' in read) ticket.spend(read.line.length + 1)
       if (!theirs) {
         if ('line' in read || read.why === 'oversized')
           this.ctx.reputation.penalize(peer, 'malformed', 'a malformed /mesh/nat-type line')

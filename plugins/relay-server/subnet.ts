@@ -31,11 +31,12 @@ function ipv6Groups(ip: string): number[] | undefined {
 }
 
 /**
- * The network an IP belongs to for the per-subnet limit: an IPv4 /24 (`198.51.100.0/24`), an IPv6 /48
- * (`2001:db8:1::/48`); anything else is its own subnet.
+ * The network an IP belongs to for the per-subnet limit: an IPv4 /24 (`198.51.100.0/24`; an IPv4-mapped
+ * IPv6 address counts as its IPv4), an IPv6 /48 (`2001:db8:1::/48`); anything else is its own subnet.
  */
 export function subnetOf(ip: string): string {
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$/.exec(ip)
+  // an IPv4-mapped IPv6 address is its IPv4 address
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$/i.exec(ip)
   if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0/24`
   const groups = ipv6Groups(ip)
   if (!groups) return ip
