@@ -196,9 +196,10 @@ const options = z
     directTimeout: z.number().int().positive().default(3000),
     /**
      * Port-restricted cone + symmetric (which a plain punch cannot open): punch by birthday-paradox port
-     * guessing over UDP (`/mesh/birthday/1.0.0` over the relayed connection; needs a `stunServers` entry
-     * and both sides' NAT types), then hand the punched ports to WebRTC. `false`: such pairs stay
-     * relayed without an attempt. @default true
+     * guessing over UDP (`/mesh/birthday/1.0.0` over the relayed connection; needs both sides' NAT types
+     * and a `stun:<IPv4>:<port>` entry that is a Meshkit `stunServer()`: its signed attestations prove
+     * each side's address to the other, and nothing is sent to an unproven one), then hand the punched
+     * ports to WebRTC. `false`: such pairs stay relayed without an attempt. @default true
      */
     birthday: z.boolean().default(true),
     /** Sockets the symmetric side opens for a birthday punch. @default 256 */
@@ -301,7 +302,6 @@ class Strategy implements HolePunchApi {
       ratePerSecond: 0.2,
       burst: 3,
       concurrency: 1,
-      bytesPerMinute: 16 * 1024,
       globalConcurrency: 8,
     })
     await this.ctx.libp2p.handle(
