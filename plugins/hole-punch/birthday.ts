@@ -26,22 +26,26 @@ import { randomBytes, randomInt } from 'node:crypto'
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import type { Stream } from '@libp2p/interface'
 import { decodeJsonObject, sleep } from 'meshkit'
-import stun from 'stun'
+import { encodeBindingRequest, parseBindingResponse } from './stun-wire.js'
 
 export const BIRTHDAY_PROTOCOL = '/mesh/birthday/1.0.0'
-export const MAX_BIRTHDAY_LINE_BYTES = 256
-/** Most guesses a cone side may announce (the random side's wait follows it). */
-export const MAX_GUESSES = 20_000
+export const MAX_BIRTHDAY_LINE_BYTES = 512
+/** Longest proof (a base64 STUN attestation, see stun-wire.ts). */
+const MAX_PROOF_CHARS = 344
 
 export type BirthdayMessage =
-  | { v: 1; t: 'cone'; mapped: string; token: string; guesses: number }
-  | { v: 1; t: 'random'; ip: string }
+  | { v: 1; t: 'nonce'; nonce: string }
+  | { v: 1; t: 'cone'; mapped: string; token: string; proof: string }
+  | { v: 1; t: 'random'; ip: string; proof: string }
   | { v: 1; t: 'hit' }
   | { v: 1; t: 'miss'; reason: string }
   | { v: 1; t: 'pinned' }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/
 const TOKEN = /^[0-9a-f]{24}$/
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/
+const isProof = (s: unknown): s is string =>
+  typeof s === 'string' && s.length <= MAX_PROOF_CHARS && s.length % 4 === 0 && BASE64.test(s)
 const isEndpoint = (s: unknown): s is string => {
   if (typeof s !== 'string') return false
   const i = s.lastIndexOf(':')
@@ -62,19 +66,19 @@ export function parseBirthdayMessage(line: string | undefined): BirthdayMessage 
   }
   if (o.v !== 1) return undefined
   const keys = Object.keys(o).length
+  if (o.t === 'nonce' && typeof o.nonce === 'string' && TOKEN.test(o.nonce) && keys === 3)
+    return { v: 1, t: 'nonce', nonce: o.nonce }
   if (
     o.t === 'cone' &&
     isEndpoint(o.mapped) &&
     typeof o.token === 'string' &&
     TOKEN.test(o.token) &&
-    Number.isInteger(o.guesses) &&
-    (o.guesses as number) >= 1 &&
-    (o.guesses as number) <= MAX_GUESSES &&
+    isProof(o.proof) &&
     keys === 5
   )
-    return { v: 1, t: 'cone', mapped: o.mapped, token: o.token, guesses: o.guesses as number }
-  if (o.t === 'random' && typeof o.ip === 'string' && IPV4.test(o.ip) && keys === 3)
-    return { v: 1, t: 'random', ip: o.ip }
+    return { v: 1, t: 'cone', mapped: o.mapped, token: o.token, proof: o.proof }
+  if (o.t === 'random' && typeof o.ip === 'string' && IPV4.test(o.ip) && isProof(o.proof) && keys === 4)
+    return { v: 1, t: 'random', ip: o.ip, proof: o.proof }
   if ((o.t === 'hit' || o.t === 'pinned') && keys === 2) return { v: 1, t: o.t }
   // printable ASCII only: the reason ends up in logs and events
   if (o.t === 'miss' && typeof o.reason === 'string' && /^[\x20-\x7e]{0,160}$/.test(o.reason) && keys === 3)
@@ -88,22 +92,40 @@ export function encodeBirthdayMessage(m: BirthdayMessage): Uint8Array {
   return bytes
 }
 
+/** Why a {@link LineReader} returned no line: nothing in time, the stream ended, or a line too long. */
+export type NoLine = 'timeout' | 'ended' | 'oversized'
+
+/** Reads successive lines; `why` says why the last read gave none. */
+export interface LineReader {
+  (timeoutMs: number): Promise<string | undefined>
+  readonly why: NoLine | undefined
+}
+
 /** Successive lines of a stream (each at most MAX_BIRTHDAY_LINE_BYTES), each read bounded. */
-export function lineReader(stream: Stream): (timeoutMs: number) => Promise<string | undefined> {
+export function lineReader(stream: Stream): LineReader {
   const it = stream[Symbol.asyncIterator]()
   let buffered: number[] = []
   let pending: Promise<IteratorResult<Uint8Array | { subarray(): Uint8Array }>> | undefined
   let ended = false
-  return async (timeoutMs) => {
+  let why: NoLine | undefined
+  const read = async (timeoutMs: number): Promise<string | undefined> => {
     const deadline = Date.now() + timeoutMs
     for (;;) {
       const nl = buffered.indexOf(0x0a)
-      if (nl >= 0) {
+      if (nl >= 0 && nl <= MAX_BIRTHDAY_LINE_BYTES) {
         const line = new TextDecoder().decode(Uint8Array.from(buffered.slice(0, nl)))
         buffered = buffered.slice(nl + 1)
+        why = undefined
         return line
       }
-      if (ended || buffered.length > MAX_BIRTHDAY_LINE_BYTES) return undefined
+      if (nl > MAX_BIRTHDAY_LINE_BYTES || buffered.length > MAX_BIRTHDAY_LINE_BYTES) {
+        why = 'oversized'
+        return undefined
+      }
+      if (ended) {
+        why = 'ended'
+        return undefined
+      }
       pending ??= it.next()
       let timer: NodeJS.Timeout | undefined
       const r = await Promise.race([
@@ -113,7 +135,10 @@ export function lineReader(stream: Stream): (timeoutMs: number) => Promise<strin
         }),
       ])
       clearTimeout(timer)
-      if (r === undefined) return undefined
+      if (r === undefined) {
+        why = 'timeout'
+        return undefined
+      }
       pending = undefined
       if (r.done) {
         ended = true
@@ -123,6 +148,7 @@ export function lineReader(stream: Stream): (timeoutMs: number) => Promise<strin
       for (const b of chunk) buffered.push(b)
     }
   }
+  return Object.defineProperty(read, 'why', { get: () => why }) as LineReader
 }
 
 const split = (endpoint: string) => {
@@ -130,7 +156,8 @@ const split = (endpoint: string) => {
   return { ip: endpoint.slice(0, i), port: Number(endpoint.slice(i + 1)) }
 }
 
-function bindUdp(port = 0): Promise<Socket> {
+/** A UDP socket on `port` (0: any) of every IPv4 interface. */
+export function bindUdp(port = 0): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4')
     s.once('error', reject)
@@ -142,31 +169,45 @@ function bindUdp(port = 0): Promise<Socket> {
   })
 }
 
-/** The address a STUN server (`ip:port`) sees socket `s` at (retransmitted; undefined on timeout). */
-export function stunMapped(s: Socket, server: string, timeoutMs: number): Promise<string | undefined> {
-  const req = stun.createMessage(stun.constants.STUN_BINDING_REQUEST)
-  const bytes = req.toBuffer()
+/** What a STUN server answered a socket: the address it saw, and its attestation when asked for one. */
+export interface StunAnswer {
+  mapped: string
+  /** The server's attestation (stun-wire.ts), when `nonce` was given and the server attests. */
+  attestation?: Uint8Array
+}
+
+/**
+ * The address a STUN server (`ip:port`) sees socket `s` at (retransmitted; undefined on timeout). With
+ * `nonce` (12 bytes, chosen by the peer this node must prove its address to), the request's transaction
+ * id is the nonce and the server is asked for an attestation.
+ */
+export function stunMapped(
+  s: Socket,
+  server: string,
+  timeoutMs: number,
+  nonce?: Uint8Array,
+): Promise<StunAnswer | undefined> {
+  const transactionId = nonce ?? randomBytes(12)
+  const bytes = encodeBindingRequest(transactionId, nonce !== undefined)
   const { ip, port } = split(server)
   return new Promise((resolve) => {
     const onMessage = (buf: Buffer, r: RemoteInfo) => {
       if (r.address !== ip || r.port !== port) return
-      try {
-        const res = stun.decode(buf)
-        const xor = res.getXorAddress()
-        if (xor && Buffer.compare(res.transactionId, req.transactionId) === 0)
-          finish(`${xor.address}:${xor.port}`)
-      } catch {
-        // not STUN
-      }
+      const res = parseBindingResponse(buf)
+      if (res && Buffer.compare(res.transactionId, transactionId) === 0)
+        finish({
+          mapped: `${res.mapped.ip}:${res.mapped.port}`,
+          ...(res.attestation ? { attestation: res.attestation } : {}),
+        })
     }
     const send = () => s.send(bytes, port, ip, () => {})
     const timer = setInterval(send, 200)
     const deadline = setTimeout(() => finish(undefined), timeoutMs)
-    function finish(mapped: string | undefined) {
+    function finish(answer: StunAnswer | undefined) {
       clearInterval(timer)
       clearTimeout(deadline)
       s.off('message', onMessage)
-      resolve(mapped)
+      resolve(answer)
     }
     s.on('message', onMessage)
     send()
@@ -183,16 +224,19 @@ export class ConeSide {
     readonly port: number,
     /** The address the STUN server saw: the same for every destination behind a cone NAT. */
     readonly mapped: string,
+    /** The STUN server's attestation of `mapped` for the nonce given to {@link ConeSide.open}. */
+    readonly attestation?: Uint8Array,
   ) {}
 
-  static async open(stunServer: string, timeoutMs: number): Promise<ConeSide> {
+  /** Binds the socket and asks `stunServer` where it is (attested for `nonce`, when given). */
+  static async open(stunServer: string, timeoutMs: number, nonce?: Uint8Array): Promise<ConeSide> {
     const s = await bindUdp()
-    const mapped = await stunMapped(s, stunServer, timeoutMs)
-    if (!mapped) {
+    const answer = await stunMapped(s, stunServer, timeoutMs, nonce)
+    if (!answer) {
       s.close()
       throw new Error(`no answer from the STUN server ${stunServer}`)
     }
-    return new ConeSide(s, s.address().port, mapped)
+    return new ConeSide(s, s.address().port, answer.mapped, answer.attestation)
   }
 
   /**
@@ -277,11 +321,14 @@ export class RandomSide {
     readonly token: string,
   ) {}
 
-  /** Opens `count` sockets; each sends the token to `target` now and every 250 ms (mappings kept open). */
-  static async open(target: string, token: string, count: number): Promise<RandomSide> {
-    const sockets: Socket[] = []
+  /**
+   * Opens `count` sockets (`first` among them, when given: the one whose mapping was proven); each sends
+   * the token to `target` now and every 250 ms (mappings kept open).
+   */
+  static async open(target: string, token: string, count: number, first?: Socket): Promise<RandomSide> {
+    const sockets: Socket[] = first ? [first] : []
     try {
-      for (let i = 0; i < count; i++) sockets.push(await bindUdp())
+      while (sockets.length < count) sockets.push(await bindUdp())
     } catch (err) {
       for (const s of sockets) s.close()
       throw err

@@ -16,39 +16,35 @@
  * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed`, emits
  * `connection:method` on the node's event bus and keeps counters and timing histograms (`stats()`).
  * `stunServer()` serves STUN (RFC 5389 binding) on a public node, so that NATed peers learn their mapped
- * addresses from the mesh itself.
+ * addresses from the mesh itself, and signs attestations of them (stun-wire.ts).
+ *
+ * Against hostile peers (docs/nat.md, "Security"): an inbound relayed connection is accepted only through
+ * a relay this node holds a reservation on (stop-guard.ts: any other STOP stream is reset unread, its
+ * sender penalized); only configured relays are listened on, and only their listens are retried
+ * (tolerant-relay-listen.ts); addresses a peer names are dialled only within `network.addressScope`, one
+ * dial per peer per `security.peerDialInterval`; a birthday punch sends nothing to an address until a
+ * STUN server this node trusts attested that it is the peer's (birthday-run.ts); `/mesh/nat-type` and
+ * `/mesh/birthday` have per-peer budgets, and malformed input or a false proof is penalized.
  */
-import { createSocket, type Socket } from 'node:dgram'
 import { networkInterfaces } from 'node:os'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { webRTC } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
 import {
+  type Budget,
   type Capability,
-  createAddressScope,
   definePlugin,
   describeConnection,
+  type Libp2pContribution,
   type MeshPlugin,
   multiaddrSchema,
   type PluginContext,
   sleep,
   z,
 } from 'meshkit'
-import stun from 'stun'
-import {
-  BIRTHDAY_PROTOCOL,
-  BirthdayBudget,
-  type BirthdayMessage,
-  ConeSide,
-  encodeBirthdayMessage,
-  isGuessTarget,
-  lineReader,
-  newBirthdayToken,
-  parseBirthdayMessage,
-  RandomSide,
-  stunMapped,
-} from './birthday.js'
+import { BIRTHDAY_PROTOCOL, BirthdayBudget, encodeBirthdayMessage, isGuessTarget } from './birthday.js'
+import { BirthdayChannel, type ProofRefusal, runBirthday } from './birthday-run.js'
 import {
   canPunch,
   encodeNatType,
@@ -61,6 +57,9 @@ import {
   readNatTypeLine,
 } from './nat-type.js'
 import { ConnectionStats, type HolePunchStats } from './stats.js'
+import { guardStop, type RelayStanding, relayedConnectionGater, type StopGuardInit } from './stop-guard.js'
+import { StunServer, type StunServerStats } from './stun-server.js'
+import { createAttestation, verifyAttestation } from './stun-wire.js'
 import { tolerantRelayListen } from './tolerant-relay-listen.js'
 
 export {
@@ -80,6 +79,13 @@ export {
   parseNatType,
 } from './nat-type.js'
 export { ConnectionStats, type HolePunchStats, TIMING_BUCKETS_MS, type TimingSummary } from './stats.js'
+export {
+  type Attestation,
+  createAttestation,
+  encodeBindingRequest,
+  parseBindingResponse,
+  verifyAttestation,
+} from './stun-wire.js'
 
 export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
 
@@ -142,6 +148,19 @@ interface NatClassification {
   report(): { udp?: { type: string }; tcp?: { type: string } } | undefined
 }
 
+/** The part of the 'relay-client' capability (relayClient()) this plugin reads. */
+interface RelayClientView {
+  reservations(): Array<{ relay: string }>
+}
+
+/** How far an attestation's time may be from this node's clock (its nonce already makes it fresh). */
+const ATTESTATION_MAX_SKEW_MS = 5 * 60_000
+/**
+ * STOP streams one relay of ours may hold open per connection (one per relayed connection through it;
+ * circuit-relay-v2's default is 300).
+ */
+const MAX_INBOUND_STOP_STREAMS = 64
+
 /** A STUN URL as RTCIceServer urls take it, e.g. `stun:198.51.100.10:3478`. */
 const stunUrl = z.string().regex(/^stuns?:[^\s]+$/, "a STUN URL such as 'stun:198.51.100.10:3478'")
 
@@ -177,9 +196,10 @@ const options = z
     directTimeout: z.number().int().positive().default(3000),
     /**
      * Port-restricted cone + symmetric (which a plain punch cannot open): punch by birthday-paradox port
-     * guessing over UDP (`/mesh/birthday/1.0.0` over the relayed connection; needs a `stunServers` entry
-     * and both sides' NAT types), then hand the punched ports to WebRTC. `false`: such pairs stay
-     * relayed without an attempt. @default true
+     * guessing over UDP (`/mesh/birthday/1.0.0` over the relayed connection; needs both sides' NAT types
+     * and a `stun:<IPv4>:<port>` entry that is a Meshkit `stunServer()`: its signed attestations prove
+     * each side's address to the other, and nothing is sent to an unproven one), then hand the punched
+     * ports to WebRTC. `false`: such pairs stay relayed without an attempt. @default true
      */
     birthday: z.boolean().default(true),
     /** Sockets the symmetric side opens for a birthday punch. @default 256 */
@@ -213,8 +233,11 @@ export function birthdayRole(
   return undefined
 }
 
-/** Relayed = the connection has limits (its address is no guide: a WebRTC one still names /p2p-circuit). */
-const isRelayed = (c: Connection) => c.limits !== undefined
+/**
+ * Relayed = the connection has limits, or is a circuit (a relay may grant one without limits); a WebRTC
+ * connection signalled through a relay still names /p2p-circuit in its address, and is direct.
+ */
+const isRelayed = (c: Connection) => c.limits !== undefined || describeConnection(c).transport === 'relay'
 
 function methodOfConnection(c: Connection): ConnectionMethod {
   if (isRelayed(c)) return 'relayed'
@@ -248,17 +271,39 @@ class Strategy implements HolePunchApi {
   /** One birthday punch at a time per node (256 sockets, and one pinned port). */
   #birthdayBusy = false
   readonly #birthdayBudget = new BirthdayBudget()
+  /** Per-peer budgets of the two protocols this plugin serves (made at start). */
+  #natTypeStreams?: Budget
+  #birthdayStreams?: Budget
+  #relayClient?: RelayClientView
+  /** Peer ids of the relays in this plugin's options. */
+  readonly relayIds: ReadonlySet<string>
 
   constructor(
     readonly opts: Options,
     readonly ctx: PluginContext,
-  ) {}
+  ) {
+    this.relayIds = new Set(opts.relays.map(peerIdOf).filter((p): p is string => p !== undefined))
+  }
 
   async start(): Promise<void> {
     if (this.opts.classifier === true)
       this.#classifier = this.ctx.use<NatClassification>('nat-classification')
     else if (this.opts.classifier === 'auto')
       this.#classifier = this.ctx.useOptional<NatClassification>('nat-classification')
+    this.#relayClient = this.ctx.useOptional<RelayClientView>('relay-client')
+    // one exchange per relayed connection; a birthday punch at most every 30 s per peer (BirthdayBudget)
+    this.#natTypeStreams = this.ctx.budget('nat-type', {
+      ratePerSecond: 1,
+      burst: 10,
+      concurrency: 2,
+      bytesPerMinute: 64 * 1024,
+    })
+    this.#birthdayStreams = this.ctx.budget('birthday', {
+      ratePerSecond: 0.2,
+      burst: 3,
+      concurrency: 1,
+      globalConcurrency: 8,
+    })
     await this.ctx.libp2p.handle(
       NAT_TYPE_PROTOCOL,
       (stream, connection) => this.#answer(stream, connection),
@@ -318,18 +363,61 @@ class Strategy implements HolePunchApi {
   }
 
   /**
-   * Whether this node may send birthday traffic to `ip`, which the remote named: a public address (in
-   * this node's address scope: `network.publicCidrs` adds ranges), not one of this host's, never
-   * 0/8, 127/8 or 224/3.
+   * Why this node must not send birthday traffic to `ip`, which the remote named (undefined: it may):
+   * outside `network.addressScope` (`network.publicCidrs` adds ranges), one of this host's addresses,
+   * or 0/8, 127/8, 224/3 whatever the scope.
    */
-  #mayAim(ip: string): boolean {
-    return (
-      isGuessTarget(ip) &&
-      createAddressScope(this.ctx.config.network.publicCidrs).isPublic(multiaddr(`/ip4/${ip}/udp/1`)) &&
-      !Object.values(networkInterfaces())
-        .flat()
-        .some((i) => i?.address === ip)
+  #refuseAim(ip: string): string | undefined {
+    if (!isGuessTarget(ip)) return `${ip} is this host, multicast or reserved`
+    const scope = this.ctx.peerAddresses.refuse(ip)
+    if (scope !== undefined) return scope
+    const own = Object.values(networkInterfaces())
+      .flat()
+      .some((i) => i?.address === ip)
+    return own ? `${ip} is an address of this host` : undefined
+  }
+
+  /**
+   * STUN servers whose attestations this node accepts: the relays it configured (this plugin's, or those
+   * relayClient() holds reservations on), itself, and any peer it is directly connected to at the IP of
+   * one of its own `stunServers`.
+   */
+  trustedAttesters(): Set<string> {
+    const ids = new Set(this.relayIds)
+    ids.add(this.ctx.peerId.toString())
+    for (const r of this.#relayClient?.reservations() ?? []) ids.add(r.relay)
+    const stunIps = new Set(
+      this.opts.stunServers
+        .map((url) => /^stuns?:(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?$/.exec(url)?.[1])
+        .filter((ip) => ip !== undefined),
     )
+    if (stunIps.size > 0)
+      for (const c of this.ctx.libp2p.getConnections()) {
+        if (c.status !== 'open' || isRelayed(c)) continue
+        const ip = /^\/ip4\/([^/]+)/.exec(c.remoteAddr.toString())?.[1]
+        if (ip !== undefined && stunIps.has(ip)) ids.add(c.remotePeer.toString())
+      }
+    return ids
+  }
+
+  /**
+   * Checks a remote's proof of its address: an attestation by a STUN server this node trusts, for
+   * `nonce` (this node's), of the claimed address, not too far from this node's clock.
+   */
+  async #verifyProof(
+    proof: Uint8Array,
+    nonce: Uint8Array,
+    claim: { ip: string; port?: number },
+  ): Promise<ProofRefusal | undefined> {
+    const a = await verifyAttestation(proof, nonce)
+    if ('error' in a) return { reason: a.error, forged: true }
+    if (a.ip !== claim.ip || (claim.port !== undefined && a.port !== claim.port))
+      return { reason: `it attests ${a.ip}:${a.port}, not the address claimed`, forged: true }
+    if (Math.abs(Date.now() - a.time) > ATTESTATION_MAX_SKEW_MS)
+      return { reason: "its time is more than 5 minutes from this node's clock", forged: false }
+    if (!this.trustedAttesters().has(a.signer))
+      return { reason: `signed by ${a.signer}, not a STUN server this node trusts`, forged: false }
+    return undefined
   }
 
   /**
@@ -341,68 +429,32 @@ class Strategy implements HolePunchApi {
     stream: Stream,
     role: 'cone' | 'random',
     stunServer: string,
+    peer: string,
   ): Promise<string | undefined> {
-    const signal = this.ctx.signal
-    const read = lineReader(stream)
-    const send = (m: BirthdayMessage) => stream.send(encodeBirthdayMessage(m))
+    const penalize = (offence: 'malformed' | 'forged', detail: string) =>
+      this.ctx.reputation.penalize(peer, offence, detail)
+    const channel = new BirthdayChannel(stream, penalize)
     const step = this.opts.exchangeTimeout
-    const expect = async <T extends BirthdayMessage['t']>(t: T, timeoutMs = step) => {
-      const m = parseBirthdayMessage(await read(timeoutMs))
-      if (m?.t === 'miss') throw new Error(`the remote gave up: ${m.reason}`)
-      if (m?.t !== t) throw new Error(m ? `unexpected '${m.t}'` : `no '${t}' in time (or a malformed line)`)
-      return m as Extract<BirthdayMessage, { t: T }>
-    }
-    const refuse = (ip: string) => {
-      send({ v: 1, t: 'miss', reason: `will not send to ${ip}` })
-      return `the remote named ${ip}, which this node will not send to`
-    }
-    // the guessing runs at ~2,400 a second: the random side waits for it, with a margin
-    const windowOf = (guesses: number) => Math.ceil(guesses / 2) + step
-    let port: number
-    if (role === 'cone') {
-      const cone = await ConeSide.open(stunServer, step)
-      try {
-        const token = newBirthdayToken()
-        const guesses = this.opts.birthdayGuesses
-        send({ v: 1, t: 'cone', mapped: cone.mapped, token, guesses })
-        // the random side opens its sockets and asks STUN first
-        const random = await expect('random', 2 * step)
-        if (!this.#mayAim(random.ip)) return refuse(random.ip)
-        const outcome = expect('hit', windowOf(guesses) + step)
-        await cone.guess(random.ip, token, { guesses, stop: outcome, signal })
-        await outcome
-        port = cone.port
-      } finally {
-        await cone.close()
-      }
-    } else {
-      // the cone side asks STUN first
-      const cone = await expect('cone', 2 * step)
-      const ip = cone.mapped.slice(0, cone.mapped.lastIndexOf(':'))
-      if (!this.#mayAim(ip)) return refuse(ip)
-      const side = await RandomSide.open(cone.mapped, cone.token, this.opts.birthdaySockets)
-      try {
-        const seen = await stunMapped(side.sockets[0], stunServer, step)
-        if (!seen) {
-          send({ v: 1, t: 'miss', reason: 'no answer from the STUN server' })
-          return `no answer from the STUN server ${stunServer}`
-        }
-        send({ v: 1, t: 'random', ip: seen.slice(0, seen.lastIndexOf(':')) })
-        const hit = await side.waitHit(windowOf(cone.guesses), signal)
-        if (hit === undefined) {
-          send({ v: 1, t: 'miss', reason: 'no guess got in' })
-          return 'no guess got in'
-        }
-        port = hit
-        send({ v: 1, t: 'hit' })
-      } finally {
-        await side.close()
-      }
-    }
-    this.#pin = { port, until: Date.now() + step }
+    const result = await runBirthday(
+      {
+        stream,
+        role,
+        stunServer,
+        step,
+        sockets: this.opts.birthdaySockets,
+        guesses: this.opts.birthdayGuesses,
+        signal: this.ctx.signal,
+        verify: (proof, nonce, claim) => this.#verifyProof(proof, nonce, claim),
+        refuseAim: (ip) => this.#refuseAim(ip),
+        penalize,
+      },
+      channel,
+    )
+    if ('failure' in result) return result.failure
+    this.#pin = { port: result.port, until: Date.now() + step }
     try {
-      send({ v: 1, t: 'pinned' })
-      await expect('pinned')
+      channel.send({ v: 1, t: 'pinned' })
+      await channel.expect('pinned', step)
     } catch (err) {
       this.#pin = undefined
       throw err
@@ -433,6 +485,19 @@ class Strategy implements HolePunchApi {
   /** Listener side of /mesh/birthday/1.0.0: only for a pair that needs it, one at a time, budgeted. */
   async #answerBirthday(stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
+    const ticket = this.#birthdayStreams?.admit(peer)
+    if (!ticket?.ok) {
+      stream.abort(new Error(`birthday: refused (${ticket?.reason ?? 'not started'})`))
+      return
+    }
+    try {
+      await this.#answerBirthdayAdmitted(stream, peer)
+    } finally {
+      ticket.release()
+    }
+  }
+
+  async #answerBirthdayAdmitted(stream: Stream, peer: string): Promise<void> {
     const local = this.#ownNatType().udp
     const remote = this.#remoteNat.get(peer)?.udp
     const role = birthdayRole(local, remote)
@@ -447,7 +512,7 @@ class Strategy implements HolePunchApi {
         await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
         return
       }
-      const failure = await this.#birthdayRun(stream, role, stunServer)
+      const failure = await this.#birthdayRun(stream, role, stunServer, peer)
       if (failure) this.ctx.logger.debug(`birthday punch with ${peer}: ${failure}`)
       await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
     } catch (err) {
@@ -460,7 +525,8 @@ class Strategy implements HolePunchApi {
 
   /** Dialer side: a birthday punch over the relayed connection; undefined when both sides pinned. */
   async #birthday(relayed: Connection, role: 'cone' | 'random'): Promise<string | undefined> {
-    const { refusal, stunServer } = this.#birthdayRefusal(relayed.remotePeer.toString(), role, role)
+    const peer = relayed.remotePeer.toString()
+    const { refusal, stunServer } = this.#birthdayRefusal(peer, role, role)
     if (refusal !== undefined) return refusal
     let stream: Stream | undefined
     try {
@@ -468,7 +534,7 @@ class Strategy implements HolePunchApi {
         signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.exchangeTimeout)]),
         runOnLimitedConnection: true,
       })
-      const failure = await this.#birthdayRun(stream, role, stunServer)
+      const failure = await this.#birthdayRun(stream, role, stunServer, peer)
       await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) }).catch(() => {})
       return failure
     } catch (err) {
@@ -516,32 +582,61 @@ class Strategy implements HolePunchApi {
     if (this.#remoteNat.size > 1024) this.#remoteNat.delete(this.#remoteNat.keys().next().value!)
   }
 
-  /** Listener side of /mesh/nat-type/1.0.0: read the dialer's line, answer ours; malformed: reset. */
+  /**
+   * Listener side of /mesh/nat-type/1.0.0: read the dialer's line, answer ours; malformed: reset and
+   * penalized. Budgeted per peer.
+   */
   async #answer(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const ticket = this.#natTypeStreams?.admit(peer)
+    if (!ticket?.ok) {
+      stream.abort(new Error(`nat-type: refused (${ticket?.reason ?? 'not started'})`))
+      return
+    }
     try {
-      const theirs = parseNatType(await readNatTypeLine(stream, this.opts.exchangeTimeout))
+      const read = await readNatTypeLine(stream, this.opts.exchangeTimeout)
+      // over its bytes budget: refused (the budget penalizes it)
+      if ('line' in read && !ticket.spend(read.line.length + 1)) {
+        stream.abort(new Error('nat-type: over the bytes budget'))
+        return
+      }
+      const theirs = 'line' in read ? parseNatType(read.line) : undefined
       if (!theirs) {
+        if ('line' in read || read.why === 'oversized')
+          this.ctx.reputation.penalize(peer, 'malformed', 'a malformed /mesh/nat-type line')
         stream.abort(new Error('malformed nat-type message'))
         return
       }
-      this.#remember(connection.remotePeer.toString(), theirs)
+      this.#remember(peer, theirs)
       const ours = this.#ownNatType()
       stream.send(encodeNatType(ours))
       await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
       // connection reversal: a public dialer reached us through a relay; we can reach it directly
       if (isRelayed(connection) && theirs.addrs && ours.udp !== 'public' && ours.tcp !== 'public')
-        void this.#dialDirect(connection.remotePeer.toString(), theirs.addrs).catch((err) =>
-          this.ctx.logger.debug(`reversal to ${connection.remotePeer}: ${err}`),
+        void this.#dialDirect(peer, theirs.addrs).catch((err) =>
+          this.ctx.logger.debug(`reversal to ${peer}: ${err instanceof Error ? err.message : String(err)}`),
         )
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      ticket.release()
     }
   }
 
-  /** One bounded direct dial to a public peer's addresses. */
+  /**
+   * One bounded direct dial to the addresses a peer says it is public at: only those within
+   * `network.addressScope`, and only one dial per peer per `security.peerDialInterval`.
+   */
   #dialDirect(peer: string, addrs: string[]): Promise<Connection> {
+    const allowed = this.ctx.peerAddresses.filter(addrs)
+    if (allowed.length === 0)
+      return Promise.reject(
+        new Error(`none of its addresses is in this node's address scope (${addrs.join(' ')})`),
+      )
+    if (!this.ctx.peerAddresses.takeDial(peer))
+      return Promise.reject(new Error('already dialled on its word within security.peerDialInterval'))
     return this.ctx.libp2p.dial(
-      addrs.map((a) => multiaddr(`${a}/p2p/${peer}`)),
+      allowed.map((a) => multiaddr(`${a}/p2p/${peer}`)),
       {
         signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.directTimeout)]),
         force: true,
@@ -565,8 +660,15 @@ class Strategy implements HolePunchApi {
     try {
       stream = await connection.newStream(NAT_TYPE_PROTOCOL, { signal, runOnLimitedConnection: true })
       stream.send(encodeNatType(this.#ownNatType()))
-      const theirs = parseNatType(await readNatTypeLine(stream, this.opts.exchangeTimeout))
+      const read = await readNatTypeLine(stream, this.opts.exchangeTimeout)
+      const theirs = 'line' in read ? parseNatType(read.line) : undefined
       if (!theirs) {
+        if ('line' in read || read.why === 'oversized')
+          this.ctx.reputation.penalize(
+            connection.remotePeer,
+            'malformed',
+            'a malformed /mesh/nat-type answer',
+          )
         stream.abort(new Error('malformed nat-type answer'))
         return undefined
       }
@@ -822,13 +924,25 @@ class Strategy implements HolePunchApi {
 /**
  * Circuit relay client + WebRTC (private-to-private) + the upgrade strategy. Listens on `/webrtc` and on
  * each relay's `/p2p-circuit` (as plugin listen addresses: a config with its own `listen` must list them).
+ * With relayClient() in the config, its circuit transport (and its reservations) serve both: this plugin
+ * then adds WebRTC only, and its `relays` must be empty (relayClient's `relays` instead).
  */
 const holePunchPlugin = definePlugin({
   name: 'hole-punch',
   provides: ['hole-punch'],
   dependencies: ['transport', 'identify'],
-  optionalDependencies: ['nat-classification'],
+  optionalDependencies: ['nat-classification', 'relay-client'],
   options,
+  validate: (opts, config) => {
+    const relayClient = config.plugins.find((p) => p.plugin.provides.includes('relay-client'))
+    if (!relayClient || opts.relays.length === 0) return []
+    return [
+      {
+        message: `holePunch({ relays }) and relayClient() (plugins[${relayClient.index}]) both reserve on relays; with relayClient() in the config, its circuit transport and reservations serve holePunch() too`,
+        hint: 'Move the relay addresses to relayClient({ relays: [...] }) and leave holePunch() without relays.',
+      },
+    ]
+  },
   create: (opts) => {
     let strategy: Strategy | undefined
     return {
@@ -843,30 +957,79 @@ const holePunchPlugin = definePlugin({
           remoteNatOf: (peer) => strategy!.remoteNatOf(peer),
         }
       },
-      libp2p: (ctx) => ({
-        // WebRTC first: the circuit relay transport's dial filter also accepts `/p2p-circuit/webrtc` addresses
-        transports: [
-          // per connection: a birthday punch pins the next connection's UDP port
-          webRTC({
-            rtcConfiguration: async () =>
-              strategy?.rtcConfiguration() ?? {
-                iceServers: opts.stunServers.map((url) => ({ urls: [url] })),
-              },
-          }),
-          // a relay that is down (or slow) must not stop the node from starting: its listen is retried
-          (components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) =>
-            tolerantRelayListen(circuitRelayTransport()(components), {
-              logger: ctx.logger,
-              onFailure: (address, err, attempt) =>
-                ctx.events.emit('hole-punch:relay-unreachable', {
-                  address,
-                  attempt,
-                  error: err instanceof Error ? err.message : String(err),
-                }),
-            }),
-        ],
-        addresses: { listen: ['/webrtc', ...opts.relays.map((r) => `${r}/p2p-circuit`)] },
-      }),
+      libp2p: (ctx): Libp2pContribution => {
+        // per connection: a birthday punch pins the next connection's UDP port
+        const rtc = webRTC({
+          rtcConfiguration: async () =>
+            strategy?.rtcConfiguration() ?? {
+              iceServers: opts.stunServers.map((url) => ({ urls: [url] })),
+            },
+        })
+        // relayClient() has the circuit transport (one per node), guards its STOP streams and keeps the
+        // reservations: WebRTC signals over its relayed connections
+        if (ctx.useOptional('relay-client') !== undefined)
+          return { transports: [rtc], addresses: { listen: ['/webrtc'] } }
+        const relayIds = strategy!.relayIds
+        let standing = (peer: PeerId): RelayStanding =>
+          relayIds.has(peer.toString()) ? 'configured' : undefined
+        const guard: StopGuardInit = {
+          standing: (peer) => standing(peer),
+          onRefused: (peer, configured) => {
+            if (configured)
+              ctx.logger.debug(`STOP from relay ${peer}, which holds no reservation for us: refused`)
+            else
+              ctx.reputation.penalize(
+                peer,
+                'forged',
+                'a relayed connection (STOP) from a peer that is no relay of ours',
+              )
+          },
+        }
+        return {
+          // WebRTC first: the circuit relay transport's dial filter also accepts `/p2p-circuit/webrtc` addresses
+          transports: [
+            rtc,
+            (components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) => {
+              const transport = circuitRelayTransport({ maxInboundStopStreams: MAX_INBOUND_STOP_STREAMS })(
+                components,
+              )
+              const store = (transport as { reservationStore?: { hasReservation?(p: PeerId): boolean } })
+                .reservationStore
+              if (typeof store?.hasReservation === 'function')
+                standing = (peer) =>
+                  store.hasReservation!(peer)
+                    ? 'reserved'
+                    : relayIds.has(peer.toString())
+                      ? 'configured'
+                      : undefined
+              else {
+                // without the transport's reservation store, a configured relay is taken for reserved
+                ctx.logger.warn(
+                  "hole-punch: the circuit relay transport's reservations are not readable; configured relays are trusted as reserved",
+                )
+                standing = (peer) => (relayIds.has(peer.toString()) ? 'reserved' : undefined)
+              }
+              if (!guardStop(transport, guard))
+                ctx.logger.warn(
+                  "hole-punch: the circuit relay transport's STOP handler could not be guarded; only the connection gater refuses relayed connections from peers that are no relay of ours",
+                )
+              // a relay that is down (or slow) must not stop the node from starting: its listen is retried
+              return tolerantRelayListen(transport, {
+                logger: ctx.logger,
+                relays: relayIds,
+                onFailure: (address, err, attempt) =>
+                  ctx.events.emit('hole-punch:relay-unreachable', {
+                    address,
+                    attempt,
+                    error: err instanceof Error ? err.message : String(err),
+                  }),
+              })
+            },
+          ] as NonNullable<Libp2pContribution['transports']>,
+          connectionGater: relayedConnectionGater(guard),
+          addresses: { listen: ['/webrtc', ...opts.relays.map((r) => `${r}/p2p-circuit`)] },
+        }
+      },
       start: () => strategy!.start(),
       stop: () => strategy!.stop(),
     }
@@ -899,47 +1062,63 @@ const stunOptions = z
     port: z.number().int().min(0).max(65535).default(3478),
     /** Address to bind. @default '0.0.0.0' */
     host: z.string().default('0.0.0.0'),
+    /** Binding requests answered per second to one source IP (sustained). @default 10 */
+    perIpRate: z.number().positive().default(10),
+    /** Binding requests one source IP may send at once above `perIpRate`. @default 20 */
+    perIpBurst: z.number().int().positive().default(20),
+    /** Binding requests answered per second in total (burst: twice that). @default 500 */
+    globalRate: z.number().positive().default(500),
+    /**
+     * Sign attestations of mapped addresses with the node's key, for requests that ask for one (a
+     * Meshkit peer proving its address for a birthday punch). @default true
+     */
+    attest: z.boolean().default(true),
   })
-  .default({ port: 3478, host: '0.0.0.0' })
+  .default({ port: 3478, host: '0.0.0.0', perIpRate: 10, perIpBurst: 20, globalRate: 500, attest: true })
 
 export interface StunServerApi {
   /** The bound address, once started. */
   address(): { address: string; port: number } | undefined
+  /** Answers sent, attestations signed, datagrams dropped (malformed, over a rate limit). */
+  stats(): StunServerStats | undefined
 }
 
-/** A STUN server (RFC 5389 binding requests, XOR-MAPPED-ADDRESS) for the mesh's NATed peers' ICE. */
+/**
+ * A STUN server (RFC 5389 binding requests, XOR-MAPPED-ADDRESS) for the mesh's NATed peers' ICE, which
+ * also attests mapped addresses (signed by this node's key) for Meshkit's birthday punch. Answers
+ * well-formed binding requests only, rate-limited per source IP and in total; an answer is never larger
+ * than the request when it carries an attestation (a plain one is 32 bytes).
+ */
 export const stunServer = definePlugin({
   name: 'stun-server',
   provides: ['stun-server'],
   options: stunOptions,
   create: (opts) => {
-    let socket: Socket | undefined
+    let server: StunServer | undefined
     return {
-      setup: (): StunServerApi => ({ address: () => socket?.address() }),
+      setup: (): StunServerApi => ({ address: () => server?.address(), stats: () => server?.stats }),
       start: async (ctx) => {
-        const s = createSocket('udp4')
-        await new Promise<void>((resolve, reject) => {
-          s.once('error', reject)
-          s.bind(opts.port, opts.host, () => {
-            s.off('error', reject)
-            resolve()
-          })
+        const key = ctx.privateKey
+        const attest = opts.attest
+          ? (transactionId: Uint8Array, ip: string, port: number) =>
+              createAttestation(key, transactionId, ip, port)
+          : undefined
+        if (opts.attest && key.type === 'RSA')
+          ctx.logger.warn('stun-server: an RSA identity key is too large for attestations; none are signed')
+        server = await StunServer.start({
+          host: opts.host,
+          port: opts.port,
+          perIpRate: opts.perIpRate,
+          perIpBurst: opts.perIpBurst,
+          globalRate: opts.globalRate,
+          attest,
+          log: (m) => ctx.logger.debug(m),
         })
-        socket = s
-        const server = stun.createServer({ type: 'udp4', socket: s })
-        const { STUN_BINDING_RESPONSE, STUN_EVENT_BINDING_REQUEST } = stun.constants
-        server.on(STUN_EVENT_BINDING_REQUEST, (request, rinfo) => {
-          // a response must echo the request's transaction id, or ICE ignores it
-          const response = stun.createMessage(STUN_BINDING_RESPONSE, request.transactionId)
-          response.addXorAddress(rinfo.address, rinfo.port)
-          server.send(response, rinfo.port, rinfo.address)
-        })
-        server.on('error', (err) => ctx.logger.debug(`stun: ${String(err)}`))
-        ctx.logger.debug(`STUN server on ${opts.host}:${s.address().port}`)
+        ctx.logger.debug(`STUN server on ${opts.host}:${server.address()?.port}`)
       },
-      stop: () => {
-        socket?.close()
-        socket = undefined
+      stop: async () => {
+        await server?.close()
+        server = undefined
       },
     }
   },

@@ -55,24 +55,27 @@ export function encodeNatType(m: NatTypeMessage): Uint8Array {
   return bytes
 }
 
-/** Reads one newline-terminated line of at most MAX_NAT_TYPE_BYTES; undefined on timeout, close or excess. */
-export async function readNatTypeLine(stream: Stream, timeoutMs: number): Promise<string | undefined> {
+/** One line read from a stream, or why there is none (nothing in time, the stream ended, too long). */
+export type NatTypeRead = { line: string } | { why: 'timeout' | 'ended' | 'oversized' }
+
+/** Reads one newline-terminated line of at most MAX_NAT_TYPE_BYTES, bounded in time. */
+export async function readNatTypeLine(stream: Stream, timeoutMs: number): Promise<NatTypeRead> {
   const bytes: number[] = []
   let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), timeoutMs)
+  const timeout = new Promise<NatTypeRead>((resolve) => {
+    timer = setTimeout(() => resolve({ why: 'timeout' }), timeoutMs)
   })
-  const read = (async () => {
+  const read = (async (): Promise<NatTypeRead> => {
     for await (const chunk of stream) {
       const data = chunk instanceof Uint8Array ? chunk : chunk.subarray()
       for (const b of data) {
-        if (b === 0x0a) return new TextDecoder().decode(Uint8Array.from(bytes))
+        if (b === 0x0a) return { line: new TextDecoder().decode(Uint8Array.from(bytes)) }
         bytes.push(b)
-        if (bytes.length > MAX_NAT_TYPE_BYTES) return undefined
+        if (bytes.length > MAX_NAT_TYPE_BYTES) return { why: 'oversized' }
       }
     }
-    return undefined
-  })().catch(() => undefined)
+    return { why: 'ended' }
+  })().catch((): NatTypeRead => ({ why: 'ended' }))
   try {
     return await Promise.race([read, timeout])
   } finally {

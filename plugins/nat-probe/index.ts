@@ -13,6 +13,7 @@
 import { networkInterfaces } from 'node:os'
 import type { Connection, IdentifyResult, Stream } from '@libp2p/interface'
 import {
+  type Budget,
   createAddressScope,
   definePlugin,
   durationSchema,
@@ -131,29 +132,49 @@ export const natProbeServer = definePlugin({
     const learnPeer = (partner: string, peer: string) => {
       if (!peerOfMultiaddr(partner)) partnerTargets.set(partner, `${partner}/p2p/${peer}`)
     }
+    let budget: Budget | undefined
+    let ctxRef: PluginContext | undefined
     const onStream = async (stream: Stream, connection: Connection) => {
-      const request = parseRequest(await readLine(stream, 5000))
+      const peer = connection.remotePeer.toString()
+      const ticket = budget?.admit(peer)
+      if (!ticket?.ok) {
+        stream.abort(new Error(`nat-probe: refused (${ticket?.reason ?? 'not started'})`))
+        return
+      }
       try {
+        const line = await readLine(stream, 5000)
+        const request = parseRequest(line)
         if (!request || !server) {
+          // a line that is no request is the peer's doing; silence or a slow peer is not
+          if (line !== undefined && !request)
+            ctxRef?.reputation.penalize(peer, 'malformed', 'a bad nat-probe request')
           stream.abort(new Error('bad request'))
           return
         }
+        ticket.spend(line?.length ?? 0)
         if (request.t === 'endpoints') writeLine(stream, server.ownEndpoints())
         else {
-          const peer = connection.remotePeer.toString()
           const ip = ipOfMultiaddr(connection.remoteAddr.toString())
           const partner = partnerPeers.has(peer) || (ip !== undefined && partnerIps.has(ip))
-          if (!partner) writeLine(stream, { ok: false, reason: 'not a partner' })
-          else if (!relayIn.allow(peer)) writeLine(stream, { ok: false, reason: 'rate' })
-          else {
-            if (request.proto === 'udp') server.sendSeen(request.to, request.id)
-            else server.callbackTo(request.to, request.id)
+          if (!partner) {
+            ctxRef?.reputation.penalize(
+              peer,
+              'abuse',
+              "a nat-probe 'relay' request from a peer that is no partner",
+            )
+            writeLine(stream, { ok: false, reason: 'not a partner' })
+          } else if (!relayIn.allow(peer)) writeLine(stream, { ok: false, reason: 'rate' })
+          else if (request.proto === 'udp') {
+            server.sendSeen(request.to, request.id)
             writeLine(stream, { ok: true })
-          }
+          } else if (server.callbackTo(request.to, request.id)) writeLine(stream, { ok: true })
+          else writeLine(stream, { ok: false, reason: 'rate' })
         }
         await stream.close({ signal: AbortSignal.timeout(2000) })
       } catch (err) {
         stream.abort(err instanceof Error ? err : new Error(String(err)))
+      } finally {
+        ticket.release()
       }
     }
     return {
@@ -171,6 +192,14 @@ export const natProbeServer = definePlugin({
             .map((i) => i!.address)
             .slice(0, 2)
         if (addresses.length === 0) throw new Error('nat-probe-server: no IPv4 address to serve on')
+        ctxRef = ctx
+        // a client asks once per classification (its endpoints); partners relay at most relayIn's rate
+        budget = ctx.budget('nat-probe', {
+          ratePerSecond: 2,
+          burst: 20,
+          concurrency: 4,
+          bytesPerMinute: 64 * 1024,
+        })
         const relayOtherIp = (proto: 'udp' | 'tcp', to: string, id: string): boolean => {
           if (opts.partners.length === 0 || ctx.signal.aborted || !relayOut.allow('all')) return false
           const partner = opts.partners[nextPartner++ % opts.partners.length]
@@ -226,6 +255,8 @@ export const natProbeServer = definePlugin({
         await ctx.libp2p.unhandle(NAT_PROBE_PROTOCOL).catch(() => {})
         await server?.close()
         server = undefined
+        budget = undefined
+        ctxRef = undefined
       },
     }
   },

@@ -4,7 +4,8 @@
  *
  * Never an amplifier: a UDP request gets at most one datagram back, no larger than the request, sent only
  * to the request's source; TCP callbacks go only to the source address of the connection that asked for
- * them (verified by the TCP handshake), at most 4 attempts, rate-limited per source IP and in total.
+ * them (verified by the TCP handshake), at most 4 attempts each, rate-limited per source IP, per source
+ * /24 and in total, with a cap on the callbacks in progress (per source IP and in total).
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
@@ -16,6 +17,7 @@ import {
   parseMessage,
   RateLimiter,
   splitAddr,
+  subnetOf,
   type Via,
 } from './wire.js'
 
@@ -28,8 +30,14 @@ export interface ProbeServerOptions {
   udpRate?: { burst: number; perSecond: number }
   /** Per source IP: TCP connections. */
   tcpRate?: { burst: number; perSecond: number }
-  /** Per source IP: TCP callbacks. */
+  /** Per source IP: TCP callbacks. @default burst 8, 0.2/s */
   callbackRate?: { burst: number; perSecond: number }
+  /** Per source /24 (IPv4): TCP callbacks. @default burst 32, 1/s */
+  callbackSubnetRate?: { burst: number; perSecond: number }
+  /** In total: TCP callbacks. @default burst 32, 5/s */
+  callbackGlobalRate?: { burst: number; perSecond: number }
+  /** TCP callbacks in progress at once, in total (per source IP: a quarter of it, at least 1). @default 32 */
+  maxPendingCallbacks?: number
   /** Most TCP connections open at once (in + callbacks). @default 256 */
   maxConnections?: number
   log?: (msg: string) => void
@@ -46,6 +54,8 @@ export interface ProbeServerStats {
   tcpAnswered: number
   tcpDropped: number
   callbacks: number
+  /** Callback requests refused (over a rate, or too many in progress). */
+  callbacksRefused: number
   /** Other-IP answers handed to a partner. */
   relayed: number
 }
@@ -63,6 +73,10 @@ export class ProbeServer {
   readonly #udpLimit: RateLimiter
   readonly #tcpLimit: RateLimiter
   readonly #callbackLimit: RateLimiter
+  readonly #callbackSubnetLimit: RateLimiter
+  /** Callbacks in progress, per target IP. */
+  readonly #pending = new Map<string, number>()
+  #pendingTotal = 0
   readonly #sweep: NodeJS.Timeout
   #closed = false
   readonly stats: ProbeServerStats = {
@@ -71,6 +85,7 @@ export class ProbeServer {
     tcpAnswered: 0,
     tcpDropped: 0,
     callbacks: 0,
+    callbacksRefused: 0,
     relayed: 0,
   }
   /** Partner servers' endpoints, advertised with ours (clients probe them for the mapping test). */
@@ -85,14 +100,20 @@ export class ProbeServer {
       burst: 500,
       perSecond: 200,
     })
-    this.#callbackLimit = new RateLimiter(opts.callbackRate ?? { burst: 8, perSecond: 0.5 }, {
-      burst: 64,
-      perSecond: 20,
+    this.#callbackLimit = new RateLimiter(
+      opts.callbackRate ?? { burst: 8, perSecond: 0.2 },
+      opts.callbackGlobalRate ?? { burst: 32, perSecond: 5 },
+    )
+    // the global bucket is the one above: this one only bounds each /24
+    this.#callbackSubnetLimit = new RateLimiter(opts.callbackSubnetRate ?? { burst: 32, perSecond: 1 }, {
+      burst: Number.MAX_SAFE_INTEGER,
+      perSecond: Number.MAX_SAFE_INTEGER,
     })
     this.#sweep = setInterval(() => {
       this.#udpLimit.sweep()
       this.#tcpLimit.sweep()
       this.#callbackLimit.sweep()
+      this.#callbackSubnetLimit.sweep()
     }, 30_000)
     this.#sweep.unref()
   }
@@ -139,10 +160,26 @@ export class ProbeServer {
     socket.send(encodeMessage({ v: 1, t: 'seen', id, seen: to, from }), port, ip, () => {})
   }
 
-  /** A partner's request: the TCP callback to `to` from our first IP. */
-  callbackTo(to: string, id: string): void {
+  /** A partner's request: the TCP callback to `to` from our first IP (within the same callback limits). */
+  callbackTo(to: string, id: string): boolean {
     const first = [...this.#tcp.keys()][0]
-    if (first) this.#callback(id, splitAddr(first).ip, to)
+    if (!first || this.#refuseCallback(splitAddr(to).ip) !== undefined) return false
+    this.#callback(id, splitAddr(first).ip, to)
+    return true
+  }
+
+  /**
+   * Why a callback to `ip` is refused now (undefined: taken, and counted): too many in progress (for it,
+   * or in all), or over the rate of its IP, its /24, or all.
+   */
+  #refuseCallback(ip: string): string | undefined {
+    const max = this.opts.maxPendingCallbacks ?? 32
+    const perIp = Math.max(1, Math.floor(max / 4))
+    let reason: string | undefined
+    if (this.#pendingTotal >= max || (this.#pending.get(ip) ?? 0) >= perIp) reason = 'busy'
+    else if (!this.#callbackSubnetLimit.allow(subnetOf(ip)) || !this.#callbackLimit.allow(ip)) reason = 'rate'
+    if (reason) this.stats.callbacksRefused++
+    return reason
   }
 
   /** The local endpoint to answer from for `via`, relative to `at` (the endpoint that got the request). */
@@ -252,7 +289,8 @@ export class ProbeServer {
         reply({ v: 1, t: 'seen', id: m.id, seen, from: at, ...this.endpoints() })
       } else if (m?.t === 'callback') {
         const from = this.#other(at, m.via, [...this.#tcp.keys()])
-        if (!this.#callbackLimit.allow(remoteIp)) return reply({ v: 1, t: 'error', id: m.id, reason: 'rate' })
+        const refused = this.#refuseCallback(remoteIp)
+        if (refused) return reply({ v: 1, t: 'error', id: m.id, reason: refused })
         if (from) {
           reply({ v: 1, t: 'callback-ok', id: m.id, seen })
           this.#callback(m.id, splitAddr(from).ip, seen)
@@ -274,18 +312,38 @@ export class ProbeServer {
   #callback(id: string, ip: string, to: string): void {
     const target = splitAddr(to)
     let done = false
-    for (const delay of CALLBACK_DELAYS) {
+    let settled = false
+    // in progress until an attempt got through or the last one is over
+    this.#pending.set(target.ip, (this.#pending.get(target.ip) ?? 0) + 1)
+    this.#pendingTotal++
+    const settle = () => {
+      if (settled) return
+      settled = true
+      const n = (this.#pending.get(target.ip) ?? 1) - 1
+      if (n <= 0) this.#pending.delete(target.ip)
+      else this.#pending.set(target.ip, n)
+      this.#pendingTotal = Math.max(0, this.#pendingTotal - 1)
+    }
+    CALLBACK_DELAYS.forEach((delay, i) => {
+      const last = i === CALLBACK_DELAYS.length - 1
       const timer = setTimeout(() => {
         this.#timers.delete(timer)
-        if (done || this.#closed || this.#open.size >= (this.opts.maxConnections ?? 256)) return
+        if (done || this.#closed || this.#open.size >= (this.opts.maxConnections ?? 256)) {
+          if (last) settle()
+          return
+        }
         const socket = connect({ host: target.ip, port: target.port, localAddress: ip })
         this.#open.add(socket)
-        socket.on('close', () => this.#open.delete(socket))
+        socket.on('close', () => {
+          this.#open.delete(socket)
+          if (last) settle()
+        })
         socket.on('error', () => {})
         socket.setTimeout(CALLBACK_CONNECT_TIMEOUT_MS, () => socket.destroy())
         socket.on('connect', () => {
           if (done) return socket.destroy()
           done = true
+          settle()
           this.stats.callbacks++
           socket.end(
             `${JSON.stringify({ v: 1, t: 'hello', id, from: joinAddr(ip, socket.localPort ?? 0) } satisfies ProbeMessage)}\n`,
@@ -293,7 +351,7 @@ export class ProbeServer {
         })
       }, delay)
       this.#timers.add(timer)
-    }
+    })
   }
 
   async close(): Promise<void> {

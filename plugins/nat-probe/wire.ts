@@ -52,6 +52,12 @@ export function isAddr(a: unknown): a is string {
 
 export const joinAddr = (ip: string, port: number): string => `${ip}:${port}`
 
+/** The /24 of an IPv4 address (`198.51.100.0/24`), for limits per source network; anything else as is. */
+export function subnetOf(ip: string): string {
+  const m = /^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$/.exec(ip)
+  return m ? `${m[1]}.0/24` : ip
+}
+
 export function splitAddr(a: string): { ip: string; port: number } {
   const i = a.lastIndexOf(':')
   return { ip: a.slice(0, i), port: Number(a.slice(i + 1)) }

@@ -13,6 +13,13 @@ import {
 } from 'meshkit'
 import { type Captured, CircuitListener, capture, LISTEN_ADDR } from './components.js'
 import { type Reservation, reserve } from './hop.js'
+import { guardStop, type RelayStanding, relayedConnectionGater, type StopGuardInit } from './stop-guard.js'
+
+/**
+ * STOP streams one relay of ours may hold open per connection (one per relayed connection through it;
+ * circuit-relay-v2's default is 300).
+ */
+const MAX_INBOUND_STOP_STREAMS = 64
 
 const options = z
   .strictObject({
@@ -195,6 +202,12 @@ class RelayManager {
       }
     })()
     return this.#running
+  }
+
+  /** What `peer` is to this node as a relay (see stop-guard.ts). */
+  standing(peer: PeerId | string): RelayStanding {
+    const r = this.#byPeer(peer)
+    return r ? (r.reservation ? 'reserved' : 'configured') : undefined
   }
 
   reservations(): RelayReservationInfo[] {
@@ -426,7 +439,9 @@ class RelayManager {
  *   `relay:retry {relay, attempt, delayMs, error}`.
  *
  * Relayed connections are limited (by the relay: 2 min / 128 KiB by default); protocols that must run on
- * them need `runOnLimitedConnection: true`.
+ * them need `runOnLimitedConnection: true`. An inbound relayed connection is accepted only through a
+ * relay this node holds a reservation on: a STOP stream from any other peer is reset unread and its
+ * sender penalized (`forged`), see stop-guard.ts.
  */
 export const relayClient = definePlugin({
   name: 'relay-client',
@@ -446,26 +461,52 @@ export const relayClient = definePlugin({
         for (const relay of opts.relays) ctx.peerAddresses.trust(relay)
         return api
       },
-      libp2p: (): Libp2pContribution => ({
-        transports: [
-          ((components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) => {
-            const transport = circuitRelayTransport()(components)
-            const listener = new CircuitListener()
-            captured = capture(components as unknown as Record<string, unknown>, listener)
-            // dial and STOP handling stay libp2p's; listening (what the node advertises) is this plugin's
-            return new Proxy(transport, {
-              get(target, prop) {
-                if (prop === 'createListener') return () => listener
-                if (prop === 'listenFilter') {
-                  return (addrs: Multiaddr[]) => addrs.filter((a) => a.toString() === LISTEN_ADDR)
-                }
-                const value = Reflect.get(target, prop, target)
-                return typeof value === 'function' ? value.bind(target) : value
-              },
-            })
-          }) as unknown as NonNullable<Libp2pContribution['transports']>[number],
-        ],
-      }),
+      libp2p: (ctx): Libp2pContribution => {
+        const configured = new Set(
+          opts.relays.map((a) => /\/p2p\/([^/]+)$/.exec(a)?.[1]).filter((p): p is string => p !== undefined),
+        )
+        const guard: StopGuardInit = {
+          standing: (peer) =>
+            manager?.standing(peer) ?? (configured.has(peer.toString()) ? 'configured' : undefined),
+          onRefused: (peer, isConfigured) => {
+            if (isConfigured)
+              ctx.logger.debug(`STOP from relay ${peer}, which holds no reservation for us: refused`)
+            else
+              ctx.reputation.penalize(
+                peer,
+                'forged',
+                'a relayed connection (STOP) from a peer that is no relay of ours',
+              )
+          },
+        }
+        return {
+          connectionGater: relayedConnectionGater(guard),
+          transports: [
+            ((components: Parameters<ReturnType<typeof circuitRelayTransport>>[0]) => {
+              const transport = circuitRelayTransport({ maxInboundStopStreams: MAX_INBOUND_STOP_STREAMS })(
+                components,
+              )
+              if (!guardStop(transport, guard))
+                ctx.logger.warn(
+                  "relay-client: the circuit relay transport's STOP handler could not be guarded; only the connection gater refuses relayed connections from peers that are no relay of ours",
+                )
+              const listener = new CircuitListener()
+              captured = capture(components as unknown as Record<string, unknown>, listener)
+              // dial and STOP handling stay libp2p's; listening (what the node advertises) is this plugin's
+              return new Proxy(transport, {
+                get(target, prop) {
+                  if (prop === 'createListener') return () => listener
+                  if (prop === 'listenFilter') {
+                    return (addrs: Multiaddr[]) => addrs.filter((a) => a.toString() === LISTEN_ADDR)
+                  }
+                  const value = Reflect.get(target, prop, target)
+                  return typeof value === 'function' ? value.bind(target) : value
+                },
+              })
+            }) as unknown as NonNullable<Libp2pContribution['transports']>[number],
+          ],
+        }
+      },
       start: async (ctx) => {
         if (!captured) throw new Error('relay-client: the circuit relay transport was not created')
         manager = new RelayManager(ctx.libp2p, captured, opts, ctx.logger, ctx.events, ctx.signal)

@@ -287,6 +287,8 @@ async function runPairOnce(
       if (result.technique !== undefined) row.technique = String(result.technique)
       if (result.localNat !== undefined) row.localNat = String(result.localNat)
       if (result.remoteNat !== undefined) row.remoteNat = String(result.remoteNat)
+      // why a connection stayed relayed (the last upgrade's, or the birthday punch's, failure)
+      if (result.error !== undefined) row.error = String(result.error)
     } else row.error = String(result.error)
     // the listener's own events (a short grace for its inbound WebRTC settle): it never upgrades
     await new Promise((r) => setTimeout(r, mode === 'meshkit' ? 300 : 0))
