@@ -191,8 +191,12 @@ describe('clustering: hostile peers on the wire', function () {
     expect(c.size).to.be.at.most(1)
   })
 
-  it('the cluster-flood attack leaves one cluster per Sybil at most', async () => {
-    const a = await nodes.start('a', { plugins: [jaccardClusters({ tags: ['ml', 'nn'] })] })
+  it('the cluster-flood attack leaves one cluster per Sybil at most, gone soon after', async () => {
+    const a = await nodes.start('a', {
+      plugins: [
+        jaccardClusters({ tags: ['ml', 'nn'], forgetUntrustedAfter: '2s', maintainInterval: '500ms' }),
+      ],
+    })
     const target = await discoverTarget(a.address)
     const report = await tagsClusterFlood({ target, sentinels }, { durationMs: 4_000, intensity: 1 })
     expect(report.failed, JSON.stringify(report)).to.equal(undefined)
@@ -202,6 +206,9 @@ describe('clustering: hostile peers on the wire', function () {
     expect(accepted, JSON.stringify(report.counters)).to.be.greaterThan(2 * sybils)
     const c = clusteringOf(a)
     expect(c.size, JSON.stringify({ ...report.counters, ...c.stats() })).to.be.at.most(sybils)
+    // the Sybils came and went: their memberships, and so their clusters, go `forgetUntrustedAfter` later
+    await waitFor(() => c.size === 0, { timeoutMs: 6_000, what: 'the Sybils forgotten' })
+    expect(c.stats().peers).to.equal(0)
   })
 
   it('dials back none of the Sybils that claimed its own tags and left', async () => {

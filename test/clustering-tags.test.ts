@@ -215,6 +215,24 @@ describe('clustering: tag exchange between nodes', function () {
     expect(ca.clustersOf(b.peerId), 'b stays a known member').to.have.length(1)
   })
 
+  it('forgets a member without trust soon after it left, keeps a trusted one until inactiveAfter', async () => {
+    const a = await start('a', ['ml', 'nn'], { maintainInterval: '200ms', forgetUntrustedAfter: '1s' })
+    const b = await start('b', ['ml', 'nn'], { targetConnectionsPerCluster: 0 })
+    const c = await start('c', ['ml', 'nn'], { targetConnectionsPerCluster: 0 })
+    const ca = clusteringOf(a)
+    await b.node.libp2p.dial(multiaddr(a.address)) // b came to a: no reason to trust it
+    await a.node.libp2p.dial(multiaddr(c.address)) // a reached c itself
+    await waitFor(() => ca.clustersOf(b.peerId).length === 1 && ca.clustersOf(c.peerId).length === 1, {
+      what: 'b and c assigned on a',
+    })
+    await b.close()
+    await c.close()
+    await waitFor(() => ca.clustersOf(b.peerId).length === 0, { timeoutMs: 5_000, what: 'b forgotten' })
+    const removed = eventsOf(a, 'cluster:peer-removed').find((e) => e.peerId === b.peerId)
+    expect(removed?.reason).to.equal('inactive')
+    expect(ca.clustersOf(c.peerId), 'c is kept (inactiveAfter is 5 min)').to.have.length(1)
+  })
+
   it('resets the stream on bad bytes, penalizes malformed ones, learns nothing, and keeps working', async () => {
     const a = await start('a', ['ml', 'nn'])
     const ca = clusteringOf(a)

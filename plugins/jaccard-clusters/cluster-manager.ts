@@ -378,10 +378,10 @@ export class ClusterManager {
     return this.leave(clusterId, peerId, 'removed')
   }
 
-  /** Removes a peer from every cluster. */
-  removePeer(peerId: string): number {
+  /** Removes a peer from every cluster (`reason` goes into each `cluster:peer-removed`). */
+  removePeer(peerId: string, reason: 'removed' | 'inactive' = 'removed'): number {
     let n = 0
-    for (const id of this.clustersOf(peerId)) if (this.leave(id, peerId, 'removed')) n++
+    for (const id of this.clustersOf(peerId)) if (this.leave(id, peerId, reason)) n++
     return n
   }
 

@@ -98,6 +98,8 @@ const options = z
     maxPeers: z.number().int().min(1).max(1_000_000).default(2048),
     /** A member this node never dialled itself is dialled back only after it stayed connected this long. @default '1m' */
     trustAfter: durationSchema("'1m'").default(60_000),
+    /** A member without that trust is forgotten this long after it left (not `inactiveAfter`). @default '30s' */
+    forgetUntrustedAfter: durationSchema("'30s'").default(30_000),
   })
   .default({
     threshold: 0.7,
@@ -114,6 +116,7 @@ const options = z
     maxClustersPerPeer: 8,
     maxPeers: 2048,
     trustAfter: 60_000,
+    forgetUntrustedAfter: 30_000,
   })
 
 function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOptions {
@@ -134,6 +137,7 @@ function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOption
     maxClustersPerPeer: opts.maxClustersPerPeer,
     maxPeers: opts.maxPeers,
     trustAfter: opts.trustAfter,
+    forgetUntrustedAfter: opts.forgetUntrustedAfter,
   }
 }
 
@@ -153,7 +157,8 @@ function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOption
  *   tag, and a cluster with fewer than `targetConnectionsPerCluster` connected members gets its best
  *   known members dialled by peer id (a few at a time, with backoff, at most one a second overall, one
  *   per peer per `security.peerDialInterval`), but only members this node has a reason to trust: it
- *   reached them itself, or they stayed connected for `trustAfter`;
+ *   reached them itself, or they stayed connected for `trustAfter`; a member without that trust is
+ *   forgotten `forgetUntrustedAfter` after it disconnected;
  * - bounds (see docs/clustering.md): a peer's exchanges take from a per-peer budget (`TAGS_BUDGET`),
  *   malformed ones cost it reputation; a peer holds at most the cluster of its latest tag set (an
  *   auto-created cluster left empty goes at once unless it is one of this node's own), at most

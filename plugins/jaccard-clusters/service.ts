@@ -78,6 +78,12 @@ export interface ClusteringServiceOptions extends ClusterManagerOptions {
    * tags and leaves is never dialled. @default 60000
    */
   trustAfter?: number
+  /**
+   * A member without that trust is forgotten this long after it disconnected (ms; `inactiveAfter` when
+   * that is shorter): the memberships of a peer that came and went do not outlive it by minutes.
+   * @default 30000
+   */
+  forgetUntrustedAfter?: number
 }
 
 interface Runtime {
@@ -129,11 +135,14 @@ export class ClusteringService extends ClusterManager {
   #pingInterval: number
   #maintainInterval: number
   #trustAfter: number
+  #forgetUntrustedAfter: number
   #tags: string[]
   /** The last tags each peer sent (to re-assign peers when the rules change), while it is known. */
   #peerTags: LruMap<string, string[]>
   /** Peers this node has a reason to dial: it reached them itself, or they stayed `trustAfter` connected. */
   readonly #trusted = new LruMap<string, true>(MAX_TRUSTED)
+  /** Members without trust that disconnected, and when (oldest first). */
+  readonly #leftUntrusted = new LruMap<string, number>(MAX_TRUSTED)
   /** Dials to cluster members across all clusters. */
   readonly #dialRate = new TokenBucket(DIAL_RATE_PER_SECOND, DIAL_BURST)
   #rt?: Runtime
@@ -158,6 +167,7 @@ export class ClusteringService extends ClusterManager {
     this.#pingInterval = Math.max(100, options.pingInterval ?? 30_000)
     this.#maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
     this.#trustAfter = checkTrustAfter(options.trustAfter)
+    this.#forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
     this.#peerTags = new LruMap(this.maxPeers)
     this.on('*', () => this.#scheduleMaintain())
   }
@@ -214,9 +224,11 @@ export class ClusteringService extends ClusterManager {
     if (!(Number.isInteger(target) && target >= 0))
       throw new RangeError('targetConnectionsPerCluster must be >= 0')
     const trustAfter = checkTrustAfter(options.trustAfter)
+    const forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
     const cleanupBefore = this.cleanupInterval
     const rulesChanged = super.reconfigure(options)
     this.#trustAfter = trustAfter
+    this.#forgetUntrustedAfter = forgetUntrustedAfter
     if (this.#peerTags.max !== this.maxPeers) {
       const peerTags = new LruMap<string, string[]>(this.maxPeers)
       for (const [peer, peerTagList] of this.#peerTags.entries()) peerTags.set(peer, peerTagList)
@@ -284,6 +296,7 @@ export class ClusteringService extends ClusterManager {
       const c = evt.detail
       const peer = c.remotePeer.toString()
       if (!this.#connectedSince.has(peer)) this.#connectedSince.set(peer, Date.now())
+      this.#leftUntrusted.delete(peer)
       this.touchPeer(peer, this.#metricsOf(peer, c))
       if (c.direction === 'outbound') {
         // this node reached the peer itself: a reason to dial it again later
@@ -294,6 +307,7 @@ export class ClusteringService extends ClusterManager {
     const onDisconnect = (evt: CustomEvent<PeerId>) => {
       const peer = evt.detail.toString()
       if (this.isTrusted(peer)) this.#trusted.set(peer, true)
+      else if (this.clustersOf(peer).length > 0) this.#leftUntrusted.set(peer, Date.now())
       this.#connectedSince.delete(peer)
       this.peerDisconnected(peer)
       this.#scheduleMaintain()
@@ -494,6 +508,15 @@ export class ClusteringService extends ClusterManager {
   #maintain(): void {
     const rt = this.#rt
     if (!rt || rt.signal.aborted) return
+    const connected = new Set(rt.libp2p.getPeers().map((p) => p.toString()))
+    const now = Date.now()
+    // members without trust go `forgetUntrustedAfter` after they left (oldest first; stop at the first too recent)
+    const grace = Math.min(this.inactiveAfter, this.#forgetUntrustedAfter)
+    for (const [peer, leftAt] of this.#leftUntrusted.entries()) {
+      if (now - leftAt < grace) break
+      this.#leftUntrusted.delete(peer)
+      if (!connected.has(peer)) this.removePeer(peer, 'inactive')
+    }
     const own = this.ownClusters()
     // Every ranked member of an own cluster carries a tag value by rank: the best `protectBest` the
     // full value (protected), the rest less and less, so libp2p's connection manager, which prunes the
@@ -509,8 +532,6 @@ export class ClusteringService extends ClusterManager {
     for (const [peer, value] of values) if (this.#tagValues.get(peer) !== value) this.#tagPeer(peer, value)
     for (const peer of [...this.#tagValues.keys()]) if (!values.has(peer)) this.#tagPeer(peer, undefined)
 
-    const connected = new Set(rt.libp2p.getPeers().map((p) => p.toString()))
-    const now = Date.now()
     // peers connected for `trustAfter` are remembered as trusted (they may leave before the next check)
     for (const [peer, since] of this.#connectedSince)
       if (now - since >= this.#trustAfter && !this.#trusted.has(peer)) this.#trusted.set(peer, true)
@@ -567,6 +588,12 @@ export class ClusteringService extends ClusterManager {
       this.#dialing.delete(peer)
     }
   }
+}
+
+function checkForgetAfter(value: number | undefined): number {
+  const ms = value ?? 30_000
+  if (!(ms >= 0)) throw new RangeError('forgetUntrustedAfter must be >= 0 ms')
+  return ms
 }
 
 function checkTrustAfter(value: number | undefined): number {
