@@ -10,6 +10,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   createLogger,
+  diffConfig,
   isMeshError,
   type MeshError,
   MeshKernel,
@@ -113,6 +114,20 @@ describe('private network: the config', () => {
     expect(resolve([...base(), privateNetwork({ psk })]).plugins.map((p) => p.plugin.name)).to.include(
       'private-network',
     )
+  })
+
+  it('a reload sees an unchanged key as unchanged, a new key as a change shown by fingerprint', () => {
+    const psk = generatePsk()
+    const config = (key: string) => resolve([...base(), privateNetwork({ psk: key })])
+    const running = config(psk)
+    expect(diffConfig(running, config(psk)).plugins.changed).to.deep.equal([])
+    const next = generatePsk()
+    const diff = diffConfig(running, config(next))
+    expect(diff.rebuild, 'a new key needs a new node').to.equal(true)
+    const shown = JSON.stringify(diff)
+    expect(shown).to.contain(parsePsk(next).fingerprint)
+    expect(shown).not.to.contain(keyHex(next))
+    expect(shown).not.to.contain(keyHex(psk))
   })
 
   it('needs exactly one of psk and pskFile, and a valid psk (never echoed)', () => {
