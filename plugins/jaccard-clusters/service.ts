@@ -43,12 +43,18 @@ const DIAL_RATE_PER_SECOND = 1
 const DIAL_BURST = 8
 /** Peers whose trust (see `trustAfter`) is remembered at once. */
 const MAX_TRUSTED = 4096
-/** Budget of the tag exchange a remote peer starts: one exchange a second (10 at once), 256 KiB a minute. */
+/**
+ * Budget of the tag exchanges remote peers start. An honest peer starts one per connection and one per
+ * change of its tags: per peer one every 2 s sustained (5 at once), 2 in flight, 128 KiB a minute; all
+ * peers together 50 a second, 16 in flight.
+ */
 export const TAGS_BUDGET = {
-  ratePerSecond: 1,
-  burst: 10,
+  ratePerSecond: 0.5,
+  burst: 5,
   concurrency: 2,
-  bytesPerMinute: 256 * 1024,
+  bytesPerMinute: 128 * 1024,
+  globalRatePerSecond: 50,
+  globalConcurrency: 16,
 } as const
 /** Length-prefixed messages of at most 8 KiB, with a prefix of at most 2 bytes (see decodeLengthPrefix). */
 const LP_OPTIONS = { maxDataLength: TAG_LIMITS.maxMessageBytes, lengthDecoder: decodeLengthPrefix }
