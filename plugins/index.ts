@@ -1,6 +1,7 @@
 /** Meshkit's built-in plugins (`meshkit/plugins`), the registry JSON configs name them by, and the default config. */
 import { defineConfig, type MeshConfig, type PluginRegistry } from 'meshkit'
 import { dnsSeeds } from './dns-seeds/index.js'
+import { gate } from './gate/index.js'
 import { holePunch, stunServer } from './hole-punch/index.js'
 import { identify } from './identify/index.js'
 import { jaccardClusters } from './jaccard-clusters/index.js'
@@ -11,6 +12,7 @@ import { natClassifier, natProbeServer } from './nat-probe/index.js'
 import { noise } from './noise/index.js'
 import { peerCache } from './peer-cache/index.js'
 import { ping } from './ping/index.js'
+import { privateNetwork } from './private-network/index.js'
 import { metrics } from './prometheus-metrics/index.js'
 import { quic } from './quic/index.js'
 import { relayClient } from './relay-client/index.js'
@@ -19,6 +21,7 @@ import { staticPeers } from './static-peers/index.js'
 import { tcp } from './tcp/index.js'
 import { yamux } from './yamux/index.js'
 
+export type { GateApi } from './gate/index.js'
 export type { TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
@@ -31,12 +34,23 @@ export type {
 } from './nat-probe/index.js'
 export { NAT_PROBE_PROTOCOL } from './nat-probe/index.js'
 export type { CachedPeer, PeerCacheApi } from './peer-cache/index.js'
+export {
+  generatePsk,
+  PreSharedKey,
+  type PrivateNetworkApi,
+  PskFileError,
+  PskFormatError,
+  parsePsk,
+  readPskFile,
+  UNPROTECTABLE_PLUGINS,
+} from './private-network/index.js'
 export type { PrometheusMetricsApi } from './prometheus-metrics/index.js'
 export type { RelayClientApi, RelayReservationInfo } from './relay-client/index.js'
 export type { RelayServerApi, RelayServerReservation } from './relay-server/index.js'
 export { RELAY_HOP_PROTOCOL, RELAY_SERVICE, RELAY_STOP_PROTOCOL } from './relay-server/index.js'
 export {
   dnsSeeds,
+  gate,
   holePunch,
   identify,
   jaccardClusters,
@@ -49,6 +63,7 @@ export {
   noise,
   peerCache,
   ping,
+  privateNetwork,
   quic,
   relayClient,
   relayServer,
@@ -80,6 +95,8 @@ export const builtinPlugins: PluginRegistry = new Map(
     stunServer,
     jaccardClusters,
     metrics,
+    privateNetwork,
+    gate,
   ].map((factory) => [factory.pluginName, factory] as const),
 ) as PluginRegistry
 

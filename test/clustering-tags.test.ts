@@ -11,10 +11,13 @@ import { tcp as plainTcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import { createLibp2p } from 'libp2p'
+import type { MeshConfig } from 'meshkit'
 import { identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
+import { Uint8ArrayList } from 'uint8arraylist'
 import {
   CLUSTER_PEER_TAG,
   type ClusteringService,
+  decodeLengthPrefix,
   decodeTags,
   encodeTags,
   jaccardClusters,
@@ -74,6 +77,18 @@ describe('clustering: tags wire format', () => {
   })
 })
 
+describe('clustering: tags length prefix', () => {
+  const list = (bytes: number[]) => new Uint8ArrayList(Uint8Array.from(bytes))
+  it('decodes prefixes of up to 2 bytes, asks for more, and refuses a longer one at once', () => {
+    expect(decodeLengthPrefix(list([5]))).to.equal(5)
+    expect(decodeLengthPrefix(list([...varint(8192)]))).to.equal(8192)
+    expect(decodeLengthPrefix(list([...varint(16383)]))).to.equal(16383) // too long: lpStream refuses it
+    expect(() => decodeLengthPrefix(list([0x80]))).to.throw(RangeError) // incomplete: lpStream reads on
+    expectWireError(() => decodeLengthPrefix(list([0x80, 0x80])), /length prefix longer than 2 bytes/)
+    expectWireError(() => decodeLengthPrefix(list(new Array(1000).fill(0xff))), /longer than 2 bytes/)
+  })
+})
+
 describe('clustering: tag exchange between nodes', function () {
   this.timeout(60_000)
   let dir: string
@@ -96,8 +111,12 @@ describe('clustering: tag exchange between nodes', function () {
   })
 
   const clusteringOf = (n: TestNode) => n.node.api<ClusteringService>('clustering')
-  const start = (name: string, tags: string[], extra: Record<string, unknown> = {}) =>
-    nodes.start(name, { plugins: [jaccardClusters({ tags, pingInterval: '300ms', ...extra })] })
+  const start = (
+    name: string,
+    tags: string[],
+    extra: Record<string, unknown> = {},
+    config: MeshConfig = {},
+  ) => nodes.start(name, { ...config, plugins: [jaccardClusters({ tags, pingInterval: '300ms', ...extra })] })
 
   it('exchanges tags on connect and on change; both land in the same cluster', async () => {
     const a = await start('a', ['ml', 'nn', 'ai'])
@@ -149,11 +168,19 @@ describe('clustering: tag exchange between nodes', function () {
   })
 
   it('dials members of a short cluster back, with backoff while they are unreachable', async () => {
-    const a = await start('a', ['ml', 'nn'], { maintainInterval: '200ms' })
+    const a = await start(
+      'a',
+      ['ml', 'nn'],
+      { maintainInterval: '200ms' },
+      // one dial per peer's word a second at most by default (10 s): short here to see the backoff
+      { security: { peerDialInterval: '100ms' } },
+    )
     const b = await start('b', ['ml', 'nn'], { targetConnectionsPerCluster: 0 })
     const ca = clusteringOf(a)
-    await b.node.libp2p.dial(multiaddr(a.address))
+    // a reaches b itself (an outbound connection): a reason to dial b again later
+    await a.node.libp2p.dial(multiaddr(b.address))
     await waitFor(() => ca.clustersOf(b.peerId).length === 1, { what: 'b assigned on a' })
+    expect(ca.isTrusted(b.peerId)).to.equal(true)
     // a's only cluster has 1 connected member of the 4 wanted: when b goes, a dials it again
     await a.node.libp2p.hangUp(peerIdFromString(b.peerId))
     await waitFor(() => connectedTo(a, b.peerId), { what: 'a redials b' })
@@ -167,51 +194,104 @@ describe('clustering: tag exchange between nodes', function () {
     expect(ca.bestPeers(cluster, 1)[0].metrics.failures, 'dials in 3.5 s').to.be.within(1, 3)
   })
 
-  it('resets the stream on bad bytes, learns nothing, and keeps working', async () => {
+  it('does not dial back a member that connected to it, claimed its tags and left', async () => {
+    const a = await start(
+      'a',
+      ['ml', 'nn'],
+      { maintainInterval: '200ms', trustAfter: '5s' },
+      { security: { peerDialInterval: '100ms' } },
+    )
+    const b = await start('b', ['ml', 'nn'], { targetConnectionsPerCluster: 0 })
+    const ca = clusteringOf(a)
+    await b.node.libp2p.dial(multiaddr(a.address))
+    await waitFor(() => ca.clustersOf(b.peerId).length === 1, { what: 'b assigned on a' })
+    expect(ca.isTrusted(b.peerId), 'an inbound peer connected < trustAfter').to.equal(false)
+    await b.node.libp2p.hangUp(peerIdFromString(a.peerId))
+    await waitFor(() => !connectedTo(a, b.peerId), { what: 'b gone' })
+    // a's cluster is short of members and b (still up) is its only one: still, a does not dial it
+    await new Promise((r) => setTimeout(r, 1_500))
+    expect(connectedTo(a, b.peerId), 'a dialled b back').to.equal(false)
+    expect(ca.bestPeers(ca.ownClusters()[0], 1)[0].metrics.failures).to.equal(0)
+    expect(ca.clustersOf(b.peerId), 'b stays a known member').to.have.length(1)
+  })
+
+  it('forgets a member without trust soon after it left, keeps a trusted one until inactiveAfter', async () => {
+    const a = await start('a', ['ml', 'nn'], { maintainInterval: '200ms', forgetUntrustedAfter: '1s' })
+    const b = await start('b', ['ml', 'nn'], { targetConnectionsPerCluster: 0 })
+    const c = await start('c', ['ml', 'nn'], { targetConnectionsPerCluster: 0 })
+    const ca = clusteringOf(a)
+    await b.node.libp2p.dial(multiaddr(a.address)) // b came to a: no reason to trust it
+    await a.node.libp2p.dial(multiaddr(c.address)) // a reached c itself
+    await waitFor(() => ca.clustersOf(b.peerId).length === 1 && ca.clustersOf(c.peerId).length === 1, {
+      what: 'b and c assigned on a',
+    })
+    await b.close()
+    await c.close()
+    await waitFor(() => ca.clustersOf(b.peerId).length === 0, { timeoutMs: 5_000, what: 'b forgotten' })
+    const removed = eventsOf(a, 'cluster:peer-removed').find((e) => e.peerId === b.peerId)
+    expect(removed?.reason).to.equal('inactive')
+    expect(ca.clustersOf(c.peerId), 'c is kept (inactiveAfter is 5 min)').to.have.length(1)
+  })
+
+  it('resets the stream on bad bytes, penalizes malformed ones, learns nothing, and keeps working', async () => {
     const a = await start('a', ['ml', 'nn'])
     const ca = clusteringOf(a)
-    plain = await createLibp2p({
-      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-      transports: [plainTcp()],
-      connectionEncrypters: [plainNoise()],
-      streamMuxers: [plainYamux()],
-    })
-    const plainId = plain.peerId.toString()
-    const send = (bytes: Uint8Array) => rawTags(plain!, a.address, bytes)
-    const cases: Array<[string, Uint8Array]> = [
-      ['a length prefix above 8 KiB', Uint8Array.from([...varint(TAG_LIMITS.maxMessageBytes + 1), 0x7b])],
-      ['a 2^40 length prefix', varint(2 ** 40)],
-      ['an over-long varint', new Uint8Array(16).fill(0xff)],
-      ['a truncated message', Uint8Array.from([...varint(100), ...utf8('{"v":1')])],
-      ['an empty stream', new Uint8Array(0)],
-      ['invalid JSON', lengthPrefixed(utf8('{"v":1,"tags":['))],
-      ['invalid UTF-8', lengthPrefixed(Uint8Array.from([0xc3, 0x28, 0xff]))],
-      ['a JSON array', lengthPrefixed(utf8('["ml"]'))],
-      ['version 2', lengthPrefixed(json({ v: 2, tags: ['ml'] }))],
-      ['65 tags', lengthPrefixed(json({ v: 1, tags: Array.from({ length: 65 }, (_, i) => `t${i}`) }))],
-      ['a 65-character tag', lengthPrefixed(json({ v: 1, tags: ['x'.repeat(65)] }))],
-      ['a number as tag', lengthPrefixed(json({ v: 1, tags: ['ml', 7] }))],
-      ['tags as a string', lengthPrefixed(json({ v: 1, tags: 'ml' }))],
-      ['garbage bytes', Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 256)],
+    // each case from a fresh identity: four malformed messages from one peer get it banned
+    const fresh = async () => {
+      await Promise.resolve(plain?.stop()).catch(() => {})
+      plain = await createLibp2p({
+        addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+        transports: [plainTcp()],
+        connectionEncrypters: [plainNoise()],
+        streamMuxers: [plainYamux()],
+      })
+      return plain
+    }
+    // [what, bytes, malformed: the peer's bytes provably break the format (a cut-off stream does not)]
+    const cases: Array<[string, Uint8Array, boolean]> = [
+      [
+        'a length prefix above 8 KiB',
+        Uint8Array.from([...varint(TAG_LIMITS.maxMessageBytes + 1), 0x7b]),
+        true,
+      ],
+      ['a 2^40 length prefix', varint(2 ** 40), true],
+      ['an over-long varint', new Uint8Array(16).fill(0xff), true],
+      ['a length prefix that never ends (256 KiB)', new Uint8Array(256 * 1024).fill(0xff), true],
+      ['a truncated message', Uint8Array.from([...varint(100), ...utf8('{"v":1')]), false],
+      ['an empty stream', new Uint8Array(0), false],
+      ['invalid JSON', lengthPrefixed(utf8('{"v":1,"tags":[')), true],
+      ['invalid UTF-8', lengthPrefixed(Uint8Array.from([0xc3, 0x28, 0xff])), true],
+      ['a JSON array', lengthPrefixed(utf8('["ml"]')), true],
+      ['version 2', lengthPrefixed(json({ v: 2, tags: ['ml'] })), true],
+      ['65 tags', lengthPrefixed(json({ v: 1, tags: Array.from({ length: 65 }, (_, i) => `t${i}`) })), true],
+      ['a 65-character tag', lengthPrefixed(json({ v: 1, tags: ['x'.repeat(65)] })), true],
+      ['a number as tag', lengthPrefixed(json({ v: 1, tags: ['ml', 7] })), true],
+      ['tags as a string', lengthPrefixed(json({ v: 1, tags: 'ml' })), true],
+      ['garbage bytes', Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 256), true],
     ]
-    for (const [what, bytes] of cases) {
+    for (const [what, bytes, malformed] of cases) {
+      const node = await fresh()
+      const id = node.peerId.toString()
       const before = eventsOf(a, 'clustering:protocol-error').length
-      const reply = await send(bytes)
+      const reply = await rawTags(node, a.address, bytes)
       expect(reply.ended, `${what}: the stream is reset`).to.equal('reset')
       expect(reply.json, `${what}: no answer`).to.equal(undefined)
       await waitFor(() => eventsOf(a, 'clustering:protocol-error').length > before, {
         what: `${what}: clustering:protocol-error`,
       })
-      expect(eventsOf(a, 'clustering:protocol-error').at(-1)?.peerId, what).to.equal(plainId)
+      expect(eventsOf(a, 'clustering:protocol-error').at(-1)?.peerId, what).to.equal(id)
+      expect(a.node.reputation.penalty(id), `${what}: penalty`).to.be.closeTo(malformed ? 25 : 0, 0.1)
     }
     expect(ca.size, 'nothing learned').to.equal(0)
     expect(a.node.state).to.equal('started')
 
     // a valid message is answered with a's tags, and assigns the plain node
-    const reply = await send(lengthPrefixed(json({ v: 1, tags: ['ml', 'nn', 'ai'] })))
+    const node = await fresh()
+    const reply = await rawTags(node, a.address, lengthPrefixed(json({ v: 1, tags: ['ml', 'nn', 'ai'] })))
     expect(reply.ended).to.equal('closed')
     expect(reply.json).to.deep.equal({ v: 1, tags: ['ml', 'nn'] })
-    expect(ca.clustersOf(plainId)).to.deep.equal(['tags:ai,ml,nn'])
+    expect(ca.clustersOf(node.peerId.toString())).to.deep.equal(['tags:ai,ml,nn'])
+    expect(a.node.reputation.penalty(node.peerId.toString())).to.equal(0)
   })
 })
 

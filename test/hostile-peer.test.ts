@@ -87,9 +87,11 @@ describe('hostile peers against a node with every plugin (issue 10)', function (
 
 describe('hostile harness', () => {
   it('targets every built-in plugin except those that cannot run here', () => {
-    // mdns and dns-seeds reach outside loopback; relay-client cannot start beside hole-punch (see target.ts)
+    // mdns and dns-seeds reach outside loopback; relay-client cannot start beside hole-punch (see target.ts);
+    // private-network would keep every attacker out at the handshake (and refuses quic and hole-punch);
+    // gate with no lists changes nothing (test/gate.test.ts)
     const left = [...builtinPlugins.keys()].filter((name) => !ALL_PLUGIN_NAMES.includes(name))
-    expect(left.sort()).to.deep.equal(['dns-seeds', 'mdns', 'relay-client'])
+    expect(left.sort()).to.deep.equal(['dns-seeds', 'gate', 'mdns', 'private-network', 'relay-client'])
   })
 
   it('encodes varints, length prefixes and protobuf fields as libp2p does', () => {

@@ -51,7 +51,12 @@ export interface ClusterEvents {
   'cluster:created': { clusterId: string; tags: string[] }
   'cluster:removed': { clusterId: string; reason: 'removed' | 'empty' }
   'cluster:peer-added': { clusterId: string; peerId: string }
-  'cluster:peer-removed': { clusterId: string; peerId: string; reason: 'removed' | 'inactive' | 'reassigned' }
+  'cluster:peer-removed': {
+    clusterId: string
+    peerId: string
+    /** `evicted`: more than `maxPeers` peers were known and this one was the least recently active. */
+    reason: 'removed' | 'inactive' | 'reassigned' | 'evicted'
+  }
 }
 export type ClusterEventName = keyof ClusterEvents
 
@@ -90,6 +95,19 @@ export interface ClusterManagerOptions {
    * exact but scan every cluster. @default threshold
    */
   indexMinThreshold?: number
+  /**
+   * Clusters at most, for `assignPeer` to create one: at the cap, the auto-created cluster that has been
+   * empty longest gives way; when none is empty, no cluster is created (the peer joins only existing
+   * matches). `addCluster` (the app's own clusters) is not refused. @default 1024
+   */
+  maxClusters?: number
+  /** Matching clusters one `assignPeer` joins at most, the most similar first. @default 8 */
+  maxClustersPerPeer?: number
+  /**
+   * Member peers known at once; when one more joins, the least recently active peer (joined or touched
+   * longest ago) is removed from every cluster (`reason: 'evicted'`). @default 2048
+   */
+  maxPeers?: number
   clock?: Clock
   /** Makes the id of an auto-created cluster from its sorted tags. @default `tags:` + tags joined by ',' */
   clusterId?: (sortedTags: string[]) => string
@@ -102,6 +120,23 @@ interface ClusterState {
   createdAt: number
   /** Clock ms since when the cluster has had no member (undefined while it has some). */
   emptySince?: number
+  /** Created by `assignPeer` from a peer's tags (not by `addCluster`). */
+  auto: boolean
+}
+
+/** What the manager holds and what its caps refused, for metrics and tests. */
+export interface ClusterManagerStats {
+  clusters: number
+  /** Peers that are a member of at least one cluster. */
+  peers: number
+  /** Auto-created clusters that are empty now (kept: this node's own, or `removeEmptyClusters` off). */
+  emptyAuto: number
+  /** Clusters `assignPeer` did not create because `maxClusters` clusters existed, none of them empty. */
+  creationsRefused: number
+  /** Empty auto-created clusters removed to make room under `maxClusters`. */
+  clustersEvicted: number
+  /** Peers removed because `maxPeers` peers were known. */
+  peersEvicted: number
 }
 
 const METHOD_RANK: Record<ConnectionMethod, number> = { direct: 0, 'hole-punched': 1, relayed: 2 }
@@ -142,14 +177,22 @@ export class ClusterManager {
   #cleanupInterval: number
   private autoCreate: boolean
   private removeEmpty: boolean
+  #maxClusters: number
+  #maxClustersPerPeer: number
+  #maxPeers: number
   private readonly clock: Clock
   private readonly makeId: (sortedTags: string[]) => string
   private index: SetIndex
   /** The index settings the current index was built with (compared on reconfigure). */
   private indexKey: string
   private readonly clustersById = new Map<string, ClusterState>()
-  /** peer -> ids of the clusters it is a member of. */
+  /** peer -> ids of the clusters it is a member of; in order of last activity (least recent first). */
   private readonly peerClusters = new Map<string, Set<string>>()
+  /** Auto-created clusters that are empty, in the order they became empty (the first gives way first). */
+  private readonly emptyAuto = new Map<string, ClusterState>()
+  private readonly counts = { creationsRefused: 0, clustersEvicted: 0, peersEvicted: 0 }
+  /** Clusters being dropped now (their members leave first: no second drop from `leave`). */
+  private readonly dropping = new Set<string>()
   private readonly listeners = new Map<string, Set<Listener<ClusterEventName>>>()
   private timer: unknown
 
@@ -160,6 +203,9 @@ export class ClusterManager {
     this.#cleanupInterval = rules.cleanupInterval
     this.autoCreate = rules.autoCreate
     this.removeEmpty = rules.removeEmptyClusters
+    this.#maxClusters = rules.maxClusters
+    this.#maxClustersPerPeer = rules.maxClustersPerPeer
+    this.#maxPeers = rules.maxPeers
     this.clock = options.clock ?? systemClock
     this.makeId = options.clusterId ?? ((tags) => `tags:${tags.join(',')}`)
     this.indexKey = rules.indexKey
@@ -179,6 +225,39 @@ export class ClusterManager {
   /** Period of the automatic cleanup (ms). */
   get cleanupInterval(): number {
     return this.#cleanupInterval
+  }
+
+  /** Clusters at most for `assignPeer` to create one. */
+  get maxClusters(): number {
+    return this.#maxClusters
+  }
+
+  /** Matching clusters one `assignPeer` joins at most. */
+  get maxClustersPerPeer(): number {
+    return this.#maxClustersPerPeer
+  }
+
+  /** Member peers known at once. */
+  get maxPeers(): number {
+    return this.#maxPeers
+  }
+
+  stats(): ClusterManagerStats {
+    return {
+      clusters: this.clustersById.size,
+      peers: this.peerClusters.size,
+      emptyAuto: this.emptyAuto.size,
+      ...this.counts,
+    }
+  }
+
+  /**
+   * Whether an auto-created cluster that became empty stays (until `removeEmptyClusters` removes it
+   * `inactiveAfter` later) rather than going at once. The manager keeps none; a subclass keeps those it
+   * cares about (the clustering service: this node's own clusters).
+   */
+  protected keepWhenEmpty(_tags: ReadonlySet<string>): boolean {
+    return false
   }
 
   /**
@@ -202,6 +281,12 @@ export class ClusterManager {
     this.#inactiveAfter = rules.inactiveAfter
     this.autoCreate = rules.autoCreate
     this.removeEmpty = rules.removeEmptyClusters
+    this.#maxClusters = rules.maxClusters
+    this.#maxClustersPerPeer = rules.maxClustersPerPeer
+    this.#maxPeers = rules.maxPeers
+    // lower caps: the longest-empty auto-created clusters and the least recently active peers go now
+    while (this.clustersById.size > this.#maxClusters && this.evictEmpty()) {}
+    while (this.peerClusters.size > this.#maxPeers && this.evictPeer()) {}
     if (rules.cleanupInterval !== this.#cleanupInterval) {
       this.#cleanupInterval = rules.cleanupInterval
       if (this.timer !== undefined) {
@@ -239,6 +324,10 @@ export class ClusterManager {
 
   /** Adds a cluster; returns false (and changes nothing) when the id exists. */
   addCluster(id: string, tags: Iterable<string>): boolean {
+    return this.createCluster(id, tags, false)
+  }
+
+  private createCluster(id: string, tags: Iterable<string>, auto: boolean): boolean {
     if (this.clustersById.has(id)) return false
     const now = this.clock.now()
     const state: ClusterState = {
@@ -247,6 +336,7 @@ export class ClusterManager {
       members: new Map(),
       createdAt: now,
       emptySince: now,
+      auto,
     }
     this.clustersById.set(id, state)
     this.index.add(id, state.tags)
@@ -288,17 +378,20 @@ export class ClusterManager {
     return this.leave(clusterId, peerId, 'removed')
   }
 
-  /** Removes a peer from every cluster. */
-  removePeer(peerId: string): number {
+  /** Removes a peer from every cluster (`reason` goes into each `cluster:peer-removed`). */
+  removePeer(peerId: string, reason: 'removed' | 'inactive' = 'removed'): number {
     let n = 0
-    for (const id of this.clustersOf(peerId)) if (this.leave(id, peerId, 'removed')) n++
+    for (const id of this.clustersOf(peerId)) if (this.leave(id, peerId, reason)) n++
     return n
   }
 
   /** Marks a peer alive in every cluster it belongs to, optionally updating its metrics. */
   touchPeer(peerId: string, metrics: Partial<PeerMetrics> = {}): void {
     const now = this.clock.now()
-    for (const id of this.peerClusters.get(peerId) ?? []) {
+    const ids = this.peerClusters.get(peerId)
+    if (!ids) return
+    this.refresh(peerId, ids)
+    for (const id of ids) {
       const m = this.clustersById.get(id)?.members.get(peerId)
       if (!m) continue
       m.lastSeen = now
@@ -323,28 +416,53 @@ export class ClusterManager {
   }
 
   /**
-   * Puts `peerId` into every cluster whose tags reach the threshold with `tags`; when none does and
-   * `autoCreate` is on, creates a cluster with exactly these tags. Clusters it was put in by an earlier
-   * `assignPeer` that no longer match are left (`reason: 'reassigned'`); memberships added by hand stay.
-   * A peer with no tags matches nothing and creates nothing. Returns the ids of the matching clusters.
+   * Puts `peerId` into the clusters whose tags reach the threshold with `tags` (the
+   * `maxClustersPerPeer` most similar); when none does and `autoCreate` is on, creates a cluster with
+   * exactly these tags (unless `maxClusters` clusters exist and none of them can give way). Clusters it
+   * was put in by an earlier `assignPeer` that no longer match are left (`reason: 'reassigned'`);
+   * memberships added by hand stay. An auto-created cluster left empty goes at once unless it is kept
+   * (see `keepWhenEmpty`; with `removeEmptyClusters` off every cluster is kept): a peer that sends set
+   * after set holds one cluster, its latest. A peer with no tags matches nothing and creates nothing.
+   * Returns the ids of the clusters it was put in. Work: one index query, then O(maxClustersPerPeer).
    */
   assignPeer(peerId: string, tags: Iterable<string>, metrics: Partial<PeerMetrics> = {}): string[] {
     const set = new Set(tags)
-    const matches = set.size === 0 ? [] : this.index.query(set, this.threshold).map((m) => m.id)
-    if (matches.length === 0 && set.size > 0 && this.autoCreate) {
-      const sorted = [...set].sort()
-      let id = this.makeId(sorted)
-      for (let k = 2; this.clustersById.has(id); k++) id = `${this.makeId(sorted)}#${k}`
-      this.addCluster(id, sorted)
-      matches.push(id)
-    }
+    const matches =
+      set.size === 0
+        ? []
+        : this.index
+            .query(set, this.threshold)
+            .slice(0, this.#maxClustersPerPeer)
+            .map((m) => m.id)
     const keep = new Set(matches)
-    for (const id of this.clustersOf(peerId)) {
-      const m = this.clustersById.get(id)?.members.get(peerId)
-      if (m?.assigned && !keep.has(id)) this.leave(id, peerId, 'reassigned')
+    const leaveStale = () => {
+      for (const id of this.clustersOf(peerId)) {
+        const m = this.clustersById.get(id)?.members.get(peerId)
+        if (m?.assigned && !keep.has(id)) this.leave(id, peerId, 'reassigned')
+      }
     }
-    for (const id of matches) this.join(id, peerId, metrics, true)
-    return matches
+    let left = false
+    if (matches.length === 0 && set.size > 0 && this.autoCreate) {
+      if (this.clustersById.size >= this.#maxClusters) {
+        // what the peer leaves may make room, then the longest-empty auto-created cluster gives way
+        leaveStale()
+        left = true
+        while (this.clustersById.size >= this.#maxClusters && this.evictEmpty()) {}
+      }
+      if (this.clustersById.size < this.#maxClusters) {
+        const sorted = [...set].sort()
+        let id = this.makeId(sorted)
+        for (let k = 2; this.clustersById.has(id); k++) id = `${this.makeId(sorted)}#${k}`
+        this.createCluster(id, sorted, true)
+        matches.push(id)
+        keep.add(id)
+      } else {
+        this.counts.creationsRefused++
+      }
+    }
+    if (!left) leaveStale()
+    // (a join that evicts another peer may drop a cluster not joined yet: it is then left out)
+    return matches.filter((id) => this.join(id, peerId, metrics, true))
   }
 
   /** Clusters whose tags reach `threshold` (default: the manager's) with cluster `id`'s, most similar first. */
@@ -380,7 +498,8 @@ export class ClusterManager {
 
   /**
    * Removes members not seen for `inactiveAfter` (`lastSeen <= now - inactiveAfter`), then clusters empty
-   * for `inactiveAfter` (when `removeEmptyClusters`). Runs every `cleanupInterval` once started.
+   * for `inactiveAfter` (when `removeEmptyClusters`; auto-created clusters not kept go as soon as they
+   * are empty). Runs every `cleanupInterval` once started.
    */
   cleanup(): { peersRemoved: number; clustersRemoved: number } {
     const now = this.clock.now()
@@ -390,7 +509,14 @@ export class ClusterManager {
     for (const c of [...this.clustersById.values()]) {
       for (const m of [...c.members.values()])
         if (m.lastSeen <= cutoff && this.leave(c.id, m.peerId, 'inactive')) peersRemoved++
-      if (this.removeEmpty && c.members.size === 0 && c.emptySince !== undefined && c.emptySince <= cutoff)
+      if (!this.clustersById.has(c.id))
+        clustersRemoved++ // an auto-created one, gone once empty
+      else if (
+        this.removeEmpty &&
+        c.members.size === 0 &&
+        c.emptySince !== undefined &&
+        c.emptySince <= cutoff
+      )
         if (this.dropCluster(c.id, 'empty')) clustersRemoved++
     }
     return { peersRemoved, clustersRemoved }
@@ -428,14 +554,41 @@ export class ClusterManager {
       assigned,
     })
     c.emptySince = undefined
+    this.emptyAuto.delete(clusterId)
     let set = this.peerClusters.get(peerId)
     if (!set) {
       set = new Set()
       this.peerClusters.set(peerId, set)
-    }
+      if (this.peerClusters.size > this.#maxPeers) this.evictPeer(peerId)
+    } else this.refresh(peerId, set)
     set.add(clusterId)
     this.emit('cluster:peer-added', { clusterId, peerId })
     return true
+  }
+
+  /** Moves a peer to the most recently active end of `peerClusters`. */
+  private refresh(peerId: string, ids: Set<string>): void {
+    this.peerClusters.delete(peerId)
+    this.peerClusters.set(peerId, ids)
+  }
+
+  /** Removes the least recently active peer (not `except`) from every cluster; false when there is none. */
+  private evictPeer(except?: string): boolean {
+    for (const peerId of this.peerClusters.keys()) {
+      if (peerId === except) continue
+      for (const id of this.clustersOf(peerId)) this.leave(id, peerId, 'evicted')
+      this.counts.peersEvicted++
+      return true
+    }
+    return false
+  }
+
+  /** Drops the auto-created cluster that has been empty longest; false when there is none. */
+  private evictEmpty(): boolean {
+    const first = this.emptyAuto.keys().next()
+    if (first.done) return false
+    this.counts.clustersEvicted++
+    return this.dropCluster(first.value, 'empty')
   }
 
   private leave(
@@ -445,19 +598,33 @@ export class ClusterManager {
   ): boolean {
     const c = this.clustersById.get(clusterId)
     if (!c?.members.delete(peerId)) return false
-    if (c.members.size === 0) c.emptySince = this.clock.now()
     const set = this.peerClusters.get(peerId)
     set?.delete(clusterId)
     if (set?.size === 0) this.peerClusters.delete(peerId)
     this.emit('cluster:peer-removed', { clusterId, peerId, reason })
+    if (c.members.size === 0 && this.clustersById.get(clusterId) === c) {
+      c.emptySince = this.clock.now()
+      if (c.auto) {
+        // a remote peer's cluster that nobody uses any more goes at once, unless it is kept
+        if (this.removeEmpty && !this.dropping.has(clusterId) && !this.keepWhenEmpty(c.tags))
+          this.dropCluster(clusterId, 'empty')
+        else if (!this.dropping.has(clusterId)) this.emptyAuto.set(clusterId, c)
+      }
+    }
     return true
   }
 
   private dropCluster(id: string, reason: 'removed' | 'empty'): boolean {
     const c = this.clustersById.get(id)
-    if (!c) return false
-    for (const peerId of [...c.members.keys()]) this.leave(id, peerId, 'removed')
+    if (!c || this.dropping.has(id)) return false
+    this.dropping.add(id)
+    try {
+      for (const peerId of [...c.members.keys()]) this.leave(id, peerId, 'removed')
+    } finally {
+      this.dropping.delete(id)
+    }
     this.clustersById.delete(id)
+    this.emptyAuto.delete(id)
     this.index.remove(id)
     this.emit('cluster:removed', { clusterId: id, reason })
     return true
@@ -472,6 +639,11 @@ function resolveRules(options: Omit<ClusterManagerOptions, 'clock' | 'clusterId'
   if (!(inactiveAfter > 0)) throw new RangeError('inactiveAfter must be > 0 ms')
   const cleanupInterval = options.cleanupInterval ?? Math.max(1000, Math.floor(inactiveAfter / 5))
   if (!(cleanupInterval > 0)) throw new RangeError('cleanupInterval must be > 0 ms')
+  const maxClusters = options.maxClusters ?? 1024
+  const maxClustersPerPeer = options.maxClustersPerPeer ?? 8
+  const maxPeers = options.maxPeers ?? 2048
+  for (const [name, value] of Object.entries({ maxClusters, maxClustersPerPeer, maxPeers }))
+    if (!(Number.isInteger(value) && value >= 1)) throw new RangeError(`${name} must be a whole number >= 1`)
   const idx = options.index ?? 'exact'
   const minThreshold = options.indexMinThreshold ?? threshold
   if (idx === 'exact') checkThreshold(minThreshold)
@@ -485,6 +657,9 @@ function resolveRules(options: Omit<ClusterManagerOptions, 'clock' | 'clusterId'
     cleanupInterval,
     autoCreate: options.autoCreate ?? true,
     removeEmptyClusters: options.removeEmptyClusters ?? true,
+    maxClusters,
+    maxClustersPerPeer,
+    maxPeers,
     indexKey: JSON.stringify(idx === 'exact' ? { exact: minThreshold } : idx),
     makeIndex,
   }

@@ -1,6 +1,6 @@
 import type { PeerId } from '@libp2p/interface'
 import { definePlugin, durationSchema, z } from 'meshkit'
-import { ClusteringService, type ClusteringServiceOptions } from './service.js'
+import { ClusteringService, type ClusteringServiceOptions, TAGS_BUDGET } from './service.js'
 import { TAG_LIMITS } from './wire.js'
 
 type PingService = { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
@@ -11,6 +11,7 @@ export {
   type ClusterEvents,
   ClusterManager,
   type ClusterManagerOptions,
+  type ClusterManagerStats,
   type ClusterMember,
   type ConnectionMethod,
   compareMembers,
@@ -24,6 +25,7 @@ export {
   ClusteringService,
   type ClusteringServiceOptions,
   methodOf,
+  TAGS_BUDGET,
 } from './service.js'
 export {
   BruteForceIndex,
@@ -39,6 +41,7 @@ export {
 } from './similarity-index.js'
 export {
   checkTags,
+  decodeLengthPrefix,
   decodeTags,
   encodeTags,
   TAG_LIMITS,
@@ -84,6 +87,19 @@ const options = z
     pingInterval: durationSchema("'30s'").default(30_000),
     /** How often protection and the per-cluster target are checked (also after every change). @default '5s' */
     maintainInterval: durationSchema("'5s'").default(5_000),
+    /**
+     * Clusters at most for a peer's tags to create one; at the cap the longest-empty auto-created
+     * cluster gives way, or none is created. @default 1024
+     */
+    maxClusters: z.number().int().min(1).max(1_000_000).default(1024),
+    /** Matching clusters one peer joins at most (the most similar). @default 8 */
+    maxClustersPerPeer: z.number().int().min(1).max(1024).default(8),
+    /** Member peers known at once; beyond, the least recently active one is forgotten. @default 2048 */
+    maxPeers: z.number().int().min(1).max(1_000_000).default(2048),
+    /** A member this node never dialled itself is dialled back only after it stayed connected this long. @default '1m' */
+    trustAfter: durationSchema("'1m'").default(60_000),
+    /** A member without that trust is forgotten this long after it left (not `inactiveAfter`). @default '30s' */
+    forgetUntrustedAfter: durationSchema("'30s'").default(30_000),
   })
   .default({
     threshold: 0.7,
@@ -96,6 +112,11 @@ const options = z
     targetConnectionsPerCluster: 4,
     pingInterval: 30_000,
     maintainInterval: 5_000,
+    maxClusters: 1024,
+    maxClustersPerPeer: 8,
+    maxPeers: 2048,
+    trustAfter: 60_000,
+    forgetUntrustedAfter: 30_000,
   })
 
 function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOptions {
@@ -112,6 +133,11 @@ function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOption
     targetConnectionsPerCluster: opts.targetConnectionsPerCluster,
     pingInterval: opts.pingInterval,
     maintainInterval: opts.maintainInterval,
+    maxClusters: opts.maxClusters,
+    maxClustersPerPeer: opts.maxClustersPerPeer,
+    maxPeers: opts.maxPeers,
+    trustAfter: opts.trustAfter,
+    forgetUntrustedAfter: opts.forgetUntrustedAfter,
   }
 }
 
@@ -129,7 +155,14 @@ function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOption
  * - connected cluster members are pinged every `pingInterval` (RTT, failures);
  * - the `protectBest` best members of each cluster this node belongs to carry the `meshkit-cluster` peer
  *   tag, and a cluster with fewer than `targetConnectionsPerCluster` connected members gets its best
- *   known members dialled (a few at a time, with backoff).
+ *   known members dialled by peer id (a few at a time, with backoff, at most one a second overall, one
+ *   per peer per `security.peerDialInterval`), but only members this node has a reason to trust: it
+ *   reached them itself, or they stayed connected for `trustAfter`; a member without that trust is
+ *   forgotten `forgetUntrustedAfter` after it disconnected;
+ * - bounds (see docs/clustering.md): a peer's exchanges take from a per-peer budget (`TAGS_BUDGET`),
+ *   malformed ones cost it reputation; a peer holds at most the cluster of its latest tag set (an
+ *   auto-created cluster left empty goes at once unless it is one of this node's own), at most
+ *   `maxClustersPerPeer` memberships; `maxClusters` and `maxPeers` cap the whole.
  * Every change is a node event (`cluster:created`, `cluster:removed`, `cluster:peer-added`,
  * `cluster:peer-removed`); bad tag messages reset the stream and emit `clustering:protocol-error`.
  * On a config reload (`mesh dev`) every option is applied in place (`ClusteringService.reconfigure`):
@@ -159,6 +192,9 @@ export const jaccardClusters = definePlugin({
           events: ctx.events,
           signal: ctx.signal,
           ping: services.ping,
+          budget: ctx.budget('tags', TAGS_BUDGET),
+          reputation: ctx.reputation,
+          peerAddresses: ctx.peerAddresses,
         })
       },
       stop: () => service.stopService(),

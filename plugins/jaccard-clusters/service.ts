@@ -5,9 +5,27 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { coalescePerKey, type Logger, type MeshEventBus } from 'meshkit'
+import {
+  type Budget,
+  coalescePerKey,
+  type Logger,
+  LruMap,
+  type MeshEventBus,
+  type PeerAddressPolicy,
+  type PeerReputation,
+  TokenBucket,
+} from 'meshkit'
 import { ClusterManager, type ClusterManagerOptions, type ConnectionMethod } from './cluster-manager.js'
-import { checkTags, decodeTags, encodeTags, TAG_LIMITS, TAGS_PROTOCOL } from './wire.js'
+import { jaccard } from './similarity-index.js'
+import {
+  checkTags,
+  decodeLengthPrefix,
+  decodeTags,
+  encodeTags,
+  TAG_LIMITS,
+  TAGS_PROTOCOL,
+  TagsWireError,
+} from './wire.js'
 
 /** The libp2p peer tag on the best peers of this node's clusters (the connection manager keeps them). */
 export const CLUSTER_PEER_TAG = 'meshkit-cluster'
@@ -20,6 +38,34 @@ const BACKOFF_INITIAL_MS = 1_000
 const BACKOFF_MAX_MS = 60_000
 /** Pings in flight at once. */
 const MAX_PINGS = 8
+/** Dials to cluster members across all clusters: per second sustained, and at once above that. */
+const DIAL_RATE_PER_SECOND = 1
+const DIAL_BURST = 8
+/** Peers whose trust (see `trustAfter`) is remembered at once. */
+const MAX_TRUSTED = 4096
+/**
+ * Budget of the tag exchanges remote peers start. An honest peer starts one per connection and one per
+ * change of its tags: per peer one every 2 s sustained (5 at once), 2 in flight, 128 KiB a minute; all
+ * peers together 50 a second, 16 in flight.
+ */
+export const TAGS_BUDGET = {
+  ratePerSecond: 0.5,
+  burst: 5,
+  concurrency: 2,
+  bytesPerMinute: 128 * 1024,
+  globalRatePerSecond: 50,
+  globalConcurrency: 16,
+} as const
+/** Length-prefixed messages of at most 8 KiB, with a prefix of at most 2 bytes (see decodeLengthPrefix). */
+const LP_OPTIONS = { maxDataLength: TAG_LIMITS.maxMessageBytes, lengthDecoder: decodeLengthPrefix }
+/** Errors that mean the peer's bytes broke the wire format (penalized as `malformed`). */
+const MALFORMED = new Set([
+  'InvalidDataLengthError',
+  'InvalidDataLengthLengthError',
+  'InvalidMessageLengthError',
+])
+const isMalformed = (err: unknown) =>
+  err instanceof TagsWireError || (err instanceof Error && MALFORMED.has(err.name))
 
 export interface ClusteringServiceOptions extends ClusterManagerOptions {
   /** This node's own topic tags. */
@@ -32,6 +78,18 @@ export interface ClusteringServiceOptions extends ClusterManagerOptions {
   pingInterval?: number
   /** How often protection and the per-cluster target are checked (ms); also after every change. @default 5000 */
   maintainInterval?: number
+  /**
+   * A member this node never reached by dialling it is dialled back (when its cluster is short of
+   * connections) only once it stayed connected this long (ms): a peer that connects, claims this node's
+   * tags and leaves is never dialled. @default 60000
+   */
+  trustAfter?: number
+  /**
+   * A member without that trust is forgotten this long after it disconnected (ms; `inactiveAfter` when
+   * that is shorter): the memberships of a peer that came and went do not outlive it by minutes.
+   * @default 30000
+   */
+  forgetUntrustedAfter?: number
 }
 
 interface Runtime {
@@ -40,6 +98,12 @@ interface Runtime {
   events: MeshEventBus
   signal: AbortSignal
   ping?: { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
+  /** The per-peer budget of tag exchanges remote peers start (the plugin makes it with `ctx.budget`). */
+  budget?: Budget
+  /** Where malformed messages are reported. */
+  reputation?: Pick<PeerReputation, 'penalize'>
+  /** One dial on a peer's word per `security.peerDialInterval`. */
+  peerAddresses?: Pick<PeerAddressPolicy, 'takeDial'>
 }
 
 /**
@@ -76,9 +140,17 @@ export class ClusteringService extends ClusterManager {
   #targetConnectionsPerCluster: number
   #pingInterval: number
   #maintainInterval: number
+  #trustAfter: number
+  #forgetUntrustedAfter: number
   #tags: string[]
   /** The last tags each peer sent (to re-assign peers when the rules change), while it is known. */
-  readonly #peerTags = new Map<string, string[]>()
+  #peerTags: LruMap<string, string[]>
+  /** Peers this node has a reason to dial: it reached them itself, or they stayed `trustAfter` connected. */
+  readonly #trusted = new LruMap<string, true>(MAX_TRUSTED)
+  /** Members without trust that disconnected, and when (oldest first). */
+  readonly #leftUntrusted = new LruMap<string, number>(MAX_TRUSTED)
+  /** Dials to cluster members across all clusters. */
+  readonly #dialRate = new TokenBucket(DIAL_RATE_PER_SECOND, DIAL_BURST)
   #rt?: Runtime
   readonly #off: Array<() => void> = []
   readonly #timers: ReturnType<typeof setInterval>[] = []
@@ -100,7 +172,27 @@ export class ClusteringService extends ClusterManager {
     this.#targetConnectionsPerCluster = options.targetConnectionsPerCluster ?? 4
     this.#pingInterval = Math.max(100, options.pingInterval ?? 30_000)
     this.#maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
+    this.#trustAfter = checkTrustAfter(options.trustAfter)
+    this.#forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
+    this.#peerTags = new LruMap(this.maxPeers)
     this.on('*', () => this.#scheduleMaintain())
+  }
+
+  /** This node's own clusters stay when empty (until `removeEmptyClusters`); remote peers' go at once. */
+  protected override keepWhenEmpty(tags: ReadonlySet<string>): boolean {
+    return this.#tags.length > 0 && jaccard(tags, this.#tags) >= this.threshold
+  }
+
+  /** How long (ms) a member this node never dialled must stay connected before it is dialled back. */
+  get trustAfter(): number {
+    return this.#trustAfter
+  }
+
+  /** Whether this node would dial `peer` back: it reached it itself, or `peer` stayed `trustAfter` connected. */
+  isTrusted(peer: string): boolean {
+    if (this.#trusted.has(peer)) return true
+    const since = this.#connectedSince.get(peer)
+    return since !== undefined && Date.now() - since >= this.#trustAfter
   }
 
   /** Best peers per own cluster that get the `meshkit-cluster` peer tag. */
@@ -137,8 +229,17 @@ export class ClusteringService extends ClusterManager {
     if (!(Number.isInteger(protectBest) && protectBest >= 0)) throw new RangeError('protectBest must be >= 0')
     if (!(Number.isInteger(target) && target >= 0))
       throw new RangeError('targetConnectionsPerCluster must be >= 0')
+    const trustAfter = checkTrustAfter(options.trustAfter)
+    const forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
     const cleanupBefore = this.cleanupInterval
     const rulesChanged = super.reconfigure(options)
+    this.#trustAfter = trustAfter
+    this.#forgetUntrustedAfter = forgetUntrustedAfter
+    if (this.#peerTags.max !== this.maxPeers) {
+      const peerTags = new LruMap<string, string[]>(this.maxPeers)
+      for (const [peer, peerTagList] of this.#peerTags.entries()) peerTags.set(peer, peerTagList)
+      this.#peerTags = peerTags
+    }
     this.#protectBest = protectBest
     this.#targetConnectionsPerCluster = target
     const pingInterval = Math.max(100, options.pingInterval ?? 30_000)
@@ -149,7 +250,8 @@ export class ClusteringService extends ClusterManager {
       cleanupBefore !== this.cleanupInterval
     this.#pingInterval = pingInterval
     this.#maintainInterval = maintainInterval
-    if (rulesChanged) for (const [peer, peerTags] of this.#peerTags) this.#apply(peer, peerTags)
+    if (rulesChanged)
+      for (const [peer, peerTags] of [...this.#peerTags.entries()]) this.#apply(peer, peerTags)
     if (timersChanged && this.#rt) {
       this.#stopTimers()
       this.#startTimers(this.#rt)
@@ -200,11 +302,18 @@ export class ClusteringService extends ClusterManager {
       const c = evt.detail
       const peer = c.remotePeer.toString()
       if (!this.#connectedSince.has(peer)) this.#connectedSince.set(peer, Date.now())
+      this.#leftUntrusted.delete(peer)
       this.touchPeer(peer, this.#metricsOf(peer, c))
-      if (c.direction === 'outbound') void this.#exchange(c.remotePeer)
+      if (c.direction === 'outbound') {
+        // this node reached the peer itself: a reason to dial it again later
+        this.#trusted.set(peer, true)
+        void this.#exchange(c.remotePeer)
+      }
     }
     const onDisconnect = (evt: CustomEvent<PeerId>) => {
       const peer = evt.detail.toString()
+      if (this.isTrusted(peer)) this.#trusted.set(peer, true)
+      else if (this.clustersOf(peer).length > 0) this.#leftUntrusted.set(peer, Date.now())
       this.#connectedSince.delete(peer)
       this.peerDisconnected(peer)
       this.#scheduleMaintain()
@@ -229,9 +338,9 @@ export class ClusteringService extends ClusterManager {
     every(this.cleanupInterval, () => {
       for (const p of libp2p.getPeers()) this.touchPeer(p.toString())
       this.cleanup()
-      for (const peer of this.#backoff.keys())
+      for (const peer of [...this.#backoff.keys()])
         if (this.clustersOf(peer).length === 0) this.#backoff.delete(peer)
-      for (const peer of this.#peerTags.keys())
+      for (const peer of [...this.#peerTags.keys()])
         if (this.clustersOf(peer).length === 0 && !this.#connectedSince.has(peer)) this.#peerTags.delete(peer)
     })
     every(this.maintainInterval, () => this.#maintain())
@@ -255,8 +364,11 @@ export class ClusteringService extends ClusterManager {
   // ---- tag exchange
 
   #apply(peer: string, tags: string[]): void {
-    this.#peerTags.set(peer, [...tags])
     this.assignPeer(peer, tags, this.#metricsOf(peer))
+    // kept to re-assign the peer when the rules change, while it is a member or connected (bounded)
+    if (this.clustersOf(peer).length > 0 || this.#connectedSince.has(peer))
+      this.#peerTags.set(peer, [...tags])
+    else this.#peerTags.delete(peer)
     this.#rt?.logger.debug(
       `${peer} has tags [${tags.join(', ')}]: clusters ${this.clustersOf(peer).join(', ')}`,
     )
@@ -294,7 +406,7 @@ export class ClusteringService extends ClusterManager {
     }
     try {
       const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
-      const lp = lpStream(stream, { maxDataLength: TAG_LIMITS.maxMessageBytes })
+      const lp = lpStream(stream, LP_OPTIONS)
       await lp.write(encodeTags(this.#tags), { signal })
       const reply = decodeTags((await lp.read({ signal })).subarray())
       await stream.close({ signal }).catch(() => {})
@@ -302,12 +414,23 @@ export class ClusteringService extends ClusterManager {
     } catch (err) {
       stream.abort(err as Error)
       if (rt.signal.aborted) return
-      rt.logger.debug(`bad tag exchange with ${id}: ${(err as Error).message}`)
-      rt.events.emit('clustering:protocol-error', { peerId: id, error: (err as Error).message })
+      this.#protocolError(rt, id, err, 'with')
     }
   }
 
-  /** Answers a peer's tags with this node's. Malformed, oversized or missing input resets the stream. */
+  /** Reports a failed exchange; a message that broke the format costs the peer `malformed` points. */
+  #protocolError(rt: Runtime, peer: string, err: unknown, how: 'with' | 'from'): void {
+    const message = err instanceof Error ? err.message : String(err)
+    if (isMalformed(err)) rt.reputation?.penalize(peer, 'malformed', `${TAGS_PROTOCOL}: ${message}`)
+    rt.logger.debug(`bad tag exchange ${how} ${peer}: ${message}`)
+    rt.events.emit('clustering:protocol-error', { peerId: peer, error: message })
+  }
+
+  /**
+   * Answers a peer's tags with this node's. Each exchange a peer starts takes from its budget (rate,
+   * concurrency, bytes: see {@link TAGS_BUDGET}); over it, the stream is reset unread (and the budget
+   * penalizes the peer). Malformed, oversized or missing input resets the stream.
+   */
   async #serve(stream: Stream, connection: Connection): Promise<void> {
     const rt = this.#rt
     const peer = connection.remotePeer.toString()
@@ -315,18 +438,29 @@ export class ClusteringService extends ClusterManager {
       stream.abort(new Error('stopping'))
       return
     }
+    const ticket = rt.budget?.admit(peer)
+    if (ticket && !ticket.ok) {
+      stream.abort(new Error(`tag exchange refused: ${ticket.reason}`))
+      return
+    }
     try {
       const signal = AbortSignal.any([rt.signal, AbortSignal.timeout(OP_TIMEOUT_MS)])
-      const lp = lpStream(stream, { maxDataLength: TAG_LIMITS.maxMessageBytes })
-      const request = decodeTags((await lp.read({ signal })).subarray())
+      const lp = lpStream(stream, LP_OPTIONS)
+      const bytes = (await lp.read({ signal })).subarray()
+      if (ticket && !ticket.spend(bytes.byteLength)) {
+        stream.abort(new Error('tag exchange refused: bytes'))
+        return
+      }
+      const request = decodeTags(bytes)
       this.#apply(peer, request.tags)
       await lp.write(encodeTags(this.#tags), { signal })
       await stream.close({ signal }).catch(() => {})
     } catch (err) {
       stream.abort(err as Error)
       if (rt.signal.aborted) return
-      rt.logger.debug(`bad tag exchange from ${peer}: ${(err as Error).message}`)
-      rt.events.emit('clustering:protocol-error', { peerId: peer, error: (err as Error).message })
+      this.#protocolError(rt, peer, err, 'from')
+    } finally {
+      if (ticket?.ok) ticket.release()
     }
   }
 
@@ -380,6 +514,15 @@ export class ClusteringService extends ClusterManager {
   #maintain(): void {
     const rt = this.#rt
     if (!rt || rt.signal.aborted) return
+    const connected = new Set(rt.libp2p.getPeers().map((p) => p.toString()))
+    const now = Date.now()
+    // members without trust go `forgetUntrustedAfter` after they left (oldest first; stop at the first too recent)
+    const grace = Math.min(this.inactiveAfter, this.#forgetUntrustedAfter)
+    for (const [peer, leftAt] of this.#leftUntrusted.entries()) {
+      if (now - leftAt < grace) break
+      this.#leftUntrusted.delete(peer)
+      if (!connected.has(peer)) this.removePeer(peer, 'inactive')
+    }
     const own = this.ownClusters()
     // Every ranked member of an own cluster carries a tag value by rank: the best `protectBest` the
     // full value (protected), the rest less and less, so libp2p's connection manager, which prunes the
@@ -395,15 +538,22 @@ export class ClusteringService extends ClusterManager {
     for (const [peer, value] of values) if (this.#tagValues.get(peer) !== value) this.#tagPeer(peer, value)
     for (const peer of [...this.#tagValues.keys()]) if (!values.has(peer)) this.#tagPeer(peer, undefined)
 
-    const connected = new Set(rt.libp2p.getPeers().map((p) => p.toString()))
-    const now = Date.now()
+    // peers connected for `trustAfter` are remembered as trusted (they may leave before the next check)
+    for (const [peer, since] of this.#connectedSince)
+      if (now - since >= this.#trustAfter && !this.#trusted.has(peer)) this.#trusted.set(peer, true)
     for (const id of own) {
       const members = this.bestPeers(id, Number.MAX_SAFE_INTEGER)
       let deficit = this.targetConnectionsPerCluster - members.filter((m) => connected.has(m.peerId)).length
       for (const m of members) {
         if (deficit <= 0 || this.#dialing.size >= MAX_DIALS) break
         if (connected.has(m.peerId) || this.#dialing.has(m.peerId)) continue
+        // only members this node has a reason to trust: a peer that came, claimed our tags and left is not one
+        if (!this.#trusted.has(m.peerId)) continue
         if ((this.#backoff.get(m.peerId)?.until ?? 0) > now) continue
+        // the addresses libp2p dials came from the peer: one dial per security.peerDialInterval, and a global rate
+        if (this.#dialRate.available < 1) return
+        if (rt.peerAddresses && !rt.peerAddresses.takeDial(m.peerId)) continue
+        this.#dialRate.take()
         deficit--
         void this.#dial(m.peerId)
       }
@@ -444,4 +594,16 @@ export class ClusteringService extends ClusterManager {
       this.#dialing.delete(peer)
     }
   }
+}
+
+function checkForgetAfter(value: number | undefined): number {
+  const ms = value ?? 30_000
+  if (!(ms >= 0)) throw new RangeError('forgetUntrustedAfter must be >= 0 ms')
+  return ms
+}
+
+function checkTrustAfter(value: number | undefined): number {
+  const ms = value ?? 60_000
+  if (!(ms >= 0)) throw new RangeError('trustAfter must be >= 0 ms')
+  return ms
 }

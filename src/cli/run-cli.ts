@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_FORMATS, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { registerDemoCommand } from './demo-command.js'
+import { registerKeygenCommand } from './keygen-command.js'
 import { registerStatusCommands } from './status-commands.js'
 
 /** This Meshkit's version, from its package.json. */
@@ -148,6 +149,8 @@ export function createProgram(io: CliIo = defaultIo): Command {
   registerStatusCommands(program, io)
 
   registerDemoCommand(program, io)
+
+  registerKeygenCommand(program, io)
 
   return program
 }
