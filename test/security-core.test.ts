@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
+  combineGaters,
   createBudget,
   createEventBus,
   createLogger,
@@ -362,7 +363,7 @@ describe('security: core budgets, reputation and address scope', () => {
             priority: 10,
             candidates: () =>
               cached.map(
-                (n) => `${n.libp2p.getMultiaddrs()[0]}`.replace(/\/p2p\/.*/, '') + `/p2p/${n.peerId}`,
+                (n) => `${String(n.libp2p.getMultiaddrs()[0]).replace(/\/p2p\/.*/, '')}/p2p/${n.peerId}`,
               ),
           }),
         }),
@@ -377,6 +378,22 @@ describe('security: core budgets, reputation and address scope', () => {
       // the seed comes first, then the cache fills up to minConnections
       await waitFor(() => node.libp2p.getPeers().length >= 2, { what: 'two peers' })
       expect(cached.some((c) => node.libp2p.getConnections(c.peerId).length > 0)).to.equal(true)
+    })
+  })
+
+  describe('gaters combined', () => {
+    it('deny* methods deny when any gater denies; filterMultiaddrForPeer keeps only what every gater keeps', async () => {
+      const combined = combineGaters([
+        { denyDialPeer: () => false, filterMultiaddrForPeer: () => true },
+        { denyDialPeer: () => true, filterMultiaddrForPeer: () => false },
+      ])!
+      expect(await combined.denyDialPeer!(undefined as never)).to.equal(true)
+      expect(await combined.filterMultiaddrForPeer!(undefined as never, undefined as never)).to.equal(false)
+      const keep = combineGaters([
+        { filterMultiaddrForPeer: () => true },
+        { filterMultiaddrForPeer: () => true },
+      ])!
+      expect(await keep.filterMultiaddrForPeer!(undefined as never, undefined as never)).to.equal(true)
     })
   })
 

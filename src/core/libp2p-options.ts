@@ -14,12 +14,14 @@ export function combineGaters(gaters: readonly ConnectionGater[]): ConnectionGat
   const methods = new Set(gaters.flatMap((g) => Object.keys(g) as GaterMethod[]))
   const combined: Record<string, (...args: unknown[]) => Promise<boolean>> = {}
   for (const method of methods) {
+    // every `deny*` method: true denies; `filterMultiaddrForPeer` is the other way round (true keeps)
+    const deny = method !== 'filterMultiaddrForPeer'
     combined[method] = async (...args: unknown[]) => {
       for (const gater of gaters) {
         const fn = gater[method] as ((...a: unknown[]) => boolean | Promise<boolean>) | undefined
-        if (fn && (await fn.apply(gater, args))) return true
+        if (fn && (await fn.apply(gater, args)) === deny) return deny
       }
-      return false
+      return !deny
     }
   }
   return combined as ConnectionGater

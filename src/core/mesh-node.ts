@@ -693,7 +693,9 @@ export class MeshNode {
     try {
       return await fn.call(slot.hooks, slot.ctx)
     } catch (err) {
-      if (err instanceof MeshError && err.code === 'MESH_ERR_PLUGIN_HOOK_FAILED') throw err
+      // a user's mistake a plugin found (a missing key file, a bad option value) stays a user error:
+      // the CLI prints it with its hint and exits 2, without a stack trace
+      if (err instanceof MeshError && (err.code === 'MESH_ERR_PLUGIN_HOOK_FAILED' || err.userError)) throw err
       throw meshError('MESH_ERR_PLUGIN_HOOK_FAILED', [slot.resolved.plugin.name, name, reasonOf(err)], {
         cause: err,
       })
