@@ -1093,6 +1093,7 @@ export const stunServer = definePlugin({
   name: 'stun-server',
   provides: ['stun-server'],
   options: stunOptions,
+  ports: (opts) => [{ protocol: 'udp', port: opts.port, host: opts.host, what: 'STUN' }],
   create: (opts) => {
     let server: StunServer | undefined
     return {

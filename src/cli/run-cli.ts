@@ -104,9 +104,9 @@ export function createProgram(io: CliIo = defaultIo): Command {
 
   program
     .command('init')
-    .description('create a project from a template: basic, relay, chat or plugin')
+    .description('create a project from a template: basic, relay, nat, chat or plugin')
     .argument('<dir>', 'the project directory (its name becomes the package name)')
-    .option('-t, --template <name>', 'basic | relay | chat | plugin', 'basic')
+    .option('-t, --template <name>', 'basic | relay | nat | chat | plugin', 'basic')
     .option('--no-install', 'do not run `npm install` in the new project')
     .option('-f, --force', 'write into a non-empty directory (overwrites the files the template has)')
     .option('--name <package-name>', 'the package name (default: the directory name)')

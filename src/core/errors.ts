@@ -70,6 +70,11 @@ export const ERRORS = {
       `Plugins '${a}' and '${b}' both add the libp2p service '${service}'.`,
     hint: () => 'Remove one of the two plugins, or rename the service key in your own plugin.',
   }),
+  MESH_ERR_PORT_CLASH: spec({
+    user: true,
+    message: (port: string, a: string, b: string) => `${a} and ${b} both bind ${port}.`,
+    hint: () => 'Give one of them another port in its options (or in `listen`); port 0 takes any free port.',
+  }),
   MESH_ERR_TRANSPORT_CONFLICT: spec({
     user: true,
     message: (tag: string) => `Two plugins add the same libp2p transport (${tag}).`,

@@ -80,6 +80,7 @@ export {
   type Slot,
 } from './plugin.js'
 export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
+export { checkPortClashes, type PortUse, portsOfListen } from './ports.js'
 export {
   OFFENCE_POINTS,
   type Offence,

@@ -6,6 +6,7 @@ import { didYouMean } from './did-you-mean.js'
 import { type MeshError, meshError } from './errors.js'
 import { isMeshPlugin, type MeshPlugin, type PluginFactory } from './plugin.js'
 import { orderPlugins } from './plugin-graph.js'
+import { checkPortClashes, type PortUse } from './ports.js'
 
 /** Plugins that JSON/YAML configs can name by string. The CLI registers the built-ins; core knows none. */
 export type PluginRegistry = ReadonlyMap<string, PluginFactory<z.ZodType | undefined, unknown>>
@@ -474,6 +475,17 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       serviceOwners.set(key, plugin.name)
     }
   }
+  // fixed ports two plugins (or a plugin and `listen`) bind: refused now, naming both
+  checkPortClashes(
+    resolved,
+    resolved.plugins.map(({ plugin, options: o }) => ({
+      owner: `plugin '${plugin.name}'`,
+      uses:
+        (
+          plugin.definition.ports as ((o: unknown, c: ResolvedMeshConfig) => readonly PortUse[]) | undefined
+        )?.(o, resolved) ?? [],
+    })),
+  )
   // each plugin's own look at the whole config (transports it cannot protect, ports it shares, ...)
   for (const { plugin, options: pluginOptions, index } of resolved.plugins) {
     const validate = plugin.definition.validate as
