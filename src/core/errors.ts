@@ -70,6 +70,12 @@ export const ERRORS = {
       `Plugins '${a}' and '${b}' both add the libp2p service '${service}'.`,
     hint: () => 'Remove one of the two plugins, or rename the service key in your own plugin.',
   }),
+  MESH_ERR_MISSING_PACKAGE: spec({
+    user: true,
+    message: (what: string, pkg: string) => `${what} needs the package ${pkg}, which is not installed.`,
+    hint: (_what: string, pkg: string) =>
+      `Install it in your project: npm install ${pkg} (Meshkit leaves it out of a default install).`,
+  }),
   MESH_ERR_PORT_CLASH: spec({
     user: true,
     message: (port: string, a: string, b: string) => `${a} and ${b} both bind ${port}.`,
