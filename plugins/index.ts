@@ -1,6 +1,7 @@
 /** Meshkit's built-in plugins (`meshkit/plugins`), the registry JSON configs name them by, and the default config. */
 import { defineConfig, type MeshConfig, type PluginRegistry } from 'meshkit'
 import { dnsSeeds } from './dns-seeds/index.js'
+import { gossip } from './gossip/index.js'
 import { holePunch, stunServer } from './hole-punch/index.js'
 import { identify } from './identify/index.js'
 import { jaccardClusters } from './jaccard-clusters/index.js'
@@ -18,6 +19,15 @@ import { staticPeers } from './static-peers/index.js'
 import { tcp } from './tcp/index.js'
 import { yamux } from './yamux/index.js'
 
+export type {
+  GossipApi,
+  GossipMessage,
+  GossipPublishResult,
+  GossipStats,
+  GossipValidator,
+  GossipVerdict,
+} from './gossip/index.js'
+export { gossipTopicName } from './gossip/index.js'
 export type { TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
@@ -36,6 +46,7 @@ export type { RelayServerApi, RelayServerReservation } from './relay-server/inde
 export { RELAY_HOP_PROTOCOL, RELAY_SERVICE, RELAY_STOP_PROTOCOL } from './relay-server/index.js'
 export {
   dnsSeeds,
+  gossip,
   holePunch,
   identify,
   jaccardClusters,
@@ -66,6 +77,7 @@ export const builtinPlugins: PluginRegistry = new Map(
     tcp,
     quic,
     kadTopics,
+    gossip,
     mdns,
     staticPeers,
     dnsSeeds,
