@@ -231,8 +231,8 @@ export const gossip = definePlugin({
       if (!parsed.success)
         throw invalid(
           'gossip topic',
-          `${JSON.stringify(topic)?.slice(0, 40)}`,
-          'A topic is 1 to 128 characters.',
+          `${JSON.stringify(topic)?.slice(0, 40)} is not a string of 1 to 128 characters`,
+          'Name the topic as you joined it through discovery (1 to 128 characters).',
         )
       return parsed.data
     }
