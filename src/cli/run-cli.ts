@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { registerDemoCommand } from './demo-command.js'
+import { registerGossipCommands } from './gossip-commands.js'
 import { registerStatusCommands } from './status-commands.js'
 
 /** This Meshkit's version, from its package.json. */
@@ -128,6 +129,8 @@ export function createProgram(io: CliIo = defaultIo): Command {
     )
 
   registerStatusCommands(program, io)
+
+  registerGossipCommands(program, io)
 
   registerDemoCommand(program, io)
 
