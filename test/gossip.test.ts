@@ -4,13 +4,24 @@
  * plays the hostile (or misconfigured) peer: what B must not pass on never reaches C, and B penalizes the
  * peer that sent it. A raw `/meshsub/1.2.0` stream sends what no GossipSub implementation would.
  */
+import { join } from 'node:path'
 import { RPC } from '@libp2p/gossipsub/message'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { expect } from 'chai'
-import { isMeshError, type MeshEvent } from 'meshkit'
-import type { GossipApi } from 'meshkit/plugins'
+import { isMeshError, loadOrCreateIdentity, type MeshEvent, resolveConfig } from 'meshkit'
+import {
+  builtinPlugins,
+  type GossipApi,
+  gossip,
+  identify,
+  kadTopics,
+  noise,
+  ping,
+  tcp,
+  yamux,
+} from 'meshkit/plugins'
 import { directlyConnected, GossipMesh, type GossipNode, type GossipOptions } from './fixtures/gossip-mesh.js'
-import type { TestNode } from './fixtures/loopback-nodes.js'
+import { TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
 import { lengthPrefixed } from './fixtures/topics.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -269,6 +280,36 @@ describe('gossip plugin', function () {
     })
     await waitFor(() => b.node.reputation.isBanned(raw.peerId), { what: 'the raw peer banned' })
     await waitFor(() => !directlyConnected(b, raw), { what: 'B hangs up on it' })
+  })
+
+  it('direct peers: only as configured (with their peer id), kept connected, messages exchanged', async () => {
+    expect(() =>
+      resolveConfig(
+        {
+          plugins: [
+            tcp(),
+            noise(),
+            yamux(),
+            identify(),
+            ping(),
+            kadTopics(),
+            gossip({ directPeers: ['/ip4/127.0.0.1/tcp/1'] }),
+          ],
+        },
+        { env: TEST_ENV, registry: builtinPlugins },
+      ),
+    ).to.throw(/directPeers: \/ip4\/127.0.0.1\/tcp\/1 does not end with \/p2p\/<peer id>/)
+    const b = await mesh.start('b', ['lobby'])
+    // A's identity made beforehand (its data dir), so that the gater allows A - B from the start
+    const { peerId } = await loadOrCreateIdentity(join(dir, 'a'))
+    mesh.topology.link(b.peerId, peerId.toString())
+    const a = await mesh.start('a', ['lobby'], { directPeers: [b.address] })
+    expect(a.peerId).to.equal(peerId.toString())
+    // nobody dialled: GossipSub connects to its direct peer itself (after 1 s)
+    await waitFor(() => directlyConnected(a, b), { timeoutMs: 10_000, what: 'A connects to its direct peer' })
+    await waitFor(() => a.gossip.peers('lobby').includes(b.peerId), { what: 'B a gossip peer of A' })
+    await a.gossip.publish('lobby', 'to my direct peer')
+    await waitFor(() => texts(b).includes('to my direct peer'), { what: 'the message at B' })
   })
 
   it('offers its API to other plugins: publish/subscribe work from code, and the API is typed', async () => {

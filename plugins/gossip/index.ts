@@ -166,13 +166,8 @@ function gossipsubInit(opts: GossipOptions, ctx: PluginContext): Partial<Gossips
     Dscore: Math.min(4, D),
     Dlazy: D,
     seenTTL: opts.seenTtl,
-    directPeers: opts.directPeers.map((a) => {
-      const ma = multiaddr(a)
-      return {
-        id: peerIdFromString(ma.getComponents().findLast((c) => c.name === 'p2p')!.value!),
-        addrs: [ma],
-      }
-    }),
+    // validate() has checked that each ends with a peer id
+    directPeers: opts.directPeers.map((a) => ({ id: peerIdOf(a)!, addrs: [multiaddr(a)] })),
     scoreParams: scoreParams(ctx),
     scoreThresholds: SCORE_THRESHOLDS,
     // one RPC of a peer at a time, one message at a time: a flood waits in the peer's own stream
@@ -185,6 +180,16 @@ function gossipsubInit(opts: GossipOptions, ctx: PluginContext): Partial<Gossips
     maxOutboundStreams: 4,
     // about 250 topics a peer may be subscribed to, as this node tracks it
     maxTopicBytesPerPeer: 256 * 1024,
+    // GossipSub's defaults, but subscriptions: more than ~250 per RPC cannot be tracked anyway
+    decodeRpcLimits: {
+      maxSubscriptions: 512,
+      maxMessages: 5000,
+      maxIhaveMessageIDs: 5000,
+      maxIwantMessageIDs: 5000,
+      maxIdontwantMessageIDs: 512,
+      maxControlMessages: 5000,
+      maxPeerInfos: 16,
+    },
     msgIdFn: messageIdBytes,
     fastMsgIdFn: fastMessageId,
     msgIdToStrFn: messageIdString,
@@ -192,7 +197,16 @@ function gossipsubInit(opts: GossipOptions, ctx: PluginContext): Partial<Gossips
   }
 }
 
-const hasPeerId = (a: string) => /\/p2p\/[^/]+$/.test(a)
+/** The peer id a direct peer's address ends with (`/p2p/<id>`), or undefined. */
+function peerIdOf(address: string) {
+  const id = /\/p2p\/([^/]+)$/.exec(address)?.[1]
+  if (!id) return undefined
+  try {
+    return peerIdFromString(id)
+  } catch {
+    return undefined
+  }
+}
 
 /**
  * Topic messaging with GossipSub (@libp2p/gossipsub, v1.1/1.2): `publish(topic, bytes)` reaches every
@@ -213,9 +227,9 @@ export const gossip = definePlugin({
   options,
   validate: (opts) =>
     opts.directPeers
-      .filter((a) => !hasPeerId(a))
+      .filter((a) => !peerIdOf(a))
       .map((a) => ({
-        message: `gossip directPeers: ${a} has no /p2p/<peer id>`,
+        message: `gossip directPeers: ${a} does not end with /p2p/<peer id>`,
         hint: 'A direct peer is trusted by its id: write its address with /p2p/<peer id> at the end.',
       })),
   create: (opts) => {

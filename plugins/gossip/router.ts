@@ -117,10 +117,13 @@ export class GossipRouter {
   start(): void {
     const onMessage = (e: CustomEvent<GossipsubMessage>) => this.#onMessage(e.detail)
     const onSubscriptions = (e: CustomEvent<SubscriptionChangeData>) => {
+      // one check per topic of ours, however many (repeated) subscriptions the RPC carried
+      const topics = new Set<string>()
       for (const s of e.detail.subscriptions) {
         const topic = this.#byGossip.get(s.topic)
-        if (topic) this.#syncPeers(topic)
+        if (topic) topics.add(topic)
       }
+      for (const topic of topics) this.#syncPeers(topic)
     }
     // disconnections and unsubscriptions the events above do not tell: checked once a heartbeat (1 s)
     const onHeartbeat = () => {
