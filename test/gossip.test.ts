@@ -229,6 +229,17 @@ describe('gossip plugin', function () {
     expect(refusal?.message).to.match(/publisher budget \(20 messages\/s in bursts of 100/)
   })
 
+  it("a banned publisher's messages are dropped, also when another peer forwards them", async () => {
+    const [a, b, c] = await line()
+    await delivered(a, c, 'before the ban')
+    c.node.reputation.ban(a.peerId, 'test: an operator ban')
+    await a.gossip.publish('lobby', 'after the ban')
+    await waitFor(() => c.gossip.stats().dropped.bannedPublisher === 1, { what: 'C drops it' })
+    expect(texts(b)).to.deep.equal(['before the ban', 'after the ban'])
+    expect(texts(c)).to.deep.equal(['before the ban'])
+    expect(c.node.reputation.penalty(b.peerId), 'B is not blamed').to.equal(0)
+  })
+
   it('drops what a raw GossipSub peer sends wrong: a bad signature (forged), an oversized message, an unknown topic', async () => {
     const b = await mesh.start('b', ['lobby'])
     const raw = await mesh.startPlain('raw')

@@ -86,7 +86,14 @@ export class GossipRouter {
     received: 0,
     published: 0,
     rejected: { oversize: 0, validator: 0, invalid: 0 },
-    dropped: { unknownTopic: 0, peerRate: 0, globalRate: 0, publisherRate: 0, validator: 0 },
+    dropped: {
+      unknownTopic: 0,
+      peerRate: 0,
+      globalRate: 0,
+      publisherRate: 0,
+      bannedPublisher: 0,
+      validator: 0,
+    },
     eventsDropped: 0,
   }
 
@@ -356,6 +363,11 @@ export class GossipRouter {
     if (message.type !== 'signed') return TopicValidatorResult.Reject
     const from = message.from.toString()
     const via = source.toString()
+    // a banned publisher's messages do not come in through other peers either
+    if (this.ctx.reputation.isBanned(from)) {
+      this.#stats.dropped.bannedPublisher++
+      return TopicValidatorResult.Ignore
+    }
     // a publisher over its budget is penalized by the kernel (its signature proves the messages are its)
     const ticket = this.publishers.admit(from)
     if (!ticket.ok) {

@@ -76,6 +76,8 @@ export interface GossipStats {
     globalRate: number
     /** Over the publisher's `publisherRate` / `publisherBytesPerMinute` (the publisher is penalized). */
     publisherRate: number
+    /** Published by a peer this node has banned (forwarded by another). */
+    bannedPublisher: number
     /** A topic validator said `ignore` (or failed, or took too long). */
     validator: number
   }
