@@ -8,10 +8,13 @@ import { join } from 'node:path'
 import { RPC } from '@libp2p/gossipsub/message'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { expect } from 'chai'
-import { isMeshError, loadOrCreateIdentity, type MeshEvent, resolveConfig } from 'meshkit'
+import { createLogger, isMeshError, loadOrCreateIdentity, type MeshEvent, resolveConfig } from 'meshkit'
 import {
   builtinPlugins,
   type GossipApi,
+  type GossipMessage,
+  type GossipValidator,
+  type GossipVerdict,
   gossip,
   identify,
   kadTopics,
@@ -20,6 +23,9 @@ import {
   tcp,
   yamux,
 } from 'meshkit/plugins'
+import { previewOf } from '../plugins/gossip/preview.js'
+import { ValidatorRunner } from '../plugins/gossip/validators.js'
+import { terminalSafe } from '../src/cli/gossip-commands.js'
 import { directlyConnected, GossipMesh, type GossipNode, type GossipOptions } from './fixtures/gossip-mesh.js'
 import { TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
 import { lengthPrefixed } from './fixtures/topics.js'
@@ -332,5 +338,64 @@ describe('gossip plugin', function () {
     off()
     off() // idempotent
     expect(api.topics()).to.deep.equal(['lobby'])
+  })
+})
+
+describe('gossip plugin: pieces', () => {
+  const message = (text: string): GossipMessage => ({
+    topic: 't',
+    id: 'x',
+    from: 'p',
+    via: 'p',
+    data: encoder.encode(text),
+    receivedAt: 0,
+  })
+
+  it('validators: in order, the first verdict that is not accept wins; throwing, slow or odd ones ignore', async () => {
+    const lines: string[] = []
+    const set = new Set<GossipValidator>()
+    const runner = new ValidatorRunner(
+      new Map([['t', set]]),
+      50,
+      createLogger({ level: 'warn', write: (l) => lines.push(l) }),
+    )
+    expect(await runner.run('t', message('a')), 'no validator: accept').to.equal('accept')
+    set.add(() => 'accept')
+    set.add(async (m) => (m.data[0] === 0x72 ? 'reject' : 'accept'))
+    expect(await runner.run('t', message('r'))).to.equal('reject')
+    expect(await runner.run('t', message('a'))).to.equal('accept')
+    const odd = (v: GossipValidator) => {
+      set.clear()
+      set.add(v)
+      return runner.run('t', message('a'))
+    }
+    expect(
+      await odd(() => {
+        throw new Error('bug')
+      }),
+    ).to.equal('ignore')
+    expect(await odd(() => Promise.reject(new Error('async bug')))).to.equal('ignore')
+    expect(await odd(() => 'yes' as GossipVerdict)).to.equal('ignore')
+    const started = Date.now()
+    expect(await odd(() => new Promise(() => {}))).to.equal('ignore')
+    expect(Date.now() - started, 'a validator that never answers is cut at the timeout').to.be.below(1000)
+    runner.flush()
+    expect(lines.join('\n')).to.match(/threw \(Error: bug\)/)
+    expect(lines.join('\n')).to.match(/took more than 50 ms/)
+  })
+
+  it('event previews are bounded: at most previewChars characters from at most 4x that many bytes', () => {
+    expect(previewOf(encoder.encode('hello'), 200)).to.deep.equal({ text: 'hello', truncated: false })
+    const long = previewOf(encoder.encode('é'.repeat(10_000)), 200)
+    expect(long.text).to.equal('é'.repeat(200))
+    expect(long.truncated).to.equal(true)
+    expect(previewOf(new Uint8Array([0xff, 0xfe, 0x41]), 200)).to.deep.equal({ binary: true })
+    // a multi-byte character cut by the byte window is not an error
+    expect(previewOf(encoder.encode(`${'a'.repeat(7)}é`), 2)).to.deep.equal({ text: 'aa', truncated: true })
+  })
+
+  it("mesh subscribe shows a peer's control characters and bidi overrides as escapes", () => {
+    expect(terminalSafe('a\u001b[2Jb\nc\td\u202ee\u0007')).to.equal('a\\u001b[2Jb\\nc\\td\\u202ee\\u0007')
+    expect(terminalSafe('plain text, ünïcödé 👋')).to.equal('plain text, ünïcödé 👋')
   })
 })

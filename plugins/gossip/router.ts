@@ -1,25 +1,12 @@
 import type { GossipSub, GossipsubMessage, Message, SubscriptionChangeData } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
-import {
-  type Budget,
-  type DiscoverySlotApi,
-  MeshError,
-  type PluginContext,
-  type ThrottledLog,
-  TokenBucket,
-  throttleLog,
-} from 'meshkit'
+import { type Budget, type DiscoverySlotApi, MeshError, type PluginContext, TokenBucket } from 'meshkit'
 import type { AdmissionRefusal, InvalidMessage } from './admission.js'
 import { previewOf } from './preview.js'
 import { gossipTopicName } from './topic-name.js'
-import type {
-  GossipMessage,
-  GossipPublishResult,
-  GossipStats,
-  GossipValidator,
-  GossipVerdict,
-} from './types.js'
+import type { GossipMessage, GossipPublishResult, GossipStats, GossipValidator } from './types.js'
+import { ValidatorRunner } from './validators.js'
 
 /** GossipSub as the router uses it: `getMeshPeers` is on the class, not (yet) on its interface. */
 export type GossipService = GossipSub & { getMeshPeers(topic: string): string[] }
@@ -54,8 +41,6 @@ interface JoinedTopic {
 const REJECT_EVENTS_PER_SECOND = 10
 const PEER_EVENTS_PER_SECOND = 50
 
-const VERDICTS: ReadonlySet<string> = new Set(['accept', 'reject', 'ignore'])
-
 /** A coded error for a call the app got wrong (exit 2 / HTTP 400 in the CLI and control API). */
 export function invalid(what: string, reason: string, hint: string): MeshError {
   return new MeshError('MESH_ERR_INVALID_ARGUMENT', `Invalid ${what}: ${reason}`, { hint })
@@ -75,7 +60,7 @@ export class GossipRouter {
   readonly #rejectEvents = new TokenBucket(REJECT_EVENTS_PER_SECOND, REJECT_EVENTS_PER_SECOND * 2)
   readonly #peerEvents = new TokenBucket(PEER_EVENTS_PER_SECOND, PEER_EVENTS_PER_SECOND * 2)
   readonly #offs: Array<() => void> = []
-  readonly #slowValidators: ThrottledLog
+  readonly #validators: ValidatorRunner
   readonly #discovery: DiscoverySlotApi
   readonly #self: string
   /** This node's own publishing, held to the budget its peers hold it to. */
@@ -109,11 +94,7 @@ export class GossipRouter {
     this.#self = ctx.peerId.toString()
     this.#ownRate = new TokenBucket(settings.publisherRate, settings.publisherBurst)
     this.#ownBytes = new TokenBucket(settings.publisherBytesPerMinute / 60, settings.publisherBytesPerMinute)
-    this.#slowValidators = throttleLog((m) => ctx.logger.warn(m), {
-      max: 5,
-      windowMs: 60_000,
-      what: 'slow or failing gossip validators',
-    })
+    this.#validators = new ValidatorRunner(registry.validators, settings.validatorTimeout, ctx.logger)
   }
 
   /** Whether `gossipTopic` is one this node is subscribed to. */
@@ -158,7 +139,7 @@ export class GossipRouter {
     clearInterval(this.#timer)
     for (const off of this.#offs.splice(0)) off()
     for (const topic of [...this.#topics.keys()]) this.#unsubscribe(topic)
-    this.#slowValidators.flush()
+    this.#validators.flush()
   }
 
   /** The namespace of gossip topic names: the option, else the discovery plugin's `namespace` option. */
@@ -237,7 +218,7 @@ export class GossipRouter {
     this.#ownBytes.take(data.byteLength)
     // the payload is copied: the caller may reuse its buffer, and the copy identifies the message below
     const payload = data.slice()
-    const verdict = await this.#validate(topic, {
+    const verdict = await this.#validators.run(topic, {
       topic,
       id: '',
       from: this.#self,
@@ -379,7 +360,7 @@ export class GossipRouter {
         this.#stats.dropped.publisherRate++
         return TopicValidatorResult.Ignore
       }
-      const verdict = await this.#validate(topic, {
+      const verdict = await this.#validators.run(topic, {
         topic,
         id: this.messageId(message),
         from,
@@ -399,48 +380,6 @@ export class GossipRouter {
       return TopicValidatorResult.Reject
     } finally {
       ticket.release()
-    }
-  }
-
-  /** Runs the topic's validators in order: the first verdict that is not 'accept' wins. */
-  async #validate(topic: string, message: GossipMessage): Promise<GossipVerdict> {
-    for (const validator of this.registry.validators.get(topic) ?? []) {
-      const verdict = await this.#runOne(topic, validator, message)
-      if (verdict !== 'accept') return verdict
-    }
-    return 'accept'
-  }
-
-  /** One validator, bounded by `validatorTimeout`; one that throws, times out or answers nonsense ignores. */
-  async #runOne(topic: string, validator: GossipValidator, message: GossipMessage): Promise<GossipVerdict> {
-    let timer: NodeJS.Timeout | undefined
-    try {
-      const answer = validator(message)
-      const verdict =
-        answer instanceof Promise
-          ? await Promise.race([
-              answer,
-              new Promise<'timeout'>((resolve) => {
-                timer = setTimeout(() => resolve('timeout'), this.settings.validatorTimeout)
-              }),
-            ])
-          : answer
-      if (verdict === 'timeout') {
-        this.#slowValidators(
-          `a validator of gossip topic '${topic}' took more than ${this.settings.validatorTimeout} ms: message ignored`,
-        )
-        return 'ignore'
-      }
-      if (VERDICTS.has(verdict as string)) return verdict as GossipVerdict
-      this.#slowValidators(
-        `a validator of gossip topic '${topic}' answered ${String(verdict).slice(0, 40)}, not accept|reject|ignore: message ignored`,
-      )
-      return 'ignore'
-    } catch (err) {
-      this.#slowValidators(`a validator of gossip topic '${topic}' threw (${err}): message ignored`)
-      return 'ignore'
-    } finally {
-      clearTimeout(timer)
     }
   }
 
