@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_FORMATS, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { registerDemoCommand } from './demo-command.js'
+import { registerGossipCommands } from './gossip-commands.js'
 import { registerKeygenCommand } from './keygen-command.js'
 import { registerStatusCommands } from './status-commands.js'
 
@@ -147,6 +148,8 @@ export function createProgram(io: CliIo = defaultIo): Command {
     )
 
   registerStatusCommands(program, io)
+
+  registerGossipCommands(program, io)
 
   registerDemoCommand(program, io)
 

@@ -4,6 +4,7 @@ import { isIPv4 } from 'node:net'
 import { isAbsolute, join, resolve } from 'node:path'
 import { ERRORS, type ErrorCode, MeshError, type MeshEvent, meshError, type PeerBan } from 'meshkit'
 import { processLiveness, selfIdentity } from '../core/process-identity.js'
+import type { GossipPublished } from './gossip-routes.js'
 import type { ClustersSnapshot, ConnectionView, PeerView, StatusView, TopicView } from './readers.js'
 import { CONTROL_DISCOVERY_FILE } from './server.js'
 import { CONTROL_TOKEN_FILE, readToken } from './token.js'
@@ -70,6 +71,16 @@ export interface ControlClient {
   loginUrl(): Promise<{ url: string; expiresAt: number }>
   /** The event stream (first `hello` with the status); ends when `signal` aborts or the node stops. */
   events(options?: { signal?: AbortSignal }): AsyncIterable<ControlStreamEvent>
+  /** The gossip plugin's topics and counters (`GET /api/gossip`). */
+  gossip(): Promise<unknown>
+  /** Publishes to a joined topic: `{ text }` is sent as UTF-8, `{ base64 }` as the bytes it encodes. */
+  publish(topic: string, message: { text: string } | { base64: string }): Promise<GossipPublished>
+  /**
+   * The messages of a joined topic as they arrive: first `subscribed`, then one `gossip:message` each
+   * (data: GossipStreamMessage), `unsubscribed` when the node leaves the topic or stops. Ends when
+   * `signal` aborts or the stream ends.
+   */
+  subscribe(topic: string, options?: { signal?: AbortSignal }): AsyncIterable<ControlStreamEvent>
 }
 
 /** Whether `host` (a URL's hostname) is a loopback IP literal: 127.0.0.0/8 or [::1]. */
@@ -241,8 +252,12 @@ export function createControlClient(options: ControlClientOptions = {}): Control
     return JSON.parse(text) as T
   }
 
-  async function* events(o: { signal?: AbortSignal } = {}): AsyncIterable<ControlStreamEvent> {
-    const res = await send('GET', '/api/events', undefined, o.signal, undefined)
+  /** The Server-Sent Events of `path`, parsed. */
+  async function* eventStream(
+    path: string,
+    o: { signal?: AbortSignal } = {},
+  ): AsyncIterable<ControlStreamEvent> {
+    const res = await send('GET', path, undefined, o.signal, undefined)
     if ((res.statusCode ?? 0) !== 200) throw errorFromBody(res.statusCode ?? 0, await readAll(res))
     res.setEncoding('utf8')
     let buffer = ''
@@ -289,6 +304,10 @@ export function createControlClient(options: ControlClientOptions = {}): Control
     nat: () => request<{ report: Record<string, unknown> | null }>('GET', '/api/nat'),
     metrics: () => request<string>('GET', '/metrics'),
     loginUrl: () => request<{ url: string; expiresAt: number }>('POST', '/api/login-code', {}),
-    events,
+    events: (o) => eventStream('/api/events', o),
+    gossip: () => request<unknown>('GET', '/api/gossip'),
+    publish: (topic, message) =>
+      request<GossipPublished>('POST', '/api/gossip/publish', { topic, ...message }),
+    subscribe: (topic, o) => eventStream(`/api/gossip/subscribe?topic=${encodeURIComponent(topic)}`, o),
   }
 }

@@ -7,6 +7,13 @@ export {
   createControlClient,
   type TopicChange,
 } from './client.js'
+export {
+  type GossipPublished,
+  type GossipSlotApi,
+  type GossipSlotMessage,
+  type GossipStreamMessage,
+  gossipOf,
+} from './gossip-routes.js'
 export type {
   ClusterJson,
   ClusterMemberJson,

@@ -16,6 +16,7 @@ import {
   meshError,
 } from 'meshkit'
 import { selfIdentity } from '../core/process-identity.js'
+import { addGossipRoutes } from './gossip-routes.js'
 import {
   bansOf,
   clusteringOf,
@@ -568,6 +569,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // the response closes when the client goes away or the server ends the stream
     res.on('close', cleanup)
   })
+  addGossipRoutes(addRoute, { events: kernel.events, streams, logger })
   addRoute('GET', '/metrics', async (_req, res, _url, ctx) => {
     const metrics = metricsOf(ctx.node())
     if (!metrics) throw noProvider('metrics', METRICS_HINT)
