@@ -16,6 +16,7 @@ import {
   resolveConfig,
 } from 'meshkit'
 import { builtinPlugins, identify, noise, staticPeers, tcp, yamux } from 'meshkit/plugins'
+import { hostKeyOf } from '../src/core/node-gater.js'
 import { Reputation } from '../src/core/reputation.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -378,6 +379,16 @@ describe('security: core budgets, reputation and address scope', () => {
       // the seed comes first, then the cache fills up to minConnections
       await waitFor(() => node.libp2p.getPeers().length >= 2, { what: 'two peers' })
       expect(cached.some((c) => node.libp2p.getConnections(c.peerId).length > 0)).to.equal(true)
+    })
+  })
+
+  describe('per-host limits', () => {
+    it('count an IPv4 address, or the /64 of an IPv6 one', () => {
+      expect(hostKeyOf('203.0.113.7')).to.equal('203.0.113.7')
+      expect(hostKeyOf('2001:db8:1:2:aaaa::1')).to.equal('2001:db8:1:2::/64')
+      expect(hostKeyOf('2001:db8:1:2:bbbb:cccc:dddd:eeee')).to.equal('2001:db8:1:2::/64')
+      expect(hostKeyOf('2001:0DB8::1')).to.equal('2001:db8:0:0::/64')
+      expect(hostKeyOf('::1')).to.equal('0:0:0:0::/64')
     })
   })
 

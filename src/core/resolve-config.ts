@@ -395,7 +395,7 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       dialTimeout: connections.dialTimeout ?? 10_000,
       allow: connections.allow ?? [],
       inboundConnectionThreshold: connections.inboundConnectionThreshold ?? 5,
-      maxIncomingPendingConnections: connections.maxIncomingPendingConnections ?? 10,
+      maxIncomingPendingConnections: connections.maxIncomingPendingConnections ?? 64,
       maxIncomingPendingPerHost: connections.maxIncomingPendingPerHost ?? 2,
     },
     bootstrap: {
