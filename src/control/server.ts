@@ -6,7 +6,6 @@ import { join } from 'node:path'
 import {
   type ConnectionMethod,
   createLogger,
-  type ErrorCode,
   isMeshError,
   type Logger,
   MeshError,
@@ -16,6 +15,7 @@ import {
   meshError,
 } from 'meshkit'
 import { selfIdentity } from '../core/process-identity.js'
+import { controlError } from './errors.js'
 import { addGossipRoutes } from './gossip-routes.js'
 import {
   bansOf,
@@ -141,7 +141,7 @@ const SSE_MAX_BUFFER = 1 << 20
 const SSE_KEEPALIVE_MS = 15_000
 
 /** HTTP status of a coded error. */
-function httpStatusOf(code: ErrorCode | string): number {
+function httpStatusOf(code: string): number {
   switch (code) {
     case 'MESH_ERR_CONTROL_UNAUTHORIZED':
       return 401
@@ -217,15 +217,17 @@ function crossSiteReason(req: IncomingMessage): MeshError | undefined {
   const origin = req.headers.origin
   const own = `http://${req.headers.host ?? ''}`
   if (origin !== undefined && origin !== own)
-    return meshError('MESH_ERR_CONTROL_FORBIDDEN', [`it comes from ${origin.slice(0, 100)}, not from ${own}`])
+    return controlError('MESH_ERR_CONTROL_FORBIDDEN', [
+      `it comes from ${origin.slice(0, 100)}, not from ${own}`,
+    ])
   const site = req.headers['sec-fetch-site']
   if (site !== undefined && site !== 'same-origin' && site !== 'none')
-    return meshError('MESH_ERR_CONTROL_FORBIDDEN', [
+    return controlError('MESH_ERR_CONTROL_FORBIDDEN', [
       `the browser marks it as sent from a ${String(site).slice(0, 20)} page`,
     ])
   const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
   if (type !== 'application/json')
-    return meshError('MESH_ERR_CONTROL_CONTENT_TYPE', [type ? type.slice(0, 60) : 'no content type'])
+    return controlError('MESH_ERR_CONTROL_CONTENT_TYPE', [type ? type.slice(0, 60) : 'no content type'])
   return undefined
 }
 
@@ -234,7 +236,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'])
     if (Number.isFinite(declared) && declared > limit) {
-      reject(meshError('MESH_ERR_CONTROL_TOO_LARGE', [limit]))
+      reject(controlError('MESH_ERR_CONTROL_TOO_LARGE', [limit]))
       req.resume()
       return
     }
@@ -246,7 +248,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       size += chunk.length
       if (size > limit) {
         failed = true
-        reject(meshError('MESH_ERR_CONTROL_TOO_LARGE', [limit]))
+        reject(controlError('MESH_ERR_CONTROL_TOO_LARGE', [limit]))
         return
       }
       chunks.push(chunk)
@@ -263,22 +265,23 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 
 function parseJson(body: Buffer): unknown {
   if (body.length === 0)
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['the request has no body; send JSON'])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['the request has no body; send JSON'])
   try {
     return JSON.parse(body.toString('utf8'))
   } catch (err) {
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [`the body is not valid JSON (${reasonOfError(err)})`])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [`the body is not valid JSON (${reasonOfError(err)})`])
   }
 }
 
 /** `{ topic }` from a join/leave body, checked. */
 function topicFrom(body: unknown): string {
   if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['expected a JSON object {"topic": "<name>"}'])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['expected a JSON object {"topic": "<name>"}'])
   const topic = (body as { topic?: unknown }).topic
-  if (topic === undefined) throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['the body has no "topic" field'])
+  if (topic === undefined)
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['the body has no "topic" field'])
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > TOPIC_MAX)
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
       `"topic" must be a string of 1 to ${TOPIC_MAX} characters, got ${JSON.stringify(topic)?.slice(0, 40)}`,
     ])
   return topic
@@ -287,12 +290,16 @@ function topicFrom(body: unknown): string {
 /** `{ "peerId": "...", "reason"?: "...", "durationMs"?: n }` of a ban request, checked. */
 function banFrom(body: unknown): { peerId: string; reason: string; durationMs?: number } {
   if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['expected a JSON object {"peerId": "<peer id>"}'])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['expected a JSON object {"peerId": "<peer id>"}'])
   const { peerId, reason, durationMs } = body as Record<string, unknown>
   if (typeof peerId !== 'string' || !/^[1-9A-HJ-NP-Za-km-z]{40,100}$/.test(peerId))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['"peerId" must be a peer id (base58, e.g. 12D3KooW...)'])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
+      '"peerId" must be a peer id (base58, e.g. 12D3KooW...)',
+    ])
   if (reason !== undefined && (typeof reason !== 'string' || reason.length > 200))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['"reason" must be a string of at most 200 characters'])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
+      '"reason" must be a string of at most 200 characters',
+    ])
   if (
     durationMs !== undefined &&
     (typeof durationMs !== 'number' ||
@@ -300,14 +307,14 @@ function banFrom(body: unknown): { peerId: string; reason: string; durationMs?: 
       durationMs < 1000 ||
       durationMs > 86_400_000)
   )
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
       '"durationMs" must be a whole number from 1000 to 86400000',
     ])
   return { peerId, reason: reason ?? 'banned by the operator', durationMs: durationMs as number | undefined }
 }
 
 function noProvider(capability: string, hint: string): MeshError {
-  return meshError('MESH_ERR_CONTROL_NO_PROVIDER', [capability], { hint })
+  return controlError('MESH_ERR_CONTROL_NO_PROVIDER', [capability], { hint })
 }
 
 const DISCOVERY_HINT =
@@ -360,13 +367,13 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const key = digest(code)
     const entry = codes.get(key)
     if (!entry)
-      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', ['the login code is unknown or has expired'], {
+      throw controlError('MESH_ERR_CONTROL_UNAUTHORIZED', ['the login code is unknown or has expired'], {
         hint: "Login links work once, within a minute: run `mesh dashboard` (with the node's --data-dir) for a new one.",
       })
     if (entry.session !== undefined) {
       sessions.delete(entry.session)
       logger.warn('a dashboard login link was used twice: the session it had opened is ended')
-      throw meshError(
+      throw controlError(
         'MESH_ERR_CONTROL_UNAUTHORIZED',
         [
           'this login link was used already; the session it opened has been ended, in case someone else used it',
@@ -409,7 +416,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   const currentNode = (): MeshNode => {
     const node = kernel.current
-    if (node?.state !== 'started') throw meshError('MESH_ERR_CONTROL_NO_NODE', [])
+    if (node?.state !== 'started') throw controlError('MESH_ERR_CONTROL_NO_NODE', [])
     if (!startedAt.has(node)) startedAt.set(node, lastStartedEvent ?? serverStartedAt)
     return node
   }
@@ -476,8 +483,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       try {
         await discovery[action](topic)
       } catch (err) {
-        if (err instanceof TypeError) throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [reasonOfError(err)])
-        throw meshError('MESH_ERR_CONTROL_FAILED', [`${action} topic ${topic}`, reasonOfError(err)], {
+        if (err instanceof TypeError) throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [reasonOfError(err)])
+        throw controlError('MESH_ERR_CONTROL_FAILED', [`${action} topic ${topic}`, reasonOfError(err)], {
           cause: err,
         })
       }
@@ -501,7 +508,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     json(async (node, ctx) => {
       const { peerId, reason, durationMs } = banFrom(await ctx.json())
       if (peerId === node.peerId.toString())
-        throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['a node cannot ban itself'])
+        throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['a node cannot ban itself'])
       return node.reputation.ban(peerId, reason, durationMs)
     }),
   )
@@ -577,7 +584,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     try {
       text = await metrics.render()
     } catch (err) {
-      throw meshError('MESH_ERR_CONTROL_FAILED', ['render the metrics', reasonOfError(err)], { cause: err })
+      throw controlError('MESH_ERR_CONTROL_FAILED', ['render the metrics', reasonOfError(err)], {
+        cause: err,
+      })
     }
     res.writeHead(200, {
       'content-type': metrics.contentType || 'text/plain; version=0.0.4; charset=utf-8',
@@ -608,7 +617,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       const body = await ctx.json()
       const code = (body as { code?: unknown } | null)?.code
       if (typeof code !== 'string' || code.length === 0 || code.length > 100)
-        throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['expected a JSON object {"code": "<login code>"}'])
+        throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
+          'expected a JSON object {"code": "<login code>"}',
+        ])
       return { session: login(code) }
     },
     { public: true },
@@ -618,7 +629,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     if (!opts.dashboard)
       throw noProvider('dashboard', 'Start the node with --dashboard (`mesh dev` always serves it).')
     if (ctx.auth !== 'token')
-      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [
+      throw controlError('MESH_ERR_CONTROL_UNAUTHORIZED', [
         "login codes are given for the data dir's token only",
       ])
     const code = newLoginCode()
@@ -634,7 +645,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     try {
       url = new URL(req.url ?? '/', 'http://localhost')
     } catch {
-      sendError(res, meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['the request URL cannot be parsed']))
+      sendError(res, controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['the request URL cannot be parsed']))
       return
     }
     // a page on another origin that resolves to loopback (DNS rebinding) has a foreign Host header
@@ -643,7 +654,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       req.resume()
       sendError(
         res,
-        meshError('MESH_ERR_CONTROL_FORBIDDEN', [
+        controlError('MESH_ERR_CONTROL_FORBIDDEN', [
           `it is addressed to ${hostHeader.slice(0, 100)}, not to localhost`,
         ]),
       )
@@ -668,7 +679,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         req.resume()
         sendError(
           res,
-          meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [
+          controlError('MESH_ERR_CONTROL_UNAUTHORIZED', [
             presented === undefined ? 'no token was given' : 'the token is wrong',
           ]),
         )
@@ -685,7 +696,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
             message: `${method} is not allowed on ${url.pathname}; use ${allowed.join(' or ')}.`,
           },
         })
-      } else sendError(res, meshError('MESH_ERR_CONTROL_NOT_FOUND', [method, url.pathname]))
+      } else sendError(res, controlError('MESH_ERR_CONTROL_NOT_FOUND', [method, url.pathname]))
       return
     }
     let body: Promise<unknown> | undefined
@@ -717,7 +728,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         return
       }
       logger.error(`control API ${what} failed: ${reasonOfError(err)}`)
-      sendError(res, meshError('MESH_ERR_CONTROL_FAILED', [`answer ${what}`, reasonOfError(err)]))
+      sendError(res, controlError('MESH_ERR_CONTROL_FAILED', [`answer ${what}`, reasonOfError(err)]))
     })
   })
   server.headersTimeout = 10_000

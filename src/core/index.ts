@@ -37,7 +37,17 @@ export type {
 } from './config-types.js'
 export { defineConfig } from './config-types.js'
 export { parseDuration } from './duration.js'
-export { ERRORS, type ErrorCode, isMeshError, MeshError, meshError } from './errors.js'
+export {
+  defineErrors,
+  ERRORS,
+  type ErrorCode,
+  type ErrorSpec,
+  type ErrorsOf,
+  isErrorCode,
+  isMeshError,
+  MeshError,
+  meshError,
+} from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
 export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
 export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
