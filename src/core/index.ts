@@ -115,6 +115,7 @@ export {
   type NatReportView,
   type NatType,
   optionalApi,
+  requireDiscovery,
   SLOT_CAPABILITIES,
 } from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'

@@ -176,6 +176,32 @@ export class MeshNode {
     return this.#slots.map((s) => s.resolved)
   }
 
+  /** Whether a plugin of this node provides `capability` (or is named so). */
+  has(capability: Capability): boolean {
+    return this.plugins.some((p) => p.plugin.name === capability || p.plugin.provides.includes(capability))
+  }
+
+  /**
+   * The API of the plugin providing `capability` when the node has one and (if given) it has every method
+   * in `methods`; undefined otherwise. For apps that work with or without a provider (the CLI, the
+   * control API, a dashboard).
+   */
+  tryApi<T = unknown>(capability: Capability, ...methods: string[]): T | undefined {
+    if (!this.has(capability)) return undefined
+    let api: unknown
+    try {
+      api = this.api(capability)
+    } catch {
+      return undefined
+    }
+    if (methods.length === 0) return api as T
+    return typeof api === 'object' &&
+      api !== null &&
+      methods.every((m) => typeof (api as Record<string, unknown>)[m] === 'function')
+      ? (api as T)
+      : undefined
+  }
+
   /** The API of the plugin providing `capability` (for apps and tests, not plugins: they use ctx.use). */
   api<T = unknown>(capability: Capability): T {
     if (this.#disposed)

@@ -7,18 +7,18 @@ import {
   createLogger,
   type DiscoverySlotApi,
   definitionChanged,
-  hasMethods,
   isMeshError,
   type LoadedConfig,
   type Logger,
   type LogLevel,
   loadConfig,
   type MeshConfig,
-  MeshError,
   type MeshEventBus,
   MeshKernel,
   type MeshNode,
   type PluginRegistry,
+  requireDiscovery,
+  SLOT_CAPABILITIES,
 } from 'meshkit'
 import { describeChanges, describeSteps, type ReloadReport } from './reload-report.js'
 import { type FileWatcher, fileLabel, watchFiles } from './watch-files.js'
@@ -74,9 +74,7 @@ export interface DevSession {
 
 /** The `discovery` slot's API (the session carries runtime topics over a rebuild with it), if any. */
 function discoveryOf(node: MeshNode): Pick<DiscoverySlotApi, 'join' | 'topics'> | undefined {
-  if (!node.plugins.some((p) => p.plugin.provides.includes('discovery'))) return undefined
-  const api = node.api('discovery')
-  return hasMethods<DiscoverySlotApi>(api, 'join', 'topics') ? api : undefined
+  return node.tryApi<DiscoverySlotApi>(SLOT_CAPABILITIES.discovery, 'join', 'topics')
 }
 
 function reasonOf(err: unknown): string {
@@ -156,16 +154,7 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
   if (options.topics?.length) {
     const topics = options.topics
     try {
-      const discovery = discoveryOf(node)
-      if (!discovery) {
-        throw new MeshError(
-          'MESH_ERR_INVALID_ARGUMENT',
-          '--topic needs a topic discovery plugin, and the config has none.',
-          {
-            hint: "Add kadTopics() from 'meshkit/plugins' (or another plugin providing 'discovery') to `plugins`.",
-          },
-        )
-      }
+      const discovery = requireDiscovery(node, '--topic')
       await Promise.all(topics.map((t) => discovery.join(t)))
     } catch (err) {
       await kernel.close().catch(() => {})
