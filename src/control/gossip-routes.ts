@@ -7,7 +7,7 @@ import type { ServerResponse } from 'node:http'
 import { isMeshError, type Logger, type MeshEventBus, type MeshNode } from 'meshkit'
 import { controlError } from './errors.js'
 import { providerOf } from './readers.js'
-import type { ControlServer } from './server.js'
+import type { ControlServer } from './types.js'
 
 /** A message of a joined topic, as the `gossip` capability hands it to a subscriber. */
 export interface GossipSlotMessage {

@@ -91,6 +91,7 @@ export {
 } from './plugin.js'
 export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
 export { checkPortClashes, type PortUse, portsOfListen } from './ports.js'
+export { type ProcessIdentity, processLiveness, selfIdentity } from './process-identity.js'
 export {
   OFFENCE_POINTS,
   type Offence,
