@@ -50,6 +50,7 @@ export {
 } from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
 export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
+export type { ReloadStep } from './in-place-reload.js'
 export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
 export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
 export { combineGaters } from './libp2p-options.js'
@@ -73,7 +74,8 @@ export {
   type LoggerOptions,
 } from './logger.js'
 export { makeDir } from './make-dir.js'
-export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'
+export { MeshNode, type NodeState } from './mesh-node.js'
+export { describeConnection } from './node-events.js'
 export { type AddressScopeMode, createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
 export {
   type Capability,
