@@ -24,6 +24,7 @@ export {
   type PluginHookInfo,
   type ValueChange,
 } from './config-diff.js'
+export type { ConfigProblem } from './config-problems.js'
 export { cidrSchema, durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,
@@ -101,7 +102,7 @@ export {
   type PeerReputation,
   type ReputationSettings,
 } from './reputation.js'
-export { type ConfigProblem, type PluginRegistry, resolveConfig } from './resolve-config.js'
+export { type PluginRegistry, resolveConfig } from './resolve-config.js'
 export {
   type ClusteringSlotApi,
   type ClusterMemberView,

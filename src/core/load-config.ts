@@ -4,9 +4,10 @@ import { basename, dirname, isAbsolute, relative, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig'
 import type { Message, Plugin } from 'esbuild'
+import { describeValue } from './config-problems.js'
 import type { ConfigEnv, MeshConfig, ResolvedMeshConfig } from './config-types.js'
 import { isMeshError, meshError, reasonOf } from './errors.js'
-import { describeValue, type PluginRegistry, resolveConfig } from './resolve-config.js'
+import { type PluginRegistry, resolveConfig } from './resolve-config.js'
 
 /** Where Meshkit looks for a config, in this order, in the project directory. */
 export const CONFIG_SEARCH_PLACES = [
