@@ -50,20 +50,14 @@ export {
   meshError,
 } from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
+export { CONFIG_SEARCH_PLACES, findConfigModule } from './find-config.js'
 export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
+export { type ConfigModule, importConfigModule } from './import-config-module.js'
 export type { ReloadStep } from './in-place-reload.js'
 export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
 export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
 export { combineGaters } from './libp2p-options.js'
-export {
-  CONFIG_SEARCH_PLACES,
-  type ConfigModule,
-  findConfigModule,
-  importConfigModule,
-  type LoadConfigOptions,
-  type LoadedConfig,
-  loadConfig,
-} from './load-config.js'
+export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
 export {
   createLogger,
