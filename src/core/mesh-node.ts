@@ -3,12 +3,11 @@
  * and the entry points of in-place reloads. The machinery is beside it: plugin-slot.ts (hook calls),
  * plugin-context.ts (what a plugin sees), in-place-reload.ts (applyInPlace, reconfigure, restart),
  * node-libp2p.ts (creating libp2p, configured dials), node-events.ts (libp2p events on the bus),
- * ban-enforcement.ts, listen-failure.ts.
+ * peer-guards.ts (bans, peer store hygiene), listen-failure.ts.
  */
 import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import { type DependencyContainer, inject, injectable } from 'tsyringe'
-import { enforceBans } from './ban-enforcement.js'
 import { Bootstrapper } from './bootstrap.js'
 import { type ConfigDiff, type DiffConfigOptions, diffConfig, type PluginHookInfo } from './config-diff.js'
 import type { ConfigEnv, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
@@ -26,6 +25,7 @@ import type { Logger } from './logger.js'
 import { forwardLibp2pEvents } from './node-events.js'
 import { createNodeLibp2p, dialConfigured } from './node-libp2p.js'
 import { createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
+import { guardPeers } from './peer-guards.js'
 import type { Capability, Libp2pContribution, PluginContext } from './plugin.js'
 import { createPluginContext, type PluginContextHost } from './plugin-context.js'
 import {
@@ -200,7 +200,7 @@ export class MeshNode {
       const libp2p = this.libp2p
       try {
         this.#unsubscribe.push(...forwardLibp2pEvents(libp2p, this.events))
-        this.#unsubscribe.push(enforceBans(libp2p, this.reputationService))
+        this.#unsubscribe.push(...guardPeers(libp2p, this.reputationService, this.logger))
         try {
           await libp2p.start()
         } catch (err) {

@@ -42,6 +42,8 @@ export async function createNodeLibp2p(init: NodeLibp2pInit): Promise<{ libp2p: 
     ...mergeContributions(init.contributions, config, gater, libp2pComponentLogger(init.logger)),
     privateKey: init.privateKey,
     datastore: init.datastore,
+    // the peer store keeps only addresses the node would dial (a peer's identify can list anything)
+    peerStore: { addressFilter: (_peer, address) => init.addresses.refuse(address) === undefined },
     start: false,
   }
   const listen = [...(options.addresses?.listen ?? [])]

@@ -1,7 +1,15 @@
-/** What a ban does to a running node's connections. */
+/** What a running node does about its remote peers: bans enforced, peers nobody values forgotten. */
 import type { Libp2p } from '@libp2p/interface'
+import type { Logger } from './logger.js'
 import { ipOf } from './node-gater.js'
+import { startPeerStoreHygiene } from './peer-store-hygiene.js'
 import type { Reputation } from './reputation.js'
+
+/** Starts the node's peer guards (bans, peer store hygiene); returns the functions that stop them. */
+export function guardPeers(libp2p: Libp2p, reputation: Reputation, logger: Logger): Array<() => void> {
+  const hygiene = startPeerStoreHygiene(libp2p, logger)
+  return [enforceBans(libp2p, reputation), () => hygiene.stop()]
+}
 
 /**
  * While the node runs, a ban hangs up on the peer (and, with `security.banIps`, on every direct
