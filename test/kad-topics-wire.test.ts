@@ -16,13 +16,7 @@ import { expect } from 'chai'
 import { createLibp2p } from 'libp2p'
 import { TOPICS_PROTOCOL } from 'meshkit/plugins'
 import { memberPayload, signMember } from '../plugins/kad-topics/member-record.js'
-import {
-  decodeRequest,
-  decodeResponse,
-  encode,
-  LIMITS,
-  WireError,
-} from '../plugins/kad-topics/wire.js'
+import { decodeRequest, decodeResponse, encode, LIMITS, WireError } from '../plugins/kad-topics/wire.js'
 import {
   collectPeers,
   lengthPrefixed,
