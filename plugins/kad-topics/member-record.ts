@@ -1,4 +1,5 @@
-import type { PrivateKey } from '@libp2p/interface'
+import { createPublicKey, type KeyObject, verify as verifySignature } from 'node:crypto'
+import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { LruMap, TokenBucket } from 'meshkit'
 
@@ -66,7 +67,21 @@ export const VERIFIER_DEFAULTS: Omit<VerifierLimits, 'ttl'> = {
   perPeer: { burst: 256, perSecond: 16 },
   global: { burst: 2048, perSecond: 500 },
   cacheSize: 8192,
-  yieldEvery: 16,
+  yieldEvery: 8,
+}
+
+/** Checks a signature with `key`; Ed25519 keys become node:crypto KeyObjects once (cached by the caller). */
+type Checker = (data: Uint8Array, sig: Uint8Array) => boolean | Promise<boolean>
+
+function checkerOf(key: PublicKey): Checker {
+  if (key.type === 'Ed25519') {
+    const object: KeyObject = createPublicKey({
+      key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(key.raw).toString('base64url') },
+      format: 'jwk',
+    })
+    return (data, sig) => verifySignature(null, data, object, sig)
+  }
+  return (data, sig) => key.verify(data, sig)
 }
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve))
@@ -79,7 +94,11 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve))
 export class MemberVerifier {
   readonly #cache: LruMap<string, string>
   readonly #peers = new LruMap<string, TokenBucket>(4096)
+  /** Public keys of peer ids seen lately, ready to check with. */
+  readonly #keys = new LruMap<string, Checker | null>(1024)
   readonly #global: TokenBucket
+  /** One message's records are checked at a time: many hostile messages cannot pile up checks in one turn. */
+  #queue: Promise<unknown> = Promise.resolve()
   #checks = 0
 
   constructor(
@@ -108,7 +127,27 @@ export class MemberVerifier {
    * verdicts in order. Stops at the first `forged` one (the rest are `skipped`): the message is not
    * processed further.
    */
-  async verify(from: string, records: readonly SignedMember[], maxChecks: number): Promise<RecordVerdict[]> {
+  verify(from: string, records: readonly SignedMember[], maxChecks: number): Promise<RecordVerdict[]> {
+    const run = this.#queue.then(() => this.#verify(from, records, maxChecks))
+    this.#queue = run.catch(() => {})
+    return run
+  }
+
+  #checker(id: string): Checker | undefined {
+    let checker = this.#keys.get(id)
+    if (checker === undefined) {
+      try {
+        const key = peerIdFromString(id).publicKey
+        checker = key ? checkerOf(key) : null
+      } catch {
+        checker = null
+      }
+      this.#keys.set(id, checker)
+    }
+    return checker ?? undefined
+  }
+
+  async #verify(from: string, records: readonly SignedMember[], maxChecks: number): Promise<RecordVerdict[]> {
     const verdicts: RecordVerdict[] = []
     let checks = 0
     let sinceYield = 0
@@ -125,13 +164,8 @@ export class MemberVerifier {
         verdicts.push('valid')
         continue
       }
-      let publicKey: ReturnType<typeof peerIdFromString>['publicKey']
-      try {
-        publicKey = peerIdFromString(r.id).publicKey
-      } catch {
-        publicKey = undefined
-      }
-      if (!publicKey) {
+      const checker = this.#checker(r.id)
+      if (!checker) {
         verdicts.push('unverifiable')
         continue
       }
@@ -143,7 +177,7 @@ export class MemberVerifier {
       this.#checks++
       let ok = false
       try {
-        ok = await publicKey.verify(memberPayload(r.key, r.ts, r.addrs), Buffer.from(r.sig, 'base64url'))
+        ok = await checker(memberPayload(r.key, r.ts, r.addrs), Buffer.from(r.sig, 'base64url'))
       } catch {
         ok = false
       }

@@ -162,6 +162,8 @@ export class TopicManager {
   readonly #verifier: MemberVerifier
   readonly #signer: MemberSigner
   readonly #self: string
+  #serial: Promise<unknown> = Promise.resolve()
+  #ownAddrs?: { at: number; addrs: string[] }
   #off: Array<() => void> = []
   private readonly settings: TopicManagerSettings
 
@@ -370,7 +372,7 @@ export class TopicManager {
     let dhtDelay = Math.max(initial * 4, 1000)
     let nextDht = Date.now() + (this.settings.memberExchange ? dhtDelay : 0)
     const signal = joined.abort.signal
-    const short = () => joined.peers.size < this.settings.connectionsPerTopic
+    const short = () => this.#short(joined)
     while (!signal.aborted && !this.signal.aborted) {
       await this.#sleep(joined, short() ? pollDelay : this.settings.refreshInterval)
       if (signal.aborted || this.signal.aborted) return
@@ -523,12 +525,20 @@ export class TopicManager {
     return verdicts
   }
 
+  /**
+   * Makes a connected member a topic peer, unless its network has its share of the topic's peers
+   * (`maxPeersPerNetwork`) and either a member from another network can be had or the topic is full:
+   * then it waits (connected, not a topic peer) until there is room.
+   */
   #markTopicPeer(joined: JoinedTopic, peer: string): void {
     if (joined.peers.has(peer)) return
     if (!this.libp2p.getPeers().some((p) => p.toString() === peer)) return
     const group = this.#groupOfPeer(peer)
     if (group !== undefined && this.#countIn(joined.peers, group) >= this.#perNetwork()) {
-      if (this.#hasAlternative(joined, group, peer)) {
+      if (
+        joined.peers.size >= this.settings.connectionsPerTopic ||
+        this.#hasAlternative(joined, group, peer)
+      ) {
         joined.waiting.add(peer)
         return
       }
@@ -539,38 +549,39 @@ export class TopicManager {
     void this.libp2p.peerStore
       .merge(peerIdFromString(peer), { tags: { [TOPIC_TAG]: { value: 50 } } })
       .catch(() => {})
-    this.#rebalance(joined, group)
+    this.#rebalance(joined)
   }
 
   /**
-   * More topic peers than wanted, some network over its share (admitted when there was nobody else):
-   * one peer of the most crowded network steps back to waiting (`topic:peer:lost`, reason 'rebalanced').
+   * More topic peers than wanted while a network has more than its share (they were let in when there
+   * was nobody else): peers of the most crowded network step back to waiting (`topic:peer:lost`,
+   * reason 'rebalanced') until the topic has `connectionsPerTopic` peers or no network is over its share.
    */
-  #rebalance(joined: JoinedTopic, added: string | undefined): void {
-    if (joined.peers.size <= this.settings.connectionsPerTopic) return
-    const counts = this.#groupCounts(joined.peers)
-    let crowded: string | undefined
-    let most = this.#perNetwork()
-    for (const [group, n] of counts) {
-      if (group !== added && n > most) {
-        most = n
-        crowded = group
+  #rebalance(joined: JoinedTopic): void {
+    while (joined.peers.size > this.settings.connectionsPerTopic) {
+      const counts = this.#groupCounts(joined.peers)
+      let crowded: string | undefined
+      let most = this.#perNetwork()
+      for (const [group, n] of counts) {
+        if (n > most) {
+          most = n
+          crowded = group
+        }
       }
+      if (crowded === undefined) return
+      const peer = [...joined.peers].findLast((p) => this.#groupOfPeer(p) === crowded)
+      if (!peer) return
+      joined.peers.delete(peer)
+      joined.waiting.add(peer)
+      this.events.emit('topic:peer:lost', { topic: joined.topic, peerId: peer, reason: 'rebalanced' })
     }
-    if (crowded === undefined) return
-    const peer = [...joined.peers].find((p) => this.#groupOfPeer(p) === crowded)
-    if (!peer) return
-    joined.peers.delete(peer)
-    joined.waiting.add(peer)
-    this.events.emit('topic:peer:lost', { topic: joined.topic, peerId: peer, reason: 'rebalanced' })
   }
 
-  /** Waiting members become topic peers while the topic is short: under-represented networks first. */
+  /** Waiting members become topic peers while there is room: under-represented networks first. */
   #promote(joined: JoinedTopic): void {
-    if (joined.waiting.size === 0) return
-    const waiting = [...joined.waiting]
+    if (joined.waiting.size === 0 || joined.peers.size >= this.settings.connectionsPerTopic) return
     const counts = this.#groupCounts(joined.peers)
-    waiting.sort(
+    const waiting = [...joined.waiting].sort(
       (a, b) => (counts.get(this.#groupOfPeer(a) ?? '') ?? 0) - (counts.get(this.#groupOfPeer(b) ?? '') ?? 0),
     )
     for (const peer of waiting) {
@@ -578,6 +589,23 @@ export class TopicManager {
       joined.waiting.delete(peer)
       this.#markTopicPeer(joined, peer)
     }
+  }
+
+  /**
+   * Topic peers to replace: those over their network's share (`maxPeersPerNetwork`) while members of
+   * other networks can be had. O(peers + maxMembers) per crowded network.
+   */
+  #crowdedExcess(joined: JoinedTopic): number {
+    let excess = 0
+    for (const [group, n] of this.#groupCounts(joined.peers)) {
+      if (n > this.#perNetwork() && this.#hasAlternative(joined, group, '')) excess += n - this.#perNetwork()
+    }
+    return excess
+  }
+
+  /** Whether the topic wants more peers: fewer than `connectionsPerTopic`, or some to replace. */
+  #short(joined: JoinedTopic): boolean {
+    return joined.peers.size < this.settings.connectionsPerTopic || this.#crowdedExcess(joined) > 0
   }
 
   #lost(joined: JoinedTopic, peer: string, reason: string): void {
@@ -641,26 +669,36 @@ export class TopicManager {
     return false
   }
 
+  /** This node's addresses in its own scope (at most 16), read from libp2p at most once a second. */
   #selfAddrs(): string[] {
-    return this.security.addresses
+    const now = Date.now()
+    if (this.#ownAddrs && now - this.#ownAddrs.at < 1000) return this.#ownAddrs.addrs
+    const addrs = this.security.addresses
       .filter(this.libp2p.getMultiaddrs())
       .map((ma) => ma.toString())
       .filter((a) => a.length <= LIMITS.maxStringLength)
       .slice(0, LIMITS.maxAddrs)
+    this.#ownAddrs = { at: now, addrs }
+    return addrs
   }
 
   /**
-   * Dials known members of a topic until it has `connectionsPerTopic` connected members: at most
-   * half of them in flight, members of networks below their share first (a network at its share only
-   * when no other member can be dialled), each dial within the DialGuard's budgets and backoffs.
+   * Dials known members of a topic until it has `connectionsPerTopic` connected members (and, while
+   * some network has more than its share, members of other networks to replace them): at most half
+   * of them in flight, members of networks below their share first (a network at its share only to
+   * reach `connectionsPerTopic`, when no other member can be dialled), each dial within the DialGuard's
+   * budgets and backoffs.
    */
   #fill(joined: JoinedTopic): void {
     if (this.signal.aborted || joined.abort.signal.aborted) return
     // At most half the target in flight: members dial each other at the same time, and an inbound
     // connection that lands meanwhile fills the topic as well as an outbound one.
     const inFlight = joined.dialing.size
-    const cap = Math.ceil(this.settings.connectionsPerTopic / 2)
-    let deficit = Math.min(this.settings.connectionsPerTopic - joined.peers.size - inFlight, cap - inFlight)
+    const cap = Math.ceil(this.settings.connectionsPerTopic / 2) - inFlight
+    const missing = this.settings.connectionsPerTopic - joined.peers.size - inFlight
+    const replace =
+      joined.peers.size >= this.settings.connectionsPerTopic ? this.#crowdedExcess(joined) - inFlight : 0
+    let deficit = Math.min(Math.max(missing, replace), cap)
     if (deficit <= 0) return
     const now = Date.now()
     // Two members who learn of each other at once would both dial: each pair is dialled by the peer
@@ -668,7 +706,7 @@ export class TopicManager {
     const grace = now - joined.since > DIAL_GRACE_MS
     const counts = this.#groupCounts(joined.peers)
     const perNetwork = this.#perNetwork()
-    const first: Array<{ id: string; addrs: string[]; source: string; group?: string }> = []
+    const first: Array<{ id: string; addrs: string[]; source: string }> = []
     const later: typeof first = []
     for (const [id, member] of this.registry.members(joined.key)) {
       if (!(grace || id > this.#self || (member.short && member.direct))) continue
@@ -683,7 +721,7 @@ export class TopicManager {
       const addrs = this.#dials.usable(member.addrs)
       if (addrs.length === 0) continue
       const group = netGroupOf(addrs[0])
-      const candidate = { id, addrs, source: member.source, group }
+      const candidate = { id, addrs, source: member.source }
       if (group !== undefined && (counts.get(group) ?? 0) >= perNetwork) later.push(candidate)
       else {
         first.push(candidate)
@@ -691,13 +729,16 @@ export class TopicManager {
       }
     }
     let dialled = 0
-    for (const c of first.length >= deficit ? first : [...first, ...later]) {
-      if (deficit <= 0) break
-      if (!this.#dials.take(c.source)) continue
+    const dial = (c: (typeof first)[number]) => {
+      if (!this.#dials.take(c.source)) return
       deficit--
       dialled++
       void this.#dial(c.id, c.addrs, joined)
     }
+    for (const c of first) if (deficit > 0) dial(c)
+    // members of networks at their share: only to reach connectionsPerTopic
+    deficit = Math.min(deficit, missing - dialled)
+    for (const c of later) if (deficit > 0) dial(c)
     // nobody to dial: members held back by the network share step in
     if (dialled === 0 && inFlight === 0) this.#promote(joined)
   }
@@ -755,6 +796,28 @@ export class TopicManager {
     return { v: 2, joined, addrs, short, ts, sigs }
   }
 
+  /**
+   * Runs a message's synchronous work (decoding, applying, building an answer: a few ms for the largest
+   * messages) one message at a time, each in its own event-loop turn: many requests at once cannot add up
+   * to one long stall.
+   */
+  #work<T>(task: () => T): Promise<T> {
+    const run = this.#serial.then(
+      () =>
+        new Promise<T>((resolve, reject) =>
+          setImmediate(() => {
+            try {
+              resolve(task())
+            } catch (err) {
+              reject(err)
+            }
+          }),
+        ),
+    )
+    this.#serial = run.catch(() => {})
+    return run
+  }
+
   /** One exchange per peer at a time; a request made while one runs makes one follow-up exchange. */
   readonly #exchange = coalescePerKey(
     (peer: PeerId) => this.#exchangeOnce(peer),
@@ -773,7 +836,8 @@ export class TopicManager {
       const version = WIRE_VERSION[stream.protocol] ?? 2
       const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
       await lp.write(encode(await this.#own(version)), { signal })
-      const response: TopicsResponse = decodeResponse((await lp.read({ signal })).subarray(), version)
+      const bytes = (await lp.read({ signal })).subarray()
+      const response: TopicsResponse = await this.#work(() => decodeResponse(bytes, version))
       await stream.close({ signal }).catch(() => {})
       await this.#applyResponse(id, response, connection)
       for (const joined of this.#joined.values()) this.#fill(joined)
@@ -814,6 +878,17 @@ export class TopicManager {
       `exchange with ${peer}: it joined ${response.joined.length} topics, relayed ${relayed.length} signed members` +
         (unsigned > 0 ? ` and ${unsigned} unsigned ones (dropped)` : ''),
     )
+    await this.#work(() => this.#learnResponse(peer, response, own, relayed, verdicts, connection))
+  }
+
+  #learnResponse(
+    peer: string,
+    response: TopicsResponse,
+    own: RecordVerdict[],
+    relayed: Array<SignedMember & { short: boolean }>,
+    verdicts: RecordVerdict[],
+    connection: Connection,
+  ): void {
     this.#applyClaims(peer, response, own, connection)
     relayed.forEach((r, i) => {
       if (verdicts[i] !== 'valid') return
@@ -872,14 +947,15 @@ export class TopicManager {
       const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
       const bytes = (await lp.read({ signal })).subarray()
       if (!ticket.spend(bytes.byteLength)) throw new Error('topics: over its byte budget')
-      const request = decodeRequest(bytes, version)
+      const request = await this.#work(() => decodeRequest(bytes, version))
       const verdicts = await this.#verify(peer, this.#ownRecords(peer, request), 'request')
-      this.#applyClaims(peer, request, verdicts, connection)
       const own = await this.#own(version)
-      const room = LIMITS.maxMessageBytes - encode({ ...own, members: {} }).byteLength - 16
-      const members = this.#replyMembers(request.joined, peer, room)
-      const response: TopicsResponse = { ...own, members }
-      const encoded = encode(response)
+      const { members, encoded } = await this.#work(() => {
+        this.#applyClaims(peer, request, verdicts, connection)
+        const room = LIMITS.maxMessageBytes - encode({ ...own, members: {} }).byteLength - 16
+        const members = this.#replyMembers(request.joined, peer, room)
+        return { members, encoded: encode({ ...own, members } satisfies TopicsResponse) }
+      })
       if (encoded.byteLength > LIMITS.maxMessageBytes) throw new Error('topics: response too large') // never
       this.logger.debug(
         `served ${peer}: it joined ${request.joined.length} topics; sending ${Object.keys(members).length} member lists (${encoded.byteLength} bytes)`,
