@@ -208,13 +208,21 @@ const refuseRecords = async (): Promise<void> => {
 
 /**
  * Topic discovery on the Kademlia DHT (@libp2p/kad-dht): topics are provider records under a CID
- * derived from the topic name, plus a member exchange between connected peers for fast rendezvous.
+ * derived from the topic name, plus a member exchange between connected peers for fast rendezvous
+ * (`/mesh/topics/2.0.0`, member records signed by the members; 1.0.0 still served).
+ *
+ * Hostile peers (docs/discovery.md): the exchange has a per-peer and global budget, penalizes malformed
+ * and forged messages, answers within 64 KiB; addresses pass the address scope (`addressScope`, by default
+ * the core's `network.addressScope`) before they are kept or dialled, dials on peers' words are bounded,
+ * a topic's peers are spread across networks (`maxPeersPerNetwork`); the DHT's inbound streams, messages
+ * and provider records are bounded through the registrar, datastore and peer store kad-dht is given.
  *
  * On a config reload (`mesh dev`), options other than the DHT's ({@link DHT_OPTIONS}) are applied in
  * place: `topics` joins the added and leaves the removed config topics (topics joined at runtime
- * stay), `connectionsPerTopic`, `queryTimeout`, `lookupInitial`/`lookupMax`, `refreshInterval` and
- * `memberTtl` take effect at once; a new `namespace` (new topic keys) or `memberExchange` leaves and
- * re-joins every topic with a new topic manager, connections kept. A DHT option needs a new node.
+ * stay), `connectionsPerTopic`, `queryTimeout`, `lookupInitial`/`lookupMax`, `refreshInterval`,
+ * `memberTtl` and `maxPeersPerNetwork` take effect at once; a new `namespace` (new topic keys) or
+ * `memberExchange` leaves and re-joins every topic with a new topic manager, connections kept. A DHT
+ * option needs a new node.
  */
 export const kadTopics = definePlugin({
   name: 'kad-topics',
