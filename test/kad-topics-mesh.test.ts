@@ -124,6 +124,10 @@ describe('kad-topics: a 30-node mesh on loopback', function () {
     rendezvous = false
     await watchdog
     const dialFailures = nodes.filter((n) => n.events('dial:failed').length > 0).length
+    // honest nodes never penalize each other into a ban (budgets fit honest traffic)
+    const bans = mesh.nodes.flatMap((n) =>
+      n.events('peer:banned').map((e) => `${n.label}: ${e.peerId} ${e.reason}`),
+    )
     if (pending.size > 0) {
       const worst = [...pending.keys()].map(
         (k) => `${pending.get(k)?.node.label} ${k}: missing ${missing.get(k)}`,
@@ -133,9 +137,10 @@ describe('kad-topics: a 30-node mesh on loopback', function () {
           `${n.label}: ${n.libp2p.getConnections().length} connections, dial:failed ${n.events('dial:failed').length}, ${perNode[i].map((t) => `${t} ${n.api.peers(t).length} peers`).join(', ')}${redialled.has(n.label) ? `, re-dialled: ${n.redialErrors.at(-1) ?? 'ok'} (first dial: ${n.events('dial:failed')[0]?.error})` : ''}`,
       )
       throw new Error(
-        `after ${ms(allFoundAt - t0)} ${pending.size} (node, topic) pairs still lack members:\n  ${worst.slice(0, 10).join('\n  ')}\nnodes:\n  ${state.join('\n  ')}`,
+        `after ${ms(allFoundAt - t0)} ${pending.size} (node, topic) pairs still lack members:\n  ${worst.slice(0, 10).join('\n  ')}\nnodes:\n  ${state.join('\n  ')}\nbans:\n  ${bans.slice(0, 10).join('\n  ')}`,
       )
     }
+    expect(bans, 'bans among honest nodes').to.deep.equal([])
 
     // timings for the closing note
     const firstPeer = nodes.map((n) => (n.events('topic:peer')[0]?.at ?? Number.NaN) - t0)

@@ -30,14 +30,22 @@ export interface KadLimits {
 
 export const KAD_LIMITS: KadLimits = {
   maxMessageBytes: 16 * 1024,
-  streams: { ratePerSecond: 10, burst: 50, concurrency: 8, globalConcurrency: 128, globalRatePerSecond: 300 },
+  // kad-dht itself takes 32 inbound streams per connection (libp2p refuses the rest, unpenalized): the
+  // per-peer concurrency sits above that, so that an honest client's burst of queries is never penalized
+  streams: {
+    ratePerSecond: 20,
+    burst: 200,
+    concurrency: 64,
+    globalConcurrency: 256,
+    globalRatePerSecond: 500,
+  },
   messages: {
-    ratePerSecond: 10,
-    burst: 100,
+    ratePerSecond: 20,
+    burst: 200,
     concurrency: 1_000_000,
     bytesPerMinute: 1024 * 1024,
     globalConcurrency: 1_000_000,
-    globalRatePerSecond: 500,
+    globalRatePerSecond: 1000,
   },
   providers: { perPeer: { burst: 128, perSecond: 128 / 600 }, global: { burst: 1024, perSecond: 10 } },
 }

@@ -36,6 +36,7 @@ import {
   WireError,
   type WireMember,
 } from './wire.js'
+import { WorkQueue } from './work-queue.js'
 
 export interface TopicManagerSettings {
   namespace: string
@@ -162,7 +163,7 @@ export class TopicManager {
   readonly #verifier: MemberVerifier
   readonly #signer: MemberSigner
   readonly #self: string
-  #serial: Promise<unknown> = Promise.resolve()
+  readonly #queue = new WorkQueue()
   #ownAddrs?: { at: number; addrs: string[] }
   #off: Array<() => void> = []
   private readonly settings: TopicManagerSettings
@@ -797,25 +798,12 @@ export class TopicManager {
   }
 
   /**
-   * Runs a message's synchronous work (decoding, applying, building an answer: a few ms for the largest
-   * messages) one message at a time, each in its own event-loop turn: many requests at once cannot add up
-   * to one long stall.
+   * Runs a message's synchronous work (decoding, applying, building an answer: up to a few ms for the
+   * largest messages) in time slices of the node's work queue: many requests at once cannot add up to
+   * one long stall of the event loop.
    */
   #work<T>(task: () => T): Promise<T> {
-    const run = this.#serial.then(
-      () =>
-        new Promise<T>((resolve, reject) =>
-          setImmediate(() => {
-            try {
-              resolve(task())
-            } catch (err) {
-              reject(err)
-            }
-          }),
-        ),
-    )
-    this.#serial = run.catch(() => {})
-    return run
+    return this.#queue.run(task)
   }
 
   /** One exchange per peer at a time; a request made while one runs makes one follow-up exchange. */
@@ -939,6 +927,7 @@ export class TopicManager {
     const peer = connection.remotePeer.toString()
     const ticket = this.security.budget.admit(peer)
     if (!ticket.ok) {
+      this.logger.debug(`refused an exchange of ${peer}: over budget (${ticket.reason})`)
       stream.abort(new Error(`topics: over budget (${ticket.reason})`))
       return
     }
