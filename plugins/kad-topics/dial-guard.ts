@@ -14,10 +14,11 @@ export interface DialGuardLimits {
 }
 
 export const DIAL_GUARD_DEFAULTS: DialGuardLimits = {
-  perSource: { burst: 16, perSecond: 0.5 },
-  global: { burst: 32, perSecond: 2 },
-  backoffInitial: 5_000,
-  backoffMax: 600_000,
+  // a rendezvous point's word legitimately fills a node's topics: a few dozen dials, then one a second
+  perSource: { burst: 32, perSecond: 1 },
+  global: { burst: 64, perSecond: 4 },
+  backoffInitial: 2_000,
+  backoffMax: 300_000,
   maxTracked: 4096,
 }
 

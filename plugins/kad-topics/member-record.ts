@@ -58,8 +58,8 @@ export interface VerifierLimits {
   global: { burst: number; perSecond: number }
   /** Verified records remembered. */
   cacheSize: number
-  /** Signature checks in a row before yielding to the event loop. */
-  yieldEvery: number
+  /** ms of signature checks per event-loop turn before the next ones wait for the next turn. */
+  sliceMs: number
 }
 
 export const VERIFIER_DEFAULTS: Omit<VerifierLimits, 'ttl'> = {
@@ -67,7 +67,7 @@ export const VERIFIER_DEFAULTS: Omit<VerifierLimits, 'ttl'> = {
   perPeer: { burst: 256, perSecond: 16 },
   global: { burst: 2048, perSecond: 500 },
   cacheSize: 8192,
-  yieldEvery: 8,
+  sliceMs: 2,
 }
 
 /** Checks a signature with `key`; Ed25519 keys become node:crypto KeyObjects once (cached by the caller). */
@@ -88,8 +88,9 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve))
 
 /**
  * Checks member records: age first (free), then a cache of records already verified, then the signature,
- * within per-sender and global budgets, yielding to the event loop every few checks so that a message
- * full of records cannot stall the node. A cache hit needs the same key, ts, addresses and signature.
+ * within per-sender and global budgets, at most `sliceMs` of checks per event-loop turn (then the next
+ * ones wait for the next turn), one message at a time, so that messages full of records cannot stall
+ * the node. A cache hit needs the same key, ts, addresses and signature.
  */
 export class MemberVerifier {
   readonly #cache: LruMap<string, string>
@@ -100,6 +101,9 @@ export class MemberVerifier {
   /** One message's records are checked at a time: many hostile messages cannot pile up checks in one turn. */
   #queue: Promise<unknown> = Promise.resolve()
   #checks = 0
+  /** ms spent checking in the current event-loop turn (reset at the turn's end). */
+  #used = 0
+  #resetScheduled = false
 
   constructor(
     private readonly limits: VerifierLimits,
@@ -150,7 +154,6 @@ export class MemberVerifier {
   async #verify(from: string, records: readonly SignedMember[], maxChecks: number): Promise<RecordVerdict[]> {
     const verdicts: RecordVerdict[] = []
     let checks = 0
-    let sinceYield = 0
     for (let i = 0; i < records.length; i++) {
       const r = records[i]
       const aged = this.age(r.ts)
@@ -175,12 +178,19 @@ export class MemberVerifier {
       }
       checks++
       this.#checks++
+      // the turn's share of checks is spent: the next ones wait for the next turn
+      if (this.#used >= this.limits.sliceMs) {
+        await yieldToLoop()
+        this.#used = 0
+      }
+      const started = performance.now()
       let ok = false
       try {
         ok = await checker(memberPayload(r.key, r.ts, r.addrs), Buffer.from(r.sig, 'base64url'))
       } catch {
         ok = false
       }
+      this.#spent(performance.now() - started)
       if (!ok) {
         verdicts.push('forged')
         while (verdicts.length < records.length) verdicts.push('skipped')
@@ -188,12 +198,18 @@ export class MemberVerifier {
       }
       this.#cache.set(cacheKey, content)
       verdicts.push('valid')
-      if (++sinceYield >= this.limits.yieldEvery) {
-        sinceYield = 0
-        await yieldToLoop()
-      }
     }
     return verdicts
+  }
+
+  #spent(ms: number): void {
+    this.#used += ms
+    if (this.#resetScheduled) return
+    this.#resetScheduled = true
+    setImmediate(() => {
+      this.#resetScheduled = false
+      this.#used = 0
+    })
   }
 
   #budget(from: string): boolean {

@@ -76,8 +76,8 @@ export const TOPICS_BUDGET = {
 
 /** Signature checks one message may cost (cache hits are free). */
 const MAX_CHECKS_PER_MESSAGE = 128
-/** Connected peers asked for members per lookup round. */
-const EXCHANGE_FANOUT = 8
+/** Connected peers asked for members per lookup round (at random when there are more). */
+const EXCHANGE_FANOUT = 32
 
 interface JoinedTopic {
   topic: string

@@ -1,12 +1,16 @@
 /**
- * Runs small synchronous tasks (decoding a message, building an answer) in time slices: queued tasks run
- * back to back for at most `sliceMs`, then the queue yields to the event loop (setImmediate) before the
- * next slice. Many messages at once cannot add up to one long stall, and a busy process still gets through
- * many of them per event-loop turn.
+ * Runs small synchronous tasks (decoding a message, building an answer) within a time budget per
+ * event-loop turn: a task runs at once while the turn's budget (`sliceMs`) lasts and nothing waits;
+ * beyond it, tasks wait for the next turns (setImmediate), which run them back to back for at most
+ * `sliceMs` each. Many messages at once cannot add up to one long stall, and a node that is not busy
+ * answers without an extra turn.
  */
 export class WorkQueue {
   readonly #tasks: Array<() => void> = []
-  #scheduled = false
+  /** ms of work done in the current turn. */
+  #used = 0
+  #resetScheduled = false
+  #drainScheduled = false
 
   constructor(private readonly sliceMs = 4) {}
 
@@ -15,8 +19,15 @@ export class WorkQueue {
     return this.#tasks.length
   }
 
-  /** Runs `task` in a coming slice; its result (or throw) settles the promise. */
+  /** Runs `task` now if the turn's budget allows, else in a coming turn; its result settles the promise. */
   run<T>(task: () => T): Promise<T> {
+    if (this.#tasks.length === 0 && this.#used < this.sliceMs) {
+      try {
+        return Promise.resolve(this.#timed(task))
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
     return new Promise<T>((resolve, reject) => {
       this.#tasks.push(() => {
         try {
@@ -25,20 +36,38 @@ export class WorkQueue {
           reject(err)
         }
       })
-      this.#schedule()
+      this.#scheduleDrain()
     })
   }
 
-  #schedule(): void {
-    if (this.#scheduled) return
-    this.#scheduled = true
+  #timed<T>(task: () => T): T {
+    const started = performance.now()
+    try {
+      return task()
+    } finally {
+      this.#used += performance.now() - started
+      if (!this.#resetScheduled) {
+        this.#resetScheduled = true
+        setImmediate(() => {
+          this.#resetScheduled = false
+          this.#used = 0
+        })
+      }
+    }
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled) return
+    this.#drainScheduled = true
     setImmediate(() => this.#drain())
   }
 
   #drain(): void {
-    this.#scheduled = false
+    this.#drainScheduled = false
+    this.#used = 0
     const started = performance.now()
     while (this.#tasks.length > 0 && performance.now() - started < this.sliceMs) this.#tasks.shift()!()
-    if (this.#tasks.length > 0) this.#schedule()
+    this.#used = performance.now() - started
+    if (this.#tasks.length > 0) this.#scheduleDrain()
   }
 }
