@@ -1,5 +1,12 @@
 import { resolve } from 'node:path'
-import { createLogger, type LogFormat, type LogLevel, type MeshEvent, throttleLog } from 'meshkit'
+import {
+  createLogger,
+  type LogFormat,
+  type LogLevel,
+  type MeshEvent,
+  startMemoryReclaimer,
+  throttleLog,
+} from 'meshkit'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { type ControlServer, startControlServer } from '../control/index.js'
 import { type DevSession, fileLabel, formatReloadReport, type ReloadReport, startDev } from '../dev/index.js'
@@ -49,6 +56,11 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
   })
   const signals = handleStopSignals({
     say: (text, _signal, again) => (again ? logger.warn(text) : logger.info(text)),
+  })
+  // a long-running node gives back the memory of a burst (e.g. a flood from hostile peers) once quiet
+  const reclaimer = startMemoryReclaimer({
+    onReclaim: (r) =>
+      logger.debug(`memory reclaimed: RSS ${r.rssBeforeMb} -> ${r.rssAfterMb} MB (${r.ms} ms)`),
   })
   const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
   const printReport = (report: ReloadReport) => {
@@ -176,5 +188,6 @@ export async function devCommand(opts: DevCommandOptions, io: CliIo): Promise<vo
   } finally {
     output.close()
     signals.dispose()
+    reclaimer.stop()
   }
 }

@@ -7,6 +7,7 @@ import {
   type LogLevel,
   type MeshEvent,
   requireDiscovery,
+  startMemoryReclaimer,
   startMesh,
   throttleLog,
 } from 'meshkit'
@@ -61,6 +62,11 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
   let control: ControlServer | undefined
   const signals = handleStopSignals({
     say: (text, _signal, again) => (again ? logger.warn(text) : logger.info(text)),
+  })
+  // a long-running node gives back the memory of a burst (e.g. a flood from hostile peers) once quiet
+  const reclaimer = startMemoryReclaimer({
+    onReclaim: (r) =>
+      logger.debug(`memory reclaimed: RSS ${r.rssBeforeMb} -> ${r.rssAfterMb} MB (${r.ms} ms)`),
   })
   try {
     const mesh = await startMesh({
@@ -147,5 +153,6 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
     endProgress?.()
     output.close()
     signals.dispose()
+    reclaimer.stop()
   }
 }

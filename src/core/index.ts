@@ -60,6 +60,12 @@ export { combineGaters } from './libp2p-options.js'
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
 export {
+  type MemoryReclaim,
+  type MemoryReclaimer,
+  type MemoryReclaimerInit,
+  startMemoryReclaimer,
+} from './memory-reclaimer.js'
+export {
   createLogger,
   debugMatcher,
   LOG_FORMATS,

@@ -146,6 +146,9 @@ export async function loops(
  * One hostile peer's connection to the target, re-dialled when the target closes it (a new identity
  * each time: the target may have blocked the old one).
  */
+/** Pause after the target refused a stream, so that a loop of refusals does not spin. */
+const REFUSED_PAUSE_MS = 25
+
 export class ConnectionKeeper {
   #node?: HostileNode
   #connection?: Connection
@@ -196,6 +199,9 @@ export class ConnectionKeeper {
       if (!this.ctx.signal.aborted) {
         this.ctx.tally.inc(`refused:${protocol}`)
         this.ctx.tally.error(err)
+        // a refusal can come at once (stream limits, a reset): without a pause the caller's loop spins,
+        // and every turn's timeout signal lives on for 5 s (a run once grew to 4 GB this way)
+        await pause(REFUSED_PAUSE_MS, this.ctx.signal)
       }
       return undefined
     }
