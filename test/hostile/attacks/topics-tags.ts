@@ -110,10 +110,21 @@ export const topicsAmplification = defineAttack(
           }),
         )
         for (let q = 0; q < 3 && !ctx.signal.aborted; q++) {
-          await asker.get()
           const request = { v: 1, joined: keys, addrs: [] }
           const sent = lp(json(request)).length
-          const { bytes, response } = await topicsRequest(ctx, asker.node!, request)
+          let answer: Awaited<ReturnType<typeof topicsRequest>>
+          try {
+            await asker.get()
+            answer = await topicsRequest(ctx, asker.node!, request)
+          } catch (err) {
+            // the target refused the asker (its request budget, a ban): a fresh asker next round
+            if (ctx.signal.aborted) break
+            ctx.tally.inc('queries_refused')
+            ctx.tally.error(err)
+            await pause(100, ctx.signal)
+            continue
+          }
+          const { bytes, response } = answer
           const members = Object.values(response?.members ?? {}).reduce((n, l) => n + l.length, 0)
           ctx.tally.inc('queries')
           ctx.tally.inc('query_bytes_sent', sent)
