@@ -3,7 +3,9 @@
  * capability), over whatever connection they have, relayed ones included (`runOnLimitedConnection`).
  * The dialer sends one line, the listener answers one line, both close. A line is JSON of at most
  * {@link MAX_NAT_TYPE_BYTES} bytes, newline-terminated: `{"v":1,"udp":"<type>","tcp":"<type>","addrs":[...]}`
- * (`addrs`: at most 8 direct multiaddrs, sent only by a public node). Anything else resets the stream.
+ * (`addrs`: at most 8 direct multiaddrs, sent only by a public node; `"classifying":true` when the
+ * sender's classification is still running: it sends the message again, on a new stream, once its type
+ * is known or changes). Anything else resets the stream; unknown fields are ignored.
  */
 import type { Stream } from '@libp2p/interface'
 import { isNatType, type NatType } from 'meshkit'
@@ -21,6 +23,8 @@ export interface NatTypeMessage {
   tcp: PeerNatType
   /** Direct addresses (public nodes only). */
   addrs?: string[]
+  /** The sender's classification is running: its type will follow in another message. */
+  classifying?: boolean
 }
 
 /** Parses one line; undefined for anything malformed, oversized or of another version. */
@@ -46,7 +50,14 @@ export function parseNatType(line: string | undefined): NatTypeMessage | undefin
       return undefined
     addrs = o.addrs as string[]
   }
-  return { v: 1, udp: o.udp as PeerNatType, tcp: o.tcp as PeerNatType, ...(addrs ? { addrs } : {}) }
+  if (o.classifying !== undefined && typeof o.classifying !== 'boolean') return undefined
+  return {
+    v: 1,
+    udp: o.udp as PeerNatType,
+    tcp: o.tcp as PeerNatType,
+    ...(addrs ? { addrs } : {}),
+    ...(o.classifying === true ? { classifying: true } : {}),
+  }
 }
 
 export function encodeNatType(m: NatTypeMessage): Uint8Array {
