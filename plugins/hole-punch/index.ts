@@ -425,7 +425,7 @@ class Strategy implements HolePunchApi {
   /** A WebRTC dial that is not the strategy's: counted; the caller gets the relayed connection. */
   redirected(peer: string): void {
     this.#stats.redirectedDial()
-    this.ctx.logger.debug(`a WebRTC dial of ${peer} outside the strategy: served by its relayed connection`)
+    this.ctx.logger.debug(`a WebRTC dial of ${peer} outside the strategy: served by a relayed connection`)
   }
 
   /** An open relayed connection to `peer`, if any (the oldest). */
@@ -1146,6 +1146,18 @@ class Strategy implements HolePunchApi {
       }
       // our type changed meanwhile: the remote learns it first (its side of a birthday punch reads it)
       if (this.#told.get(peer) !== this.#ownKey() && relayed.status === 'open') await this.#exchange(relayed)
+      if (relayed.status !== 'open')
+        // e.g. a duplicate libp2p closed at once (both peers dialled): nothing was decided on it
+        return {
+          ...base,
+          method: 'relayed' as const,
+          transport: 'relay',
+          attempts: 0,
+          remoteAddr: relayed.remoteAddr.toString(),
+          connectionId: relayed.id,
+          error: 'the relayed connection closed before a decision',
+          ...(trigger ? { unchanged: true as const } : {}),
+        }
       const remote = this.#remoteNat.get(peer)
       const localNat = this.#ownNatType().udp
       const remoteNat = remote?.udp ?? 'unknown'
@@ -1157,8 +1169,8 @@ class Strategy implements HolePunchApi {
       if (trigger && (decided.has(key) || decided.size >= MAX_DECISIONS || this.#usable(peer)))
         return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), unchanged: true }
       decided.add(key)
-      if (this.#usable(peer) || relayed.status !== 'open')
-        // nothing to do: the peer is reachable another way (this relayed connection is redundant), or gone
+      if (this.#usable(peer))
+        // nothing to do: the peer is reachable another way (this relayed connection is redundant)
         return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), connectionId: relayed.id }
       let directAttempts = 0
       let error: string | undefined
@@ -1252,13 +1264,23 @@ class Strategy implements HolePunchApi {
       let attempts = 0
       while (attempts < allowed && !this.ctx.signal.aborted && relayed.status === 'open') {
         attempts++
-        const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.upgradeTimeout)])
+        // a punchable pair whose attempt failed is most often on a lossy path (an ICE check, a DTLS or
+        // SCTP handshake packet lost and sent again seconds later): the retry gets twice the time
+        const timeout = this.opts.upgradeTimeout * (attempts > 1 ? 2 : 1)
+        const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(timeout)])
         try {
           let progress: string[] = []
           let direct: Connection
           for (;;) {
             progress = []
-            direct = await this.#dialWebRTC(peer, address, signal, (type) => progress.push(type))
+            try {
+              direct = await this.#dialWebRTC(peer, address, signal, (type) => progress.push(type))
+            } catch (err) {
+              // joined the previous attempt's dial, still winding down: its failure is not this attempt's
+              if (!progress.includes('dial-queue:already-in-dial-queue') || signal.aborted) throw err
+              await sleep(50, signal)
+              continue
+            }
             // while the dial that made the relayed connection is still queued, libp2p joins ours to it
             // (and hands back the relayed connection): wait for it to finish, then dial again
             if (!isRelayed(direct) || !progress.includes('dial-queue:already-in-dial-queue')) break

@@ -45,8 +45,23 @@ export interface UserFlowScenario {
   outer?: Nat
   /** What the pair should end with. */
   expect: 'direct' | 'relayed'
-  /** After the direct connection, keep the peers running this long (the ping-collision check). */
+  /**
+   * After the direct connection, keep the peers running this long: libp2p's connection monitor pings
+   * every connection every 10 s, and the peers log its aborts (`DEBUG=libp2p:connection-monitor*`).
+   */
   holdMs?: number
+}
+
+/**
+ * Issue 11's ping-collision check: cone + cone kept up 60 s with kadTopics, the relay and hole punching;
+ * no connection of the two healthy peers may be closed (by the connection monitor or anything else).
+ */
+export const HOLD_SCENARIO: UserFlowScenario = {
+  name: 'cone+cone held 60 s',
+  a: 'port-restricted-cone',
+  b: 'port-restricted-cone',
+  expect: 'direct',
+  holdMs: 60_000,
 }
 
 /** The user-flow scenarios of the NAT lab (issue 11). */
@@ -110,6 +125,11 @@ export interface UserFlowRow {
   /** The NAT types of the first `connection:method` of each side: `local/remote`. */
   firstContactA?: string
   firstContactB?: string
+  /**
+   * First decisions (either side) that used `unknown` for a side whose classification then gave a type:
+   * contact came before classification, and the strategy did not wait for it.
+   */
+  prematureUnknown: number
   /** `connection:method` events per side (method, transport, attempts, localNat, remoteNat, ...). */
   reportsA: Array<Record<string, unknown>>
   reportsB: Array<Record<string, unknown>>
@@ -124,7 +144,7 @@ export interface UserFlowRow {
   /** Connections between the two peers open at the end, as each side sees them. */
   openAtEndA: number
   openAtEndB: number
-  /** Unlimited connections that closed while their node ran (not at the end), per side. */
+  /** Unlimited connections that closed while their node ran, but not on purpose (`hole-punch:closed`). */
   unlimitedClosed: number
   /** Connections to the relay that closed while their node ran. */
   relayClosed: number
@@ -419,6 +439,7 @@ async function runTry(
     birthday: false,
     phantoms: 0,
     missed: 0,
+    prematureUnknown: 0,
     openAtEndA: 0,
     openAtEndB: 0,
     unlimitedClosed: 0,
@@ -436,7 +457,10 @@ async function runTry(
       ...process.env,
       NODE_OPTIONS: undefined,
       // USERFLOW_DEBUG=<pattern>: DEBUG for the peers (their logs end up in USERFLOW_DUMP files)
-      DEBUG: process.env.USERFLOW_DEBUG,
+      DEBUG:
+        [process.env.USERFLOW_DEBUG, s.holdMs ? 'libp2p:connection-monitor*' : undefined]
+          .filter(Boolean)
+          .join(',') || undefined,
       ...options.env,
       LAB_RELAY: run.relayAddr,
       LAB_RELAY_ID: run.relayId,
@@ -479,7 +503,7 @@ async function runTry(
     row.msToStartB = tB - spawnedAt
     const tBoth = Math.max(tA, tB)
     // the outcome: a verified direct connection on one connection per side for 3 s, or the deadline
-    const observe = options.observeMs ?? 20_000
+    const observe = (options.observeMs ?? 20_000) + (s.holdMs ?? 0)
     let directSince: number | undefined
     while (Date.now() < tBoth + observe) {
       await sleep(250)
@@ -545,6 +569,13 @@ async function runTry(
     row.msToTopicPeerB = B.msToTopicPeer
     row.firstContactA = A.firstContact
     row.firstContactB = B.firstContact
+    const premature = (contact: string | undefined, local?: string, remote?: string) => {
+      const [l, r] = contact?.split('/') ?? []
+      return Number(l === 'unknown' && local !== 'unknown') + Number(r === 'unknown' && remote !== 'unknown')
+    }
+    row.prematureUnknown =
+      premature(A.firstContact, A.classified, B.classified) +
+      premature(B.firstContact, B.classified, A.classified)
     row.reportsA = A.reports
     row.reportsB = B.reports
     row.attempts = [...A.reports, ...B.reports].reduce((n, r) => n + Number(r.attempts ?? 0), 0)
@@ -606,6 +637,8 @@ interface View {
 /** One side's connections to `other` (and to the relay), from its witness lines. */
 function view(l: Line[], other: string, relay: string): View {
   const conns = new Map<string, ConnView>()
+  // closed on purpose by holePunch (a duplicate, or the relayed one an upgrade replaced)
+  const pruned = new Set(l.filter((x) => x.event === 'hole-punch:closed').map((x) => String(x.connectionId)))
   let relayClosed = 0
   for (const x of l) {
     if (x.event === 'lab:open' && x.peer === other)
@@ -632,7 +665,7 @@ function view(l: Line[], other: string, relay: string): View {
     open: all.filter((c) => c.closedAt === undefined),
     verified,
     verifiedOpen: verified.filter((c) => c.closedAt === undefined),
-    unlimitedClosed: all.filter((c) => !c.limited && c.closedAt !== undefined).length,
+    unlimitedClosed: all.filter((c) => !c.limited && c.closedAt !== undefined && !pruned.has(c.id)).length,
     relayClosed,
   }
 }
@@ -644,12 +677,16 @@ export async function runUserFlow(options: UserFlowOptions = {}): Promise<UserFl
   const lab = await createLab()
   options.onLab?.(lab)
   const project = await configProject({ 'lab-witness.ts': WITNESS, 'peer.config.ts': peerConfig() })
+  let relayProc: NetnsProcess | undefined
   try {
     await mkdir(project.path('data'), { recursive: true })
     const run = await startRelay(lab, project)
+    relayProc = run.relayProc
     // scenario-major order, interleaved so that a slow moment of the machine hits every scenario alike
+    // (a scenario listed twice runs twice as many tries)
     const jobs: Array<[UserFlowScenario, number]> = []
-    for (let i = 0; i < tries; i++) for (const s of scenarios) jobs.push([s, i])
+    for (let i = 0; i < tries; i++)
+      for (const s of scenarios) jobs.push([s, jobs.filter(([x]) => x.name === s.name).length])
     // sites are built one try ahead, one at a time (`ip` work serializes anyway)
     let chain: Promise<unknown> = Promise.resolve()
     const sites = jobs.map(([s]) => {
@@ -668,6 +705,11 @@ export async function runUserFlow(options: UserFlowOptions = {}): Promise<UserFl
       },
     )
   } finally {
+    if (process.env.USERFLOW_DUMP && relayProc)
+      await writeFile(
+        join(process.env.USERFLOW_DUMP, 'relay.log'),
+        [...relayProc.stdoutLines, '--- stderr', ...relayProc.stderrLines].join('\n'),
+      ).catch(() => {})
     await lab.destroy()
     await project.cleanup()
   }
@@ -685,6 +727,8 @@ export interface UserFlowSummary {
   directMaxMs?: number
   /** First contacts (connection:method of either side) where a side's type was still unknown. */
   unknownFirstContacts: number
+  /** Of those, how many a side's own classification then contradicted (see UserFlowRow.prematureUnknown). */
+  prematureUnknown: number
   firstContacts: number
   phantoms: number
   missed: number
@@ -717,6 +761,7 @@ export function summarize(rows: readonly UserFlowRow[]): UserFlowSummary[] {
       directP50Ms: p50(direct.map((r) => r.msToDirect!).filter((x) => x !== undefined)),
       directMaxMs: direct.length ? Math.max(...direct.map((r) => r.msToDirect ?? 0)) : undefined,
       unknownFirstContacts: contacts.filter((c) => c.includes('unknown')).length,
+      prematureUnknown: rs.reduce((n, r) => n + r.prematureUnknown, 0),
       firstContacts: contacts.length,
       phantoms: rs.reduce((n, r) => n + r.phantoms, 0),
       missed: rs.reduce((n, r) => n + r.missed, 0),
