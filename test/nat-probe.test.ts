@@ -604,7 +604,7 @@ describe('nat-probe', function () {
   })
 
   describe('plugins in a node', () => {
-    it('serves, classifies on demand and emits nat:classified', async () => {
+    it('serves, classifies on demand and emits nat:verdict (each protocol, as soon as judged) and nat:classified', async () => {
       const { dir, cleanup } = await tempDir()
       const kernel = new MeshKernel({ env })
       const events: MeshEvent[] = []
@@ -620,15 +620,28 @@ describe('nat-probe', function () {
             auto: false,
           }),
         )
+        const verdicts: MeshEvent[] = []
+        kernel.events.on('nat:verdict', (e) => verdicts.push({ ...e, classifying: api.classifying() }))
         const node = await kernel.start(config)
         const api = node.api<NatClassificationApi>('nat-classification')
         expect(api.report()).to.equal(undefined)
-        const report = await api.classify()
+        // auto: false: nothing runs until asked
+        expect(api.classifying()).to.equal(false)
+        const running = api.classify()
+        expect(api.classifying()).to.equal(true)
+        const report = await running
+        expect(api.classifying()).to.equal(false)
         expect(report.udp?.type).to.equal('public')
         expect(report.tcp?.type).to.equal('public')
         expect(api.report()).to.equal(report)
         expect(events).to.have.length(1)
         expect(events[0]).to.deep.include({ udp: 'public', tcp: 'public', trigger: 'demand' })
+        // each protocol's verdict came out on its own, while the classification still ran
+        expect(verdicts.map((v) => v.protocol)).to.have.members(['udp', 'tcp'])
+        for (const v of verdicts)
+          expect(v).to.deep.include({ type: 'public', trigger: 'demand', classifying: true })
+        expect(api.verdict('udp')).to.equal(report.udp)
+        expect(api.verdict('tcp')).to.equal(report.tcp)
         // concurrent calls share one run
         const [r1, r2] = await Promise.all([api.classify(), api.classify()])
         expect(r1).to.equal(r2)
