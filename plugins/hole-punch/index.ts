@@ -501,8 +501,12 @@ class Strategy implements HolePunchApi {
   #prune(peer: string): void {
     // a decision in progress may still need its relayed connection: after it (it prunes when done)
     if (this.ctx.signal.aborted || this.#upgrading.has(peer)) return
+    // our relays keep their connections (a reservation lives on one of them)
+    if (this.relayIds.has(peer) || this.#relayClient?.reservations().some((r) => r.relay === peer)) return
     const conns = this.#connections(peer)
     if (conns.length < 2) return
+    // only the duplicates NAT traversal makes: two direct (TCP, QUIC) connections are not this plugin's
+    if (!conns.some((c) => isRelayed(c) || describeConnection(c).transport === 'webrtc')) return
     const view: PairConnection[] = conns.map((c) => ({
       id: c.id,
       direction: c.direction,

@@ -322,18 +322,18 @@ const argOf = (argv: string[], flag: string) => {
 
 /** `--user-flow`: the user-flow scenarios (user-flow.ts), `--tries` each; a summary per scenario at the end. */
 async function userFlowCli(argv: string[]): Promise<void> {
-  const { runUserFlow, summarize, USER_FLOW_SCENARIOS } = await import('./user-flow.js')
+  const { HOLD_SCENARIO, runUserFlow, summarize, USER_FLOW_SCENARIOS } = await import('./user-flow.js')
+  // the held pair (60 s) runs only when named
+  const known = [...USER_FLOW_SCENARIOS, HOLD_SCENARIO]
   const names = argv.flatMap((arg, i) => (arg === '--scenario' ? [argv[i + 1]] : []))
   for (const n of names)
-    if (!USER_FLOW_SCENARIOS.some((s) => s.name === n))
-      throw new Error(
-        `--scenario ${n}: scenarios are ${USER_FLOW_SCENARIOS.map((s) => `'${s.name}'`).join(', ')}`,
-      )
+    if (!known.some((s) => s.name === n))
+      throw new Error(`--scenario ${n}: scenarios are ${known.map((s) => `'${s.name}'`).join(', ')}`)
   const tries = Number(argOf(argv, '--tries') ?? 10)
   if (!Number.isInteger(tries) || tries < 1) throw new Error('--tries: a positive integer')
   const t0 = Date.now()
   const rows = await runUserFlow({
-    scenarios: names.length > 0 ? USER_FLOW_SCENARIOS.filter((s) => names.includes(s.name)) : undefined,
+    scenarios: names.length > 0 ? known.filter((s) => names.includes(s.name)) : undefined,
     tries,
     concurrency: Number(argOf(argv, '--concurrency') ?? 2),
     onRow: (row) => process.stdout.write(`${JSON.stringify({ mode: 'user-flow', ...row })}\n`),

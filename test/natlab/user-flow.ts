@@ -53,8 +53,10 @@ export interface UserFlowScenario {
 }
 
 /**
- * Issue 11's ping-collision check: cone + cone kept up 60 s with kadTopics, the relay and hole punching;
- * no connection of the two healthy peers may be closed (by the connection monitor or anything else).
+ * Issue 11's ping-collision check: cone + cone kept up 60 s with kadTopics, the relay and hole punching,
+ * each peer also pinging its direct peers every 700 ms through the ping service (as kad-dht, clustering
+ * and relayClient do); no connection of the two healthy peers may be closed (by the connection monitor,
+ * whose own pings met those, or anything else).
  */
 export const HOLD_SCENARIO: UserFlowScenario = {
   name: 'cone+cone held 60 s',
@@ -222,6 +224,7 @@ export const labWitness = definePlugin({
   name: 'lab-witness',
   create: () => {
     let timer
+    let pinger
     return {
       start: async (ctx) => {
         const node = ctx.libp2p
@@ -260,8 +263,28 @@ export const labWitness = definePlugin({
           for (const c of node.getConnections()) if (checkable(c)) void check(c, 'periodic')
         }, 5000)
         timer.unref()
+        // LAB_PINGER=<ms>: ping every directly connected peer that often through the ping service, as
+        // services do (kad-dht checking a contact, clustering's RTT, a relay's liveness): libp2p's
+        // connection monitor pings each connection every 10 s besides, on the same protocol
+        const every = Number(process.env.LAB_PINGER ?? 0)
+        if (every > 0) {
+          pinger = setInterval(() => {
+            const peers = new Set(
+              node
+                .getConnections()
+                .filter((c) => c.limits === undefined && c.status === 'open')
+                .map((c) => c.remotePeer),
+            )
+            for (const p of peers)
+              node.services.ping?.ping(p, { signal: AbortSignal.timeout(3000) }).catch(() => {})
+          }, every)
+          pinger.unref()
+        }
       },
-      stop: () => clearInterval(timer),
+      stop: () => {
+        clearInterval(timer)
+        clearInterval(pinger)
+      },
     }
   },
 })
@@ -461,6 +484,7 @@ async function runTry(
         [process.env.USERFLOW_DEBUG, s.holdMs ? 'libp2p:connection-monitor*' : undefined]
           .filter(Boolean)
           .join(',') || undefined,
+      ...(s.holdMs ? { LAB_PINGER: '700' } : {}),
       ...options.env,
       LAB_RELAY: run.relayAddr,
       LAB_RELAY_ID: run.relayId,
