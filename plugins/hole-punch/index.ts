@@ -11,7 +11,15 @@
  * reached by a public dialler dials it back (connection reversal); a port-restricted cone with a
  * symmetric NAT first finds a mapping by birthday-paradox port guessing (birthday.ts) and pins the WebRTC
  * upgrade to it; symmetric with symmetric stays relayed without any attempt; every other pair, `unknown`
- * included, gets (bounded) WebRTC upgrade attempts.
+ * included, gets (bounded) WebRTC upgrade attempts. A side whose classification still runs says so, and
+ * the decision waits for it (bounded); whenever either side's type arrives or changes later, it is sent
+ * again and the relayed connection's upgrader decides again (a type pair once per connection).
+ *
+ * Every WebRTC dial is the strategy's: a plain `libp2p.dial(peerId)` that picks a peer's
+ * `/p2p-circuit/webrtc` address gets the relayed connection instead (webrtc-gate.ts), which the
+ * strategy then upgrades. An inbound WebRTC connection counts only once identify ran over it (a failed
+ * ICE run still opens one; it is closed). A pair keeps one connection: the relayed one an upgrade
+ * replaced, and duplicates, are closed (dedupe.ts).
  *
  * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed`, emits
  * `connection:method` on the node's event bus and keeps counters and timing histograms (`stats()`).
