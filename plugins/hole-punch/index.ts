@@ -101,6 +101,13 @@ export {
 
 export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
 
+/**
+ * Why the strategy decided again on a relayed connection: this node's NAT type arrived or changed, the
+ * remote's did, or the relayed connection the other side was upgrading closed (a duplicate) and this one
+ * is left.
+ */
+export type DecisionTrigger = 'classified' | 'remote-classified' | 'connection-closed'
+
 /** What `connection:method` carries, and what {@link HolePunchApi.connect} resolves with. */
 export interface ConnectionMethodEvent {
   peerId: string
@@ -131,11 +138,11 @@ export interface ConnectionMethodEvent {
    */
   technique?: 'birthday'
   /**
-   * Why the strategy decided again on a relayed connection it had already reported: this node's
-   * classification arrived or changed (`classified`), or the remote's (`remote-classified`). The event
-   * is then about the direct connection that replaced the relayed one. Absent for a first decision.
+   * Why the strategy decided again on a relayed connection it had already reported (see
+   * {@link DecisionTrigger}). The event is then about the direct connection that replaced the relayed
+   * one. Absent for a first decision.
    */
-  trigger?: 'classified' | 'remote-classified'
+  trigger?: DecisionTrigger
   /** The libp2p connection the event is about (`Connection.id`, this node's own id for it). */
   connectionId?: string
 }
@@ -399,7 +406,11 @@ class Strategy implements HolePunchApi {
       this.#decided.delete(c.id)
       this.#proven.delete(c.id)
       this.#keepRelayed.delete(c.id)
-      this.#schedulePrune(c.remotePeer.toString())
+      const peer = c.remotePeer.toString()
+      this.#schedulePrune(peer)
+      // both dialled and libp2p closed one relayed connection as a duplicate: the one left may be ours to
+      // upgrade now (we had left it to the other side)
+      if (isRelayed(c)) void this.#reconsider(peer, 'connection-closed')
     })
     on<{ connection: Connection }>('peer:identify', (evt) => {
       const id = evt.detail.connection.id
@@ -603,7 +614,7 @@ class Strategy implements HolePunchApi {
    * Decides again on the relayed connection to `peer` when a NAT type arrived or changed: only as its
    * upgrader, only for a type pair not decided on that connection yet, with the same budgets.
    */
-  async #reconsider(peer: string, trigger: 'classified' | 'remote-classified'): Promise<void> {
+  async #reconsider(peer: string, trigger: DecisionTrigger): Promise<void> {
     if (this.ctx.signal.aborted || this.opts.maxAttempts === 0) return
     if (this.#upgrading.has(peer)) {
       this.#again.add(peer)
@@ -1095,8 +1106,9 @@ class Strategy implements HolePunchApi {
       event = await this.#upgrade(connection, openedAt, dialStart)
     } else {
       // inbound (the dialler upgrades), an extra outbound one, or both dialled and the remote (lower
-      // id) upgrades its own
+      // id) upgrades its own; an outbound one is ours to decide on later if the remote's goes away
       if (this.#noUpgrade.has(peer)) this.#keepRelayed.add(connection.id)
+      else if (connection.direction === 'outbound') this.#decided.set(connection.id, new Set())
       event = { ...base, method: 'relayed', transport: 'relay', attempts: 0, connectionId: connection.id }
     }
     this.#dialStarts.delete(peer)
@@ -1134,7 +1146,7 @@ class Strategy implements HolePunchApi {
     relayed: Connection,
     openedAt: number,
     dialStart?: number,
-    trigger?: 'classified' | 'remote-classified',
+    trigger?: DecisionTrigger,
   ): Promise<ConnectionMethodEvent & { unchanged?: true }> {
     const peer = relayed.remotePeer.toString()
     const running = this.#upgrading.get(peer)
@@ -1149,7 +1161,7 @@ class Strategy implements HolePunchApi {
       }
       const address = webrtcAddressOf(relayed.remoteAddr.toString(), peer)
       // both sides' NAT types (UDP: the punch is UDP) decide what to try
-      if (!trigger) await this.#exchange(relayed)
+      if (!trigger || !this.#remoteNat.has(peer)) await this.#exchange(relayed)
       // a side still classifying: its type is coming (the remote sends it again), wait for it (bounded)
       const until = openedAt + this.opts.classificationWait
       while (!this.ctx.signal.aborted && relayed.status === 'open' && Date.now() < until) {
