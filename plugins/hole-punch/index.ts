@@ -320,7 +320,7 @@ class Strategy implements HolePunchApi {
   readonly #upgrading = new Map<string, Promise<ConnectionMethodEvent>>()
   /** NAT-type messages peers sent us last (bounded: the oldest entries go first). */
   readonly #remoteNat = new Map<string, NatTypeMessage>()
-  /** What we last told each peer (`udp` and whether we were classifying), to tell it again on a change. */
+  /** What we last told each peer (UDP, TCP, classifying), to tell it again when that changes. */
   readonly #told = new Map<string, string>()
   /** Type pairs decided on, per relayed connection (forgotten when it closes). */
   readonly #decided = new Map<string, Set<string>>()
