@@ -31,10 +31,15 @@ import { tempDir } from './helpers.js'
 
 interface FakeClassifierApi {
   report(): { udp?: { type: string }; tcp?: { type: string } } | undefined
-  verdict(protocol: 'udp' | 'tcp'): { type: string } | undefined
+  verdict(
+    protocol: 'udp' | 'tcp',
+  ): { type: string; evidence: { mappings: Array<{ mapped?: string }> } } | undefined
   classifying(): boolean
-  /** The test's verdict (both protocols); emits nat:verdict and nat:classified as natClassifier does. */
-  set(type: string): void
+  /**
+   * The test's verdict (both protocols; `ip`: the external address the probe saw); emits nat:verdict and
+   * nat:classified as natClassifier does.
+   */
+  set(type: string, ip?: string): void
 }
 
 /** A 'nat-classification' provider the test drives: classifying until `set()`. */
@@ -43,13 +48,15 @@ const testClassifier = definePlugin({
   provides: ['nat-classification'],
   create: () => {
     let type: string | undefined
+    let mapped: string | undefined
     let events: MeshEventBus | undefined
     const api: FakeClassifierApi = {
       report: () => (type ? { udp: { type }, tcp: { type } } : undefined),
-      verdict: () => (type ? { type } : undefined),
+      verdict: () => (type ? { type, evidence: { mappings: [{ mapped }] } } : undefined),
       classifying: () => type === undefined,
-      set: (t) => {
+      set: (t, ip) => {
         type = t
+        mapped = ip ? `${ip}:40000` : undefined
         events?.emit('nat:verdict', { protocol: 'udp', type: t, confidence: 0.99, trigger: 'start' })
         events?.emit('nat:classified', { udp: t, tcp: t, trigger: 'start' })
       },
@@ -211,6 +218,28 @@ describe('hole-punch: the strategy in the user flow (loopback)', function () {
     classifier(a).set('full-cone')
     await sleep(500)
     expect(methods(b).filter((e) => e.method === 'hole-punched')).to.have.length(1)
+  })
+
+  it('two symmetric peers behind one NAT (the same external IP) try the LAN once', async () => {
+    const a = await peer('a')
+    const b = await peer('b')
+    classifier(a).set('symmetric', '203.0.113.9')
+    classifier(b).set('symmetric', '203.0.113.9')
+    await Promise.all([reserved(a), reserved(b)])
+    const r = await api(b).connect(circuitOf(a))
+    expect(r.method, JSON.stringify(r)).to.equal('hole-punched')
+    expect(r.technique).to.equal('same-nat')
+    expect(r.attempts).to.equal(1)
+    // behind two different symmetric NATs: no attempt at all
+    const c = await peer('c')
+    classifier(c).set('symmetric', '203.0.113.10')
+    await reserved(c)
+    const other = await api(c).connect(circuitOf(a))
+    expect(other).to.deep.include({
+      method: 'relayed',
+      attempts: 0,
+      skipped: 'symmetric + symmetric cannot punch',
+    })
   })
 
   it('a plain libp2p.dial(peerId) gets the relayed connection; the strategy upgrades it and reports it', async () => {

@@ -134,9 +134,11 @@ export interface ConnectionMethodEvent {
   directAttempts?: number
   /**
    * How the punch was prepared: `'birthday'` when a port-restricted cone and a symmetric NAT first
-   * found a mapping by birthday-paradox port guessing (see birthday.ts); absent for a plain ICE punch.
+   * found a mapping by birthday-paradox port guessing (see birthday.ts); `'same-nat'` when both sides
+   * said the same external IP (one NAT: ICE's host candidates meet on the LAN, whatever the NAT type);
+   * absent for a plain ICE punch.
    */
-  technique?: 'birthday'
+  technique?: 'birthday' | 'same-nat'
   /**
    * Why the strategy decided again on a relayed connection it had already reported (see
    * {@link DecisionTrigger}). The event is then about the direct connection that replaced the relayed
@@ -174,7 +176,9 @@ export interface HolePunchApi {
 interface NatClassification {
   report(): { udp?: { type: string }; tcp?: { type: string } } | undefined
   /** The newest verdict of one protocol (a running classification's as soon as it is judged). */
-  verdict?(protocol: 'udp' | 'tcp'): { type: string } | undefined
+  verdict?(
+    protocol: 'udp' | 'tcp',
+  ): { type: string; evidence?: { mappings?: Array<{ mapped?: string }> } } | undefined
   /** A classification runs (or the first one is about to): a verdict is coming. */
   classifying?(): boolean
 }
@@ -557,7 +561,7 @@ class Strategy implements HolePunchApi {
   /** What we tell peers, as a comparable key. */
   #ownKey(): string {
     const m = this.#ownNatType()
-    return `${m.udp}|${m.tcp}|${m.classifying === true}`
+    return `${m.udp}|${m.tcp}|${m.classifying === true}|${m.ip ?? ''}`
   }
 
   /** Wakes every decision waiting for a classification. */
@@ -879,6 +883,12 @@ class Strategy implements HolePunchApi {
     const tcp = known(c?.verdict?.('tcp')?.type ?? report?.tcp?.type)
     const message: NatTypeMessage = { v: 1, udp, tcp }
     if (this.#classifyingNow(udp)) message.classifying = true
+    // a NATed node's external IP, as its probe saw it: a peer behind the same NAT can tell
+    if (udp !== 'public' && udp !== 'unknown') {
+      const mapped = c?.verdict?.('udp')?.evidence?.mappings?.find((m) => m.mapped)?.mapped
+      const ip = mapped ? /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(mapped)?.[1] : undefined
+      if (ip) message.ip = ip
+    }
     if (udp === 'public' || tcp === 'public') {
       const addrs = this.ctx.libp2p
         .getMultiaddrs()
@@ -907,7 +917,7 @@ class Strategy implements HolePunchApi {
   /** Notes what we told `peer` (bounded like #remoteNat). */
   #toldPeer(peer: string, m: NatTypeMessage): void {
     this.#told.delete(peer)
-    this.#told.set(peer, `${m.udp}|${m.tcp}|${m.classifying === true}`)
+    this.#told.set(peer, `${m.udp}|${m.tcp}|${m.classifying === true}|${m.ip ?? ''}`)
     if (this.#told.size > 1024) this.#told.delete(this.#told.keys().next().value!)
   }
 
@@ -1241,8 +1251,12 @@ class Strategy implements HolePunchApi {
           }
         error = 'the remote did not dial back'
       }
-      let technique: 'birthday' | undefined
-      const role = this.opts.birthday ? birthdayRole(localNat, remoteNat) : undefined
+      let technique: 'birthday' | 'same-nat' | undefined
+      // one NAT for both (the same external IP): the LAN connects them whatever its type (host candidates)
+      const ownIp = this.#ownNatType().ip
+      const sameNat = ownIp !== undefined && ownIp === remote?.ip
+      const role = this.opts.birthday && !sameNat ? birthdayRole(localNat, remoteNat) : undefined
+      if (sameNat && !canPunch(localNat, remoteNat)) technique = 'same-nat'
       if (role) {
         // port-restricted cone + symmetric: guess the port first; a failure leaves the pair relayed
         const failure = await this.#birthday(relayed, role)
@@ -1260,7 +1274,7 @@ class Strategy implements HolePunchApi {
             error: `birthday punch: ${failure}`,
           }
         technique = 'birthday'
-      } else if (!canPunch(localNat, remoteNat)) {
+      } else if (!canPunch(localNat, remoteNat) && !sameNat) {
         // port-restricted cone or symmetric with symmetric: a punch cannot work, do not spend one
         return {
           ...base,
@@ -1276,13 +1290,13 @@ class Strategy implements HolePunchApi {
         }
       }
       // a birthday punch's pin is for its own connection: another upgrade waits until it is taken
-      if (!technique)
+      if (technique !== 'birthday')
         for (let i = 0; i < 100 && this.#pinned() && !this.ctx.signal.aborted; i++)
           await sleep(50, this.ctx.signal)
       // with both types known (and able to punch), a failed attempt is worth another (a lost ICE check
       // or DTLS flight on a lossy link); with an unknown type, one
       const allowed =
-        localNat === 'unknown' || remoteNat === 'unknown'
+        localNat === 'unknown' || remoteNat === 'unknown' || technique === 'same-nat'
           ? Math.min(1, this.opts.maxAttempts)
           : this.opts.maxAttempts
       let attempts = 0

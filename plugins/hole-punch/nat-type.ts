@@ -5,7 +5,9 @@
  * {@link MAX_NAT_TYPE_BYTES} bytes, newline-terminated: `{"v":1,"udp":"<type>","tcp":"<type>","addrs":[...]}`
  * (`addrs`: at most 8 direct multiaddrs, sent only by a public node; `"classifying":true` when the
  * sender's classification is still running: it sends the message again, on a new stream, once its type
- * is known or changes). Anything else resets the stream; unknown fields are ignored.
+ * is known or changes; `ip`: the sender's external IPv4 address as its classification saw it, sent by a
+ * NATed node, so that two peers behind the same NAT know it). Anything else resets the stream; unknown
+ * fields are ignored.
  */
 import type { Stream } from '@libp2p/interface'
 import { isNatType, type NatType } from 'meshkit'
@@ -25,7 +27,11 @@ export interface NatTypeMessage {
   addrs?: string[]
   /** The sender's classification is running: its type will follow in another message. */
   classifying?: boolean
+  /** The sender's external IPv4 address (NATed senders): the same as ours means the same NAT. */
+  ip?: string
 }
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/
 
 /** Parses one line; undefined for anything malformed, oversized or of another version. */
 export function parseNatType(line: string | undefined): NatTypeMessage | undefined {
@@ -51,12 +57,14 @@ export function parseNatType(line: string | undefined): NatTypeMessage | undefin
     addrs = o.addrs as string[]
   }
   if (o.classifying !== undefined && typeof o.classifying !== 'boolean') return undefined
+  if (o.ip !== undefined && (typeof o.ip !== 'string' || !IPV4.test(o.ip))) return undefined
   return {
     v: 1,
     udp: o.udp as PeerNatType,
     tcp: o.tcp as PeerNatType,
     ...(addrs ? { addrs } : {}),
     ...(o.classifying === true ? { classifying: true } : {}),
+    ...(typeof o.ip === 'string' ? { ip: o.ip } : {}),
   }
 }
 

@@ -88,6 +88,13 @@ export const USER_FLOW_SCENARIOS: readonly UserFlowScenario[] = [
     expect: 'direct',
   },
   {
+    name: 'same NAT (symmetric)',
+    a: 'symmetric',
+    b: 'symmetric',
+    sameNat: true,
+    expect: 'direct',
+  },
+  {
     name: 'double NAT (cone behind cone) + cone',
     a: 'port-restricted-cone',
     outer: 'port-restricted-cone',
