@@ -2,6 +2,7 @@
 import { defineConfig, type MeshConfig, type PluginRegistry } from 'meshkit'
 import { dnsSeeds } from './dns-seeds/index.js'
 import { gate } from './gate/index.js'
+import { gossip } from './gossip/index.js'
 import { holePunch, stunServer } from './hole-punch/index.js'
 import { identify } from './identify/index.js'
 import { jaccardClusters } from './jaccard-clusters/index.js'
@@ -22,6 +23,15 @@ import { tcp } from './tcp/index.js'
 import { yamux } from './yamux/index.js'
 
 export type { GateApi } from './gate/index.js'
+export type {
+  GossipApi,
+  GossipMessage,
+  GossipPublishResult,
+  GossipStats,
+  GossipValidator,
+  GossipVerdict,
+} from './gossip/index.js'
+export { gossipTopicName } from './gossip/index.js'
 export type { TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
@@ -51,6 +61,7 @@ export { RELAY_HOP_PROTOCOL, RELAY_SERVICE, RELAY_STOP_PROTOCOL } from './relay-
 export {
   dnsSeeds,
   gate,
+  gossip,
   holePunch,
   identify,
   jaccardClusters,
@@ -83,6 +94,7 @@ export const builtinPlugins: PluginRegistry = new Map(
     tcp,
     quic,
     kadTopics,
+    gossip,
     mdns,
     staticPeers,
     dnsSeeds,

@@ -67,8 +67,8 @@ describe('mesh init', () => {
     const scaffold = (o: Parameters<typeof scaffoldProject>[0]) =>
       scaffoldProject({ meshkit: `^${VERSION}`, systemNode: '20.19.0', ...o })
 
-    it('lists the four templates, basic first', () => {
-      expect(listTemplates()).to.deep.equal(['basic', 'relay', 'chat', 'plugin'])
+    it('lists the five templates, basic first', () => {
+      expect(listTemplates()).to.deep.equal(['basic', 'relay', 'nat', 'chat', 'plugin'])
       expect(meshkitVersion()).to.equal(VERSION)
     })
 
@@ -248,7 +248,7 @@ describe('mesh init', () => {
       const err = await rejection(scaffold({ dir: 'x', cwd: dir, template: 'chatt', install: false }))
       expect(isMeshError(err, 'MESH_ERR_INIT_UNKNOWN_TEMPLATE'), String(err)).to.equal(true)
       expect((err as Error).message).to.equal(
-        "There is no template 'chatt'. Available templates: basic, relay, chat, plugin.",
+        "There is no template 'chatt'. Available templates: basic, relay, nat, chat, plugin.",
       )
       expect(existsSync(join(dir, 'x'))).to.equal(false)
     })
@@ -330,7 +330,7 @@ describe('mesh init', () => {
       )
       expect(unknown.code, unknown.stderr).to.equal(2)
       expect(unknown.stderr).to.contain(
-        "MESH_ERR_INIT_UNKNOWN_TEMPLATE: There is no template 'nope'. Available templates: basic, relay, chat, plugin.",
+        "MESH_ERR_INIT_UNKNOWN_TEMPLATE: There is no template 'nope'. Available templates: basic, relay, nat, chat, plugin.",
       )
       expect(hasStackTrace(unknown.stderr), unknown.stderr).to.equal(false)
 

@@ -72,7 +72,11 @@ describe('mesh start --topic (real processes)', function () {
   })
 
   it('--topic without a discovery plugin exits 2 with a clear message', async () => {
-    // no config file: the defaults (TCP, QUIC, noise, yamux, identify, ping) have no discovery plugin
+    // a config without a discovery plugin (the defaults have one: kadTopics)
+    await writeFile(
+      join(dir, 'mesh.config.json'),
+      JSON.stringify({ plugins: ['identify', 'ping', 'noise', 'yamux', 'tcp'] }),
+    )
     const result = await runCliProcess(
       startArgs({ dataDir: join(dir, 'n'), extraArgs: ['--topic', 'demo'] }),
       {

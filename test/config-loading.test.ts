@@ -151,6 +151,7 @@ describe('config loading', () => {
           'yamux',
           'tcp',
           'quic',
+          'kad-topics',
         ])
         expect(await project.leftovers()).to.deep.equal([])
       })
@@ -175,7 +176,7 @@ describe('config loading', () => {
       expect(loaded.dependencies).to.deep.equal([])
       expect(loaded.config.name).to.equal('mesh')
       expect(loaded.config.root).to.equal(project.dir)
-      expect(loaded.config.plugins).to.have.length(6)
+      expect(loaded.config.plugins).to.have.length(7)
     })
 
     it('loads the configFile override instead of searching, relative to cwd', async () => {

@@ -17,6 +17,8 @@ import { expect } from 'chai'
 import { type RunningMesh, startMesh } from 'meshkit'
 import {
   builtinPlugins,
+  type GossipApi,
+  gossip,
   identify,
   jaccardClusters,
   kadTopics,
@@ -84,6 +86,7 @@ describe('dashboard: live graph in headless Chromium', function () {
     observer = await nodes.start('observer', {
       plugins: [
         kadTopics({ addressScope: 'all', topics: ['alpha', 'beta'] }),
+        gossip(),
         jaccardClusters({ tags: ['alpha', 'beta'], maintainInterval: '1s' }),
         relayClient({ minReservations: 0 }),
         // a NAT verdict for the NAT panel: the node probes itself (two loopback IPs): public
@@ -344,6 +347,26 @@ describe('dashboard: live graph in headless Chromium', function () {
       await second.close()
       await third.close()
     }
+  })
+
+  it('lists gossip messages in the events, with a bounded preview, as text', async () => {
+    const talker = await nodes.start('talker', {
+      dial: [observer.address],
+      plugins: [kadTopics({ addressScope: 'all', topics: ['alpha'] }), gossip()],
+    })
+    const api = talker.node.api<GossipApi>('gossip')
+    await waitFor(() => api.peers('alpha').includes(observer.peerId), { what: 'the observer a gossip peer' })
+    // markup from a peer is shown as text, never parsed
+    await api.publish('alpha', `<img src=x onerror="alert(1)"> hello dashboard ${'x'.repeat(300)}`)
+    const row = '#events li[data-event="gossip:message"]'
+    await page.waitForSelector(row, { timeout: UPDATE_BOUND_MS })
+    const text = await page.textContent(row)
+    expect(text).to.include(`from …${talker.peerId.slice(-6)}`)
+    expect(text).to.include('<img src=x onerror="alert(1)"> hello dashboard')
+    expect(text, 'a preview of 200 characters, marked as cut').to.match(/x{100,}…”/)
+    expect(text).not.to.include('x'.repeat(250))
+    expect(await page.$$eval('#events img', (imgs) => imgs.length)).to.equal(0)
+    await talker.close()
   })
 
   it('drops a peer that disconnects, logs no errors, and saves a screenshot', async () => {

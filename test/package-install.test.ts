@@ -166,5 +166,29 @@ describe('the package, installed outside this repository', function () {
     console.log(
       `      pack + install: ${t1 - t0} ms, init + app install: ${t2 - t1} ms, start: ${Date.now() - t2} ms (system Node ${systemNode})`,
     )
+
+    // the optional packages are not installed: a plugin that needs one says which, exit 2
+    expect(
+      existsSync(join(app, 'node_modules', '@libp2p', 'webrtc')),
+      'no @libp2p/webrtc by default',
+    ).to.equal(false)
+    for (const [plugin, pkg] of [
+      ['hole-punch', '@libp2p/webrtc'],
+      ['prometheus-metrics', 'prom-client'],
+    ]) {
+      await writeFile(
+        join(app, `${plugin}.config.json`),
+        JSON.stringify({ plugins: ['identify', 'ping', 'noise', 'yamux', 'tcp', plugin] }),
+      )
+      const r = await run(
+        'npx',
+        ['mesh', 'start', '--config', `${plugin}.config.json`, '--local'],
+        app,
+        60_000,
+      )
+      expect(r.code, r.output).to.equal(2)
+      expect(r.output).to.include('MESH_ERR_MISSING_PACKAGE')
+      expect(r.output).to.include(`npm install ${pkg}`)
+    }
   })
 })

@@ -37,7 +37,6 @@
 import { networkInterfaces } from 'node:os'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { webRTC } from '@libp2p/webrtc'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import {
   type Budget,
@@ -47,6 +46,7 @@ import {
   describeConnection,
   type Libp2pContribution,
   type MeshPlugin,
+  meshError,
   multiaddrSchema,
   type PluginContext,
   sleep,
@@ -1371,6 +1371,17 @@ class Strategy implements HolePunchApi {
   }
 }
 
+/** `@libp2p/webrtc`, or a coded error saying which package to install. */
+async function loadWebRTC(): Promise<typeof import('@libp2p/webrtc')> {
+  try {
+    return await import('@libp2p/webrtc')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw err
+    throw meshError('MESH_ERR_MISSING_PACKAGE', ['holePunch()', '@libp2p/webrtc'], { cause: err })
+  }
+}
+
 /**
  * Circuit relay client + WebRTC (private-to-private) + the upgrade strategy. Listens on `/webrtc` and on
  * each relay's `/p2p-circuit` (as plugin listen addresses: a config with its own `listen` must list them).
@@ -1407,7 +1418,10 @@ const holePunchPlugin = definePlugin({
           remoteNatOf: (peer) => strategy!.remoteNatOf(peer),
         }
       },
-      libp2p: (ctx): Libp2pContribution => {
+      libp2p: async (ctx): Promise<Libp2pContribution> => {
+        // @libp2p/webrtc (with its native ICE library) is an optional peer dependency of Meshkit:
+        // loaded only when a config has holePunch(), so that other nodes install without it
+        const { webRTC } = await loadWebRTC()
         // per connection: a birthday punch pins the next connection's UDP port
         const stockRtc = webRTC({
           rtcConfiguration: async () =>
@@ -1563,6 +1577,7 @@ export const stunServer = definePlugin({
   name: 'stun-server',
   provides: ['stun-server'],
   options: stunOptions,
+  ports: (opts) => [{ protocol: 'udp', port: opts.port, host: opts.host, what: 'STUN' }],
   create: (opts) => {
     let server: StunServer | undefined
     return {

@@ -1,6 +1,17 @@
 import type { PeerDiscovery, PeerInfo } from '@libp2p/interface'
-import { mdns as libp2pMdns, type MulticastDNSComponents } from '@libp2p/mdns'
-import { definePlugin, durationSchema, type PluginContext, type PluginHooks, z } from 'meshkit'
+import type { MulticastDNSComponents } from '@libp2p/mdns'
+import { definePlugin, durationSchema, meshError, type PluginContext, type PluginHooks, z } from 'meshkit'
+
+/** `@libp2p/mdns` is an optional peer dependency of Meshkit: loaded only when a config has mdns(). */
+async function loadMdns(): Promise<typeof import('@libp2p/mdns')> {
+  try {
+    return await import('@libp2p/mdns')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw err
+    throw meshError('MESH_ERR_MISSING_PACKAGE', ['mdns()', '@libp2p/mdns'], { cause: err })
+  }
+}
 
 /**
  * The DNS-SD service Meshkit nodes query for and answer to. Other libp2p nodes (IPFS, go-libp2p) use
@@ -158,20 +169,23 @@ export const mdns = definePlugin({
       else if (early.size < MAX_EARLY) early.set(evt.detail.id.toString(), evt.detail)
     }
     return {
-      libp2p: () => ({
-        peerDiscovery: [
-          (components: MulticastDNSComponents): PeerDiscovery => {
-            const discovery = libp2pMdns({
-              interval: opts.interval,
-              serviceTag: opts.serviceTag,
-              peerName: opts.peerName,
-              broadcast: opts.broadcast,
-            })(components)
-            discovery.addEventListener('peer', onPeer)
-            return discovery
-          },
-        ],
-      }),
+      libp2p: async () => {
+        const { mdns: libp2pMdns } = await loadMdns()
+        return {
+          peerDiscovery: [
+            (components: MulticastDNSComponents): PeerDiscovery => {
+              const discovery = libp2pMdns({
+                interval: opts.interval,
+                serviceTag: opts.serviceTag,
+                peerName: opts.peerName,
+                broadcast: opts.broadcast,
+              })(components)
+              discovery.addEventListener('peer', onPeer)
+              return discovery
+            },
+          ],
+        }
+      },
       start: (ctx) => {
         running = new Discoveries(ctx, opts)
         for (const info of early.values()) running.found(info)

@@ -114,6 +114,15 @@ export const natProbeServer = definePlugin({
   name: 'nat-probe-server',
   provides: ['nat-probe-server'],
   options: serverOptions,
+  // its UDP ports, and its TCP ports (the UDP ones unless set), on each address it serves
+  ports: (opts) => {
+    const tcpPorts = opts.tcp ? (opts.tcpPorts ?? opts.udpPorts) : []
+    const hosts: Array<string | undefined> = opts.addresses ?? [undefined]
+    return hosts.flatMap((host) => [
+      ...opts.udpPorts.map((port) => ({ protocol: 'udp' as const, port, host, what: 'NAT probe' })),
+      ...tcpPorts.map((port) => ({ protocol: 'tcp' as const, port, host, what: 'NAT probe' })),
+    ])
+  },
   create: (opts) => {
     let server: ProbeServer | undefined
     let nextPartner = 0

@@ -12,7 +12,6 @@
  * whenever a node is created; with several nodes in one process (tests, `mesh demo`), each node's
  * registry holds the libp2p metrics registered after its own creation.
  */
-import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import {
   type ClusteringSlotApi,
   type ConnectionMethod,
@@ -22,11 +21,28 @@ import {
   describeConnection,
   hasMethods,
   type MetricsSlotApi,
+  meshError,
   optionalApi,
   type PluginContext,
   z,
 } from 'meshkit'
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
+
+type PromClient = typeof import('prom-client')
+
+/**
+ * `prom-client` and `@libp2p/prometheus-metrics` are optional peer dependencies of Meshkit: loaded only
+ * when a config has metrics(), so that other nodes install without them.
+ */
+async function load<T>(pkg: string, importer: () => Promise<T>): Promise<T> {
+  try {
+    return await importer()
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw err
+    throw meshError('MESH_ERR_MISSING_PACKAGE', ['metrics()', pkg], { cause: err })
+  }
+}
 
 /** What `metrics()` offers (`node.api('metrics')`): the node's registry and its text. */
 export interface PrometheusMetricsApi extends MetricsSlotApi {
@@ -67,7 +83,13 @@ function methodSources(ctx: PluginContext): ConnectionMethodSource[] {
  * Meshkit's metrics in `registry`, read from `ctx` when scraped. Returns the event subscription's
  * cleanup; call it from `stop()`.
  */
-function meshkitMetrics(ctx: () => PluginContext | undefined, registry: Registry, prefix: string) {
+function meshkitMetrics(
+  prom: PromClient,
+  ctx: () => PluginContext | undefined,
+  registry: Registry,
+  prefix: string,
+) {
+  const { Counter, Gauge, Histogram } = prom
   const told = new Map<string, { method: ConnectionMethod; transport?: string }>()
   const started = () => {
     const c = ctx()
@@ -257,39 +279,46 @@ export const metrics = definePlugin({
   optionalDependencies: ['discovery', 'clustering'],
   options,
   create: (opts) => {
-    const registry = new Registry()
     let ctxRef: PluginContext | undefined
     let running = false
     let unsubscribe: (() => void) | undefined
-    const meshkit = meshkitMetrics(() => (running ? ctxRef : undefined), registry, opts.prefix)
-    const api: PrometheusMetricsApi = {
-      registry,
-      render: () => registry.metrics(),
-      get contentType() {
-        return registry.contentType
-      },
-    }
+    let registry: Registry | undefined
+    let meshkit: ReturnType<typeof meshkitMetrics> | undefined
     return {
-      setup: (ctx) => {
+      setup: async (ctx): Promise<PrometheusMetricsApi> => {
+        const prom = await load('prom-client', () => import('prom-client'))
+        const reg = new prom.Registry()
+        registry = reg
         ctxRef = ctx
+        meshkit = meshkitMetrics(prom, () => (running ? ctxRef : undefined), reg, opts.prefix)
         // counted from setup on, so events of other plugins' start() are seen too
         unsubscribe = meshkit.subscribe(ctx)
         // without libp2p's metrics (which collect them), the process metrics are collected here
-        if (!opts.libp2p && opts.processMetrics) collectDefaultMetrics({ register: registry })
-        return api
+        if (!opts.libp2p && opts.processMetrics) prom.collectDefaultMetrics({ register: reg })
+        return {
+          registry: reg,
+          render: () => reg.metrics(),
+          get contentType() {
+            return reg.contentType
+          },
+        }
       },
-      libp2p: () =>
-        opts.libp2p
-          ? {
-              metrics: prometheusMetrics({
-                registry,
-                collectDefaultMetrics: opts.processMetrics,
-                statfsLocation: ctxRef?.config.dataDir,
-              }),
-            }
-          : {},
+      libp2p: async () => {
+        if (!opts.libp2p) return {}
+        const { prometheusMetrics } = await load(
+          '@libp2p/prometheus-metrics',
+          () => import('@libp2p/prometheus-metrics'),
+        )
+        return {
+          metrics: prometheusMetrics({
+            registry,
+            collectDefaultMetrics: opts.processMetrics,
+            statfsLocation: ctxRef?.config.dataDir,
+          }),
+        }
+      },
       start: (ctx) => {
-        unsubscribe ??= meshkit.subscribe(ctx)
+        unsubscribe ??= meshkit?.subscribe(ctx)
         running = true
       },
       stop: () => {

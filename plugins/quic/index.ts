@@ -1,5 +1,5 @@
 import { quic as libp2pQuic } from '@chainsafe/libp2p-quic'
-import { definePlugin, multiaddrSchema, z } from 'meshkit'
+import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit'
 
 const options = z
   .strictObject({
@@ -19,6 +19,8 @@ export const quic = definePlugin({
   name: 'quic',
   provides: ['transport'],
   options,
+  // its listen addresses count only when the config has no `listen` of its own
+  ports: (opts, config) => (config.listen ? [] : portsOfListen(opts.listen)),
   create: (opts) => ({
     libp2p: () => ({
       transports: [

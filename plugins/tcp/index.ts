@@ -1,5 +1,5 @@
 import { tcp as libp2pTcp } from '@libp2p/tcp'
-import { definePlugin, multiaddrSchema, z } from 'meshkit'
+import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit'
 
 const options = z
   .strictObject({
@@ -22,6 +22,8 @@ export const tcp = definePlugin({
   provides: ['transport'],
   dependencies: ['connection-encrypter', 'stream-muxer'],
   options,
+  // its listen addresses count only when the config has no `listen` of its own
+  ports: (opts, config) => (config.listen ? [] : portsOfListen(opts.listen)),
   create: (opts) => ({
     libp2p: () => ({
       transports: [

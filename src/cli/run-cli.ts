@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { isMeshError, LOG_FORMATS, LOG_LEVELS, multiaddrSchema } from 'meshkit'
 import { registerDemoCommand } from './demo-command.js'
+import { registerGossipCommands } from './gossip-commands.js'
 import { registerKeygenCommand } from './keygen-command.js'
 import { registerStatusCommands } from './status-commands.js'
 
@@ -104,9 +105,9 @@ export function createProgram(io: CliIo = defaultIo): Command {
 
   program
     .command('init')
-    .description('create a project from a template: basic, relay, chat or plugin')
+    .description('create a project from a template: basic, relay, nat, chat or plugin')
     .argument('<dir>', 'the project directory (its name becomes the package name)')
-    .option('-t, --template <name>', 'basic | relay | chat | plugin', 'basic')
+    .option('-t, --template <name>', 'basic | relay | nat | chat | plugin', 'basic')
     .option('--no-install', 'do not run `npm install` in the new project')
     .option('-f, --force', 'write into a non-empty directory (overwrites the files the template has)')
     .option('--name <package-name>', 'the package name (default: the directory name)')
@@ -147,6 +148,8 @@ export function createProgram(io: CliIo = defaultIo): Command {
     )
 
   registerStatusCommands(program, io)
+
+  registerGossipCommands(program, io)
 
   registerDemoCommand(program, io)
 

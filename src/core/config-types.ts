@@ -48,11 +48,16 @@ export interface MeshConfig {
     allow?: string[]
     /** Inbound connections accepted per second from one host. @default 5 */
     inboundConnectionThreshold?: number
-    /** Inbound connections being upgraded at once. @default 10 */
+    /**
+     * Inbound connections being upgraded (in their handshake) at once, from every host together: with
+     * `maxIncomingPendingPerHost` of 2, a few hosts holding silent connections cannot take every slot.
+     * @default 64
+     */
     maxIncomingPendingConnections?: number
     /**
-     * Inbound connections from one IP address in their handshake at once, so that one host cannot hold
-     * every slot of `maxIncomingPendingConnections` (addresses in `allow` are exempt). @default 2
+     * Inbound connections from one host (an IPv4 address, an IPv6 /64) in their handshake at once, so that
+     * one host cannot hold every slot of `maxIncomingPendingConnections` (addresses in `allow` are
+     * exempt). @default 2
      */
     maxIncomingPendingPerHost?: number
   }

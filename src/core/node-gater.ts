@@ -19,6 +19,26 @@ export function ipOf(address: Multiaddr): string | undefined {
 
 const relayed = (address: Multiaddr) => address.toString().includes('/p2p-circuit')
 
+/**
+ * The "host" the per-host limits count by: an IPv4 address, or the /64 of an IPv6 one (a single
+ * subscriber usually holds a whole /64: counting its addresses one by one would count nothing).
+ */
+export function hostKeyOf(ip: string): string {
+  if (!ip.includes(':')) return ip
+  const full = ip.includes('::')
+    ? (() => {
+        const [head, tail] = ip.split('::')
+        const h = head ? head.split(':') : []
+        const t = tail ? tail.split(':') : []
+        return [...h, ...Array(8 - h.length - t.length).fill('0'), ...t]
+      })()
+    : ip.split(':')
+  return `${full
+    .slice(0, 4)
+    .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`
+}
+
 export interface NodeGaterInit {
   reputation: PeerReputation
   addresses: PeerAddressPolicy
@@ -75,7 +95,7 @@ export function createNodeGater(init: NodeGaterInit): ConnectionGater & { pendin
     return ip !== undefined && reputation.isIpBanned(ip)
   }
   return {
-    pending: (ip) => pendingByHost.get(ip) ?? 0,
+    pending: (ip) => pendingByHost.get(hostKeyOf(ip)) ?? 0,
     denyDialPeer: (peer: PeerId) => reputation.isBanned(peer),
     denyDialMultiaddr: (address: Multiaddr) => bannedAddress(address) || !addresses.dialable(address),
     denyInboundConnection: (maConn: MultiaddrConnection) => {
@@ -83,11 +103,12 @@ export function createNodeGater(init: NodeGaterInit): ConnectionGater & { pendin
       if (relayed(maConn.remoteAddr)) return false
       const ip = ipOf(maConn.remoteAddr)
       if (ip === undefined || init.exempt(ip)) return false
-      if (cooling(ip)) return true
-      const n = pendingByHost.get(ip) ?? 0
+      const host = hostKeyOf(ip)
+      if (cooling(host)) return true
+      const n = pendingByHost.get(host) ?? 0
       if (n >= init.maxPendingPerHost()) return true
-      pendingByHost.set(ip, n + 1)
-      counted.set(maConn, ip)
+      pendingByHost.set(host, n + 1)
+      counted.set(maConn, host)
       maConn.addEventListener('close', () => settle(maConn, false), { once: true })
       return false
     },

@@ -7,6 +7,7 @@ import type { ConfigEnv, ResolvedMeshConfig } from './config-types.js'
 import type { MeshEventBus } from './events.js'
 import type { Logger } from './logger.js'
 import type { PeerAddressPolicy } from './peer-addresses.js'
+import type { PortUse } from './ports.js'
 import type { PeerReputation } from './reputation.js'
 import type { Token } from './tokens.js'
 
@@ -163,6 +164,15 @@ export interface PluginDefinition<Schema extends z.ZodType | undefined, Api> {
    * (see `libp2pModule()`) checks them in `validate`.
    */
   services?: readonly string[]
+  /**
+   * The fixed ports the plugin binds with these options (a STUN server's UDP port, a transport's
+   * listen port when the config has no `listen`): two plugins binding one port are refused when the
+   * config is resolved (MESH_ERR_PORT_CLASH, naming both) instead of failing the start with EADDRINUSE.
+   */
+  ports?(
+    options: Schema extends z.ZodType ? z.output<Schema> : undefined,
+    config: ResolvedMeshConfig,
+  ): readonly PortUse[]
   /**
    * Checks this plugin's place in the whole config once it is resolved (e.g. transports it cannot work
    * with, ports another plugin also takes): returns the problems, each a sentence saying what is wrong

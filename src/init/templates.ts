@@ -15,8 +15,13 @@ export const TEMPLATE_INFO: readonly TemplateInfo[] = [
   { name: 'basic', description: 'a node that joins a topic', run: ['npx mesh start'] },
   {
     name: 'relay',
-    description: 'a public bootstrap + circuit relay + NAT probe server node',
+    description: 'a public bootstrap + circuit relay + NAT probe + STUN server node',
     run: ['npx mesh start'],
+  },
+  {
+    name: 'nat',
+    description: 'a node behind a NAT: classification, relay reservation and hole punching against a relay',
+    run: ['MESH_RELAY=<the relay node`s address> npx mesh start'],
   },
   {
     name: 'chat',

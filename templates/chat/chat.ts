@@ -3,8 +3,9 @@
  *
  *   node chat.ts --name alice [--topic lobby] [--dial <multiaddr>] [--mode local] [--data-dir <dir>]
  *
- * Starts the node of mesh.config.ts (whose chat() plugin does the work), prints the address others
- * can `--dial`, then sends every line typed on stdin to the topic's peers and prints what they send.
+ * Starts the node of mesh.config.ts (whose chat() plugin does the work, over gossip()), prints the
+ * address others can `--dial`, then sends every line typed on stdin to the topic's members and prints
+ * what they send. Every line a peer sent is shown with its control characters escaped.
  * `/peers` lists the peers, `/quit` (or Ctrl-D, Ctrl-C) leaves.
  */
 import { randomBytes } from 'node:crypto'
@@ -82,11 +83,17 @@ input.setPrompt('> ')
 if (process.stdin.isTTY) input.prompt()
 
 const events = mesh.kernel.events
-events.on('chat:message', (e: MeshEvent) => print(`<${String(e.nick)}> ${String(e.text)}`))
-events.on('topic:peer', (e: MeshEvent) => {
+/** What a peer's text must not bring to the terminal: control characters, bidi overrides. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it escapes
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+const safe = (text: string) =>
+  text.replace(UNSAFE, (c) => (c === '\n' ? '\\n' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))
+events.on('chat:message', (e: MeshEvent) => print(`<${safe(String(e.nick))}> ${safe(String(e.text))}`))
+// a member is "in" once messages flow with it: its gossip subscription to the topic is known
+events.on('gossip:peer', (e: MeshEvent) => {
   if (e.topic === chat.topic) print(`* ${short(String(e.peerId))} joined #${chat.topic}`)
 })
-events.on('topic:peer:lost', (e: MeshEvent) => {
+events.on('gossip:peer:lost', (e: MeshEvent) => {
   if (e.topic === chat.topic) print(`* ${short(String(e.peerId))} left #${chat.topic}`)
 })
 

@@ -1,5 +1,16 @@
 import { defineConfig } from 'meshkit'
-import { identify, kadTopics, noise, peerCache, ping, quic, staticPeers, tcp, yamux } from 'meshkit/plugins'
+import {
+  gossip,
+  identify,
+  kadTopics,
+  noise,
+  peerCache,
+  ping,
+  quic,
+  staticPeers,
+  tcp,
+  yamux,
+} from 'meshkit/plugins'
 import { chat } from './plugins/chat.ts'
 
 /** Bootstrap peers (multiaddrs with /p2p/<id>, comma-separated), e.g. a node of the `relay` template. */
@@ -22,6 +33,8 @@ export default defineConfig(({ mode }) => {
       tcp(),
       quic(),
       kadTopics({ addressScope: local ? 'all' : 'public' }),
+      // topic messaging: what the chat sends and receives (size limit, rates, signed messages)
+      gossip(),
       chat({ topic: process.env.CHAT_TOPIC ?? 'lobby' }),
       bootstrap.length > 0 && staticPeers({ peers: bootstrap }),
       peerCache(),

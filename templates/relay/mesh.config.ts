@@ -9,6 +9,7 @@ import {
   quic,
   relayServer,
   staticPeers,
+  stunServer,
   tcp,
   yamux,
 } from 'meshkit/plugins'
@@ -17,8 +18,10 @@ import {
 const publicIp = process.env.PUBLIC_IP
 /** The libp2p port, TCP and UDP (QUIC). */
 const port = Number(process.env.PORT ?? 4001)
-/** First of the two NAT probe ports (UDP and TCP); the second is the next one. */
-const probePort = Number(process.env.PROBE_PORT ?? 3478)
+/** The STUN port (UDP): NATed peers learn their mapped addresses here, for hole punching. */
+const stunPort = Number(process.env.STUN_PORT ?? 3478)
+/** First of the two NAT probe ports (UDP and TCP); the second is the next one. Apart from STUN's. */
+const probePort = Number(process.env.PROBE_PORT ?? 3479)
 /** Other bootstrap/relay servers of the same mesh (multiaddrs with /p2p/<id>, comma-separated). */
 const peers = (process.env.MESH_BOOTSTRAP ?? '')
   .split(',')
@@ -50,6 +53,9 @@ export default defineConfig(({ mode }) => {
       kadTopics({ dhtMode: 'server', addressScope: local ? 'all' : 'public' }),
       // circuit relay v2 for peers behind NATs; clients get the announced (public) addresses
       relayServer({ announce }),
+      // STUN for the NATed peers' hole punching (it also signs their mapped addresses for the
+      // birthday punch, port-restricted cone + symmetric NAT)
+      stunServer({ port: stunPort, ...(local ? { host: '127.0.0.1' } : {}) }),
       // the NAT type probe natClassifier() asks (two ports; give two IPs or a partner for full tests)
       natProbeServer({
         udpPorts: [probePort, probePort + 1],

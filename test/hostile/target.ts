@@ -39,6 +39,7 @@ export function allPlugins(ports: TargetPorts): PluginEntry[] {
     'tcp',
     'quic',
     { plugin: 'kad-topics', options: { topics: ['hostile-lab'], addressScope: 'all', records: 'memory' } },
+    'gossip',
     { plugin: 'jaccard-clusters', options: { tags: ['hostile-lab', 'meshkit', 'loopback'] } },
     'peer-cache',
     { plugin: 'static-peers', options: { peers: [] } },

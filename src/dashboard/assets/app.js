@@ -32,6 +32,11 @@ const EVENT_NAMES = [
   'topic:peer',
   'topic:peer:lost',
   'topic:protocol-error',
+  'gossip:message',
+  'gossip:published',
+  'gossip:rejected',
+  'gossip:peer',
+  'gossip:peer:lost',
   'cluster:created',
   'cluster:removed',
   'cluster:peer-added',
@@ -860,6 +865,11 @@ function summary(e) {
   const parts = []
   if (e.peerId) parts.push(short(e.peerId))
   if (e.topic) parts.push(`topic ${e.topic}`)
+  // gossip messages: who published, and the start of the text (events never carry the whole payload)
+  if (e.from) parts.push(`from ${short(String(e.from))}`)
+  if (typeof e.recipients === 'number') parts.push(`to ${e.recipients} peer${e.recipients === 1 ? '' : 's'}`)
+  if (typeof e.text === 'string') parts.push(`“${e.text}${e.truncated ? '…' : ''}”`)
+  else if (e.binary) parts.push(`${e.bytes} bytes (not text)`)
   if (e.clusterId) parts.push(`cluster ${e.clusterId}`)
   if (e.method) parts.push(String(e.method))
   if (e.transport && !e.method) parts.push(String(e.transport))
