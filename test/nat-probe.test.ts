@@ -798,6 +798,45 @@ describe('nat-probe', function () {
       }
     })
 
+    it('classifies again soon when the start classification reached no probe server (classifying meanwhile)', async () => {
+      const { dir, cleanup } = await tempDir()
+      const kernel = new MeshKernel({ env })
+      const server = new MeshKernel({ env })
+      const events: MeshEvent[] = []
+      kernel.events.on('nat:classified', (e) => events.push(e))
+      const p = ports()
+      try {
+        // the probe server is not up yet (a lossy link or a slow first dial looks the same)
+        const node = await kernel.start(
+          loopbackConfig(
+            dir,
+            natClassifier({ servers: [`127.0.0.1:${p[0]}`], localAddress: '127.0.0.1', timeout: '300ms' }),
+          ),
+        )
+        const api = node.api<NatClassificationApi>('nat-classification')
+        await waitFor(() => events.length === 1, { what: 'the start classification', timeoutMs: 10_000 })
+        expect(events[0]).to.deep.include({ udp: 'unknown', trigger: 'start' })
+        // no verdict yet, but one is coming
+        expect(api.classifying()).to.equal(true)
+        await server.start(
+          loopbackConfig(
+            `${dir}/server`,
+            natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+          ),
+        )
+        await waitFor(() => events.some((e) => e.udp === 'public'), {
+          what: 'a start classification that reached the server',
+          timeoutMs: 20_000,
+        })
+        expect(events.at(-1)).to.deep.include({ udp: 'public', tcp: 'public', trigger: 'start' })
+        expect(api.classifying()).to.equal(false)
+      } finally {
+        await kernel.close()
+        await server.close()
+        await cleanup()
+      }
+    })
+
     it('weighs the verdict against identify (address scope) and reports AutoNAT v2 from public APIs', async () => {
       const { dir, cleanup } = await tempDir()
       const kernels: MeshKernel[] = []

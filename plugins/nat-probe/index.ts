@@ -19,6 +19,7 @@ import {
   durationSchema,
   multiaddrSchema,
   type PluginContext,
+  sleep,
   z,
 } from 'meshkit'
 import {
@@ -313,6 +314,15 @@ const classifierOptions = z
     minRecheckInterval: durationSchema("'30s'").default(30_000),
   })
   .refine((o) => o.udp || o.tcp, { message: 'at least one of udp and tcp must be true' })
+
+/** Waits before each new start classification when one reached no probe server (lossy link, slow dial). */
+const START_RETRIES = [1000, 2000, 4000]
+
+/** Nothing answered the UDP probes of `report` (no mapping learnt): the servers were out of reach. */
+const reachedNothing = (report: NatReport): boolean =>
+  report.udp !== undefined &&
+  report.udp.type === 'unknown' &&
+  !report.udp.evidence.mappings.some((m) => m.mapped)
 
 /** A full re-check runs every PERIODIC_FACTOR × minRecheckInterval even when nothing seems to change. */
 const PERIODIC_FACTOR = 30
@@ -748,7 +758,21 @@ export const natClassifier = definePlugin({
         periodic.unref()
         timers.push(watchTimer, periodic)
         firstPending = true
-        run('start')
+        // a start on a lossy link (or while the server's connection is still being set up) may reach no
+        // probe server: tried again soon, a few times, and the node stays "classifying" meanwhile (hole
+        // punching waits for a type that is coming rather than deciding on 'unknown')
+        const first = async () => {
+          let report = await run('start')
+          for (let i = 0; i < START_RETRIES.length && reachedNothing(report) && !ctx.signal.aborted; i++) {
+            ctx.logger.debug(
+              `the start classification reached no probe server: again in ${START_RETRIES[i]} ms`,
+            )
+            await sleep(START_RETRIES[i], ctx.signal).catch(() => {})
+            if (ctx.signal.aborted || last !== report) break
+            report = await run('start', [`no probe server answered at start (try ${i + 2})`])
+          }
+        }
+        first()
           .catch((err) => ctx.logger.warn(`classification failed: ${err}`))
           .finally(() => {
             firstPending = false
