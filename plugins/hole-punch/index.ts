@@ -1198,6 +1198,18 @@ class Strategy implements HolePunchApi {
       const nat = { localNat, remoteNat }
       const decided = this.#decided.get(relayed.id) ?? new Set<string>()
       this.#decided.set(relayed.id, decided)
+      if (this.#upgraderConnection(peer)?.id !== relayed.id)
+        // both dialled at once: the remote's relayed connection opened after ours (while the types were
+        // exchanged), and the side with the lower id upgrades; this one is decided on if that one closes
+        return {
+          ...base,
+          ...nat,
+          method: 'relayed',
+          transport: 'relay',
+          attempts: 0,
+          remoteAddr: relayed.remoteAddr.toString(),
+          connectionId: relayed.id,
+        }
       const key = decisionKey(localNat, remoteNat)
       const relayedEvent = { ...base, ...nat, method: 'relayed' as const, transport: 'relay', attempts: 0 }
       if (trigger && (decided.has(key) || decided.size >= MAX_DECISIONS || this.#usable(peer)))
