@@ -753,6 +753,7 @@ export interface UserFlowSummary {
   connected: number
   /** p50 over both peers of each try that saw a topic peer; `topicPeers` of `2 * tries` did. */
   topicPeerP50Ms?: number
+  topicPeerP99Ms?: number
   topicPeers: number
   directP50Ms?: number
   directMaxMs?: number
@@ -767,13 +768,18 @@ export interface UserFlowSummary {
   /** Tries that ended with more than one connection between the peers (either side). */
   duplicates: number
   birthday: number
+  /** libp2p connection-monitor abort lines, and connections closed while their node ran (see UserFlowRow). */
+  monitorAborts: number
+  unlimitedClosed: number
+  relayClosed: number
 }
 
-const p50 = (xs: number[]) => {
+const quantile = (xs: number[], q: number) => {
   if (xs.length === 0) return undefined
   const s = [...xs].sort((a, b) => a - b)
-  return s[Math.ceil(0.5 * s.length) - 1]
+  return s[Math.ceil(q * s.length) - 1]
 }
+const p50 = (xs: number[]) => quantile(xs, 0.5)
 
 export function summarize(rows: readonly UserFlowRow[]): UserFlowSummary[] {
   const names = [...new Set(rows.map((r) => r.scenario))]
@@ -788,6 +794,7 @@ export function summarize(rows: readonly UserFlowRow[]): UserFlowSummary[] {
       direct: direct.length,
       connected: rs.filter((r) => r.connected).length,
       topicPeerP50Ms: p50(topic),
+      topicPeerP99Ms: quantile(topic, 0.99),
       topicPeers: topic.length,
       directP50Ms: p50(direct.map((r) => r.msToDirect!).filter((x) => x !== undefined)),
       directMaxMs: direct.length ? Math.max(...direct.map((r) => r.msToDirect ?? 0)) : undefined,
@@ -799,6 +806,9 @@ export function summarize(rows: readonly UserFlowRow[]): UserFlowSummary[] {
       attempts: rs.reduce((n, r) => n + r.attempts, 0),
       duplicates: rs.filter((r) => r.openAtEndA > 1 || r.openAtEndB > 1).length,
       birthday: rs.filter((r) => r.birthday).length,
+      monitorAborts: rs.reduce((n, r) => n + r.monitorAborts, 0),
+      unlimitedClosed: rs.reduce((n, r) => n + r.unlimitedClosed, 0),
+      relayClosed: rs.reduce((n, r) => n + r.relayClosed, 0),
     }
   })
 }
