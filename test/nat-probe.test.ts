@@ -604,7 +604,7 @@ describe('nat-probe', function () {
   })
 
   describe('plugins in a node', () => {
-    it('serves, classifies on demand and emits nat:classified', async () => {
+    it('serves, classifies on demand and emits nat:verdict (each protocol, as soon as judged) and nat:classified', async () => {
       const { dir, cleanup } = await tempDir()
       const kernel = new MeshKernel({ env })
       const events: MeshEvent[] = []
@@ -620,15 +620,28 @@ describe('nat-probe', function () {
             auto: false,
           }),
         )
+        const verdicts: MeshEvent[] = []
+        kernel.events.on('nat:verdict', (e) => verdicts.push({ ...e, classifying: api.classifying() }))
         const node = await kernel.start(config)
         const api = node.api<NatClassificationApi>('nat-classification')
         expect(api.report()).to.equal(undefined)
-        const report = await api.classify()
+        // auto: false: nothing runs until asked
+        expect(api.classifying()).to.equal(false)
+        const running = api.classify()
+        expect(api.classifying()).to.equal(true)
+        const report = await running
+        expect(api.classifying()).to.equal(false)
         expect(report.udp?.type).to.equal('public')
         expect(report.tcp?.type).to.equal('public')
         expect(api.report()).to.equal(report)
         expect(events).to.have.length(1)
         expect(events[0]).to.deep.include({ udp: 'public', tcp: 'public', trigger: 'demand' })
+        // each protocol's verdict came out on its own, while the classification still ran
+        expect(verdicts.map((v) => v.protocol)).to.have.members(['udp', 'tcp'])
+        for (const v of verdicts)
+          expect(v).to.deep.include({ type: 'public', trigger: 'demand', classifying: true })
+        expect(api.verdict('udp')).to.equal(report.udp)
+        expect(api.verdict('tcp')).to.equal(report.tcp)
         // concurrent calls share one run
         const [r1, r2] = await Promise.all([api.classify(), api.classify()])
         expect(r1).to.equal(r2)
@@ -781,6 +794,45 @@ describe('nat-probe', function () {
         expect(events).to.have.length(1)
       } finally {
         await kernel.close()
+        await cleanup()
+      }
+    })
+
+    it('classifies again soon when the start classification reached no probe server (classifying meanwhile)', async () => {
+      const { dir, cleanup } = await tempDir()
+      const kernel = new MeshKernel({ env })
+      const server = new MeshKernel({ env })
+      const events: MeshEvent[] = []
+      kernel.events.on('nat:classified', (e) => events.push(e))
+      const p = ports()
+      try {
+        // the probe server is not up yet (a lossy link or a slow first dial looks the same)
+        const node = await kernel.start(
+          loopbackConfig(
+            dir,
+            natClassifier({ servers: [`127.0.0.1:${p[0]}`], localAddress: '127.0.0.1', timeout: '300ms' }),
+          ),
+        )
+        const api = node.api<NatClassificationApi>('nat-classification')
+        await waitFor(() => events.length === 1, { what: 'the start classification', timeoutMs: 10_000 })
+        expect(events[0]).to.deep.include({ udp: 'unknown', trigger: 'start' })
+        // no verdict yet, but one is coming
+        expect(api.classifying()).to.equal(true)
+        await server.start(
+          loopbackConfig(
+            `${dir}/server`,
+            natProbeServer({ udpPorts: p, addresses: ['127.0.0.1', '127.0.0.2'] }),
+          ),
+        )
+        await waitFor(() => events.some((e) => e.udp === 'public'), {
+          what: 'a start classification that reached the server',
+          timeoutMs: 20_000,
+        })
+        expect(events.at(-1)).to.deep.include({ udp: 'public', tcp: 'public', trigger: 'start' })
+        expect(api.classifying()).to.equal(false)
+      } finally {
+        await kernel.close()
+        await server.close()
         await cleanup()
       }
     })

@@ -260,8 +260,11 @@ describe('relay: server and client', function () {
       (await loadOrCreateIdentity(`${dir}/r2`)).peerId.toString(),
     ]
     const relays = ports.map((p, i) => `/ip4/127.0.0.1/tcp/${p}/p2p/${ids[i]}`)
+    const t0 = Date.now()
     const client = await start('client', { plugins: [relayClient({ relays, ...fastClient })] })
     expect(client.node.state).to.equal('started')
+    // startWait does not hold a node whose relays all refuse: it starts as soon as every one failed
+    expect(Date.now() - t0).to.be.below(2500)
     await waitFor(() => of(client, 'relay:retry').length >= 4, { timeoutMs: 5_000, what: 'retries' })
     expect(clientApi(client).reservations()).to.deep.equal([])
 
@@ -273,6 +276,22 @@ describe('relay: server and client', function () {
       what: '2 reservations once the relays are up',
     })
     await waitFor(() => circuitAddrs(client).length >= 2, { what: 'circuit addresses' })
+  })
+
+  it('starts with its circuit address already held (startWait): the first addresses it tells include it', async () => {
+    const r1 = await startRelay('r1')
+    const client = await start('client', {
+      plugins: [relayClient({ relays: [r1.address], minReservations: 1 })],
+    })
+    // right after start, no waiting: what identify and a topic's first exchange would tell peers
+    expect(circuitAddrs(client).some((a) => a.includes(`/p2p/${r1.peerId}/p2p-circuit`))).to.equal(true)
+    expect(clientApi(client).reservations()[0]?.rttMs).to.be.a('number')
+    // without the wait, the reservation comes after start
+    const later = await start('later', {
+      plugins: [relayClient({ relays: [r1.address], minReservations: 1, startWait: 0 })],
+    })
+    expect(circuitAddrs(later)).to.deep.equal([])
+    await waitFor(() => circuitAddrs(later).length > 0, { what: 'the reservation after start' })
   })
 
   const portOf = (n: TestNode) => Number(/\/tcp\/(\d+)/.exec(n.address)?.[1])

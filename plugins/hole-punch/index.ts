@@ -11,7 +11,15 @@
  * reached by a public dialler dials it back (connection reversal); a port-restricted cone with a
  * symmetric NAT first finds a mapping by birthday-paradox port guessing (birthday.ts) and pins the WebRTC
  * upgrade to it; symmetric with symmetric stays relayed without any attempt; every other pair, `unknown`
- * included, gets (bounded) WebRTC upgrade attempts.
+ * included, gets (bounded) WebRTC upgrade attempts. A side whose classification still runs says so, and
+ * the decision waits for it (bounded); whenever either side's type arrives or changes later, it is sent
+ * again and the relayed connection's upgrader decides again (a type pair once per connection).
+ *
+ * Every WebRTC dial is the strategy's: a plain `libp2p.dial(peerId)` that picks a peer's
+ * `/p2p-circuit/webrtc` address gets the relayed connection instead (webrtc-gate.ts), which the
+ * strategy then upgrades. An inbound WebRTC connection counts only once identify ran over it (a failed
+ * ICE run still opens one; it is closed). A pair keeps one connection: the relayed one an upgrade
+ * replaced, and duplicates, are closed (dedupe.ts).
  *
  * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed`, emits
  * `connection:method` on the node's event bus and keeps counters and timing histograms (`stats()`).
@@ -29,10 +37,11 @@
 import { networkInterfaces } from 'node:os'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import {
   type Budget,
   type Capability,
+  coalescePerKey,
   definePlugin,
   describeConnection,
   type Libp2pContribution,
@@ -45,6 +54,7 @@ import {
 } from 'meshkit'
 import { BIRTHDAY_PROTOCOL, BirthdayBudget, encodeBirthdayMessage, isGuessTarget } from './birthday.js'
 import { BirthdayChannel, type ProofRefusal, runBirthday } from './birthday-run.js'
+import { type PairConnection, redundantConnections } from './dedupe.js'
 import {
   canPunch,
   encodeNatType,
@@ -61,6 +71,7 @@ import { guardStop, type RelayStanding, relayedConnectionGater, type StopGuardIn
 import { StunServer, type StunServerStats } from './stun-server.js'
 import { createAttestation, verifyAttestation } from './stun-wire.js'
 import { tolerantRelayListen } from './tolerant-relay-listen.js'
+import { gateWebRTCDials } from './webrtc-gate.js'
 
 export {
   BIRTHDAY_PROTOCOL,
@@ -69,6 +80,7 @@ export {
   MAX_BIRTHDAY_LINE_BYTES,
   parseBirthdayMessage,
 } from './birthday.js'
+export { type PairConnection, redundantConnections } from './dedupe.js'
 export {
   canPunch,
   encodeNatType,
@@ -88,6 +100,13 @@ export {
 } from './stun-wire.js'
 
 export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
+
+/**
+ * Why the strategy decided again on a relayed connection: this node's NAT type arrived or changed, the
+ * remote's did, or the relayed connection the other side was upgrading closed (a duplicate) and this one
+ * is left.
+ */
+export type DecisionTrigger = 'classified' | 'remote-classified' | 'connection-closed'
 
 /** What `connection:method` carries, and what {@link HolePunchApi.connect} resolves with. */
 export interface ConnectionMethodEvent {
@@ -115,9 +134,19 @@ export interface ConnectionMethodEvent {
   directAttempts?: number
   /**
    * How the punch was prepared: `'birthday'` when a port-restricted cone and a symmetric NAT first
-   * found a mapping by birthday-paradox port guessing (see birthday.ts); absent for a plain ICE punch.
+   * found a mapping by birthday-paradox port guessing (see birthday.ts); `'same-nat'` when both sides
+   * said the same external IP (one NAT: ICE's host candidates meet on the LAN, whatever the NAT type);
+   * absent for a plain ICE punch.
    */
-  technique?: 'birthday'
+  technique?: 'birthday' | 'same-nat'
+  /**
+   * Why the strategy decided again on a relayed connection it had already reported (see
+   * {@link DecisionTrigger}). The event is then about the direct connection that replaced the relayed
+   * one. Absent for a first decision.
+   */
+  trigger?: DecisionTrigger
+  /** The libp2p connection the event is about (`Connection.id`, this node's own id for it). */
+  connectionId?: string
 }
 
 export interface ConnectOptions {
@@ -146,6 +175,12 @@ export interface HolePunchApi {
 /** The part of the 'nat-classification' capability (natClassifier()) this plugin reads. */
 interface NatClassification {
   report(): { udp?: { type: string }; tcp?: { type: string } } | undefined
+  /** The newest verdict of one protocol (a running classification's as soon as it is judged). */
+  verdict?(
+    protocol: 'udp' | 'tcp',
+  ): { type: string; evidence?: { mappings?: Array<{ mapped?: string }> } } | undefined
+  /** A classification runs (or the first one is about to): a verdict is coming. */
+  classifying?(): boolean
 }
 
 /** The part of the 'relay-client' capability (relayClient()) this plugin reads. */
@@ -175,13 +210,26 @@ const options = z
     relays: z.array(multiaddrSchema("'/ip4/198.51.100.10/tcp/4001/p2p/12D3Koo...'")).default([]),
     /** How long one WebRTC upgrade attempt may take (libjuice reports no ICE failure: only this ends it). */
     upgradeTimeout: z.number().int().positive().default(6000),
-    /** Upgrade attempts per relayed connection. @default 1 */
-    maxAttempts: z.number().int().min(0).default(1),
     /**
-     * How long an inbound WebRTC connection must stay open before the listener counts it as punched (a
-     * failed ICE run still surfaces a short-lived inbound connection). @default 1000
+     * Upgrade attempts per decision on a relayed connection, when both NAT types are known and can punch
+     * (a lost ICE check or DTLS flight can fail an attempt on a lossy link); one when a type is unknown.
+     * A decision is taken when the relayed connection opens and again whenever either side's NAT type
+     * arrives or changes (at most 4 decisions per connection). `0`: never upgrade. @default 2
      */
-    inboundSettleMs: z.number().int().min(0).default(1000),
+    maxAttempts: z.number().int().min(0).default(2),
+    /**
+     * How long an inbound WebRTC connection may take to carry a first round trip (identify over it)
+     * before the listener closes it: @libp2p/webrtc opens the listener's side of a failed ICE run too,
+     * a connection without a path. Only a connection that carried data counts as hole-punched.
+     * @default 5000
+     */
+    inboundSettleMs: z.number().int().min(0).default(5000),
+    /**
+     * On a relayed connection, how long the strategy waits for a side whose NAT classification is still
+     * running (this node's, or the remote's: it says so and sends its type when known) before deciding
+     * without it. It never spends a punch attempt on an unknown type that is about to be known. @default 10000
+     */
+    classificationWait: z.number().int().min(0).default(10_000),
     /**
      * Read this node's NAT type from the 'nat-classification' capability (natClassifier()) and base the
      * strategy on both sides' types. `'auto'`: when the config has a classifier (an optional
@@ -211,8 +259,9 @@ const options = z
     stunServers: [],
     relays: [],
     upgradeTimeout: 6000,
-    maxAttempts: 1,
-    inboundSettleMs: 1000,
+    maxAttempts: 2,
+    inboundSettleMs: 5000,
+    classificationWait: 10_000,
     classifier: 'auto',
     exchangeTimeout: 3000,
     directTimeout: 3000,
@@ -256,16 +305,45 @@ export function webrtcAddressOf(relayed: string, peer: string): string {
   return `${relayed.slice(0, circuit)}/p2p-circuit/webrtc/p2p/${peer}`
 }
 
+/** Decisions (distinct NAT-type pairs) the strategy takes on one relayed connection, at most. */
+const MAX_DECISIONS = 4
+/** Ids of identified connections remembered (identify may finish before the strategy looks). */
+const MAX_IDENTIFIED = 512
+/** After a connection opened or closed: the wait before the pair's connections are pruned. */
+const PRUNE_DELAY_MS = 1000
+
+/** A decision's key: both UDP types (what the rules read). */
+const decisionKey = (local: PeerNatType, remote: PeerNatType) => `${local}|${remote}`
+
 class Strategy implements HolePunchApi {
   readonly #dialStarts = new Map<string, number>()
   readonly #noUpgrade = new Set<string>()
+  /** Relayed connections dialled with `upgrade: false`: never upgraded, not even later. */
+  readonly #keepRelayed = new Set<string>()
   readonly #outcomes = new Map<string, Promise<ConnectionMethodEvent>>()
   readonly #upgrading = new Map<string, Promise<ConnectionMethodEvent>>()
-  /** NAT types peers told us (bounded: the oldest entries go first). */
-  readonly #remoteNat = new Map<string, { udp: PeerNatType; tcp: PeerNatType }>()
+  /** NAT-type messages peers sent us last (bounded: the oldest entries go first). */
+  readonly #remoteNat = new Map<string, NatTypeMessage>()
+  /** What we last told each peer (UDP, TCP, classifying), to tell it again when that changes. */
+  readonly #told = new Map<string, string>()
+  /** Type pairs decided on, per relayed connection (forgotten when it closes). */
+  readonly #decided = new Map<string, Set<string>>()
+  /** Peers whose running decision saw their types change meanwhile: decide again after it. */
+  readonly #again = new Set<string>()
+  /** Peers the strategy dials over WebRTC right now (see webrtc-gate.ts). */
+  readonly #webrtcDials = new Map<string, number>()
+  /** Inbound WebRTC connections that carried identify (open ones). */
+  readonly #proven = new Set<string>()
+  /** Recently identified connection ids, and who waits for one. */
+  readonly #identified = new Set<string>()
+  readonly #identifyWaiters = new Map<string, () => void>()
+  /** Decisions waiting for a classification (ours or a peer's). */
+  readonly #waiters = new Set<() => void>()
+  readonly #pruneTimers = new Map<string, ReturnType<typeof setTimeout>>()
   readonly #stats = new ConnectionStats()
   #classifier?: NatClassification
-  #off?: () => void
+  #lastOwn?: string
+  #off: Array<() => void> = []
   /** The local UDP port the next WebRTC connection binds (a birthday punch's), and until when. */
   #pin?: { port: number; until: number }
   /** One birthday punch at a time per node (256 sockets, and one pinned port). */
@@ -318,17 +396,253 @@ class Strategy implements HolePunchApi {
       (stream, connection) => this.#answerBirthday(stream, connection),
       { runOnLimitedConnection: true, maxInboundStreams: 2, maxOutboundStreams: 2 },
     )
-    const listener = (evt: CustomEvent<Connection>) => {
-      void this.#handle(evt.detail).catch((err) => this.ctx.logger.debug(`classify: ${err}`))
+    const on = <T>(name: string, fn: (evt: CustomEvent<T>) => void) => {
+      const listener = fn as unknown as (evt: Event) => void
+      ;(this.ctx.libp2p as unknown as EventTarget).addEventListener(name, listener)
+      this.#off.push(() => (this.ctx.libp2p as unknown as EventTarget).removeEventListener(name, listener))
     }
-    this.ctx.libp2p.addEventListener('connection:open', listener)
-    this.#off = () => this.ctx.libp2p.removeEventListener('connection:open', listener)
+    on<Connection>('connection:open', (evt) => {
+      void this.#handle(evt.detail).catch((err) => this.ctx.logger.debug(`classify: ${err}`))
+      this.#schedulePrune(evt.detail.remotePeer.toString())
+    })
+    on<Connection>('connection:close', (evt) => {
+      const c = evt.detail
+      this.#decided.delete(c.id)
+      this.#proven.delete(c.id)
+      this.#keepRelayed.delete(c.id)
+      const peer = c.remotePeer.toString()
+      this.#schedulePrune(peer)
+      // both dialled and libp2p closed one relayed connection as a duplicate: the one left may be ours to
+      // upgrade now (we had left it to the other side)
+      if (isRelayed(c)) void this.#reconsider(peer, 'connection-closed')
+    })
+    on<{ connection: Connection }>('peer:identify', (evt) => {
+      const id = evt.detail.connection.id
+      this.#identified.add(id)
+      if (this.#identified.size > MAX_IDENTIFIED)
+        this.#identified.delete(this.#identified.values().next().value!)
+      this.#identifyWaiters.get(id)?.()
+    })
+    // this node's type arrived or changed: tell the peers we are relayed to, and decide again
+    this.#lastOwn = this.#ownKey()
+    this.#off.push(this.ctx.events.on('nat:verdict', () => this.#ownTypeMaybeChanged()))
+    this.#off.push(this.ctx.events.on('nat:classified', () => this.#ownTypeMaybeChanged()))
   }
 
   async stop(): Promise<void> {
-    this.#off?.()
+    for (const off of this.#off.splice(0)) off()
+    for (const t of this.#pruneTimers.values()) clearTimeout(t)
+    this.#pruneTimers.clear()
+    this.#wake()
     await this.ctx.libp2p.unhandle(NAT_TYPE_PROTOCOL).catch(() => {})
     await this.ctx.libp2p.unhandle(BIRTHDAY_PROTOCOL).catch(() => {})
+  }
+
+  // --- every WebRTC dial through the strategy (webrtc-gate.ts) ----------------------------------------
+
+  /** Whether the strategy is dialling `peer` over WebRTC now. */
+  webrtcAllowed(peer: string): boolean {
+    return (this.#webrtcDials.get(peer) ?? 0) > 0
+  }
+
+  /** A WebRTC dial that is not the strategy's: counted; the caller gets the relayed connection. */
+  redirected(peer: string): void {
+    this.#stats.redirectedDial()
+    this.ctx.logger.debug(`a WebRTC dial of ${peer} outside the strategy: served by a relayed connection`)
+  }
+
+  /** An open relayed connection to `peer`, if any (the oldest). */
+  relayedConnection(peer: string): Connection | undefined {
+    return this.#connections(peer)
+      .filter(isRelayed)
+      .sort((a, b) => a.timeline.open - b.timeline.open)[0]
+  }
+
+  async #dialWebRTC(peer: string, address: string, signal: AbortSignal, onProgress: (type: string) => void) {
+    this.#webrtcDials.set(peer, (this.#webrtcDials.get(peer) ?? 0) + 1)
+    try {
+      return await this.ctx.libp2p.dial(multiaddr(address), {
+        signal,
+        force: true,
+        onProgress: (e) => onProgress(e.type),
+      })
+    } finally {
+      const n = (this.#webrtcDials.get(peer) ?? 1) - 1
+      if (n > 0) this.#webrtcDials.set(peer, n)
+      else this.#webrtcDials.delete(peer)
+    }
+  }
+
+  // --- connections of a pair ---------------------------------------------------------------------------
+
+  /** Open connections to `peer`. */
+  #connections(peer: string): Connection[] {
+    return this.ctx.libp2p
+      .getConnections()
+      .filter((c) => c.remotePeer.toString() === peer && c.status === 'open')
+  }
+
+  /** A two-way path: direct, an outbound WebRTC connection (ICE connected), or an inbound one that carried identify. */
+  #provenPath(c: Connection): boolean {
+    if (isRelayed(c)) return false
+    if (describeConnection(c).transport !== 'webrtc' || c.direction === 'outbound') return true
+    return this.#proven.has(c.id)
+  }
+
+  /** An open unlimited connection to `peer` with a proven path, if any. */
+  #usable(peer: string): Connection | undefined {
+    return this.#connections(peer).find((c) => this.#provenPath(c))
+  }
+
+  /**
+   * The relayed connection this node upgrades for `peer`: its own outbound one (the oldest). When both
+   * dialled (a relayed connection each way), only the side with the lower peer id upgrades.
+   */
+  #upgraderConnection(peer: string): Connection | undefined {
+    const relayed = this.#connections(peer).filter(isRelayed)
+    const outbound = relayed
+      .filter((c) => c.direction === 'outbound')
+      .sort((a, b) => a.timeline.open - b.timeline.open)
+    if (outbound.length === 0) return undefined
+    const inbound = relayed.some((c) => c.direction === 'inbound')
+    if (inbound && this.ctx.peerId.toString() > peer) return undefined
+    return outbound[0]
+  }
+
+  /** Closes what is redundant among the connections to `peer` (dedupe.ts), soon after they changed. */
+  #schedulePrune(peer: string, delay = PRUNE_DELAY_MS): void {
+    if (this.ctx.signal.aborted) return
+    clearTimeout(this.#pruneTimers.get(peer))
+    const timer = setTimeout(() => {
+      this.#pruneTimers.delete(peer)
+      this.#prune(peer)
+    }, delay)
+    timer.unref?.()
+    this.#pruneTimers.set(peer, timer)
+  }
+
+  #prune(peer: string): void {
+    // a decision in progress may still need its relayed connection: after it (it prunes when done)
+    if (this.ctx.signal.aborted || this.#upgrading.has(peer)) return
+    // our relays keep their connections (a reservation lives on one of them)
+    if (this.relayIds.has(peer) || this.#relayClient?.reservations().some((r) => r.relay === peer)) return
+    const conns = this.#connections(peer)
+    if (conns.length < 2) return
+    // only the duplicates NAT traversal makes: two direct (TCP, QUIC) connections are not this plugin's
+    if (!conns.some((c) => isRelayed(c) || describeConnection(c).transport === 'webrtc')) return
+    const view: PairConnection[] = conns.map((c) => ({
+      id: c.id,
+      direction: c.direction,
+      relayed: isRelayed(c),
+      transport: describeConnection(c).transport,
+      opened: c.timeline.open,
+      proven: this.#provenPath(c),
+    }))
+    const close = new Set(redundantConnections(view, this.ctx.peerId.toString() < peer))
+    for (const c of conns) {
+      if (!close.has(c.id)) continue
+      this.#stats.duplicateClosed()
+      const info = describeConnection(c)
+      this.ctx.logger.debug(`closing a redundant ${info.transport} connection to ${peer} (${c.id})`)
+      this.ctx.events.emit('hole-punch:closed', {
+        peerId: peer,
+        connectionId: c.id,
+        transport: info.transport,
+        reason: isRelayed(c) && view.some((v) => v.proven) ? 'replaced' : 'duplicate',
+      })
+      c.close({ signal: AbortSignal.timeout(2000) }).catch((err: unknown) =>
+        c.abort(err instanceof Error ? err : new Error(String(err))),
+      )
+    }
+  }
+
+  // --- NAT types arriving or changing ------------------------------------------------------------------
+
+  /** What we tell peers, as a comparable key. */
+  #ownKey(): string {
+    const m = this.#ownNatType()
+    return `${m.udp}|${m.tcp}|${m.classifying === true}|${m.ip ?? ''}`
+  }
+
+  /** Wakes every decision waiting for a classification. */
+  #wake(): void {
+    for (const wake of [...this.#waiters]) wake()
+  }
+
+  /** Resolves at the next wake-up or at `until` (or when the node stops). */
+  #waitWake(until: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        this.#waiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, Math.max(0, until - Date.now()))
+      this.#waiters.add(done)
+      if (this.ctx.signal.aborted) done()
+    })
+  }
+
+  #ownTypeMaybeChanged(): void {
+    const own = this.#ownKey()
+    if (own === this.#lastOwn) return
+    this.#lastOwn = own
+    this.#wake()
+    // every peer we only have relayed connections to learns our new type (the remote's strategy, or
+    // ours, then decides again)
+    const peers = new Set(
+      this.ctx.libp2p
+        .getConnections()
+        .filter((c) => c.status === 'open' && isRelayed(c))
+        .map((c) => c.remotePeer.toString()),
+    )
+    for (const peer of peers) {
+      if (this.#usable(peer) || this.#told.get(peer) === own) continue
+      void this.#announce(peer)
+    }
+  }
+
+  /** Tells `peer` our NAT type again (one exchange at a time per peer), then decides again. */
+  readonly #announce = coalescePerKey(
+    async (peer: string) => {
+      const relayed = this.relayedConnection(peer)
+      if (!relayed || this.#told.get(peer) === this.#ownKey() || this.#usable(peer)) return
+      await this.#exchange(relayed)
+      void this.#reconsider(peer, 'classified')
+    },
+    (peer) => peer,
+    () => !this.ctx.signal.aborted,
+  )
+
+  /**
+   * Decides again on the relayed connection to `peer` when a NAT type arrived or changed: only as its
+   * upgrader, only for a type pair not decided on that connection yet, with the same budgets.
+   */
+  async #reconsider(peer: string, trigger: DecisionTrigger): Promise<void> {
+    if (this.ctx.signal.aborted || this.opts.maxAttempts === 0) return
+    if (this.#upgrading.has(peer)) {
+      this.#again.add(peer)
+      return
+    }
+    if (this.#usable(peer)) return
+    const relayed = this.#upgraderConnection(peer)
+    // a connection's first decision comes from its connection:open (#classify)
+    const decided = relayed && this.#decided.get(relayed.id)
+    if (!relayed || !decided || this.#keepRelayed.has(relayed.id)) return
+    const key = decisionKey(this.#ownNatType().udp, this.#remoteNat.get(peer)?.udp ?? 'unknown')
+    if (decided?.has(key) || (decided?.size ?? 0) >= MAX_DECISIONS) return
+    const event = await this.#upgrade(relayed, relayed.timeline.open, undefined, trigger)
+    if (event.unchanged) return
+    if (event.method === 'relayed') {
+      this.#stats.attemptsFailed(event.attempts)
+      this.ctx.logger.debug(
+        `decided again on ${peer} (${trigger}): still relayed (${event.skipped ?? event.error ?? 'no attempt'})`,
+      )
+      return
+    }
+    const { unchanged: _, ...report } = event
+    this.#stats.record(report)
+    this.ctx.events.emit('connection:method', { ...report })
   }
 
   /** The RTCConfiguration of the next WebRTC connection: the STUN servers, and a pinned port if any. */
@@ -551,16 +865,30 @@ class Strategy implements HolePunchApi {
 
   remoteNatOf(peer: PeerId | string) {
     const t = this.#remoteNat.get(peer.toString())
-    return t ? { ...t } : undefined
+    return t ? { udp: t.udp, tcp: t.tcp } : undefined
+  }
+
+  /** This node's classification has no UDP verdict yet but one is coming. */
+  #classifyingNow(udp: PeerNatType): boolean {
+    return udp === 'unknown' && this.#classifier?.classifying?.() === true
   }
 
   /** This node's NAT-type message: the classifier's last verdict, 'unknown' without one. */
   #ownNatType(): NatTypeMessage {
-    const report = this.#classifier?.report()
+    const c = this.#classifier
+    const report = c?.report()
     const known = (t: string | undefined): PeerNatType => (isNatType(t) ? t : 'unknown')
-    const udp = known(report?.udp?.type)
-    const tcp = known(report?.tcp?.type)
+    // UDP's verdict comes seconds before the whole report (TCP's tests take longer): the punch is UDP
+    const udp = known(c?.verdict?.('udp')?.type ?? report?.udp?.type)
+    const tcp = known(c?.verdict?.('tcp')?.type ?? report?.tcp?.type)
     const message: NatTypeMessage = { v: 1, udp, tcp }
+    if (this.#classifyingNow(udp)) message.classifying = true
+    // a NATed node's external IP, as its probe saw it: a peer behind the same NAT can tell
+    if (udp !== 'public' && udp !== 'unknown') {
+      const mapped = c?.verdict?.('udp')?.evidence?.mappings?.find((m) => m.mapped)?.mapped
+      const ip = mapped ? /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(mapped)?.[1] : undefined
+      if (ip) message.ip = ip
+    }
     if (udp === 'public' || tcp === 'public') {
       const addrs = this.ctx.libp2p
         .getMultiaddrs()
@@ -576,10 +904,21 @@ class Strategy implements HolePunchApi {
     return message
   }
 
-  #remember(peer: string, m: NatTypeMessage): void {
+  /** Keeps what `peer` told us; true when its UDP type (or whether it is classifying) changed. */
+  #remember(peer: string, m: NatTypeMessage): boolean {
+    const before = this.#remoteNat.get(peer)
     this.#remoteNat.delete(peer)
-    this.#remoteNat.set(peer, { udp: m.udp, tcp: m.tcp })
+    this.#remoteNat.set(peer, m)
     if (this.#remoteNat.size > 1024) this.#remoteNat.delete(this.#remoteNat.keys().next().value!)
+    this.#wake()
+    return before === undefined || before.udp !== m.udp || before.classifying !== m.classifying
+  }
+
+  /** Notes what we told `peer` (bounded like #remoteNat). */
+  #toldPeer(peer: string, m: NatTypeMessage): void {
+    this.#told.delete(peer)
+    this.#told.set(peer, `${m.udp}|${m.tcp}|${m.classifying === true}|${m.ip ?? ''}`)
+    if (this.#told.size > 1024) this.#told.delete(this.#told.keys().next().value!)
   }
 
   /**
@@ -607,10 +946,13 @@ class Strategy implements HolePunchApi {
         stream.abort(new Error('malformed nat-type message'))
         return
       }
-      this.#remember(peer, theirs)
+      const changed = this.#remember(peer, theirs)
       const ours = this.#ownNatType()
       stream.send(encodeNatType(ours))
+      this.#toldPeer(peer, ours)
       await stream.close({ signal: AbortSignal.timeout(this.opts.exchangeTimeout) })
+      // the remote's type arrived or changed (it tells us again once classified): decide again
+      if (changed && isRelayed(connection)) void this.#reconsider(peer, 'remote-classified')
       // connection reversal: a public dialer reached us through a relay; we can reach it directly
       if (isRelayed(connection) && theirs.addrs && ours.udp !== 'public' && ours.tcp !== 'public')
         void this.#dialDirect(peer, theirs.addrs).catch((err) =>
@@ -659,7 +1001,9 @@ class Strategy implements HolePunchApi {
     let stream: Stream | undefined
     try {
       stream = await connection.newStream(NAT_TYPE_PROTOCOL, { signal, runOnLimitedConnection: true })
-      stream.send(encodeNatType(this.#ownNatType()))
+      const ours = this.#ownNatType()
+      stream.send(encodeNatType(ours))
+      this.#toldPeer(connection.remotePeer.toString(), ours)
       const read = await readNatTypeLine(stream, this.opts.exchangeTimeout)
       const theirs = 'line' in read ? parseNatType(read.line) : undefined
       if (!theirs) {
@@ -737,9 +1081,21 @@ class Strategy implements HolePunchApi {
     if (!isRelayed(connection)) {
       const method = methodOfConnection(connection)
       if (method === 'hole-punched' && connection.direction === 'inbound' && this.opts.inboundSettleMs > 0) {
-        // a failed ICE run still opens an inbound connection for a few ms: only a lasting one counts
-        await sleep(this.opts.inboundSettleMs, this.ctx.signal)
-        if (connection.status !== 'open') throw new Error('inbound WebRTC connection closed at once')
+        // @libp2p/webrtc opens the listener's side of a failed ICE run too: only a connection that
+        // carried a round trip (identify over it) has a path; one that did not is closed, never counted
+        if (!(await this.#carried(connection))) {
+          this.#stats.unverifiedClosed()
+          connection.abort(new Error('no data went through this WebRTC connection (ICE did not connect)'))
+          this.ctx.events.emit('hole-punch:closed', {
+            peerId: peer,
+            connectionId: connection.id,
+            transport: info.transport,
+            reason: 'no-path',
+          })
+          throw new Error(`inbound WebRTC connection from ${peer} carried nothing: closed`)
+        }
+        this.#proven.add(connection.id)
+        this.#schedulePrune(peer)
       }
       event = {
         ...base,
@@ -747,43 +1103,121 @@ class Strategy implements HolePunchApi {
         transport: info.transport,
         attempts: 0,
         msToDirect: dialStart === undefined ? undefined : openedAt - dialStart,
+        connectionId: connection.id,
       }
       // a WebRTC connection we dialled is reported by the upgrade that made it
       if (method === 'hole-punched' && connection.direction === 'outbound') return event
     } else if (
       connection.direction === 'outbound' &&
       this.opts.maxAttempts > 0 &&
-      !this.#noUpgrade.has(peer)
+      !this.#noUpgrade.has(peer) &&
+      this.#upgraderConnection(peer)?.id === connection.id
     ) {
       event = await this.#upgrade(connection, openedAt, dialStart)
     } else {
-      event = { ...base, method: 'relayed', transport: 'relay', attempts: 0 }
+      // inbound (the dialler upgrades), an extra outbound one, or both dialled and the remote (lower
+      // id) upgrades its own; an outbound one is ours to decide on later if the remote's goes away
+      if (this.#noUpgrade.has(peer)) this.#keepRelayed.add(connection.id)
+      else if (connection.direction === 'outbound') this.#decided.set(connection.id, new Set())
+      event = { ...base, method: 'relayed', transport: 'relay', attempts: 0, connectionId: connection.id }
     }
     this.#dialStarts.delete(peer)
     this.#noUpgrade.delete(peer)
-    this.#stats.record(event)
-    this.ctx.events.emit('connection:method', { ...event })
-    return event
+    const { unchanged: _, ...report } = event as ConnectionMethodEvent & { unchanged?: true }
+    this.#stats.record(report)
+    this.ctx.events.emit('connection:method', { ...report })
+    return report
   }
 
-  /** Tries to replace a relayed connection by a direct WebRTC one, at most maxAttempts times. */
-  #upgrade(relayed: Connection, openedAt: number, dialStart?: number): Promise<ConnectionMethodEvent> {
+  /** Whether identify ran over `c` (a two-way path), waiting at most `inboundSettleMs`. */
+  #carried(c: Connection): Promise<boolean> {
+    if (this.#identified.has(c.id)) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer)
+        this.#identifyWaiters.delete(c.id)
+        this.ctx.signal.removeEventListener('abort', finish)
+        resolve(this.#identified.has(c.id) && c.status === 'open')
+      }
+      const timer = setTimeout(finish, this.opts.inboundSettleMs)
+      this.#identifyWaiters.set(c.id, finish)
+      this.ctx.signal.addEventListener('abort', finish, { once: true })
+    })
+  }
+
+  /**
+   * Decides on a relayed connection and acts: a direct dial to a public remote, connection reversal,
+   * a birthday punch, a WebRTC upgrade (at most `maxAttempts`, one with an unknown type), or nothing
+   * (a pair that cannot punch). It first waits (at most `classificationWait` from the connection's
+   * opening) for a side whose classification is running. `trigger`: a later decision (`unchanged` when
+   * that type pair was decided on this connection already).
+   */
+  #upgrade(
+    relayed: Connection,
+    openedAt: number,
+    dialStart?: number,
+    trigger?: DecisionTrigger,
+  ): Promise<ConnectionMethodEvent & { unchanged?: true }> {
     const peer = relayed.remotePeer.toString()
     const running = this.#upgrading.get(peer)
     if (running) return running
-    const run = (async (): Promise<ConnectionMethodEvent> => {
+    const run = (async (): Promise<ConnectionMethodEvent & { unchanged?: true }> => {
       const from = dialStart ?? openedAt
       const base = {
         peerId: peer,
         direction: relayed.direction,
         msToFirst: dialStart === undefined ? undefined : openedAt - dialStart,
+        ...(trigger ? { trigger } : {}),
       }
       const address = webrtcAddressOf(relayed.remoteAddr.toString(), peer)
       // both sides' NAT types (UDP: the punch is UDP) decide what to try
+      if (!trigger || !this.#remoteNat.has(peer)) await this.#exchange(relayed)
+      // a side still classifying: its type is coming (the remote sends it again), wait for it (bounded)
+      const until = openedAt + this.opts.classificationWait
+      while (!this.ctx.signal.aborted && relayed.status === 'open' && Date.now() < until) {
+        if (!this.#ownNatType().classifying && this.#remoteNat.get(peer)?.classifying !== true) break
+        await this.#waitWake(until)
+      }
+      // our type changed meanwhile: the remote learns it first (its side of a birthday punch reads it)
+      if (this.#told.get(peer) !== this.#ownKey() && relayed.status === 'open') await this.#exchange(relayed)
+      if (relayed.status !== 'open')
+        // e.g. a duplicate libp2p closed at once (both peers dialled): nothing was decided on it
+        return {
+          ...base,
+          method: 'relayed' as const,
+          transport: 'relay',
+          attempts: 0,
+          remoteAddr: relayed.remoteAddr.toString(),
+          connectionId: relayed.id,
+          error: 'the relayed connection closed before a decision',
+          ...(trigger ? { unchanged: true as const } : {}),
+        }
+      const remote = this.#remoteNat.get(peer)
       const localNat = this.#ownNatType().udp
-      const remote = await this.#exchange(relayed)
       const remoteNat = remote?.udp ?? 'unknown'
       const nat = { localNat, remoteNat }
+      const decided = this.#decided.get(relayed.id) ?? new Set<string>()
+      this.#decided.set(relayed.id, decided)
+      if (this.#upgraderConnection(peer)?.id !== relayed.id)
+        // both dialled at once: the remote's relayed connection opened after ours (while the types were
+        // exchanged), and the side with the lower id upgrades; this one is decided on if that one closes
+        return {
+          ...base,
+          ...nat,
+          method: 'relayed',
+          transport: 'relay',
+          attempts: 0,
+          remoteAddr: relayed.remoteAddr.toString(),
+          connectionId: relayed.id,
+        }
+      const key = decisionKey(localNat, remoteNat)
+      const relayedEvent = { ...base, ...nat, method: 'relayed' as const, transport: 'relay', attempts: 0 }
+      if (trigger && (decided.has(key) || decided.size >= MAX_DECISIONS || this.#usable(peer)))
+        return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), unchanged: true }
+      decided.add(key)
+      if (this.#usable(peer))
+        // nothing to do: the peer is reachable another way (this relayed connection is redundant)
+        return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), connectionId: relayed.id }
       let directAttempts = 0
       let error: string | undefined
       if (remote?.addrs && (remote.udp === 'public' || remote.tcp === 'public')) {
@@ -801,6 +1235,7 @@ class Strategy implements HolePunchApi {
               directAttempts,
               msToDirect: Date.now() - from,
               remoteAddr: direct.remoteAddr.toString(),
+              connectionId: direct.id,
             }
         } catch (err) {
           error = `direct dial: ${err instanceof Error ? err.message : String(err)}`
@@ -824,11 +1259,16 @@ class Strategy implements HolePunchApi {
             directAttempts: 1,
             msToDirect: Date.now() - from,
             remoteAddr: back.remoteAddr.toString(),
+            connectionId: back.id,
           }
         error = 'the remote did not dial back'
       }
-      let technique: 'birthday' | undefined
-      const role = this.opts.birthday ? birthdayRole(localNat, remoteNat) : undefined
+      let technique: 'birthday' | 'same-nat' | undefined
+      // one NAT for both (the same external IP): the LAN connects them whatever its type (host candidates)
+      const ownIp = this.#ownNatType().ip
+      const sameNat = ownIp !== undefined && ownIp === remote?.ip
+      const role = this.opts.birthday && !sameNat ? birthdayRole(localNat, remoteNat) : undefined
+      if (sameNat && !canPunch(localNat, remoteNat)) technique = 'same-nat'
       if (role) {
         // port-restricted cone + symmetric: guess the port first; a failure leaves the pair relayed
         const failure = await this.#birthday(relayed, role)
@@ -841,11 +1281,12 @@ class Strategy implements HolePunchApi {
             attempts: 1,
             directAttempts,
             remoteAddr: relayed.remoteAddr.toString(),
+            connectionId: relayed.id,
             technique: 'birthday',
             error: `birthday punch: ${failure}`,
           }
         technique = 'birthday'
-      } else if (!canPunch(localNat, remoteNat)) {
+      } else if (!canPunch(localNat, remoteNat) && !sameNat) {
         // port-restricted cone or symmetric with symmetric: a punch cannot work, do not spend one
         return {
           ...base,
@@ -855,28 +1296,41 @@ class Strategy implements HolePunchApi {
           attempts: 0,
           directAttempts,
           remoteAddr: relayed.remoteAddr.toString(),
+          connectionId: relayed.id,
           skipped: `${localNat} + ${remoteNat} cannot punch`,
           error,
         }
       }
       // a birthday punch's pin is for its own connection: another upgrade waits until it is taken
-      if (!technique)
+      if (technique !== 'birthday')
         for (let i = 0; i < 100 && this.#pinned() && !this.ctx.signal.aborted; i++)
           await sleep(50, this.ctx.signal)
+      // with both types known (and able to punch), a failed attempt is worth another (a lost ICE check
+      // or DTLS flight on a lossy link); with an unknown type, one
+      const allowed =
+        localNat === 'unknown' || remoteNat === 'unknown' || technique === 'same-nat'
+          ? Math.min(1, this.opts.maxAttempts)
+          : this.opts.maxAttempts
       let attempts = 0
-      while (attempts < this.opts.maxAttempts && !this.ctx.signal.aborted) {
+      while (attempts < allowed && !this.ctx.signal.aborted && relayed.status === 'open') {
         attempts++
-        const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.opts.upgradeTimeout)])
+        // a punchable pair whose attempt failed is most often on a lossy path (an ICE check, a DTLS or
+        // SCTP handshake packet lost and sent again seconds later): the retry gets twice the time
+        const timeout = this.opts.upgradeTimeout * (attempts > 1 ? 2 : 1)
+        const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(timeout)])
         try {
           let progress: string[] = []
           let direct: Connection
           for (;;) {
             progress = []
-            direct = await this.ctx.libp2p.dial(multiaddr(address), {
-              signal,
-              force: true,
-              onProgress: (e) => progress.push(e.type),
-            })
+            try {
+              direct = await this.#dialWebRTC(peer, address, signal, (type) => progress.push(type))
+            } catch (err) {
+              // joined the previous attempt's dial, still winding down: its failure is not this attempt's
+              if (!progress.includes('dial-queue:already-in-dial-queue') || signal.aborted) throw err
+              await sleep(50, signal)
+              continue
+            }
             // while the dial that made the relayed connection is still queued, libp2p joins ours to it
             // (and hands back the relayed connection): wait for it to finish, then dial again
             if (!isRelayed(direct) || !progress.includes('dial-queue:already-in-dial-queue')) break
@@ -894,6 +1348,7 @@ class Strategy implements HolePunchApi {
               attempts,
               msToDirect: Date.now() - from,
               remoteAddr: direct.remoteAddr.toString(),
+              connectionId: direct.id,
             }
           }
           error = `the upgrade gave a relayed connection (${direct.remoteAddr}; ${progress.join(' ')})`
@@ -911,11 +1366,18 @@ class Strategy implements HolePunchApi {
         transport: 'relay',
         attempts,
         remoteAddr: relayed.remoteAddr.toString(),
+        connectionId: relayed.id,
         error,
       }
     })()
     this.#upgrading.set(peer, run)
-    const done = () => this.#upgrading.delete(peer)
+    const done = () => {
+      this.#upgrading.delete(peer)
+      // the relayed connection an upgrade replaced, and duplicates, go now
+      this.#schedulePrune(peer, 0)
+      // a type changed while it ran: decide again with the new one
+      if (this.#again.delete(peer)) void this.#reconsider(peer, trigger ?? 'classified')
+    }
     run.then(done, done)
     return run
   }
@@ -973,12 +1435,32 @@ const holePunchPlugin = definePlugin({
         // loaded only when a config has holePunch(), so that other nodes install without it
         const { webRTC } = await loadWebRTC()
         // per connection: a birthday punch pins the next connection's UDP port
-        const rtc = webRTC({
+        const stockRtc = webRTC({
           rtcConfiguration: async () =>
             strategy?.rtcConfiguration() ?? {
               iceServers: opts.stunServers.map((url) => ({ urls: [url] })),
             },
         })
+        // every WebRTC dial goes through the strategy; any other gets the relayed connection (webrtc-gate.ts)
+        const rtc = (components: Parameters<typeof stockRtc>[0]) => {
+          const internal = components as unknown as {
+            connectionManager: { getConnections(peer?: PeerId): Connection[] }
+            transportManager: {
+              dial(ma: Multiaddr, o: { signal?: AbortSignal; onProgress?: unknown }): Promise<Connection>
+            }
+          }
+          return gateWebRTCDials(stockRtc(components), {
+            allowed: (peer) => strategy?.webrtcAllowed(peer) === true,
+            redirect: async (circuit, peer, o) => {
+              strategy?.redirected(peer)
+              const relayed = internal.connectionManager
+                .getConnections()
+                .filter((c) => c.remotePeer.toString() === peer && c.status === 'open' && isRelayed(c))
+                .sort((a, b) => a.timeline.open - b.timeline.open)[0]
+              return relayed ?? internal.transportManager.dial(circuit, o)
+            },
+          })
+        }
         // relayClient() has the circuit transport (one per node), guards its STOP streams and keeps the
         // reservations: WebRTC signals over its relayed connections
         if (ctx.useOptional('relay-client') !== undefined)

@@ -3,7 +3,11 @@
  * capability), over whatever connection they have, relayed ones included (`runOnLimitedConnection`).
  * The dialer sends one line, the listener answers one line, both close. A line is JSON of at most
  * {@link MAX_NAT_TYPE_BYTES} bytes, newline-terminated: `{"v":1,"udp":"<type>","tcp":"<type>","addrs":[...]}`
- * (`addrs`: at most 8 direct multiaddrs, sent only by a public node). Anything else resets the stream.
+ * (`addrs`: at most 8 direct multiaddrs, sent only by a public node; `"classifying":true` when the
+ * sender's classification is still running: it sends the message again, on a new stream, once its type
+ * is known or changes; `ip`: the sender's external IPv4 address as its classification saw it, sent by a
+ * NATed node, so that two peers behind the same NAT know it). Anything else resets the stream; unknown
+ * fields are ignored.
  */
 import type { Stream } from '@libp2p/interface'
 import { isNatType, type NatType } from 'meshkit'
@@ -21,7 +25,13 @@ export interface NatTypeMessage {
   tcp: PeerNatType
   /** Direct addresses (public nodes only). */
   addrs?: string[]
+  /** The sender's classification is running: its type will follow in another message. */
+  classifying?: boolean
+  /** The sender's external IPv4 address (NATed senders): the same as ours means the same NAT. */
+  ip?: string
 }
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/
 
 /** Parses one line; undefined for anything malformed, oversized or of another version. */
 export function parseNatType(line: string | undefined): NatTypeMessage | undefined {
@@ -46,7 +56,16 @@ export function parseNatType(line: string | undefined): NatTypeMessage | undefin
       return undefined
     addrs = o.addrs as string[]
   }
-  return { v: 1, udp: o.udp as PeerNatType, tcp: o.tcp as PeerNatType, ...(addrs ? { addrs } : {}) }
+  if (o.classifying !== undefined && typeof o.classifying !== 'boolean') return undefined
+  if (o.ip !== undefined && (typeof o.ip !== 'string' || !IPV4.test(o.ip))) return undefined
+  return {
+    v: 1,
+    udp: o.udp as PeerNatType,
+    tcp: o.tcp as PeerNatType,
+    ...(addrs ? { addrs } : {}),
+    ...(o.classifying === true ? { classifying: true } : {}),
+    ...(typeof o.ip === 'string' ? { ip: o.ip } : {}),
+  }
 }
 
 export function encodeNatType(m: NatTypeMessage): Uint8Array {

@@ -35,6 +35,18 @@ export interface HolePunchStats {
     /** Relayed connections left relayed without any attempt (the pair's NAT types cannot punch). */
     skipped: number
   }
+  /**
+   * Inbound WebRTC connections closed because nothing went through them: ICE never connected (the
+   * dialler's attempt failed), yet @libp2p/webrtc had opened them. Never counted as hole-punched.
+   */
+  unverified: number
+  /**
+   * WebRTC dials the strategy did not make (a plain `libp2p.dial(peerId)` picks a peer's
+   * `/p2p-circuit/webrtc` address first), served by the relayed connection instead.
+   */
+  redirected: number
+  /** Connections closed because the peer had a better one (or an older equal one). */
+  duplicatesClosed: number
   /** Dial to first connection (outbound connections we dialled). */
   msToFirst: TimingSummary
   /** Dial (or relayed connection) to the direct one. */
@@ -92,6 +104,28 @@ export class ConnectionStats {
   readonly #punch = { attempts: 0, succeeded: 0, failed: 0, skipped: 0 }
   readonly #msToFirst = new Timing()
   readonly #msToDirect = new Timing()
+  #unverified = 0
+  #redirected = 0
+  #duplicatesClosed = 0
+
+  /** Upgrade attempts of a later decision on a connection already counted, that left it relayed. */
+  attemptsFailed(attempts: number): void {
+    if (attempts <= 0) return
+    this.#punch.attempts += attempts
+    this.#punch.failed++
+  }
+
+  unverifiedClosed(): void {
+    this.#unverified++
+  }
+
+  redirectedDial(): void {
+    this.#redirected++
+  }
+
+  duplicateClosed(): void {
+    this.#duplicatesClosed++
+  }
 
   record(e: {
     method: 'direct' | 'hole-punched' | 'relayed'
@@ -121,6 +155,9 @@ export class ConnectionStats {
       byTransport: { ...this.#byTransport },
       byMethodTransport: { ...this.#byMethodTransport },
       punch: { ...this.#punch },
+      unverified: this.#unverified,
+      redirected: this.#redirected,
+      duplicatesClosed: this.#duplicatesClosed,
       msToFirst: this.#msToFirst.summary(),
       msToDirect: this.#msToDirect.summary(),
     }

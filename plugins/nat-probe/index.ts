@@ -19,6 +19,7 @@ import {
   durationSchema,
   multiaddrSchema,
   type PluginContext,
+  sleep,
   z,
 } from 'meshkit'
 import {
@@ -314,6 +315,15 @@ const classifierOptions = z
   })
   .refine((o) => o.udp || o.tcp, { message: 'at least one of udp and tcp must be true' })
 
+/** Waits before each new start classification when one reached no probe server (lossy link, slow dial). */
+const START_RETRIES = [1000, 2000, 4000]
+
+/** Nothing answered the UDP probes of `report` (no mapping learnt): the servers were out of reach. */
+const reachedNothing = (report: NatReport): boolean =>
+  report.udp !== undefined &&
+  report.udp.type === 'unknown' &&
+  !report.udp.evidence.mappings.some((m) => m.mapped)
+
 /** A full re-check runs every PERIODIC_FACTOR × minRecheckInterval even when nothing seems to change. */
 const PERIODIC_FACTOR = 30
 
@@ -340,6 +350,17 @@ export interface NatClassificationApi {
   classify(): Promise<NatReport>
   /** The last verdict, if any. */
   report(): NatReport | undefined
+  /**
+   * The newest verdict for one protocol: a running classification's as soon as that protocol is judged
+   * (`nat:verdict {protocol, type, confidence, trigger}` says so; UDP's usually comes seconds before
+   * TCP's), else the last report's.
+   */
+  verdict(protocol: 'udp' | 'tcp'): ProtocolVerdict | undefined
+  /**
+   * A classification runs now, or the first one is about to (with `auto`, from start until it ends): a
+   * verdict (or a new one) is coming soon. holePunch() waits for it before it decides on a connection.
+   */
+  classifying(): boolean
   /** Identify's observed addresses of this node so far (the latest per peer). */
   observed(): ObservedAddress[]
 }
@@ -405,8 +426,9 @@ const interfaceSignature = () =>
  * the last verdict did not see, or the quick mapping check (every `minRecheckInterval`); plus a full
  * re-check every 30 × `minRecheckInterval`. Triggers are coalesced and rate limited (`minRecheckInterval`).
  *
- * Events: `nat:classified {udp, tcp, udpConfidence, tcpConfidence, trigger, reasons, ms, report}` after
- * every classification; `nat:changed {udp: {from, to}, tcp: {from, to}, trigger, reasons}` when the type
+ * Events: `nat:verdict {protocol, type, confidence, trigger}` as soon as one protocol is judged (UDP's
+ * usually seconds before TCP's: hole punching needs only UDP's); `nat:classified {udp, tcp, udpConfidence,
+ * tcpConfidence, trigger, reasons, ms, report}` after every classification; `nat:changed {udp: {from, to}, tcp: {from, to}, trigger, reasons}` when the type
  * changed for either protocol (not after the first one); `nat:evidence {udp, tcp, udpConfidence,
  * tcpConfidence, report}` when a later identify observation changes what corroborates the last verdict.
  */
@@ -418,8 +440,12 @@ export const natClassifier = definePlugin({
     let last: NatReport | undefined
     let running: Promise<NatReport> | undefined
     let started = false
+    /** With `auto`: from start until the first classification settled. */
+    let firstPending = false
     let ctxRef: PluginContext | undefined
     let lastRun = 0
+    /** The newest verdict per protocol: a running classification's once judged, else the last report's. */
+    let latest: { udp?: ProtocolVerdict; tcp?: ProtocolVerdict } = {}
     let recheck: NodeJS.Timeout | undefined
     let observed: ObservedAddresses | undefined
     const pending = new Set<string>()
@@ -511,9 +537,23 @@ export const natClassifier = definePlugin({
           e.notes.unshift(...resolved.notes)
           return verdictOf(e, Date.now() - t)
         }
+        // each protocol's verdict is out as soon as it is judged (UDP's usually seconds before TCP's):
+        // hole punching needs only UDP's
+        const early = (v: ProtocolVerdict) => {
+          if (signal.aborted) return v
+          const judged = corroborate(v, observed?.list() ?? [], autonatNow(ctx))
+          latest[judged.evidence.protocol] = judged
+          ctx.events.emit('nat:verdict', {
+            protocol: judged.evidence.protocol,
+            type: judged.type,
+            confidence: judged.confidence,
+            trigger,
+          })
+          return v
+        }
         const [udpProbe, tcpProbe] = await Promise.all([
-          opts.udp ? timed(gatherUdp) : undefined,
-          opts.tcp ? timed(gatherTcp) : undefined,
+          opts.udp ? timed(gatherUdp).then(early) : undefined,
+          opts.tcp ? timed(gatherTcp).then(early) : undefined,
         ])
         // a run cut short by stop is partial evidence: not a verdict
         if (signal.aborted) throw new Error('nat-classifier stopped during the classification')
@@ -533,6 +573,7 @@ export const natClassifier = definePlugin({
         }
         const previous = last
         last = report
+        latest = { udp, tcp }
         lastRun = Date.now()
         ctx.events.emit('nat:classified', {
           udp: udp?.type,
@@ -602,6 +643,7 @@ export const natClassifier = definePlugin({
       const said = (v?: ProtocolVerdict) => JSON.stringify(v?.corroboration?.map((c) => c.result))
       if (said(udp) === said(report.udp) && said(tcp) === said(report.tcp)) return
       last = { ...report, udp, tcp, observed: seen, autonat }
+      latest = { udp, tcp }
       ctx.events.emit('nat:evidence', {
         udp: udp?.type,
         tcp: tcp?.type,
@@ -648,6 +690,8 @@ export const natClassifier = definePlugin({
         return run('demand')
       },
       report: () => last,
+      verdict: (protocol) => latest[protocol],
+      classifying: () => running !== undefined || firstPending,
       observed: () => observed?.list() ?? [],
     }
     return {
@@ -713,10 +757,30 @@ export const natClassifier = definePlugin({
         watchTimer.unref()
         periodic.unref()
         timers.push(watchTimer, periodic)
-        run('start').catch((err) => ctx.logger.warn(`classification failed: ${err}`))
+        firstPending = true
+        // a start on a lossy link (or while the server's connection is still being set up) may reach no
+        // probe server: tried again soon, a few times, and the node stays "classifying" meanwhile (hole
+        // punching waits for a type that is coming rather than deciding on 'unknown')
+        const first = async () => {
+          let report = await run('start')
+          for (let i = 0; i < START_RETRIES.length && reachedNothing(report) && !ctx.signal.aborted; i++) {
+            ctx.logger.debug(
+              `the start classification reached no probe server: again in ${START_RETRIES[i]} ms`,
+            )
+            await sleep(START_RETRIES[i], ctx.signal).catch(() => {})
+            if (ctx.signal.aborted || last !== report) break
+            report = await run('start', [`no probe server answered at start (try ${i + 2})`])
+          }
+        }
+        first()
+          .catch((err) => ctx.logger.warn(`classification failed: ${err}`))
+          .finally(() => {
+            firstPending = false
+          })
       },
       stop: async () => {
         started = false
+        firstPending = false
         for (const t of timers.splice(0)) clearInterval(t)
         if (recheck) clearTimeout(recheck)
         recheck = undefined

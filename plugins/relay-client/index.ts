@@ -50,6 +50,13 @@ const options = z
     retryInitial: durationSchema("'1s'").default(1_000),
     /** @default '60s' */
     retryMax: durationSchema("'60s'").default(60_000),
+    /**
+     * At start, how long the node waits (at most) for its first reservation, so that the addresses it
+     * first tells others (a topic's rendezvous, identify) already include its circuit address: without
+     * one, peers that learn of it cannot reach it, and may not look again for seconds. The node starts
+     * anyway when the wait is over (or at once when every relay refuses); `0` does not wait. @default '3s'
+     */
+    startWait: durationSchema("'3s'").default(3000),
   })
   .default({
     relays: [],
@@ -59,6 +66,7 @@ const options = z
     timeout: 10_000,
     retryInitial: 1_000,
     retryMax: 60_000,
+    startWait: 3000,
   })
 
 type Options = z.output<typeof options>
@@ -167,6 +175,25 @@ class RelayManager {
       )
     }
     this.kick()
+    if (this.opts.startWait > 0 && this.opts.minReservations > 0 && this.relays.length > 0) {
+      // the first check reserves (or fails) on every relay it can: wait for it, bounded
+      const waited = Date.now()
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer)
+          clearInterval(poll)
+          resolve()
+        }
+        const timer = setTimeout(done, this.opts.startWait)
+        // settled: a reservation, or every relay tried and backing off
+        const poll = setInterval(() => {
+          if (this.#stopped || this.#reservedCount() > 0 || this.relays.every((r) => r.attempt > 0)) done()
+        }, 20)
+      })
+      this.logger.debug(
+        `start: ${this.#reservedCount()} reservation(s) after ${Date.now() - waited} ms (startWait ${this.opts.startWait} ms)`,
+      )
+    }
   }
 
   stop(): void {
@@ -278,14 +305,17 @@ class RelayManager {
         }),
     )
     if (this.#stopped) return
-    // 2. measure the relays we may reserve on (those not backing off), best RTT first
+    // 2. measure the relays we may reserve on (those not backing off), best RTT first; when every one of
+    // them is needed there is nothing to choose: reserve at once (the reservation tests reachability)
     const candidates = this.relays.filter((r) => !r.reservation && r.retryAt <= now)
-    if (this.#reservedCount() >= this.opts.minReservations || candidates.length === 0) return
-    const reachable = (
-      await Promise.all(candidates.map(async (r) => ((await this.#ping(r, r.addr)) ? r : undefined)))
-    )
-      .filter((r): r is RelayState => r !== undefined)
-      .sort((a, b) => (a.rttMs ?? Infinity) - (b.rttMs ?? Infinity))
+    const needed = this.opts.minReservations - this.#reservedCount()
+    if (needed <= 0 || candidates.length === 0) return
+    const reachable =
+      candidates.length <= needed
+        ? candidates
+        : (await Promise.all(candidates.map(async (r) => ((await this.#ping(r, r.addr)) ? r : undefined))))
+            .filter((r): r is RelayState => r !== undefined)
+            .sort((a, b) => (a.rttMs ?? Infinity) - (b.rttMs ?? Infinity))
     for (const r of candidates) if (!reachable.includes(r)) this.#failed(r, 'unreachable')
     // 3. reserve on the best ones until there are enough
     for (const r of reachable) {
@@ -298,7 +328,10 @@ class RelayManager {
     try {
       const connection = await this.node.dial(r.addr, { signal: this.#timeoutSignal() })
       if (connection.limits) throw new Error('only a relayed connection to the relay')
+      // a relay reserved on without being measured first (nothing to choose): its RTT, meanwhile
+      const measured = r.rttMs === undefined ? this.#ping(r, connection.remotePeer) : undefined
       const reservation = await reserve(connection, this.#timeoutSignal())
+      await measured
       if (this.#stopped) return
       this.#created(r, reservation, connection)
       r.attempt = 0

@@ -74,6 +74,17 @@ describe('hole-punch plugin: /mesh/nat-type/1.0.0 messages', () => {
     const line = new TextDecoder().decode(encodeNatType(m))
     expect(line.endsWith('\n')).to.equal(true)
     expect(parseNatType(line.trim())).to.deep.equal(m)
+    // a sender still classifying says so (it sends its type again once known); unknown fields are ignored
+    const pending = { v: 1 as const, udp: 'unknown' as const, tcp: 'unknown' as const, classifying: true }
+    expect(parseNatType(new TextDecoder().decode(encodeNatType(pending)).trim())).to.deep.equal(pending)
+    // a NATed sender's external IP (two peers behind one NAT see the same)
+    const natted = { v: 1 as const, udp: 'symmetric' as const, tcp: 'symmetric' as const, ip: '203.0.113.9' }
+    expect(parseNatType(new TextDecoder().decode(encodeNatType(natted)).trim())).to.deep.equal(natted)
+    expect(parseNatType('{"v":1,"udp":"symmetric","tcp":"symmetric","later":1}')).to.deep.equal({
+      v: 1,
+      udp: 'symmetric',
+      tcp: 'symmetric',
+    })
   })
   it('rejects malformed, unknown and oversized messages', () => {
     const bad = [
@@ -86,6 +97,9 @@ describe('hole-punch plugin: /mesh/nat-type/1.0.0 messages', () => {
       '{"v":1,"udp":"open","tcp":"public"}',
       '{"v":1,"udp":"public"}',
       '{"v":1,"udp":"public","tcp":"public","addrs":"x"}',
+      '{"v":1,"udp":"unknown","tcp":"unknown","classifying":"yes"}',
+      '{"v":1,"udp":"symmetric","tcp":"symmetric","ip":"not an ip"}',
+      '{"v":1,"udp":"symmetric","tcp":"symmetric","ip":"256.1.1.1"}',
       '{"v":1,"udp":"public","tcp":"public","addrs":["not-a-multiaddr"]}',
       `{"v":1,"udp":"public","tcp":"public","addrs":${JSON.stringify(Array(9).fill('/ip4/1.2.3.4/tcp/1'))}}`,
       `{"v":1,"udp":"public","tcp":"public","pad":"${'x'.repeat(MAX_NAT_TYPE_BYTES)}"}`,

@@ -80,6 +80,37 @@ describe('NAT lab harness', function () {
         expect((await netnsNft(ns, ['list', 'tables'])).stdout.trim(), ns).to.equal('')
     })
 
+    it('nests a NAT site behind another (double NAT): traffic leaves with the outer WAN address', async () => {
+      const pub = lab!.hosts.find((h) => !h.site)!
+      const outer = await lab!.addNatSite('port-restricted-cone', { hosts: 0 })
+      const inner = await lab!.addNatSite('full-cone', { behind: outer })
+      // the inner router's WAN is a host address of the outer LAN, its gateway the outer router
+      expect(inner.router!.wanIp).to.equal(outer.router!.lanIp.replace(/\.1$/, '.10'))
+      expect(inner.router!.outer).to.equal(outer.router)
+      const { stdout: routes } = await netnsIp(inner.router!.netns, ['route', 'show', 'default'])
+      expect(routes).to.contain(`via ${outer.router!.lanIp}`)
+      // a datagram from the inner host reaches the public host from the outer router's WAN address
+      const echo = lab!.spawn(pub, process.execPath, [
+        '-e',
+        "const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(r.address,r.port,r.address));s.bind(3999,()=>console.log('up'))",
+      ])
+      try {
+        await echo.waitUntil(() => echo.stdoutLines.includes('up') || undefined, { timeoutMs: 10_000 })
+        const { stdout } = await lab!.exec(inner.host, process.execPath, [
+          '-e',
+          `const s=require('dgram').createSocket('udp4');s.on('message',(m)=>{console.log(String(m));process.exit(0)});const t=setInterval(()=>s.send('x',3999,'${pub.ip}'),200);setTimeout(()=>process.exit(1),5000)`,
+        ])
+        expect(stdout.trim()).to.equal(outer.router!.wanIp)
+      } finally {
+        await echo.kill('SIGKILL')
+      }
+      let err: unknown
+      await lab!.setWanAddress(inner).catch((e) => {
+        err = e
+      })
+      expect(String(err)).to.contain('behind another NAT')
+    })
+
     it('sets and removes loss, and rejects a bad percentage', async () => {
       const site = lab!.sites.find((s) => s.router)!
       await lab!.setLoss(site, 25)

@@ -93,6 +93,8 @@ export interface NatRouter {
   readonly lanIp: string
   /** The LAN, a 198.18.0.0/15 /24. */
   readonly lanSubnet: string
+  /** Double NAT: the router whose LAN this router's WAN is on. */
+  readonly outer?: NatRouter
 }
 
 export interface NatSite {
@@ -220,6 +222,12 @@ export interface AddNatSiteOptions {
   hosts?: number
   /** The segment of the router's WAN address (of the host, for `none`). @default 'b' ('a' for `none`) */
   segment?: SegmentName
+  /**
+   * Double NAT: the router's WAN is on this site's LAN instead of a public segment (its WAN address is
+   * the next host address there, its default route the outer router), so this site's traffic is NATed
+   * twice: by its own router, then by the outer one (e.g. a home router behind a carrier's NAT).
+   */
+  behind?: NatSite
 }
 
 /** One lab: an "inet" namespace with two public segments, and the hosts and sites added to it. */
@@ -343,26 +351,38 @@ export class Lab {
     if (index > 2 * 255) throw new Error('too many sites for 198.18.0.0/15')
     const lanSubnetPrefix = `198.${18 + Math.floor((index - 1) / 255)}.${((index - 1) % 255) + 1}.`
     const netns = `${this.id}-${name}r`
-    const wanIp = this.#address(options.segment ?? 'b')
+    const outer = options.behind
+    if (outer && !outer.router) throw new Error(`site ${outer.name} (none) has no LAN to sit behind`)
+    const wanIp = outer ? this.#lanAddress(outer).ip : this.#address(options.segment ?? 'b')
     const router: NatRouter = {
       netns,
       behaviour,
       wanIp,
       lanIp: `${lanSubnetPrefix}1`,
       lanSubnet: `${lanSubnetPrefix}0/24`,
+      ...(outer ? { outer: outer.router } : {}),
     }
     await this.#netns(netns)
-    await this.#attach(
-      netns,
-      WAN_IF,
-      options.segment ?? 'b',
-      [wanIp],
-      [
-        `link add ${LAN_IF} type bridge`,
-        `addr add ${router.lanIp}/24 dev ${LAN_IF}`,
-        `link set ${LAN_IF} up`,
-      ],
-    )
+    const lan = [
+      `link add ${LAN_IF} type bridge`,
+      `addr add ${router.lanIp}/24 dev ${LAN_IF}`,
+      `link set ${LAN_IF} up`,
+    ]
+    if (outer?.router) {
+      const outerEnd = `r${index}`
+      await netnsIpBatch(outer.router.netns, [
+        `link add ${outerEnd} type veth peer name ${WAN_IF} netns ${netns}`,
+        `link set ${outerEnd} master ${LAN_IF}`,
+        `link set ${outerEnd} up`,
+      ])
+      await netnsIpBatch(netns, [
+        'link set lo up',
+        `addr add ${wanIp}/24 dev ${WAN_IF}`,
+        `link set ${WAN_IF} up`,
+        `route add default via ${outer.router.lanIp}`,
+        ...lan,
+      ])
+    } else await this.#attach(netns, WAN_IF, options.segment ?? 'b', [wanIp], lan)
     await netnsSysctl(netns, 'net.ipv4.ip_forward', '1')
     await netnsNft(netns, [], natRuleset(behaviour))
     const site: NatSite = {
@@ -384,16 +404,22 @@ export class Lab {
    * ({@link lanPortRange}), so that two hosts never use the same local port: the cone NATs keep the port,
    * and a public port must stay one host's mapping.
    */
-  async addHost(site: NatSite): Promise<LabHost> {
+  /** Reserves the next LAN slot of a NAT site (before any await: hosts may be added concurrently). */
+  #lanAddress(site: NatSite): { index: number; ip: string } {
     const router = site.router
     if (!router) throw new Error(`site ${site.name} (none) has no LAN`)
-    // reserved before any await: hosts may be added concurrently
     const index = this.#hostsReserved.get(site) ?? 0
     this.#hostsReserved.set(site, index + 1)
     if (index >= MAX_HOSTS_PER_SITE) throw new Error(`at most ${MAX_HOSTS_PER_SITE} hosts per site`)
+    return { index, ip: router.lanIp.replace(/\.1$/, `.${10 + index}`) }
+  }
+
+  async addHost(site: NatSite): Promise<LabHost> {
+    const router = site.router
+    if (!router) throw new Error(`site ${site.name} (none) has no LAN`)
+    const { index, ip } = this.#lanAddress(site)
     const name = `${site.name}h${index + 1}`
     const netns = `${this.id}-${name}`
-    const ip = router.lanIp.replace(/\.1$/, `.${10 + index}`)
     await this.#netns(netns)
     const routerEnd = `h${index + 1}`
     await netnsIpBatch(router.netns, [
@@ -481,6 +507,7 @@ export class Lab {
   async setWanAddress(site: NatSite): Promise<string> {
     const router = site.router
     if (!router) throw new Error(`site ${site.name} (none) has no router`)
+    if (router.outer) throw new Error(`site ${site.name} sits behind another NAT: its WAN is on a LAN`)
     const segment = (Object.keys(SEGMENTS) as SegmentName[]).find((k) =>
       router.wanIp.startsWith(SEGMENTS[k].prefix),
     )!

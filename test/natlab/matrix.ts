@@ -314,7 +314,41 @@ async function runPairOnce(
   return row
 }
 
+/** The value after `flag`, if given. */
+const argOf = (argv: string[], flag: string) => {
+  const i = argv.indexOf(flag)
+  return i >= 0 ? argv[i + 1] : undefined
+}
+
+/** `--user-flow`: the user-flow scenarios (user-flow.ts), `--tries` each; a summary per scenario at the end. */
+async function userFlowCli(argv: string[]): Promise<void> {
+  const { HOLD_SCENARIO, runUserFlow, summarize, USER_FLOW_SCENARIOS } = await import('./user-flow.js')
+  // the held pair (60 s) runs only when named
+  const known = [...USER_FLOW_SCENARIOS, HOLD_SCENARIO]
+  const names = argv.flatMap((arg, i) => (arg === '--scenario' ? [argv[i + 1]] : []))
+  for (const n of names)
+    if (!known.some((s) => s.name === n))
+      throw new Error(`--scenario ${n}: scenarios are ${known.map((s) => `'${s.name}'`).join(', ')}`)
+  const tries = Number(argOf(argv, '--tries') ?? 10)
+  if (!Number.isInteger(tries) || tries < 1) throw new Error('--tries: a positive integer')
+  const t0 = Date.now()
+  const rows = await runUserFlow({
+    scenarios: names.length > 0 ? known.filter((s) => names.includes(s.name)) : undefined,
+    tries,
+    concurrency: Number(argOf(argv, '--concurrency') ?? 2),
+    onRow: (row) => process.stdout.write(`${JSON.stringify({ mode: 'user-flow', ...row })}\n`),
+  })
+  for (const s of summarize(rows)) process.stdout.write(`${JSON.stringify({ summary: true, ...s })}\n`)
+  process.stderr.write(`user flow: ${rows.length} tries in ${Date.now() - t0} ms\n`)
+}
+
 async function cli(argv: string[]): Promise<void> {
+  const { labUnavailableReason } = await import('./lab.js')
+  if (argv.includes('--user-flow')) {
+    const why = await labUnavailableReason()
+    if (why) throw new Error(`the NAT lab cannot run here: ${why}`)
+    return userFlowCli(argv)
+  }
   const mode = argv.includes('--stock') ? 'stock' : 'meshkit'
   const ci = argv.indexOf('--concurrency')
   const concurrency = ci >= 0 ? Number(argv[ci + 1]) : 3
@@ -324,7 +358,6 @@ async function cli(argv: string[]): Promise<void> {
   for (const [x, y] of pairs)
     if (!KINDS.includes(x) || !KINDS.includes(y))
       throw new Error(`--pair ${x},${y}: kinds are ${KINDS.join(', ')}`)
-  const { labUnavailableReason } = await import('./lab.js')
   const why = await labUnavailableReason()
   if (why) throw new Error(`the NAT lab cannot run here: ${why}`)
   const t0 = Date.now()
