@@ -60,12 +60,6 @@ export { combineGaters } from './libp2p-options.js'
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
 export {
-  type MemoryReclaim,
-  type MemoryReclaimer,
-  type MemoryReclaimerInit,
-  startMemoryReclaimer,
-} from './memory-reclaimer.js'
-export {
   createLogger,
   debugMatcher,
   LOG_FORMATS,
@@ -75,6 +69,12 @@ export {
   type LoggerOptions,
 } from './logger.js'
 export { makeDir } from './make-dir.js'
+export {
+  type MemoryReclaim,
+  type MemoryReclaimer,
+  type MemoryReclaimerInit,
+  startMemoryReclaimer,
+} from './memory-reclaimer.js'
 export { MeshNode, type NodeState } from './mesh-node.js'
 export { describeConnection } from './node-events.js'
 export { type AddressScopeMode, createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
