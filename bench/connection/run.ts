@@ -4,11 +4,11 @@
  * kadTopics + jaccardClusters, and Hyperswarm; then a CPU-profile breakdown per connection.
  *
  *   npm run bench:connection [-- --runs 3 --seq 10 --conc 50 --impls a,b --profile-impls a,b
- *                               --compare label=/path/to/other/dist]
+ *                               --compare label=/path/to/other/dist --compare-impls a,b]
  *
  * Every (impl, run) is a fresh process (worker.ts, with --expose-gc); runs are interleaved (impl a, b, ...,
  * a, b, ...) and the figures are medians over the runs. `--compare label=<dist>` also runs the Meshkit
- * impls from another build (e.g. a copy of main's dist with a package.json and node_modules beside it),
+ * impls (--compare-impls) from another build (e.g. a copy of main's dist with a package.json and node_modules beside it),
  * reported as `<impl>@<label>`: before and after in one run.
  *
  * Output (stdout): one JSON line per impl, one per profile, and last
@@ -35,6 +35,8 @@ const { values } = parseArgs({
     impls: { type: 'string', default: IMPLS.join(',') },
     'profile-impls': { type: 'string', default: 'raw_tcp,meshkit,meshkit_topics' },
     compare: { type: 'string', multiple: true, default: [] },
+    /** The impls run from the --compare builds too. */
+    'compare-impls': { type: 'string', default: 'meshkit,meshkit_topics' },
   },
 })
 
@@ -90,7 +92,7 @@ for (const spec of values.compare) {
   if (eq < 1) throw new Error(`--compare wants label=<dist dir> (got ${spec})`)
   const label = spec.slice(0, eq)
   const script = resolve(spec.slice(eq + 1), 'bench/connection/worker.js')
-  for (const impl of impls.filter((i) => i.startsWith('meshkit')))
+  for (const impl of values['compare-impls'].split(',').filter((i) => impls.includes(i)))
     targets.push({ name: `${impl}@${label}`, impl, script })
 }
 

@@ -233,8 +233,11 @@ export class TopicManager {
           maxOutboundStreams: 8,
         })
       }
+      // A node that joined no topic has nothing to tell and nothing to ask: no exchange stream on its
+      // connections (join() exchanges with every connected peer; members ask it while they are short).
       const onOpen = (evt: CustomEvent<Connection>) => {
-        if (evt.detail.direction === 'outbound') void this.#exchange(evt.detail.remotePeer)
+        if (evt.detail.direction === 'outbound' && this.#joined.size > 0)
+          void this.#exchange(evt.detail.remotePeer)
       }
       this.libp2p.addEventListener('connection:open', onOpen)
       this.#off.push(() => this.libp2p.removeEventListener('connection:open', onOpen))
