@@ -34,6 +34,10 @@ declare module 'hyperswarm' {
     readonly connections: Set<SwarmConnection>
     readonly dht: HyperDHTNode
     join(topic: Buffer, options?: { server?: boolean; client?: boolean }): PeerDiscovery
+    /** Starts the swarm's server (announces nothing; peers reach it by public key). */
+    listen(): Promise<void>
+    /** Keeps a connection to this public key (through the DHT). */
+    joinPeer(publicKey: Buffer): void
     destroy(options?: { force?: boolean }): Promise<void>
     on(event: 'connection', listener: (conn: SwarmConnection, info: SwarmPeerInfo) => void): this
     on(event: string, listener: (...args: unknown[]) => void): this

@@ -47,7 +47,7 @@ const REFRESH_PAUSE_MS = 250
 const isLoopback = (host: string | undefined) =>
   host === undefined || host === '127.0.0.1' || host === 'localhost' || host === '::1'
 
-interface LoopbackGuard {
+export interface LoopbackGuard {
   installed: boolean
   error?: string
   blocked_sends: number
@@ -59,7 +59,7 @@ interface LoopbackGuard {
 type Fn = (this: unknown, ...args: unknown[]) => unknown
 
 /** Counts (and drops) UDP traffic to anything but loopback, for every udx-native socket of this process. */
-function installLoopbackGuard(): LoopbackGuard {
+export function installLoopbackGuard(): LoopbackGuard {
   const guard: LoopbackGuard = {
     installed: false,
     blocked_sends: 0,

@@ -233,8 +233,11 @@ export class TopicManager {
           maxOutboundStreams: 8,
         })
       }
+      // A node that joined no topic has nothing to tell and nothing to ask: no exchange stream on its
+      // connections (join() exchanges with every connected peer; members ask it while they are short).
       const onOpen = (evt: CustomEvent<Connection>) => {
-        if (evt.detail.direction === 'outbound') void this.#exchange(evt.detail.remotePeer)
+        if (evt.detail.direction === 'outbound' && this.#joined.size > 0)
+          void this.#exchange(evt.detail.remotePeer)
       }
       this.libp2p.addEventListener('connection:open', onOpen)
       this.#off.push(() => this.libp2p.removeEventListener('connection:open', onOpen))
@@ -704,13 +707,19 @@ export class TopicManager {
     const now = Date.now()
     // Two members who learn of each other at once would both dial: each pair is dialled by the peer
     // with the lower id, unless the topic is still short after a grace period (then anyone dials).
+    // Dialled at once all the same: a member not known to be short (it has its peers and dials nobody),
+    // and one whose record was signed before the grace period (it joined earlier: past its own grace it
+    // does not hold back either). A node joining a warm mesh used to wait out the grace, up to the
+    // next poll (~1 s), when every member it heard of had a lower id.
     const grace = now - joined.since > DIAL_GRACE_MS
+    const settled = now - DIAL_GRACE_MS
     const counts = this.#groupCounts(joined.peers)
     const perNetwork = this.#perNetwork()
     const first: Array<{ id: string; addrs: string[]; source: string }> = []
     const later: typeof first = []
     for (const [id, member] of this.registry.members(joined.key)) {
-      if (!(grace || id > this.#self || (member.short && member.direct))) continue
+      const early = id > this.#self || (member.short && member.direct) || !member.short
+      if (!(grace || early || (member.proof && member.proof.ts <= settled))) continue
       if (id === this.#self || joined.peers.has(id) || this.#dialing.has(id)) continue
       if (member.addrs.length === 0 || this.#dials.backedOff(id)) continue
       if (this.libp2p.getConnections(peerIdFromString(id)).length > 0) {
