@@ -9,7 +9,6 @@ import type { PeerId } from '@libp2p/interface'
 import { expect } from 'chai'
 import {
   createLogger,
-  definePlugin,
   diffConfig,
   isMeshError,
   type MeshConfig,
@@ -20,6 +19,7 @@ import {
   resolveConfig,
   z,
 } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import {
   builtinPlugins,
   defaultConfig,

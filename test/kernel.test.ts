@@ -2,17 +2,14 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
-  coalescePerKey,
-  definePlugin,
   isMeshError,
   type MeshConfig,
   type MeshError,
   type MeshEvent,
   MeshKernel,
-  type PluginHooks,
   resolveConfig,
-  TOKENS,
 } from 'meshkit'
+import { coalescePerKey, definePlugin, type PluginHooks } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type CountingTcpApi, countingTcp } from './fixtures/plugins/counting-tcp.js'
 import { freePort, tempDir, waitFor } from './helpers.js'
@@ -253,7 +250,7 @@ describe('kernel', function () {
             seen.greeting = ctx.use<{ hello(n: string): string }>('greeting').hello('mesh')
             seen.peerId = ctx.peerId.toString()
             seen.libp2pPeer = ctx.libp2p.peerId.toString()
-            seen.config = ctx.resolve(TOKENS.config).name
+            seen.config = ctx.config.name
             seen.transports = ctx.useAll('transport').length
             try {
               ctx.use('discovery')

@@ -1,7 +1,7 @@
 import { Resolver } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
-import { type BootstrapSource, definePlugin, durationSchema, type Logger, z } from 'meshkit'
+import { type BootstrapSource, definePlugin, durationSchema, type Logger, z } from 'meshkit/plugin'
 
 /** The priority of DNS seeds among bootstrap sources: after the peer cache (10) and static peers (20). */
 export const DNS_SEEDS_PRIORITY = 30

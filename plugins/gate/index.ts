@@ -1,4 +1,4 @@
-import { definePlugin, z } from 'meshkit'
+import { definePlugin, z } from 'meshkit/plugin'
 import { connectionRefused, createGater } from './gater.js'
 import { type EntryList, entryProblem, type Facts, judge, parseList, type Verdict } from './rules.js'
 

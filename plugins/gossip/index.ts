@@ -9,7 +9,7 @@ import {
   multiaddrSchema,
   type PluginContext,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { Admission, guardValidation } from './admission.js'
 import { fastMessageId, messageIdBytes, messageIdString } from './message-id.js'
 import { type GossipRegistry, GossipRouter, type GossipService, invalid } from './router.js'

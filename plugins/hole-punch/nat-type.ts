@@ -6,7 +6,7 @@
  * (`addrs`: at most 8 direct multiaddrs, sent only by a public node). Anything else resets the stream.
  */
 import type { Stream } from '@libp2p/interface'
-import { isNatType, type NatType } from 'meshkit'
+import { isNatType, type NatType } from 'meshkit/plugin'
 
 export const NAT_TYPE_PROTOCOL = '/mesh/nat-type/1.0.0'
 export const MAX_NAT_TYPE_BYTES = 1024

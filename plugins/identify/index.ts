@@ -1,5 +1,5 @@
 import { identify as libp2pIdentify } from '@libp2p/identify'
-import { definePlugin, z } from 'meshkit'
+import { definePlugin, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({

@@ -1,5 +1,5 @@
 import type { PeerId } from '@libp2p/interface'
-import { definePlugin, durationSchema, z } from 'meshkit'
+import { definePlugin, durationSchema, z } from 'meshkit/plugin'
 import { ClusteringService, type ClusteringServiceOptions, TAGS_BUDGET } from './service.js'
 import { TAG_LIMITS } from './wire.js'
 

@@ -14,7 +14,7 @@ import {
   type PeerAddressPolicy,
   type PeerReputation,
   TokenBucket,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { ClusterManager, type ClusterManagerOptions, type ConnectionMethod } from './cluster-manager.js'
 import { jaccard } from './similarity-index.js'
 import {

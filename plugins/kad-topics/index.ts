@@ -13,7 +13,7 @@ import {
   type PeerAddressPolicy,
   type PluginContext,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import type { CID } from 'multiformats/cid'
 import type { DialGuard } from './dial-guard.js'
 import { KAD_LIMITS, KadGuard } from './kad-guard.js'

@@ -20,7 +20,7 @@ import {
   multiaddrSchema,
   type PluginContext,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import {
   gatherTcp,
   gatherUdp,
@@ -730,4 +730,4 @@ export const natClassifier = definePlugin({
 })
 
 /** The NAT types, most open first (the `nat-classification` vocabulary, from core). */
-export { NAT_TYPES } from 'meshkit'
+export { NAT_TYPES } from 'meshkit/plugin'

@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path'
 import { preSharedKey } from '@libp2p/pnet'
-import { definePlugin, MeshError, z } from 'meshkit'
+import { definePlugin, MeshError, z } from 'meshkit/plugin'
 import { configProblems } from './config-check.js'
 import { InvalidPsk, PreSharedKey, PskFileError, PskFormatError, parsePsk, readPskFile } from './psk.js'
 

@@ -1,5 +1,5 @@
 import { quic as libp2pQuic } from '@chainsafe/libp2p-quic'
-import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit'
+import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({

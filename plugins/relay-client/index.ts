@@ -10,7 +10,7 @@ import {
   type MeshEventBus,
   multiaddrSchema,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { type Captured, CircuitListener, capture, LISTEN_ADDR } from './components.js'
 import { type Reservation, reserve } from './hop.js'
 import { guardStop, type RelayStanding, relayedConnectionGater, type StopGuardInit } from './stop-guard.js'

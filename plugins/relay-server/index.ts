@@ -7,7 +7,7 @@ import {
   type Libp2pContribution,
   multiaddrSchema,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { guardHop } from './hop-guard.js'
 import { hostOf, subnetOf } from './subnet.js'
 

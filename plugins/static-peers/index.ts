@@ -1,4 +1,4 @@
-import { type BootstrapSource, definePlugin, multiaddrSchema, z } from 'meshkit'
+import { type BootstrapSource, definePlugin, multiaddrSchema, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({

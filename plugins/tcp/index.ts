@@ -1,5 +1,5 @@
 import { tcp as libp2pTcp } from '@libp2p/tcp'
-import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit'
+import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({

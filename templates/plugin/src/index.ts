@@ -6,7 +6,7 @@
  * `greeter:greeted` event. The API (`node.api<GreeterApi>('greeter')`, or `ctx.use('greeter')` from
  * another plugin) greets a connected peer and counts greetings.
  */
-import { definePlugin, type PluginContext, z } from 'meshkit'
+import { definePlugin, type PluginContext, z } from 'meshkit/plugin'
 
 export const GREETER_PROTOCOL = '/greeter/1.0.0'
 /** Longest greeting accepted, in bytes (JSON included). */
