@@ -79,7 +79,7 @@ const options = z
     /** How many levels of nested `/dnsaddr/<name>` entries are followed. @default 4 */
     maxDepth: z.number().int().min(0).max(16).default(4),
   })
-  .default({ domains: [], timeout: 5_000, maxDepth: 4 })
+  .prefault({})
 
 type Options = z.output<typeof options>
 

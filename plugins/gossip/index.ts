@@ -87,21 +87,7 @@ const options = z
     /** Characters of a message's text in `gossip:message` events (the payload itself never is). @default 200 */
     previewChars: z.number().int().min(0).max(4096).default(200),
   })
-  .default({
-    maxMessageBytes: 64 * 1024,
-    meshDegree: 6,
-    floodPublish: false,
-    directPeers: [],
-    seenTtl: 120_000,
-    publisherRate: 20,
-    publisherBytesPerMinute: 8 * MiB,
-    peerRate: 100,
-    peerBytesPerSecond: MiB,
-    globalRate: 500,
-    globalBytesPerSecond: 4 * MiB,
-    validatorTimeout: 1000,
-    previewChars: 200,
-  })
+  .prefault({})
 
 type GossipOptions = z.output<typeof options>
 

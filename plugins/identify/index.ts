@@ -6,7 +6,7 @@ const options = z
     /** Protocol prefix, e.g. 'mesh' gives /mesh/id/1.0.0. @default 'ipfs' (interoperable) */
     protocolPrefix: z.string().min(1).default('ipfs'),
   })
-  .default({ protocolPrefix: 'ipfs' })
+  .prefault({})
 
 /** The identify protocol: peers learn each other's addresses, protocols and observed address. */
 export const identify = definePlugin({

@@ -107,22 +107,7 @@ const options = z
      */
     maxPeersPerNetwork: z.number().int().positive().max(256).optional(),
   })
-  .default({
-    topics: [],
-    namespace: 'meshkit',
-    connectionsPerTopic: 8,
-    mode: 'private',
-    queryTimeout: 60_000,
-    kBucketSize: 20,
-    dhtMode: 'auto',
-    records: 'datastore',
-    recordTtl: 48 * 3_600_000,
-    memberExchange: true,
-    lookupInitial: 250,
-    lookupMax: 30_000,
-    refreshInterval: 300_000,
-    memberTtl: 900_000,
-  })
+  .prefault({})
 
 /** What `kadTopics()` offers other plugins (`ctx.use('discovery')`) and apps (`node.api('discovery')`). */
 export interface TopicDiscovery {

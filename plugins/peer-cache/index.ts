@@ -30,7 +30,7 @@ const options = z
     /** The file is written at most once per this interval (and on stop). @default '1s' */
     flushInterval: durationSchema("'1s'").default(1_000),
   })
-  .default({ maxPeers: 100, maxAddressesPerPeer: 8, flushInterval: 1_000 })
+  .prefault({})
 
 type Options = z.output<typeof options>
 

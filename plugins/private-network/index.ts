@@ -38,7 +38,7 @@ const options = z
      */
     pskFile: z.string().min(1).optional(),
   })
-  .default({})
+  .prefault({})
 
 /** What `node.api('private-network')` tells: which key protects the node (its fingerprint, never the key). */
 export interface PrivateNetworkApi {

@@ -51,15 +51,7 @@ const options = z
     /** @default '60s' */
     retryMax: durationSchema("'60s'").default(60_000),
   })
-  .default({
-    relays: [],
-    minReservations: 2,
-    checkInterval: 30_000,
-    maxPingFailures: 2,
-    timeout: 10_000,
-    retryInitial: 1_000,
-    retryMax: 60_000,
-  })
+  .prefault({})
 
 type Options = z.output<typeof options>
 

@@ -10,11 +10,7 @@ const options = z
     /** Close outbound sockets idle for this long (ms). @default 30000 */
     outboundSocketInactivityTimeout: z.number().int().positive().default(30_000),
   })
-  .default({
-    listen: ['/ip4/0.0.0.0/tcp/0'],
-    inboundSocketInactivityTimeout: 30_000,
-    outboundSocketInactivityTimeout: 30_000,
-  })
+  .prefault({})
 
 /** TCP transport. Connections are secured and multiplexed by the `connection-encrypter`/`stream-muxer` plugins. */
 export const tcp = definePlugin({
