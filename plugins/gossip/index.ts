@@ -11,6 +11,7 @@ import {
   z,
 } from 'meshkit/plugin'
 import { Admission, guardValidation } from './admission.js'
+import { GOSSIP_ERRORS } from './errors.js'
 import { fastMessageId, messageIdBytes, messageIdString } from './message-id.js'
 import { type GossipRegistry, GossipRouter, type GossipService, invalid } from './router.js'
 import type { GossipApi } from './types.js'
@@ -223,7 +224,7 @@ export const gossip = definePlugin({
     let service: GossipService | undefined
     let router: GossipRouter | undefined
     const need = (): GossipRouter => {
-      if (!router) throw new Error('gossip is not started; use it after the node has started')
+      if (!router) throw GOSSIP_ERRORS.create('MESH_ERR_GOSSIP_NOT_STARTED', [])
       return router
     }
     const validTopic = (topic: string) => {

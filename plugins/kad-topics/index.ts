@@ -16,6 +16,7 @@ import {
 } from 'meshkit/plugin'
 import type { CID } from 'multiformats/cid'
 import type { DialGuard } from './dial-guard.js'
+import { TOPICS_ERRORS } from './errors.js'
 import { KAD_LIMITS, KadGuard } from './kad-guard.js'
 import type { MemberRegistry } from './member-registry.js'
 import { limitProviderStore } from './provider-store.js'
@@ -220,7 +221,7 @@ export const kadTopics = definePlugin({
     const discovery = new TopicPeerDiscovery()
     let manager: TopicManager | undefined
     const need = (): TopicManager => {
-      if (!manager) throw new Error('kad-topics is not started; use it after the node has started')
+      if (!manager) throw TOPICS_ERRORS.create('MESH_ERR_TOPICS_NOT_STARTED', [])
       return manager
     }
     const validTopic = (topic: string) => {
