@@ -29,7 +29,7 @@ const options = z
     /** Longest a greeting exchange may take, in ms. @default 5000 */
     timeout: z.number().int().positive().max(60_000).default(5000),
   })
-  .default({ greeting: 'hello', timeout: 5000 })
+  .prefault({})
 
 const wire = z.strictObject({ greeting: z.string().min(1).max(200) })
 
