@@ -1,6 +1,7 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
-import { createAddressScope, isMeshError, type MeshError, resolveConfig } from 'meshkit'
+import { isMeshError, type MeshError, resolveConfig } from 'meshkit'
+import { createAddressScope } from 'meshkit/plugin'
 import { builtinPlugins, defaultConfig } from 'meshkit/plugins'
 import { keepPublicAddresses } from '../plugins/kad-topics/index.js'
 

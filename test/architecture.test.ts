@@ -36,7 +36,6 @@ const TO_BE_SPLIT = new Set([
   'plugins/jaccard-clusters/cluster-manager.ts',
   'plugins/jaccard-clusters/service.ts',
   'plugins/jaccard-clusters/similarity-index.ts',
-  'plugins/kad-topics/index.ts',
   'plugins/kad-topics/topic-manager.ts',
   'plugins/nat-probe/client.ts',
   'plugins/nat-probe/index.ts',
@@ -80,7 +79,8 @@ describe('architecture rules', () => {
     }
   })
 
-  it('built-in plugins import only the public API of core and never each other', () => {
+  it("built-in plugins import only 'meshkit/plugin' (+ their own files and npm packages), never each other", () => {
+    let plugin = 0
     for (const file of sources('plugins')) {
       const folder = relative('plugins', dirname(file))
       for (const spec of importsOf(file)) {
@@ -92,17 +92,75 @@ describe('architecture rules', () => {
               ? /^plugins\/[\w-]+\/index\.js$/.test(target)
               : target.startsWith(join('plugins', folder))
           expect(ok, `${file} imports ${spec}`).to.equal(true)
+        } else if (folder === '') {
+          // plugins/index.ts (`meshkit/plugins`: the registry and the default config) is an app-side file
+          expect(spec, `${file} imports ${spec}`).to.match(/^meshkit(\/plugin)?$/)
         } else {
-          expect(spec, `${file} imports ${spec}`).not.to.match(/src\/|^meshkit\/(?!$)/)
+          expect(spec, `${file} imports ${spec}`).not.to.match(/src\/|^meshkit(?!\/plugin$)/)
+          if (spec === 'meshkit/plugin') plugin++
         }
       }
     }
+    expect(plugin, "built-in plugins import 'meshkit/plugin'").to.be.greaterThan(20)
   })
 
-  it('test fixture plugins use the public API only', () => {
-    for (const file of sources('test/fixtures/plugins')) {
-      for (const spec of importsOf(file)) expect(spec, `${file} imports ${spec}`).not.to.match(/^\.|src\//)
+  it("test fixture plugins import only 'meshkit/plugin' (+ npm packages)", () => {
+    const files = sources('test/fixtures/plugins')
+    expect(files.length).to.be.greaterThan(0)
+    for (const file of files) {
+      for (const spec of importsOf(file))
+        expect(spec, `${file} imports ${spec}`).not.to.match(/^\.|src\/|^meshkit(?!\/plugin$)/)
     }
+  })
+
+  it('the shared contracts (src/contracts) sit on the public core API; the kernel knows none of them', () => {
+    for (const file of sources('src/contracts')) {
+      for (const spec of importsOf(file)) {
+        const target = spec.startsWith('.') ? join(dirname(file), spec) : spec
+        const ok =
+          target === 'src/core/index.js' || target.startsWith('src/contracts/') || !spec.startsWith('.')
+        expect(ok, `${file} imports ${spec}`).to.equal(true)
+        expect(spec, `${file} imports ${spec}`).not.to.match(/^meshkit|plugins/)
+      }
+    }
+    for (const file of sources('src/core')) {
+      for (const spec of importsOf(file)) expect(spec, `${file} imports ${spec}`).not.to.match(/contracts/)
+    }
+  })
+
+  it('the entry points export no kernel internals', async () => {
+    const app = await import('meshkit')
+    const plugin = await import('meshkit/plugin')
+    const internals = [
+      'TOKENS',
+      'capabilityToken',
+      'orderPlugins',
+      'combineGaters',
+      'findConfigModule',
+      'importConfigModule',
+      'checkPortClashes',
+      'isMeshPlugin',
+      'MULTI_PROVIDER_CAPABILITIES',
+      'REQUIRED_CAPABILITIES',
+      'optionalApi',
+    ]
+    for (const name of internals) {
+      expect(app, `meshkit exports ${name}`).not.to.have.property(name)
+      expect(plugin, `meshkit/plugin exports ${name}`).not.to.have.property(name)
+    }
+    // the plugin author's API is in 'meshkit/plugin', the app's in 'meshkit'
+    for (const name of [
+      'definePlugin',
+      'defineErrors',
+      'LruMap',
+      'TokenBucket',
+      'connectionMethod',
+      'NAT_TYPES',
+    ])
+      expect(plugin, `meshkit/plugin exports ${name}`).to.have.property(name)
+    for (const name of ['defineConfig', 'startMesh', 'MeshKernel', 'loadConfig', 'connectionMethod'])
+      expect(app, `meshkit exports ${name}`).to.have.property(name)
+    expect(app).not.to.have.property('definePlugin')
   })
 
   it(`no source file is over ${MAX_LINES} lines unless it says why (a 'Size:' line in its first comment)`, () => {
@@ -143,19 +201,31 @@ describe('architecture rules', () => {
     expect(lineCount('a\nb')).to.equal(2)
   })
 
-  it("the apps reach core only through its public entry ('meshkit'), never '../core/...'", () => {
+  it("the apps reach core only through its public entry points ('meshkit', 'meshkit/plugin'), never '../core/...'", () => {
     const files = APP_FOLDERS.flatMap((dir) => sources(dir))
     expect(files.length).to.be.greaterThan(30)
     for (const file of files) {
       for (const spec of importsOf(file)) {
         const target = spec.startsWith('.') ? join(dirname(file), spec) : spec
-        expect(target, `${file} imports ${spec}`).not.to.match(/^src\/core(\/|$)|^meshkit\/(?!plugins$)/)
+        expect(target, `${file} imports ${spec}`).not.to.match(
+          /^src\/(core|contracts)(\/|$)|^src\/(index|plugin)\.js$|^meshkit\/(?!plugins?$)/,
+        )
       }
     }
   })
 
-  it('tsyringe stays behind the kernel', () => {
-    const users = [...sources('src'), ...sources('plugins')].filter((f) => importsOf(f).includes('tsyringe'))
+  it('no container outside the kernel: tsyringe, the DI tokens and a resolve() stay in src/core', () => {
+    const files = [...sources('src'), ...sources('plugins'), ...sources('test/fixtures')]
+    const users = files.filter((f) => importsOf(f).includes('tsyringe'))
     expect(users.every((f) => f.startsWith('src/core/'))).to.equal(true, users.join(', '))
+    for (const file of files.filter((f) => !f.startsWith('src/core/'))) {
+      const text = readFileSync(join(root, file), 'utf8')
+      for (const spec of importsOf(file))
+        expect(spec, `${file} imports ${spec}`).not.to.match(/core\/(tokens|plugin-slot|plugin-context)\.js$/)
+      expect(
+        /\b(TOKENS|capabilityToken)\b|\bctx\.resolve\(/.test(text),
+        `${file} reaches the container`,
+      ).to.equal(false)
+    }
   })
 })

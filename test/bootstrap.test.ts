@@ -1,5 +1,6 @@
 import { expect } from 'chai'
-import { backoffDelay, loadOrCreateIdentity, type MeshConfig, resolveConfig } from 'meshkit'
+import { loadOrCreateIdentity, type MeshConfig, resolveConfig } from 'meshkit'
+import { backoffDelay } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import { staticPeers } from '../plugins/static-peers/index.js'
 import { LoopbackNodes, TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'

@@ -157,7 +157,7 @@ describe('mesh init', () => {
       }
     })
 
-    it("template plugins import only 'meshkit' and their own files, like the built-ins", async () => {
+    it("template plugins import only 'meshkit/plugin' and their own files, like the built-ins", async () => {
       const files = [
         ...(await filesUnder(join(templatesDir(), 'plugin', 'src'))).map((f) => join('plugin', 'src', f)),
         ...(await filesUnder(join(templatesDir(), 'chat', 'plugins'))).map((f) => join('chat', 'plugins', f)),
@@ -168,8 +168,8 @@ describe('mesh init', () => {
         const specs = [...text.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s+['"]([^'"]+)['"]/gm)].map(
           (m) => m[1],
         )
-        expect(specs, file).to.include('meshkit')
-        for (const spec of specs) expect(spec, `${file} imports ${spec}`).to.match(/^(meshkit|\.\/)/)
+        expect(specs, file).to.include('meshkit/plugin')
+        for (const spec of specs) expect(spec, `${file} imports ${spec}`).to.match(/^(meshkit\/plugin$|\.\/)/)
       }
     })
 

@@ -1,5 +1,6 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
+import { MeshError } from 'meshkit'
 import {
   BruteForceIndex,
   jaccard,
@@ -128,10 +129,18 @@ describe('clustering: similarity index', () => {
   describe('exact index', () => {
     it('rejects thresholds outside (0, 1]', () => {
       const idx = new SimilarityIndex()
-      expect(() => idx.query(['a'], 0)).to.throw(RangeError)
-      expect(() => idx.query(['a'], 1.01)).to.throw(RangeError)
-      expect(() => idx.allPairs(Number.NaN)).to.throw(RangeError)
-      expect(() => new SimilarityIndex({ minThreshold: 0 })).to.throw(RangeError)
+      expect(() => idx.query(['a'], 0))
+        .to.throw(MeshError)
+        .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+      expect(() => idx.query(['a'], 1.01))
+        .to.throw(MeshError)
+        .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+      expect(() => idx.allPairs(Number.NaN))
+        .to.throw(MeshError)
+        .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+      expect(() => new SimilarityIndex({ minThreshold: 0 }))
+        .to.throw(MeshError)
+        .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
     })
     it('empty sets match nothing, not even each other', () => {
       const idx = new SimilarityIndex()
@@ -302,8 +311,12 @@ describe('clustering: similarity index', () => {
       expect(found / total).to.be.greaterThan(0.9)
     })
     it('rejects bad shapes', () => {
-      expect(() => new MinHashIndex({ bands: 0 })).to.throw(RangeError)
-      expect(() => new MinHashIndex({ rows: 1.5 })).to.throw(RangeError)
+      expect(() => new MinHashIndex({ bands: 0 }))
+        .to.throw(MeshError)
+        .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+      expect(() => new MinHashIndex({ rows: 1.5 }))
+        .to.throw(MeshError)
+        .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
     })
   })
 })

@@ -1,4 +1,5 @@
 import { expect } from 'chai'
+import { MeshError } from 'meshkit'
 import {
   type Clock,
   type ClusterEventName,
@@ -279,9 +280,15 @@ describe('clustering: cluster manager', () => {
   })
 
   it('validates its options', () => {
-    expect(() => new ClusterManager({ threshold: 0 })).to.throw(RangeError)
-    expect(() => new ClusterManager({ threshold: 1.5 })).to.throw(RangeError)
-    expect(() => new ClusterManager({ inactiveAfter: 0 })).to.throw(RangeError)
+    expect(() => new ClusterManager({ threshold: 0 }))
+      .to.throw(MeshError)
+      .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+    expect(() => new ClusterManager({ threshold: 1.5 }))
+      .to.throw(MeshError)
+      .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+    expect(() => new ClusterManager({ inactiveAfter: 0 }))
+      .to.throw(MeshError)
+      .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
   })
 })
 

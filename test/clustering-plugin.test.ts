@@ -1,13 +1,13 @@
 import { expect } from 'chai'
 import {
   type ConfigEnv,
-  definePlugin,
   isMeshError,
   type MeshConfig,
   type MeshEvent,
   MeshKernel,
   resolveConfig,
 } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type ClusterManager, jaccardClusters } from '../plugins/jaccard-clusters/index.js'
 import { tempDir, waitFor } from './helpers.js'

@@ -8,7 +8,6 @@ import { join } from 'node:path'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
-  definePlugin,
   type ErrorCode,
   isMeshError,
   type LoadConfigOptions,
@@ -17,6 +16,7 @@ import {
   resolveConfig,
   z,
 } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import { builtinPlugins, defaultConfig, identify, noise, ping, quic, tcp, yamux } from 'meshkit/plugins'
 import { type ConfigProject, configProject, REPO_ROOT } from './fixtures/configs/project.js'
 

@@ -9,17 +9,17 @@ import type { PeerId } from '@libp2p/interface'
 import { expect } from 'chai'
 import {
   createLogger,
-  definePlugin,
   diffConfig,
   isMeshError,
   type MeshConfig,
-  type MeshError,
+  MeshError,
   MeshKernel,
   type MeshNode,
   type PluginHookInfo,
   resolveConfig,
   z,
 } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import {
   builtinPlugins,
   defaultConfig,
@@ -712,8 +712,12 @@ describe('reconfigure in place: the clustering rules', () => {
     expect(
       manager.reconfigure({ threshold: 0.6, index: { minhash: { bands: 16, rows: 2, seed: 1 } } }),
     ).to.equal(false)
-    expect(() => manager.reconfigure({ threshold: 0 })).to.throw(RangeError)
-    expect(() => manager.reconfigure({ threshold: 0.9, inactiveAfter: -1 })).to.throw(RangeError)
+    expect(() => manager.reconfigure({ threshold: 0 }))
+      .to.throw(MeshError)
+      .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
+    expect(() => manager.reconfigure({ threshold: 0.9, inactiveAfter: -1 }))
+      .to.throw(MeshError)
+      .with.property('code', 'MESH_ERR_CLUSTERS_INVALID_OPTION')
     expect(manager.threshold).to.equal(0.6)
     expect(manager.clusters().map((c) => c.id)).to.deep.equal(['ab', 'abc', 'xyz'])
   })

@@ -4,7 +4,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
-import { definePlugin, type NatType } from 'meshkit'
+import type { NatType } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import { holePunch, identify, noise, stunServer, tcp, yamux } from 'meshkit/plugins'
 import {
   BirthdayBudget,

@@ -19,7 +19,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
-import { definePlugin, type MeshEventBus, type MeshPlugin } from 'meshkit'
+import type { MeshEventBus, MeshPlugin } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import { holePunch, identify, noise, ping, relayClient, relayServer, tcp, yamux } from 'meshkit/plugins'
 import {
   type ConnectionMethodEvent,

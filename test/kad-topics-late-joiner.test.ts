@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { expect } from 'chai'
-import { IDENTITY_FILE } from 'meshkit'
+import { IDENTITY_FILE } from '../src/core/identity.js'
 import { type TopicNode, TopicTestMesh } from './fixtures/topics.js'
 
 const TOPIC = 'warm'

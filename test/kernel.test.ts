@@ -2,17 +2,14 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
-  coalescePerKey,
-  definePlugin,
   isMeshError,
   type MeshConfig,
   type MeshError,
   type MeshEvent,
   MeshKernel,
-  type PluginHooks,
   resolveConfig,
-  TOKENS,
 } from 'meshkit'
+import { coalescePerKey, definePlugin, type PluginHooks } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { type CountingTcpApi, countingTcp } from './fixtures/plugins/counting-tcp.js'
 import { freePort, tempDir, waitFor } from './helpers.js'
@@ -253,7 +250,9 @@ describe('kernel', function () {
             seen.greeting = ctx.use<{ hello(n: string): string }>('greeting').hello('mesh')
             seen.peerId = ctx.peerId.toString()
             seen.libp2pPeer = ctx.libp2p.peerId.toString()
-            seen.config = ctx.resolve(TOKENS.config).name
+            seen.config = ctx.config.name
+            // no container in the plugin API: services come from the context, APIs from use()
+            seen.resolve = 'resolve' in ctx
             seen.transports = ctx.useAll('transport').length
             try {
               ctx.use('discovery')
@@ -271,6 +270,7 @@ describe('kernel', function () {
       expect(seen.greeting).to.equal('hello mesh')
       expect(seen.peerId).to.equal(node.peerId.toString()).and.to.equal(seen.libp2pPeer)
       expect(seen.config).to.equal('ctx-test')
+      expect(seen.resolve).to.equal(false)
       expect(seen.earlyLibp2p).to.equal('MESH_ERR_NODE_NOT_CREATED')
       expect(seen.undeclared).to.equal('MESH_ERR_UNDECLARED_DEPENDENCY')
       expect(node.api<{ hello(n: string): string }>('greeting').hello('x')).to.equal('hello x')

@@ -4,7 +4,8 @@
  */
 import { tcp as libp2pTcp } from '@libp2p/tcp'
 import { expect } from 'chai'
-import { definePlugin, isMeshError, type MeshPlugin, resolveConfig } from 'meshkit'
+import { isMeshError, type MeshPlugin, resolveConfig } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import { builtinPlugins, identify, libp2pModule, noise, ping, tcp, yamux } from 'meshkit/plugins'
 import { LoopbackNodes } from './fixtures/loopback-nodes.js'
 import { tempDir } from './helpers.js'

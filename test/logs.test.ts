@@ -3,8 +3,9 @@
  * logs routed through Meshkit's logger (so --log-level reaches them and they go where Meshkit's go).
  */
 import { expect } from 'chai'
-import { createLogger, debugMatcher, type MeshPlugin } from 'meshkit'
+import { createLogger, type MeshPlugin } from 'meshkit'
 import { identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
+import { debugMatcher } from '../src/core/logger.js'
 import { cliTempDirs, spawnCli } from './cli-helpers.js'
 import { LoopbackNodes } from './fixtures/loopback-nodes.js'
 import { tempDir } from './helpers.js'

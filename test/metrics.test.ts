@@ -5,6 +5,7 @@
 import { request } from 'node:http'
 import { expect } from 'chai'
 import type { MeshPlugin } from 'meshkit'
+import { CONNECTION_METHODS_CAPABILITY, type ConnectionMethodSource, definePlugin } from 'meshkit/plugin'
 import {
   identify,
   jaccardClusters,
@@ -186,6 +187,47 @@ describe('metrics(): Prometheus metrics', function () {
     )
     expect(sample(text, 'meshkit_connections', { method: 'direct', transport: 'tcp' })).to.equal(undefined)
     expect(api.contentType).to.match(/^text\/plain/)
+  })
+
+  it("reads connection methods from the declared 'connection-methods' providers (no container access)", async () => {
+    // two providers of the multi-provider capability; the second one knows the peer
+    let asked = 0
+    const source = (name: string, says: (peer: string) => 'hole-punched' | undefined) =>
+      definePlugin({
+        name,
+        provides: [CONNECTION_METHODS_CAPABILITY],
+        create: () => ({
+          setup: (): ConnectionMethodSource => ({
+            methodOf: (peer) => {
+              asked++
+              return says(peer)
+            },
+          }),
+        }),
+      })()
+    let punched = ''
+    const a = await nodes.start('a', {
+      plugins: [
+        metrics(),
+        source('knows-nothing', () => undefined),
+        source('punched', (p) => (p === punched ? 'hole-punched' : undefined)),
+      ],
+    })
+    const api = a.node.api<PrometheusMetricsApi>('metrics')
+    const b = await nodes.start('b', { dial: [a.address] })
+    await waitFor(() => a.node.libp2p.getPeers().length === 1, { what: 'b connected to a' })
+    const open = a.node.libp2p.getConnections().length
+    expect(
+      sample(await api.render(), 'meshkit_connections', { method: 'direct', transport: 'tcp' }),
+    ).to.equal(open)
+    expect(asked).to.be.greaterThan(0)
+    punched = b.peerId
+    const text = await api.render()
+    expect(sample(text, 'meshkit_connections', { method: 'hole-punched', transport: 'tcp' })).to.equal(open)
+    expect(sample(text, 'meshkit_connections', { method: 'direct', transport: 'tcp' })).to.equal(undefined)
+    // the sources are declared: metrics starts after them
+    const order = a.node.plugins.map((p) => p.plugin.name)
+    expect(order.indexOf('prometheus-metrics')).to.be.greaterThan(order.indexOf('punched'))
   })
 
   it('keeps one registry per node: two nodes in one process report their own values', async () => {

@@ -12,8 +12,6 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
-  createAddressScope,
-  definePlugin,
   isMeshError,
   type MeshError,
   type MeshEvent,
@@ -21,6 +19,7 @@ import {
   type MeshPlugin,
   resolveConfig,
 } from 'meshkit'
+import { createAddressScope, definePlugin } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import { activeDeadline, gatherTcp, gatherUdp, lackedAnswers } from '../plugins/nat-probe/client.js'
 import {

@@ -2,12 +2,8 @@ import { connect, type Socket } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
-  combineGaters,
-  createBudget,
   createEventBus,
   createLogger,
-  createPeerAddressPolicy,
-  definePlugin,
   isMeshError,
   type MeshConfig,
   type MeshEvent,
@@ -15,7 +11,10 @@ import {
   type MeshNode,
   resolveConfig,
 } from 'meshkit'
+import { createPeerAddressPolicy, definePlugin } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, staticPeers, tcp, yamux } from 'meshkit/plugins'
+import { createBudget } from '../src/core/budget.js'
+import { combineGaters } from '../src/core/libp2p-options.js'
 import { hostKeyOf } from '../src/core/node-gater.js'
 import { startPeerStoreHygiene } from '../src/core/peer-store-hygiene.js'
 import { Reputation } from '../src/core/reputation.js'

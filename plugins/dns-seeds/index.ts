@@ -1,7 +1,7 @@
 import { Resolver } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
-import { type BootstrapSource, definePlugin, durationSchema, type Logger, z } from 'meshkit'
+import { type BootstrapSource, definePlugin, durationSchema, type Logger, z } from 'meshkit/plugin'
 
 /** The priority of DNS seeds among bootstrap sources: after the peer cache (10) and static peers (20). */
 export const DNS_SEEDS_PRIORITY = 30
@@ -79,7 +79,7 @@ const options = z
     /** How many levels of nested `/dnsaddr/<name>` entries are followed. @default 4 */
     maxDepth: z.number().int().min(0).max(16).default(4),
   })
-  .default({ domains: [], timeout: 5_000, maxDepth: 4 })
+  .prefault({})
 
 type Options = z.output<typeof options>
 

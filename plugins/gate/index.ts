@@ -1,4 +1,4 @@
-import { definePlugin, z } from 'meshkit'
+import { definePlugin, z } from 'meshkit/plugin'
 import { connectionRefused, createGater } from './gater.js'
 import { type EntryList, entryProblem, type Facts, judge, parseList, type Verdict } from './rules.js'
 
@@ -29,7 +29,7 @@ const options = z
     /** Peers and addresses refused, inbound and outbound (same entries as `allow`); deny wins. @default [] */
     deny: z.array(entrySchema).max(10_000).default([]),
   })
-  .default({ allow: [], deny: [] })
+  .prefault({})
 
 /** The gate's API (`node.api('gate')`). */
 export interface GateApi {

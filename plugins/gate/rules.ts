@@ -4,7 +4,7 @@
  */
 import { BlockList, isIPv4, isIPv6 } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { unmapIp } from 'meshkit'
+import { unmapIp } from 'meshkit/plugin'
 
 /** One list (allow or deny), parsed. */
 export interface EntryList {

@@ -2,7 +2,7 @@ import type { GossipSub } from '@libp2p/gossipsub'
 import type { RPC } from '@libp2p/gossipsub/message'
 import { MessageStatus, RejectReason, type ValidateError } from '@libp2p/gossipsub/types'
 import type { PeerId } from '@libp2p/interface'
-import { LruMap, TokenBucket } from 'meshkit'
+import { LruMap, TokenBucket } from 'meshkit/plugin'
 
 /** What the admission lets through, before GossipSub checks a signature or caches anything. */
 export interface AdmissionLimits {

@@ -9,8 +9,9 @@ import {
   multiaddrSchema,
   type PluginContext,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { Admission, guardValidation } from './admission.js'
+import { GOSSIP_ERRORS } from './errors.js'
 import { fastMessageId, messageIdBytes, messageIdString } from './message-id.js'
 import { type GossipRegistry, GossipRouter, type GossipService, invalid } from './router.js'
 import type { GossipApi } from './types.js'
@@ -87,21 +88,7 @@ const options = z
     /** Characters of a message's text in `gossip:message` events (the payload itself never is). @default 200 */
     previewChars: z.number().int().min(0).max(4096).default(200),
   })
-  .default({
-    maxMessageBytes: 64 * 1024,
-    meshDegree: 6,
-    floodPublish: false,
-    directPeers: [],
-    seenTtl: 120_000,
-    publisherRate: 20,
-    publisherBytesPerMinute: 8 * MiB,
-    peerRate: 100,
-    peerBytesPerSecond: MiB,
-    globalRate: 500,
-    globalBytesPerSecond: 4 * MiB,
-    validatorTimeout: 1000,
-    previewChars: 200,
-  })
+  .prefault({})
 
 type GossipOptions = z.output<typeof options>
 
@@ -237,7 +224,7 @@ export const gossip = definePlugin({
     let service: GossipService | undefined
     let router: GossipRouter | undefined
     const need = (): GossipRouter => {
-      if (!router) throw new Error('gossip is not started; use it after the node has started')
+      if (!router) throw GOSSIP_ERRORS.create('MESH_ERR_GOSSIP_NOT_STARTED', [])
       return router
     }
     const validTopic = (topic: string) => {

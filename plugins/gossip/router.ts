@@ -1,7 +1,13 @@
 import type { GossipSub, GossipsubMessage, Message, SubscriptionChangeData } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
-import { type Budget, type DiscoverySlotApi, MeshError, type PluginContext, TokenBucket } from 'meshkit'
+import {
+  type Budget,
+  type DiscoverySlotApi,
+  MeshError,
+  type PluginContext,
+  TokenBucket,
+} from 'meshkit/plugin'
 import type { AdmissionRefusal, InvalidMessage } from './admission.js'
 import { previewOf } from './preview.js'
 import { gossipTopicName } from './topic-name.js'

@@ -1,4 +1,4 @@
-import { type Logger, type ThrottledLog, throttleLog } from 'meshkit'
+import { type Logger, type ThrottledLog, throttleLog } from 'meshkit/plugin'
 import type { GossipMessage, GossipValidator, GossipVerdict } from './types.js'
 
 const VERDICTS: ReadonlySet<string> = new Set(['accept', 'reject', 'ignore'])

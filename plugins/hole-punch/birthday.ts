@@ -25,7 +25,7 @@
 import { randomBytes, randomInt } from 'node:crypto'
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import type { Stream } from '@libp2p/interface'
-import { decodeJsonObject, sleep } from 'meshkit'
+import { decodeJsonObject, sleep } from 'meshkit/plugin'
 import { encodeBindingRequest, parseBindingResponse } from './stun-wire.js'
 
 export const BIRTHDAY_PROTOCOL = '/mesh/birthday/1.0.0'

@@ -51,7 +51,7 @@ import {
   type PluginContext,
   sleep,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { BIRTHDAY_PROTOCOL, BirthdayBudget, encodeBirthdayMessage, isGuessTarget } from './birthday.js'
 import { BirthdayChannel, type ProofRefusal, runBirthday } from './birthday-run.js'
 import { type PairConnection, redundantConnections } from './dedupe.js'

@@ -10,7 +10,7 @@
  * fields are ignored.
  */
 import type { Stream } from '@libp2p/interface'
-import { isNatType, type NatType } from 'meshkit'
+import { isNatType, type NatType } from 'meshkit/plugin'
 
 export const NAT_TYPE_PROTOCOL = '/mesh/nat-type/1.0.0'
 export const MAX_NAT_TYPE_BYTES = 1024

@@ -5,7 +5,7 @@
  * is dropped unanswered. Socket errors are logged, never thrown.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
-import { LruMap, TokenBucket } from 'meshkit'
+import { LruMap, TokenBucket } from 'meshkit/plugin'
 import { encodeBindingResponse, parseBindingRequest, responseSize } from './stun-wire.js'
 
 export interface StunServerInit {

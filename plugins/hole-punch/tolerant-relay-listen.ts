@@ -14,7 +14,7 @@
  */
 import type { Listener, Transport } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { backoffDelay, type Logger } from 'meshkit'
+import { backoffDelay, type Logger } from 'meshkit/plugin'
 
 export interface TolerantListenOptions {
   logger: Logger

@@ -2,6 +2,8 @@
  * Peer clusters by topic tags: the state and rules of the default clustering strategy, without libp2p.
  * The plugin (index.ts) feeds it peers, tags and metrics; tests drive it directly with an injected clock.
  */
+
+import { invalidOption } from './errors.js'
 import {
   checkThreshold,
   jaccard,
@@ -636,14 +638,15 @@ function resolveRules(options: Omit<ClusterManagerOptions, 'clock' | 'clusterId'
   const threshold = options.threshold ?? 0.7
   checkThreshold(threshold)
   const inactiveAfter = options.inactiveAfter ?? 300_000
-  if (!(inactiveAfter > 0)) throw new RangeError('inactiveAfter must be > 0 ms')
+  if (!(inactiveAfter > 0)) throw invalidOption(`inactiveAfter must be > 0 ms (got ${inactiveAfter})`)
   const cleanupInterval = options.cleanupInterval ?? Math.max(1000, Math.floor(inactiveAfter / 5))
-  if (!(cleanupInterval > 0)) throw new RangeError('cleanupInterval must be > 0 ms')
+  if (!(cleanupInterval > 0)) throw invalidOption(`cleanupInterval must be > 0 ms (got ${cleanupInterval})`)
   const maxClusters = options.maxClusters ?? 1024
   const maxClustersPerPeer = options.maxClustersPerPeer ?? 8
   const maxPeers = options.maxPeers ?? 2048
   for (const [name, value] of Object.entries({ maxClusters, maxClustersPerPeer, maxPeers }))
-    if (!(Number.isInteger(value) && value >= 1)) throw new RangeError(`${name} must be a whole number >= 1`)
+    if (!(Number.isInteger(value) && value >= 1))
+      throw invalidOption(`${name} must be a whole number >= 1 (got ${value})`)
   const idx = options.index ?? 'exact'
   const minThreshold = options.indexMinThreshold ?? threshold
   if (idx === 'exact') checkThreshold(minThreshold)

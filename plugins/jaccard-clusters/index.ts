@@ -1,5 +1,5 @@
 import type { PeerId } from '@libp2p/interface'
-import { definePlugin, durationSchema, z } from 'meshkit'
+import { definePlugin, durationSchema, z } from 'meshkit/plugin'
 import { ClusteringService, type ClusteringServiceOptions, TAGS_BUDGET } from './service.js'
 import { TAG_LIMITS } from './wire.js'
 
@@ -101,23 +101,7 @@ const options = z
     /** A member without that trust is forgotten this long after it left (not `inactiveAfter`). @default '30s' */
     forgetUntrustedAfter: durationSchema("'30s'").default(30_000),
   })
-  .default({
-    threshold: 0.7,
-    inactiveAfter: 300_000,
-    autoCreate: true,
-    removeEmptyClusters: true,
-    index: 'exact',
-    tags: [],
-    protectBest: 3,
-    targetConnectionsPerCluster: 4,
-    pingInterval: 30_000,
-    maintainInterval: 5_000,
-    maxClusters: 1024,
-    maxClustersPerPeer: 8,
-    maxPeers: 2048,
-    trustAfter: 60_000,
-    forgetUntrustedAfter: 30_000,
-  })
+  .prefault({})
 
 function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOptions {
   return {

@@ -14,8 +14,9 @@ import {
   type PeerAddressPolicy,
   type PeerReputation,
   TokenBucket,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { ClusterManager, type ClusterManagerOptions, type ConnectionMethod } from './cluster-manager.js'
+import { invalidOption } from './errors.js'
 import { jaccard } from './similarity-index.js'
 import {
   checkTags,
@@ -226,9 +227,10 @@ export class ClusteringService extends ClusterManager {
     const tags = checkTags(options.tags ?? [])
     const protectBest = options.protectBest ?? 3
     const target = options.targetConnectionsPerCluster ?? 4
-    if (!(Number.isInteger(protectBest) && protectBest >= 0)) throw new RangeError('protectBest must be >= 0')
+    if (!(Number.isInteger(protectBest) && protectBest >= 0))
+      throw invalidOption(`protectBest must be a whole number >= 0 (got ${protectBest})`)
     if (!(Number.isInteger(target) && target >= 0))
-      throw new RangeError('targetConnectionsPerCluster must be >= 0')
+      throw invalidOption(`targetConnectionsPerCluster must be a whole number >= 0 (got ${target})`)
     const trustAfter = checkTrustAfter(options.trustAfter)
     const forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
     const cleanupBefore = this.cleanupInterval
@@ -598,12 +600,12 @@ export class ClusteringService extends ClusterManager {
 
 function checkForgetAfter(value: number | undefined): number {
   const ms = value ?? 30_000
-  if (!(ms >= 0)) throw new RangeError('forgetUntrustedAfter must be >= 0 ms')
+  if (!(ms >= 0)) throw invalidOption(`forgetUntrustedAfter must be >= 0 ms (got ${ms})`)
   return ms
 }
 
 function checkTrustAfter(value: number | undefined): number {
   const ms = value ?? 60_000
-  if (!(ms >= 0)) throw new RangeError('trustAfter must be >= 0 ms')
+  if (!(ms >= 0)) throw invalidOption(`trustAfter must be >= 0 ms (got ${ms})`)
   return ms
 }

@@ -20,6 +20,7 @@
  * Every filter below derives its bounds from this same rule (the least overlap `o` for which the division
  * passes), never from `Math.ceil(t * n)` alone, so the filters can never reject a pair the rule accepts.
  */
+import { invalidOption } from './errors.js'
 
 /** Anything that behaves like an index of tag sets. */
 export interface SetIndex {
@@ -67,7 +68,7 @@ export function meetsThreshold(inter: number, union: number, threshold: number):
 
 export function checkThreshold(threshold: number): void {
   if (!(threshold > 0 && threshold <= 1))
-    throw new RangeError(`threshold must be in (0, 1] (got ${threshold}); with 0 every set would match`)
+    throw invalidOption(`threshold must be in (0, 1] (got ${threshold}); with 0 every set would match`)
 }
 
 /**
@@ -586,7 +587,7 @@ export class MinHashIndex implements SetIndex {
     this.bands = options.bands ?? 20
     this.rows = options.rows ?? 5
     if (!Number.isInteger(this.bands) || this.bands < 1 || !Number.isInteger(this.rows) || this.rows < 1)
-      throw new RangeError('bands and rows must be whole numbers >= 1')
+      throw invalidOption(`bands and rows must be whole numbers >= 1 (got ${this.bands} and ${this.rows})`)
     const seed = options.seed ?? 0x9e3779b9
     const k = this.bands * this.rows
     this.mul = new Uint32Array(k)

@@ -1,4 +1,4 @@
-import { decodeJsonObject } from 'meshkit'
+import { decodeJsonObject } from 'meshkit/plugin'
 import type { Uint8ArrayList } from 'uint8arraylist'
 /** The tag exchange: peers tell each other their topic tags, as one length-prefixed UTF-8 JSON message. */
 export const TAGS_PROTOCOL = '/mesh/tags/1.0.0'

@@ -1,4 +1,4 @@
-import { LruMap, TokenBucket } from 'meshkit'
+import { LruMap, TokenBucket } from 'meshkit/plugin'
 
 export interface DialGuardLimits {
   /** Dials one source's word (a relaying peer, a member about itself, the DHT) may cause: burst, per second. */

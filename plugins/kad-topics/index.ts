@@ -13,9 +13,10 @@ import {
   type PeerAddressPolicy,
   type PluginContext,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import type { CID } from 'multiformats/cid'
 import type { DialGuard } from './dial-guard.js'
+import { TOPICS_ERRORS } from './errors.js'
 import { KAD_LIMITS, KadGuard } from './kad-guard.js'
 import type { MemberRegistry } from './member-registry.js'
 import { limitProviderStore } from './provider-store.js'
@@ -107,22 +108,7 @@ const options = z
      */
     maxPeersPerNetwork: z.number().int().positive().max(256).optional(),
   })
-  .default({
-    topics: [],
-    namespace: 'meshkit',
-    connectionsPerTopic: 8,
-    mode: 'private',
-    queryTimeout: 60_000,
-    kBucketSize: 20,
-    dhtMode: 'auto',
-    records: 'datastore',
-    recordTtl: 48 * 3_600_000,
-    memberExchange: true,
-    lookupInitial: 250,
-    lookupMax: 30_000,
-    refreshInterval: 300_000,
-    memberTtl: 900_000,
-  })
+  .prefault({})
 
 /** What `kadTopics()` offers other plugins (`ctx.use('discovery')`) and apps (`node.api('discovery')`). */
 export interface TopicDiscovery {
@@ -235,7 +221,7 @@ export const kadTopics = definePlugin({
     const discovery = new TopicPeerDiscovery()
     let manager: TopicManager | undefined
     const need = (): TopicManager => {
-      if (!manager) throw new Error('kad-topics is not started; use it after the node has started')
+      if (!manager) throw TOPICS_ERRORS.create('MESH_ERR_TOPICS_NOT_STARTED', [])
       return manager
     }
     const validTopic = (topic: string) => {

@@ -1,5 +1,5 @@
 import type { Connection, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
-import { type Budget, type BudgetInit, LruMap, type PeerReputation, TokenBucket } from 'meshkit'
+import { type Budget, type BudgetInit, LruMap, type PeerReputation, TokenBucket } from 'meshkit/plugin'
 import type { Uint8ArrayList } from 'uint8arraylist'
 
 /** kad-dht message types (dht.proto). */

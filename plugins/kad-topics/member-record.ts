@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject, verify as verifySignature } from 'node:crypto'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { LruMap, TokenBucket } from 'meshkit'
+import { LruMap, TokenBucket } from 'meshkit/plugin'
 
 /**
  * Signed member records: a member signs, per topic key it joined, `meshkit/member/1|<key>|<ts>|<addrs>`

@@ -1,7 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { multiaddr } from '@multiformats/multiaddr'
-import { unmapIp } from 'meshkit'
+import { unmapIp } from 'meshkit/plugin'
 
 /** The eight 16-bit groups of an IPv6 address (`::` expanded, an IPv4 tail converted). */
 function ipv6Groups(ip: string): number[] | undefined {

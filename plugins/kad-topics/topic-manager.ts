@@ -10,7 +10,7 @@ import {
   type MeshEventBus,
   type PeerAddressPolicy,
   type PeerReputation,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import type { CID } from 'multiformats/cid'
 import { DIAL_GUARD_DEFAULTS, DialGuard } from './dial-guard.js'
 import {

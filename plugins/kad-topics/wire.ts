@@ -1,6 +1,6 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { decodeJsonObject } from 'meshkit'
+import { decodeJsonObject } from 'meshkit/plugin'
 import { SIGNATURE_PATTERN } from './member-record.js'
 
 /**

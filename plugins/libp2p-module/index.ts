@@ -11,7 +11,7 @@
  *   plugins: [...defaults, libp2pModule({ services: { autoNAT: autoNATv2() } })],
  * })
  */
-import { type Capability, definePlugin, type Libp2pContribution, type MeshPlugin, z } from 'meshkit'
+import { type Capability, definePlugin, type Libp2pContribution, type MeshPlugin, z } from 'meshkit/plugin'
 
 /** A component factory as libp2p takes it: `(components) => component`. */
 const factory = z.custom<(components: never) => unknown>((v) => typeof v === 'function', {

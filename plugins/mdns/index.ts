@@ -1,6 +1,13 @@
 import type { PeerDiscovery, PeerInfo } from '@libp2p/interface'
 import type { MulticastDNSComponents } from '@libp2p/mdns'
-import { definePlugin, durationSchema, meshError, type PluginContext, type PluginHooks, z } from 'meshkit'
+import {
+  definePlugin,
+  durationSchema,
+  meshError,
+  type PluginContext,
+  type PluginHooks,
+  z,
+} from 'meshkit/plugin'
 
 /** `@libp2p/mdns` is an optional peer dependency of Meshkit: loaded only when a config has mdns(). */
 async function loadMdns(): Promise<typeof import('@libp2p/mdns')> {

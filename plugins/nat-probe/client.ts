@@ -15,7 +15,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { createRequire } from 'node:module'
 import { connect, createServer, type Server } from 'node:net'
 import { networkInterfaces } from 'node:os'
-import { type NatType, sleep } from 'meshkit'
+import { type NatType, sleep } from 'meshkit/plugin'
 import type { Corroboration } from './observed.js'
 import {
   CLIENT_REQUEST_BYTES,

@@ -21,7 +21,7 @@ import {
   type PluginContext,
   sleep,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import {
   gatherTcp,
   gatherUdp,
@@ -794,4 +794,4 @@ export const natClassifier = definePlugin({
 })
 
 /** The NAT types, most open first (the `nat-classification` vocabulary, from core). */
-export { NAT_TYPES } from 'meshkit'
+export { NAT_TYPES } from 'meshkit/plugin'

@@ -5,7 +5,7 @@
  * reported as absent, with the reason.
  */
 import type { Multiaddr } from '@multiformats/multiaddr'
-import type { AddressScope } from 'meshkit'
+import type { AddressScope } from 'meshkit/plugin'
 import type { NatType, ProtocolVerdict } from './client.js'
 import { splitAddr } from './wire.js'
 

@@ -6,7 +6,7 @@ import { dirname, isAbsolute, join } from 'node:path'
 import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { type BootstrapSource, definePlugin, durationSchema, type Logger, makeDir, z } from 'meshkit'
+import { type BootstrapSource, definePlugin, durationSchema, type Logger, makeDir, z } from 'meshkit/plugin'
 
 /** The priority of the peer cache among bootstrap sources: first, before static peers (20) and DNS seeds (30). */
 export const PEER_CACHE_PRIORITY = 10
@@ -30,7 +30,7 @@ const options = z
     /** The file is written at most once per this interval (and on stop). @default '1s' */
     flushInterval: durationSchema("'1s'").default(1_000),
   })
-  .default({ maxPeers: 100, maxAddressesPerPeer: 8, flushInterval: 1_000 })
+  .prefault({})
 
 type Options = z.output<typeof options>
 

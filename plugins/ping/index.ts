@@ -1,7 +1,7 @@
 import type { PeerId } from '@libp2p/interface'
 import { ping as libp2pPing, type Ping as PingService } from '@libp2p/ping'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { definePlugin } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 
 /**
  * Outbound ping streams per connection: one for libp2p's connection monitor (it opens its own every

@@ -1,4 +1,4 @@
-import type { ResolvedMeshConfig } from 'meshkit'
+import type { ResolvedMeshConfig } from 'meshkit/plugin'
 import { InvalidPsk, type PreSharedKey } from './psk.js'
 
 /**

@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path'
 import { preSharedKey } from '@libp2p/pnet'
-import { definePlugin, MeshError, z } from 'meshkit'
+import { definePlugin, MeshError, z } from 'meshkit/plugin'
 import { configProblems } from './config-check.js'
 import { InvalidPsk, PreSharedKey, PskFileError, PskFormatError, parsePsk, readPskFile } from './psk.js'
 
@@ -38,7 +38,7 @@ const options = z
      */
     pskFile: z.string().min(1).optional(),
   })
-  .default({})
+  .prefault({})
 
 /** What `node.api('private-network')` tells: which key protects the node (its fingerprint, never the key). */
 export interface PrivateNetworkApi {

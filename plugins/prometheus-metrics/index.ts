@@ -4,9 +4,10 @@
  * clusters, connections by method and transport, events), all in one prom-client Registry per node.
  * The control API serves them at `GET /metrics` (it reads the 'metrics' capability).
  *
- * Meshkit's metrics are read from the slot APIs when scraped ('discovery', 'clustering', any plugin with
- * `methodOf`) and counted from the node's event bus (`connection:method`, every event name): this
- * plugin knows no other plugin by name and works with or without each of them.
+ * Meshkit's metrics are read from the slot APIs when scraped ('discovery', 'clustering', the
+ * 'connection-methods' sources) and counted from the node's event bus (`connection:method`, every event
+ * name): this plugin reads other plugins only through the capabilities it declares in
+ * `optionalDependencies`, and works with or without each of them.
  *
  * Caveat (from @libp2p/prometheus-metrics): it keeps one process-wide table of metric names, cleared
  * whenever a node is created; with several nodes in one process (tests, `mesh demo`), each node's
@@ -14,18 +15,21 @@
  */
 import {
   type ClusteringSlotApi,
-  type ConnectionMethod,
+  CONNECTION_METHODS,
+  CONNECTION_METHODS_CAPABILITY,
   type ConnectionMethodSource,
+  connectionMethod,
   type DiscoverySlotApi,
   definePlugin,
   describeConnection,
   hasMethods,
   type MetricsSlotApi,
   meshError,
-  optionalApi,
   type PluginContext,
+  type ToldMethod,
+  toldMethodOf,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import type { Registry } from 'prom-client'
 
 type PromClient = typeof import('prom-client')
@@ -65,18 +69,18 @@ const options = z
       .regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, 'a Prometheus metric name prefix such as meshkit_')
       .default('meshkit_'),
   })
-  .default({ libp2p: true, processMetrics: true, prefix: 'meshkit_' })
+  .prefault({})
 
-const METHODS: readonly ConnectionMethod[] = ['direct', 'hole-punched', 'relayed']
+/**
+ * The 'hole-punch' capability's API tells connection methods too (`methodOf`); listed beside
+ * 'connection-methods' until the built-in `holePunch()` provides that capability itself.
+ */
+const HOLE_PUNCH = 'hole-punch'
 
-/** Every plugin API with `methodOf` (e.g. a hole-punching plugin), found structurally. */
+/** The declared connection-method sources: every 'connection-methods' provider and 'hole-punch'. */
 function methodSources(ctx: PluginContext): ConnectionMethodSource[] {
-  const sources: ConnectionMethodSource[] = []
-  for (const { plugin } of ctx.config.plugins) {
-    const api = optionalApi(ctx, plugin.name)
-    if (hasMethods<ConnectionMethodSource>(api, 'methodOf')) sources.push(api)
-  }
-  return sources
+  const apis = [...ctx.useAll(CONNECTION_METHODS_CAPABILITY), ctx.useOptional(HOLE_PUNCH)]
+  return apis.filter((api) => hasMethods<ConnectionMethodSource>(api, 'methodOf'))
 }
 
 /**
@@ -90,7 +94,7 @@ function meshkitMetrics(
   prefix: string,
 ) {
   const { Counter, Gauge, Histogram } = prom
-  const told = new Map<string, { method: ConnectionMethod; transport?: string }>()
+  const told = new Map<string, ToldMethod>()
   const started = () => {
     const c = ctx()
     try {
@@ -129,17 +133,7 @@ function meshkitMetrics(
       const sources = methodSources(c)
       for (const connection of c.libp2p.getConnections()) {
         const info = describeConnection(connection)
-        let method: ConnectionMethod = 'direct'
-        if (info.relayed) method = 'relayed'
-        else if (info.transport === 'webrtc') method = 'hole-punched'
-        else {
-          const t = told.get(info.peerId)
-          const said =
-            t && (t.transport === undefined || t.transport === info.transport)
-              ? t.method
-              : sources.map((s) => s.methodOf(info.peerId)).find((m) => m !== undefined)
-          if (said === 'hole-punched') method = 'hole-punched'
-        }
+        const method = connectionMethod(connection, told.get(info.peerId), sources)
         this.inc({ method, transport: info.transport })
       }
     },
@@ -237,17 +231,18 @@ function meshkitMetrics(
     },
   })
   // zero-valued series for every method, so dashboards show them before the first connection
-  for (const method of METHODS) classified.inc({ method, transport: 'none' }, 0)
+  for (const method of CONNECTION_METHODS) classified.inc({ method, transport: 'none' }, 0)
 
   return {
     subscribe(c: PluginContext): () => void {
       const offs = [
         c.events.on('*', (e) => events.inc({ event: e.event })),
         c.events.on('connection:method', (e) => {
-          const method = e.method as ConnectionMethod
-          if (!METHODS.includes(method) || typeof e.peerId !== 'string') return
-          const transport = typeof e.transport === 'string' ? e.transport : 'unknown'
-          told.set(e.peerId, { method, transport })
+          const said = toldMethodOf(e)
+          if (!said) return
+          const { peerId, method } = said
+          const transport = said.transport ?? 'unknown'
+          told.set(peerId, { method, transport: said.transport })
           classified.inc({ method, transport })
           const ms = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined)
           const tried = ms(e.attempts)
@@ -276,7 +271,7 @@ function meshkitMetrics(
 export const metrics = definePlugin({
   name: 'prometheus-metrics',
   provides: ['metrics'],
-  optionalDependencies: ['discovery', 'clustering'],
+  optionalDependencies: ['discovery', 'clustering', CONNECTION_METHODS_CAPABILITY, HOLE_PUNCH],
   options,
   create: (opts) => {
     let ctxRef: PluginContext | undefined

@@ -1,5 +1,5 @@
 import { quic as libp2pQuic } from '@chainsafe/libp2p-quic'
-import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit'
+import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({
@@ -12,7 +12,7 @@ const options = z
     /** Keep-alive interval (ms). @default 5000 */
     keepAliveInterval: z.number().int().positive().default(5_000),
   })
-  .default({ listen: ['/ip4/0.0.0.0/udp/0/quic-v1'], maxIdleTimeout: 30_000, keepAliveInterval: 5_000 })
+  .prefault({})
 
 /** QUIC transport (@chainsafe/libp2p-quic): encryption and multiplexing are built into QUIC. */
 export const quic = definePlugin({

@@ -10,7 +10,7 @@ import {
   type MeshEventBus,
   multiaddrSchema,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { type Captured, CircuitListener, capture, LISTEN_ADDR } from './components.js'
 import { type Reservation, reserve } from './hop.js'
 import { guardStop, type RelayStanding, relayedConnectionGater, type StopGuardInit } from './stop-guard.js'
@@ -58,16 +58,7 @@ const options = z
      */
     startWait: durationSchema("'3s'").default(3000),
   })
-  .default({
-    relays: [],
-    minReservations: 2,
-    checkInterval: 30_000,
-    maxPingFailures: 2,
-    timeout: 10_000,
-    retryInitial: 1_000,
-    retryMax: 60_000,
-    startWait: 3000,
-  })
+  .prefault({})
 
 type Options = z.output<typeof options>
 

@@ -6,7 +6,7 @@
  * registers it when it starts; this wraps it before then.
  */
 import type { Connection, Stream } from '@libp2p/interface'
-import type { Budget } from 'meshkit'
+import type { Budget } from 'meshkit/plugin'
 
 /**
  * Wraps the hop handler of a circuit relay server instance: each request takes a ticket of the budget

@@ -7,7 +7,7 @@ import {
   type Libp2pContribution,
   multiaddrSchema,
   z,
-} from 'meshkit'
+} from 'meshkit/plugin'
 import { guardHop } from './hop-guard.js'
 import { hostOf, subnetOf } from './subnet.js'
 
@@ -66,21 +66,7 @@ const options = z
      */
     announce: z.array(multiaddrSchema("'/ip4/203.0.113.7/tcp/4001'")).default([]),
   })
-  .default({
-    maxReservations: 128,
-    maxReservationsPerIp: 8,
-    maxReservationsPerSubnet: 16,
-    maxCircuitsPerPeer: 16,
-    reservationTtl: 7_200_000,
-    circuitDuration: 120_000,
-    circuitBytes: 131_072,
-    hopTimeout: 10_000,
-    maxInboundHopStreams: 32,
-    maxHopRequestsPerPeer: 4,
-    hopRequestRate: 1,
-    maxOutboundStopStreams: 300,
-    announce: [],
-  })
+  .prefault({})
 
 /** One reservation held by the relay. */
 export interface RelayServerReservation {

@@ -1,4 +1,4 @@
-import { type BootstrapSource, definePlugin, multiaddrSchema, z } from 'meshkit'
+import { type BootstrapSource, definePlugin, multiaddrSchema, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({
@@ -8,7 +8,7 @@ const options = z
      */
     peers: z.array(multiaddrSchema("'/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...'")).default([]),
   })
-  .default({ peers: [] })
+  .prefault({})
 
 /** The priority of a static list among bootstrap sources: after the peer cache (10), before DNS seeds (30). */
 export const STATIC_PEERS_PRIORITY = 20

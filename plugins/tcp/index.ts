@@ -1,5 +1,5 @@
 import { tcp as libp2pTcp } from '@libp2p/tcp'
-import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit'
+import { definePlugin, multiaddrSchema, portsOfListen, z } from 'meshkit/plugin'
 
 const options = z
   .strictObject({
@@ -10,11 +10,7 @@ const options = z
     /** Close outbound sockets idle for this long (ms). @default 30000 */
     outboundSocketInactivityTimeout: z.number().int().positive().default(30_000),
   })
-  .default({
-    listen: ['/ip4/0.0.0.0/tcp/0'],
-    inboundSocketInactivityTimeout: 30_000,
-    outboundSocketInactivityTimeout: 30_000,
-  })
+  .prefault({})
 
 /** TCP transport. Connections are secured and multiplexed by the `connection-encrypter`/`stream-muxer` plugins. */
 export const tcp = definePlugin({

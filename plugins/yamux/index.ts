@@ -1,5 +1,5 @@
 import { yamux as libp2pYamux } from '@chainsafe/libp2p-yamux'
-import { definePlugin } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 
 /** Yamux stream multiplexing for stream transports such as TCP. */
 export const yamux = definePlugin({

@@ -2,7 +2,7 @@
  * What the control server follows of the kernel's nodes on its event bus: the current node (a 503
  * while none is started), when each node started, and how each peer's connection was made.
  */
-import type { ConnectionMethod, MeshNode } from 'meshkit'
+import { type MeshNode, type ToldMethod, toldMethodOf } from 'meshkit'
 import { controlError } from './errors.js'
 import type { MethodEvents } from './readers.js'
 import type { ControlKernel } from './types.js'
@@ -21,16 +21,14 @@ export interface NodeWatch {
 }
 
 export function watchNodes(kernel: ControlKernel): NodeWatch {
-  const methods = new Map<string, { method: ConnectionMethod; transport?: string }>()
+  const methods = new Map<string, ToldMethod>()
   /** When each node became started (node:started on the bus), keyed by the node object. */
   const startedAt = new WeakMap<MeshNode, number>()
   let lastStartedEvent: number | undefined
   const offs: Array<() => void> = [
     kernel.events.on('connection:method', (e) => {
-      if (typeof e.peerId !== 'string') return
-      const method = e.method
-      if (method !== 'direct' && method !== 'hole-punched' && method !== 'relayed') return
-      methods.set(e.peerId, { method, transport: typeof e.transport === 'string' ? e.transport : undefined })
+      const said = toldMethodOf(e)
+      if (said) methods.set(said.peerId, { method: said.method, transport: said.transport })
     }),
     kernel.events.on('peer:disconnect', (e) => {
       if (typeof e.peerId === 'string') methods.delete(e.peerId)

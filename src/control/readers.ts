@@ -2,13 +2,13 @@
  * What the control API reads from a node, through slot contracts only (see src/core/slot-contracts.ts):
  * providers are found by `plugin.provides` and `node.api(capability)`, never by plugin name.
  */
-import type { Connection } from '@libp2p/interface'
 import {
   type ClusteringSlotApi,
   type ClusterMemberView,
   type ClusterView,
   type ConnectionMethod,
   type ConnectionMethodSource,
+  connectionMethod,
   type DiscoverySlotApi,
   describeConnection,
   hasMethods,
@@ -18,6 +18,7 @@ import {
   type NatReportView,
   type PeerBan,
   SLOT_CAPABILITIES,
+  type ToldMethod,
 } from 'meshkit'
 
 /** The API of the plugin providing `capability`, when one does and its API has `methods`. */
@@ -50,44 +51,7 @@ export function methodSourcesOf(node: MeshNode): ConnectionMethodSource[] {
 }
 
 /** The last `connection:method` event per peer (kept by the server from the event bus). */
-export type MethodEvents = ReadonlyMap<string, { method: ConnectionMethod; transport?: string }>
-
-/**
- * How one connection was made: `relayed` when it is limited (a circuit relay), `hole-punched` when it is
- * WebRTC or a method source / `connection:method` event says so for this peer and this connection is the
- * direct one, else `direct`.
- */
-export function methodOfConnection(
-  connection: Connection,
-  told: ConnectionMethod | undefined,
-  toldTransport?: string,
-): ConnectionMethod {
-  const info = describeConnection(connection)
-  if (info.relayed) return 'relayed'
-  if (info.transport === 'webrtc') return 'hole-punched'
-  if (told === 'hole-punched' && (toldTransport === undefined || toldTransport === info.transport))
-    return 'hole-punched'
-  return 'direct'
-}
-
-/** What a peer's connection method sources say (events first, then plugin APIs). */
-export function toldMethod(
-  node: MeshNode,
-  peer: string,
-  events: MethodEvents,
-): { method?: ConnectionMethod; transport?: string } {
-  const fromEvent = events.get(peer)
-  if (fromEvent) return fromEvent
-  for (const source of methodSourcesOf(node)) {
-    try {
-      const method = source.methodOf(peer)
-      if (method) return { method }
-    } catch {
-      // a source that cannot tell (e.g. not started) is skipped
-    }
-  }
-  return {}
-}
+export type MethodEvents = ReadonlyMap<string, ToldMethod>
 
 export interface ConnectionView {
   connectionId: string
@@ -100,17 +64,19 @@ export interface ConnectionView {
   openedAt: number
 }
 
+/** The node's connections, each with its method (the shared judgement, `connectionMethod()`). */
 export function connectionsOf(node: MeshNode, events: MethodEvents): ConnectionView[] {
-  return node.libp2p.getConnections().map((c) => {
+  const connections = node.libp2p.getConnections()
+  const sources = connections.length > 0 ? methodSourcesOf(node) : []
+  return connections.map((c) => {
     const info = describeConnection(c)
-    const told = toldMethod(node, info.peerId, events)
     return {
       connectionId: info.connectionId,
       peerId: info.peerId,
       remoteAddr: info.remoteAddr,
       direction: info.direction,
       transport: info.transport,
-      method: methodOfConnection(c, told.method, told.transport),
+      method: connectionMethod(c, events.get(info.peerId), sources),
       openedAt: c.timeline.open,
     }
   })

@@ -1,16 +1,19 @@
-/** Meshkit's public core API: everything a plugin (built-in or yours) and an app may use. */
+/**
+ * The kernel's public API: what the two entry points, `meshkit` (src/index.ts, the app API) and
+ * `meshkit/plugin` (src/plugin.ts, the plugin API), pick from. Kernel internals (the plugin graph's
+ * order, the container's tokens, the config finder, port and gater plumbing) are not listed here; tests
+ * import those from their files.
+ */
 export { z } from 'zod'
-export { type AddressScope, checkCidr, createAddressScope } from './address-scope.js'
+export { type AddressScope, createAddressScope } from './address-scope.js'
 export { type BootstrapSource, backoffDelay, type NamedBootstrapSource } from './bootstrap.js'
-export {
-  BUDGET_DEFAULTS,
-  type Budget,
-  type BudgetInit,
-  type BudgetRefusal,
-  type BudgetRefusalReason,
-  type BudgetStats,
-  type BudgetTicket,
-  createBudget,
+export type {
+  Budget,
+  BudgetInit,
+  BudgetRefusal,
+  BudgetRefusalReason,
+  BudgetStats,
+  BudgetTicket,
 } from './budget.js'
 export { coalescePerKey } from './coalesce.js'
 export {
@@ -25,7 +28,7 @@ export {
   type ValueChange,
 } from './config-diff.js'
 export type { ConfigProblem } from './config-problems.js'
-export { cidrSchema, durationSchema, multiaddrSchema } from './config-schema.js'
+export { durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,
   Duration,
@@ -40,7 +43,6 @@ export { defineConfig } from './config-types.js'
 export { parseDuration } from './duration.js'
 export {
   defineErrors,
-  ERRORS,
   type ErrorCode,
   type ErrorSpec,
   type ErrorsOf,
@@ -50,18 +52,15 @@ export {
   meshError,
 } from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
-export { CONFIG_SEARCH_PLACES, findConfigModule } from './find-config.js'
-export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
-export { type ConfigModule, importConfigModule } from './import-config-module.js'
+export { CONFIG_SEARCH_PLACES } from './find-config.js'
+export { type Identity, loadOrCreateIdentity } from './identity.js'
 export type { ReloadStep } from './in-place-reload.js'
-export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
+export { unmapIp } from './ip-class.js'
 export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
-export { combineGaters } from './libp2p-options.js'
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
 export {
   createLogger,
-  debugMatcher,
   LOG_FORMATS,
   LOG_LEVELS,
   type LogFormat,
@@ -81,10 +80,8 @@ export { type AddressScopeMode, createPeerAddressPolicy, type PeerAddressPolicy 
 export {
   type Capability,
   definePlugin,
-  isMeshPlugin,
   type Libp2pContribution,
   type MeshPlugin,
-  MULTI_PROVIDER_CAPABILITIES,
   type PluginApply,
   type PluginContext,
   type PluginDefinition,
@@ -92,37 +89,15 @@ export {
   type PluginHooks,
   type Slot,
 } from './plugin.js'
-export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
-export { checkPortClashes, type PortUse, portsOfListen } from './ports.js'
+export { type PortUse, portsOfListen } from './ports.js'
 export { type ProcessIdentity, processLiveness, selfIdentity } from './process-identity.js'
-export {
-  OFFENCE_POINTS,
-  type Offence,
-  type PeerBan,
-  type PeerReputation,
-  type ReputationSettings,
+export type {
+  Offence,
+  PeerBan,
+  PeerReputation,
+  ReputationSettings,
 } from './reputation.js'
 export { type PluginRegistry, resolveConfig } from './resolve-config.js'
-export {
-  type ClusteringSlotApi,
-  type ClusterMemberView,
-  type ClusterView,
-  type ConnectionMethod,
-  type ConnectionMethodSource,
-  type DiscoverySlotApi,
-  hasMethods,
-  isNatType,
-  type MetricsSlotApi,
-  NAT_TYPES,
-  type NatClassificationSlotApi,
-  type NatProtocolVerdictView,
-  type NatReportView,
-  type NatType,
-  optionalApi,
-  requireDiscovery,
-  SLOT_CAPABILITIES,
-} from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
 export { LruMap, TokenBucket } from './token-bucket.js'
-export { capabilityToken, TOKENS, type Token } from './tokens.js'
 export { decodeJsonObject, sleep } from './wire-json.js'

@@ -15,7 +15,7 @@ import { type Capability, MULTI_PROVIDER_CAPABILITIES, type PluginContext } from
 import { providersOf } from './plugin-graph.js'
 import type { ApiBox } from './plugin-slot.js'
 import type { Reputation } from './reputation.js'
-import { capabilityToken, type Token } from './tokens.js'
+import { capabilityToken } from './tokens.js'
 
 /** What a plugin context reads of its node; the getters follow the node (config, libp2p, signal). */
 export interface PluginContextHost {
@@ -101,9 +101,6 @@ export function createPluginContext(resolved: ResolvedPlugin, host: PluginContex
       return host.container.isRegistered(token, true)
         ? host.container.resolveAll<ApiBox>(token).map((b) => b.api as T)
         : []
-    },
-    resolve<T>(token: Token<T>): T {
-      return host.container.resolve(token)
     },
   }
 }

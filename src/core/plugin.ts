@@ -9,13 +9,15 @@ import type { Logger } from './logger.js'
 import type { PeerAddressPolicy } from './peer-addresses.js'
 import type { PortUse } from './ports.js'
 import type { PeerReputation } from './reputation.js'
-import type { Token } from './tokens.js'
 
 /**
  * Slots every node understands. `transport` and `bootstrap` take any number of plugins; the others are
- * exclusive: one plugin provides them. Any other string is a free capability name (exclusive too).
+ * exclusive: one plugin provides them. Any other string is a free capability name (exclusive too, unless
+ * it is one of {@link MULTI_PROVIDER_CAPABILITIES}). The kernel reads `transport` (one is required) and
+ * `bootstrap` (`BootstrapSource`s); the APIs of `discovery` and `clustering` are shared contracts
+ * between plugins and apps (src/contracts), which the kernel does not read.
  */
-export type Slot = 'transport' | 'bootstrap' | 'discovery' | 'nat' | 'clustering'
+export type Slot = 'transport' | 'bootstrap' | 'discovery' | 'clustering'
 
 /** A slot or a free capability name such as `'connection-encrypter'` or `'my-metrics'`. */
 export type Capability = Slot | (string & {})
@@ -27,6 +29,8 @@ export const MULTI_PROVIDER_CAPABILITIES: ReadonlySet<string> = new Set([
   'connection-encrypter',
   'stream-muxer',
   'peer-discovery',
+  // plugins that tell how connections were made (src/contracts/connection-method.ts)
+  'connection-methods',
 ])
 
 /** What a plugin adds to the libp2p options. Arrays are concatenated, services merged, gaters combined. */
@@ -51,7 +55,10 @@ export interface Libp2pContribution {
   connectionProtector?: (components: never) => ConnectionProtector
 }
 
-/** What a plugin's hooks can reach: kernel services, resolved through the node's own container. */
+/**
+ * What a plugin's hooks can reach: the node's services, and the APIs of the capabilities the plugin
+ * declared (`use`, `useOptional`, `useAll`). A plugin never sees the kernel's container.
+ */
 export interface PluginContext {
   /** The plugin's own name. */
   readonly name: string
@@ -91,10 +98,11 @@ export interface PluginContext {
    * must be listed in `optionalDependencies` (or `dependencies`).
    */
   useOptional<T = unknown>(capability: Capability): T | undefined
-  /** The APIs of every plugin that provides `capability`; it must be listed in `dependencies`. */
+  /**
+   * The APIs of every plugin that provides `capability` ([] when none does); it must be listed in
+   * `dependencies` (or `optionalDependencies`).
+   */
   useAll<T = unknown>(capability: Capability): T[]
-  /** A kernel service by token (see `TOKENS`). */
-  resolve<T>(token: Token<T>): T
 }
 
 /** The lifecycle hooks a plugin implements; all optional. Called in dependency order (stop: reverse). */
@@ -223,7 +231,7 @@ export interface PluginFactory<Schema extends z.ZodType | undefined, Api> {
  * @example
  * export const hello = definePlugin({
  *   name: 'hello',
- *   options: z.object({ greeting: z.string().default('hi') }).default({}),
+ *   options: z.object({ greeting: z.string().default('hi') }).prefault({}),
  *   create: (opts) => ({ start: (ctx) => ctx.logger.info(opts.greeting) }),
  * })
  */

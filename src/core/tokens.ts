@@ -12,7 +12,10 @@ function token<T>(description: string): Token<T> {
   return Symbol.for(`meshkit.${description}`) as Token<T>
 }
 
-/** Kernel services a plugin can resolve with `ctx.resolve(TOKENS.x)`. */
+/**
+ * The kernel's DI tokens for the services of a node's container (internal: plugins reach the services
+ * through their `PluginContext`, apps through `MeshNode`).
+ */
 export const TOKENS = {
   config: token<ResolvedMeshConfig>('config'),
   env: token<ConfigEnv>('env'),

@@ -5,14 +5,8 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import {
-  createLogger,
-  definePlugin,
-  type MeshConfig,
-  type MeshPlugin,
-  type RunningMesh,
-  startMesh,
-} from 'meshkit'
+import { createLogger, type MeshConfig, type MeshPlugin, type RunningMesh, startMesh } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import {
   builtinPlugins,
   identify,

@@ -22,7 +22,8 @@ import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay
 import { dcutr } from '@libp2p/dcutr'
 import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createEventBus, definePlugin, describeConnection, type MeshPlugin, startMesh, z } from 'meshkit'
+import { createEventBus, describeConnection, type MeshPlugin, startMesh, z } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 // the plugins one by one, not 'meshkit/plugins' (which loads kad-dht, mdns, quic: seconds of start-up here)
 import type { HolePunchApi } from '../../plugins/hole-punch/index.js'
 import { identify } from '../../plugins/identify/index.js'

@@ -11,7 +11,7 @@
  * - Received messages are `chat:message` events `{ topic, from, nick, text }` on the node's event bus
  *   (they show up in `mesh start --json` too).
  */
-import { definePlugin, type PluginContext, z } from 'meshkit'
+import { definePlugin, type PluginContext, z } from 'meshkit/plugin'
 
 const MAX_NICK = 32
 const MAX_TEXT = 2000

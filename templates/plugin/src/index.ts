@@ -6,7 +6,7 @@
  * `greeter:greeted` event. The API (`node.api<GreeterApi>('greeter')`, or `ctx.use('greeter')` from
  * another plugin) greets a connected peer and counts greetings.
  */
-import { definePlugin, type PluginContext, z } from 'meshkit'
+import { definePlugin, type PluginContext, z } from 'meshkit/plugin'
 
 export const GREETER_PROTOCOL = '/greeter/1.0.0'
 /** Longest greeting accepted, in bytes (JSON included). */
@@ -29,7 +29,7 @@ const options = z
     /** Longest a greeting exchange may take, in ms. @default 5000 */
     timeout: z.number().int().positive().max(60_000).default(5000),
   })
-  .default({ greeting: 'hello', timeout: 5000 })
+  .prefault({})
 
 const wire = z.strictObject({ greeting: z.string().min(1).max(200) })
 

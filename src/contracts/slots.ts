@@ -1,16 +1,15 @@
-import { MeshError } from './errors.js'
-import type { Capability, PluginContext } from './plugin.js'
-import { capabilityToken } from './tokens.js'
-
 /**
  * The contracts of the slots and capabilities that Meshkit's tools read (the control API, `mesh status`,
- * the dashboard, the metrics plugin). A plugin that provides one of these slots or capabilities offers
+ * the dashboard, the metrics plugin). The kernel knows none of this vocabulary: plugins and apps agree on
+ * it here (exported by both `meshkit/plugin` and `meshkit`). A plugin that provides one of these slots or capabilities offers
  * (at least) this API from its `setup()` hook; the tools find it through `node.plugins` (each plugin's
  * `provides`) and `node.api(capability)`, never by plugin name, so any plugin can replace a built-in one.
  *
  * Every method here is read synchronously by the tools unless it returns a promise; the read-only ones
  * must be cheap (they run on every `GET /api/status`) and must not throw once the node has started.
  */
+import { type Capability, MeshError } from '../core/index.js'
+import type { ConnectionMethod } from './connection-method.js'
 
 /** The `discovery` slot: topic-based peer discovery (built-in provider: `kadTopics()`). */
 export interface DiscoverySlotApi {
@@ -57,68 +56,6 @@ export interface ClusteringSlotApi {
   ownClusters?(): string[]
 }
 
-/** A NAT type, as the `nat-classification` capability names it (and peers exchange it). */
-export type NatType =
-  | 'public'
-  | 'full-cone'
-  | 'restricted-cone'
-  | 'port-restricted-cone'
-  | 'symmetric'
-  | 'unknown'
-
-/** The NAT types, most open first. */
-export const NAT_TYPES: readonly NatType[] = [
-  'public',
-  'full-cone',
-  'restricted-cone',
-  'port-restricted-cone',
-  'symmetric',
-  'unknown',
-]
-
-/** Whether `t` is one of the {@link NAT_TYPES}. */
-export const isNatType = (t: unknown): t is NatType =>
-  typeof t === 'string' && (NAT_TYPES as string[]).includes(t)
-
-/** A NAT verdict for one protocol, as the `nat-classification` capability reports it. */
-export interface NatProtocolVerdictView {
-  /** public, full-cone, restricted-cone, port-restricted-cone, symmetric or unknown. */
-  type: string
-  confidence?: number
-  reason?: string
-  [field: string]: unknown
-}
-
-/** The last NAT classification of the `nat-classification` capability. */
-export interface NatReportView {
-  udp?: NatProtocolVerdictView
-  tcp?: NatProtocolVerdictView
-  /** When the classification finished (ISO 8601). */
-  at?: string
-  [field: string]: unknown
-}
-
-/** The `nat-classification` capability (built-in provider: `natClassifier()`). */
-export interface NatClassificationSlotApi {
-  /** The last verdict, undefined before the first classification finished. */
-  report(): NatReportView | undefined
-  /** Classifies now (joins a run in progress). */
-  classify?(): Promise<NatReportView>
-}
-
-/** How a connection was made. */
-export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
-
-/**
- * Any plugin whose API has `methodOf` tells how the connection to a peer was made (built-in:
- * `holePunch()`). Such plugins also emit `connection:method` events on the bus:
- * `{ peerId, method, transport, attempts, msToFirst?, msToDirect?, ... }`.
- */
-export interface ConnectionMethodSource {
-  /** The method of the best connection to `peer` now (undefined: not connected or not known). */
-  methodOf(peer: string): ConnectionMethod | undefined
-}
-
 /**
  * The `metrics` capability (built-in provider: `metrics()` in meshkit/plugins): Prometheus
  * text for `GET /metrics` of the control API.
@@ -145,25 +82,6 @@ export function hasMethods<T>(api: unknown, ...names: string[]): api is T {
     api !== null &&
     names.every((n) => typeof (api as Record<string, unknown>)[n] === 'function')
   )
-}
-
-/**
- * The API of the plugin providing `capability`, or undefined when the config has no such plugin: an
- * optional read for plugins that work with or without a provider (a metrics or monitoring plugin). Unlike
- * `ctx.use()` it needs no entry in `dependencies`, so it gives no start-order guarantee: call it while
- * the node runs (e.g. when metrics are scraped), not in `setup()`. Meant for exclusive capabilities (one
- * provider); for a multi-provider one such as 'transport' it returns one of the providers' APIs.
- */
-export function optionalApi<T = unknown>(ctx: PluginContext, capability: Capability): T | undefined {
-  if (!ctx.config.plugins.some((p) => p.plugin.name === capability || p.plugin.provides.includes(capability)))
-    return undefined
-  try {
-    // the node registers each provider's API boxed as { api } under the capability's token
-    const box = ctx.resolve(capabilityToken<{ api: unknown }>(capability))
-    return box?.api as T | undefined
-  } catch {
-    return undefined
-  }
 }
 
 /**
