@@ -3,6 +3,7 @@
  * never reached their target, messages and bytes per join by protocol, bootstrap load against ordinary
  * nodes, DHT lookups, memory. Pure functions of the hosts' reports (model.ts reads the same results).
  */
+import { REGISTRY_LIMITS } from '../../plugins/kad-topics/topic-manager.js'
 import type { HostFinal, LookupRecord, MembershipRecord, NodeReport } from './host.js'
 import type { LedgerSnapshot } from './ledger.js'
 import type { SimOptions } from './scenario.js'
@@ -19,6 +20,12 @@ const r1 = (v: number | undefined) =>
   v === undefined || !Number.isFinite(v) ? undefined : Math.round(v * 10) / 10
 const sum = (values: readonly number[]) => values.reduce((a, b) => a + b, 0)
 const mean = (values: readonly number[]) => (values.length === 0 ? 0 : sum(values) / values.length)
+
+/**
+ * Protocols that are keep-alive, not join work: libp2p's connection monitor pings every connection every
+ * 10 s whatever happens. Per-join figures leave them out (they are in `background`).
+ */
+export const KEEPALIVE = new Set(['ping'])
 
 /** Topics of at most this many members are "rare". */
 export const RARE_MAX = 5
@@ -184,19 +191,24 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
   const bgTotals: Record<string, { msgs: number; bytes: number; streams: number }> = {}
   let wireJoin = 0
   let wireBg = 0
+  let dialsJoin = 0
+  let dialsBg = 0
   for (const n of nodes) {
     const j = n.snapshots.join
     const b = n.snapshots.background
     if (j) {
       addStats(joinTotals, j)
       wireJoin += j.wireSent ?? 0
+      dialsJoin += j.dialsOut ?? 0
     }
     if (b) {
       addStats(bgTotals, b)
       wireBg += b.wireSent ?? 0
+      dialsBg += b.dialsOut ?? 0
       if (j) {
         addStats(bgTotals, j, -1)
         wireBg -= j.wireSent ?? 0
+        dialsBg -= j.dialsOut ?? 0
       }
     }
   }
@@ -224,6 +236,8 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
   let bytesRaw = 0
   let msgsNet = 0
   let bytesNet = 0
+  let msgsJoin = 0
+  let bytesJoin = 0
   for (const [family, t] of Object.entries(joinTotals)) {
     const bg = bgTotals[family] ?? { msgs: 0, bytes: 0, streams: 0 }
     const bgMsgRate = nodeSecBg > 0 ? bg.msgs / nodeSecBg : 0
@@ -242,6 +256,10 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
     bytesRaw += t.bytes
     msgsNet += netMsgs
     bytesNet += netBytes
+    if (!KEEPALIVE.has(family)) {
+      msgsJoin += t.msgs
+      bytesJoin += t.bytes
+    }
   }
 
   // load: requests served per second (inbound protocol streams), bytes, connections, registry
@@ -330,8 +348,13 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
     },
     rendezvous: rv,
     perJoin: {
-      msgs: r1(msgsNet / Math.max(1, joins)),
-      bytes: Math.round(bytesNet / Math.max(1, joins)),
+      /** Messages (length-prefixed protocol messages) all nodes sent during the join phase, per join, pings left out. */
+      msgs: r1(msgsJoin / Math.max(1, joins)),
+      bytes: Math.round(bytesJoin / Math.max(1, joins)),
+      /** The same less the settled mesh's background rate over the join phase (a lower bound). */
+      msgsNet: r1(msgsNet / Math.max(1, joins)),
+      bytesNet: Math.round(bytesNet / Math.max(1, joins)),
+      dials: r1(dialsJoin / Math.max(1, joins)),
       msgsRaw: r1(msgsRaw / Math.max(1, joins)),
       bytesRaw: Math.round(bytesRaw / Math.max(1, joins)),
       wireBytesRaw: Math.round(wireJoin / Math.max(1, joins)),
@@ -346,12 +369,21 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
         nodeSecBg > 0 ? sum(Object.values(bgTotals).map((x) => x.bytes)) / nodeSecBg : 0,
       ),
       wireBytesPerNodeSec: Math.round(nodeSecBg > 0 ? wireBg / nodeSecBg : 0),
+      /** Connections opened per node and second once settled (connection churn). */
+      dialsPerNodeSec: nodeSecBg > 0 ? Math.round((dialsBg / nodeSecBg) * 1000) / 1000 : 0,
     },
     load: {
       join: load('join'),
       background: load('background'),
       bootstrapPeakRps: boots.map((n) => peak(n, phases.joinEnd)),
       ordinaryPeakRpsMax: Math.max(0, ...livePeers.map((n) => peak(n, phases.joinEnd))),
+      /** Requests (inbound protocol streams) bootstrap nodes served during the join phase, per join: all of them, and the busiest one. */
+      bootstrapServedPerJoin: r1(sum(boots.map((n) => servedIn(n, undefined, 'join'))) / Math.max(1, joins)),
+      bootstrapMaxServedPerJoin: r1(
+        Math.max(0, ...boots.map((n) => servedIn(n, undefined, 'join'))) / Math.max(1, joins),
+      ),
+      /** Requests an ordinary node served during the join phase (mean over nodes). */
+      ordinaryServedMean: r1(mean(livePeers.map((n) => servedIn(n, undefined, 'join')))),
       bootstrapConnections: boots.map((n) => n.connections),
       ordinaryConnectionsMean: r1(
         mean(livePeers.filter((n) => n.leftAt === undefined).map((n) => n.connections)),
@@ -398,7 +430,7 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
     msgs_per_join: result.perJoin.msgs,
     bytes_per_join: result.perJoin.bytes,
     bootstrap_max_rps: result.load.join.bootstrapMaxRps,
-    bootstrap_registry_max: Math.max(0, ...bootstrapKeys.map((k) => Math.min(k, 4096))),
+    bootstrap_registry_max: Math.max(0, ...bootstrapKeys.map((k) => Math.min(k, REGISTRY_LIMITS.maxKeys))),
     rss_mb_per_node: result.memory.perNodeMb,
   }
   return { result, summary }

@@ -440,7 +440,12 @@ async function main(): Promise<void> {
   const snapshot = (name: string) => {
     for (const node of live.values()) {
       const c = net.counters(node.spec.ip)
-      node.snaps[name] = { ...node.ledger.snapshot(), wireSent: c.bytesSent, wireReceived: c.bytesReceived }
+      node.snaps[name] = {
+        ...node.ledger.snapshot(),
+        wireSent: c.bytesSent,
+        wireReceived: c.bytesReceived,
+        dialsOut: c.dialsOut,
+      }
     }
     const cpu = process.threadCpuUsage(cpu0)
     return { host: init.host, name, at: rel(), cpuMs: Math.round((cpu.user + cpu.system) / 1000) }

@@ -40,6 +40,8 @@ export interface LedgerSnapshot {
   /** Bytes on the simulated wire (framing included), set by the host. */
   wireSent?: number
   wireReceived?: number
+  /** Connections this node opened (simulated TCP dials), set by the host. */
+  dialsOut?: number
 }
 
 const emptyStats = (): ProtoStats => ({
