@@ -234,9 +234,40 @@ async function main(): Promise<void> {
         start: (ctx) => {
           const dht = (ctx.libp2p.services as { dht?: KadDHT }).dht
           if (dht) observeDht(dht)
+          if (process.env.SIM_CLOSE_TRACE) traceCloses(ctx.libp2p)
         },
       }),
     })()
+
+  /** Debugging (SIM_CLOSE_TRACE=1): who closes connections, by call site, printed when the run stops. */
+  const closers = new Map<string, number>()
+  const traceCloses = (libp2p: {
+    addEventListener: (e: 'connection:open', f: (e: CustomEvent) => void) => void
+  }) => {
+    libp2p.addEventListener('connection:open', (evt) => {
+      const conn = evt.detail as {
+        close: (...a: unknown[]) => Promise<void>
+        abort: (...a: unknown[]) => void
+      }
+      for (const m of ['close', 'abort'] as const) {
+        const original = conn[m].bind(conn)
+        conn[m] = ((...a: unknown[]) => {
+          const site = (new Error().stack ?? '')
+            .split('\n')
+            .slice(2, 9)
+            .map((l) =>
+              l
+                .trim()
+                .replace(/^at /, '')
+                .replace(/\(.*\/(node_modules|dist)\//, '('),
+            )
+            .join(' < ')
+          closers.set(`${m}: ${site}`, (closers.get(`${m}: ${site}`) ?? 0) + 1)
+          return original(...a)
+        }) as never
+      }
+    })
+  }
 
   const observeDht = (dht: KadDHT) => {
     for (const kind of ['findProviders', 'provide', 'getClosestPeers'] as const) {
@@ -542,6 +573,9 @@ async function main(): Promise<void> {
           writeHeapSnapshot(process.env.SIM_HEAPSNAP)
         }
       } else if (m.cmd === 'stop') {
+        if (process.env.SIM_CLOSE_TRACE)
+          for (const [site, n] of [...closers].sort((a, b) => b[1] - a[1]).slice(0, 12))
+            process.stderr.write(`[close x${n}] ${site}\n`)
         await stop()
         result = true
       }

@@ -3,6 +3,7 @@
  * nodes, their addresses, the topics with Zipf-distributed sizes, who joins which topic, when each node
  * arrives, and churn.
  */
+import { availableParallelism } from 'node:os'
 
 export interface SimOptions {
   /** Ordinary nodes (peers). */
@@ -78,9 +79,9 @@ export function defaultOptions(nodes = 1000): SimOptions {
     scope: 'public',
     clusters: true,
     settle: 60,
-    background: 15,
+    background: 10,
     startConcurrency: 16,
-    threads: 1,
+    threads: Math.max(1, Math.min(4, availableParallelism())),
     slowdown: 0,
     impl: 'main',
     seed: 1,
@@ -103,9 +104,10 @@ const USAGE = `npm run sim -- [options]
   --scope public|all   address scope (public, with 10.0.0.0/8 declared public)
   --no-clusters        without jaccardClusters
   --settle S           wait for rendezvous after the last arrival (60)
-  --background S       measure the settled mesh's background traffic (15)
-  --threads H          worker threads for ordinary nodes (1)
-  --slowdown S         time dilation: timers and clocks run S times slower than the wall clock (auto)
+  --background S       measure the settled mesh's background traffic (10)
+  --threads H          worker threads for ordinary nodes (one per core, at most 4)
+  --slowdown S         time dilation: timers and clocks run S times slower than the wall clock
+                       (auto: nodes/60, at least 2)
   --impl NAME          kad-topics: main or a prototype in bench/sim/prototypes (main)
   --seed N  --out FILE  --label TEXT`
 
