@@ -336,6 +336,8 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
       bootstrap: boots.length,
       joins,
       startErrors: nodes.filter((n) => n.startError).length,
+      /** Exceptions nobody caught, in all hosts: each would have crashed a real node. */
+      uncaughtErrors: sum(finals.map((f) => f.uncaught.count)),
       left: nodes.filter((n) => n.leftAt !== undefined).length,
     },
     topics: topicCount,
@@ -417,6 +419,8 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
       lagP99Ms: f.lagP99Ms,
       lagMaxMs: f.lagMaxMs,
       gc: f.gc,
+      uncaught: f.uncaught.count,
+      uncaughtSamples: f.uncaught.samples.slice(0, 3),
       logLines: f.logs.count,
       logSamples: f.logs.samples.slice(0, 8),
     })),

@@ -133,6 +133,8 @@ export interface HostFinal {
   /** Garbage collection (real ms). */
   gc: { ms: number; maxMs: number; count: number; byKind: Record<string, number> }
   logs: { count: number; samples: string[] }
+  /** Exceptions nobody caught (each would have crashed a real node's process). */
+  uncaught: { count: number; samples: string[] }
 }
 
 interface LiveNode {
@@ -201,6 +203,14 @@ async function main(): Promise<void> {
       gc.byKind[kind] = Math.round((gc.byKind[kind] ?? 0) + e.duration)
     }
   }).observe({ entryTypes: ['gc'] })
+  // An exception nobody catches would end the thread and the run. Counted and reported instead: a real
+  // node (one process) would crash on it (see docs/scale.md: yamux writes a window update on a stream
+  // whose connection closed in between).
+  const uncaught = { count: 0, samples: [] as string[] }
+  process.on('uncaughtException', (err) => {
+    uncaught.count++
+    if (uncaught.samples.length < 5) uncaught.samples.push(String(err?.stack ?? err).slice(0, 600))
+  })
   const cpu0 = process.threadCpuUsage()
   const elu0 = performance.eventLoopUtilization()
   const logs = { count: 0, samples: [] as string[] }
@@ -524,6 +534,7 @@ async function main(): Promise<void> {
       lagMaxMs: Math.round(lag.max / 1e6 / slowdown()),
       gc: { ms: Math.round(gc.ms), maxMs: Math.round(gc.maxMs), count: gc.count, byKind: gc.byKind },
       logs,
+      uncaught,
     }
   }
 

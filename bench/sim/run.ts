@@ -39,15 +39,21 @@ class HostHandle {
         else w.resolve(m.result)
       },
     )
-    worker.on('error', (err) => {
+    const fail = (err: Error) => {
+      this.#dead ??= err
       onFail(err)
       for (const w of this.#waiting.values()) w.reject(err)
       this.#waiting.clear()
-    })
+    }
+    worker.on('error', fail)
+    worker.on('exit', (code) => fail(new Error(`a simulation host thread exited (code ${code})`)))
   }
+
+  #dead: Error | undefined
 
   call<T>(command: HostCommand): Promise<T> {
     const id = this.#next++
+    if (this.#dead) return Promise.reject(this.#dead)
     return new Promise<T>((resolve, reject) => {
       this.#waiting.set(id, { resolve: resolve as (v: unknown) => void, reject })
       this.worker.postMessage({ ...command, id })
