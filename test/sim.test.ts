@@ -12,7 +12,7 @@ import { defaultOptions } from '../bench/sim/scenario.js'
 const P99_BOUND_MS = 10_000
 
 describe('scale simulator: 100 nodes', function () {
-  this.timeout(120_000)
+  this.timeout(300_000)
 
   it('every member of every topic, rare ones included, finds its topic peers (never_found = 0, p99 bounded)', async () => {
     const options = { ...defaultOptions(100), settle: 30, background: 2, clusters: false }

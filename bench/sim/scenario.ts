@@ -78,8 +78,8 @@ export function defaultOptions(nodes = 1000): SimOptions {
     bootstrapOrder: 'same',
     scope: 'public',
     clusters: true,
-    settle: 60,
-    background: 10,
+    settle: 30,
+    background: 5,
     startConcurrency: 16,
     threads: Math.max(1, Math.min(4, availableParallelism())),
     slowdown: 0,
@@ -103,8 +103,8 @@ const USAGE = `npm run sim -- [options]
   --bootstrap-order same|shuffled   (same: one static list for everybody)
   --scope public|all   address scope (public, with 10.0.0.0/8 declared public)
   --no-clusters        without jaccardClusters
-  --settle S           wait for rendezvous after the last arrival (60)
-  --background S       measure the settled mesh's background traffic (10)
+  --settle S           wait for rendezvous after the last arrival (30)
+  --background S       measure the settled mesh's background traffic (5)
   --threads H          worker threads for ordinary nodes (one per core, at most 4)
   --slowdown S         time dilation: timers and clocks run S times slower than the wall clock
                        (auto: nodes/60, at least 2)
