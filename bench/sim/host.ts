@@ -13,12 +13,12 @@ import type { KadDHT, QueryEvent } from '@libp2p/kad-dht'
 import {
   createEventBus,
   createLogger,
-  definePlugin,
   type MeshConfig,
   type MeshEvent,
   type RunningMesh,
   startMesh,
 } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 import { identify, jaccardClusters, ping, staticPeers, topicKey, yamux } from 'meshkit/plugins'
 import { slowdown } from './clock.js'
 import { type LedgerSnapshot, NodeLedger, SimMetrics } from './ledger.js'

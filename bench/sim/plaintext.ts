@@ -18,7 +18,7 @@ import {
 } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { definePlugin } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 
 export const SIM_PLAINTEXT_PROTOCOL = '/meshkit-sim/plaintext/1.0.0'
 

@@ -20,7 +20,7 @@ import {
 import { AbstractMultiaddrConnection, type SendResult } from '@libp2p/utils'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
-import { definePlugin, z } from 'meshkit'
+import { definePlugin, z } from 'meshkit/plugin'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { isSimIp, type SimNet, type SimSocket } from './net.js'
 
