@@ -16,6 +16,7 @@ import {
   meshError,
 } from 'meshkit'
 import { selfIdentity } from '../core/process-identity.js'
+import { sweepTempFiles, tempFileFor } from '../core/temp-files.js'
 import { addGossipRoutes } from './gossip-routes.js'
 import {
   bansOf,
@@ -794,7 +795,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       peerId: kernel.current?.peerId.toString(),
       startedAt: new Date(serverStartedAt).toISOString(),
     }
-    const temp = `${discoveryPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+    await sweepTempFiles(discoveryPath)
+    const temp = tempFileFor(discoveryPath)
     await writeFile(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600, flag: 'wx' })
     await rename(temp, discoveryPath)
   }

@@ -108,6 +108,7 @@ export {
   SLOT_CAPABILITIES,
 } from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
+export { sweepTempFiles, tempFileFor } from './temp-files.js'
 export { LruMap, TokenBucket } from './token-bucket.js'
 export { capabilityToken, TOKENS, type Token } from './tokens.js'
 export { decodeJsonObject, sleep } from './wire-json.js'
