@@ -36,23 +36,9 @@
  * --kad '<json kad-topics options>' --quic '<json quic options>' --config '<json extra config fields>'
  * --transports tcp,quic --no-peer-cache.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseDuration } from 'meshkit'
-import { analyze, type WaveInput } from './analyze.js'
-import {
-  loopbackListen,
-  MeshProc,
-  machineLoad,
-  type ProbeSample,
-  peerConfig,
-  percentile,
-  sleep,
-  writeConfig,
-} from './fleet.js'
-import { type Incarnation, Timeline, upsert } from './timeline.js'
+import { runChurn } from './churn.js'
 
 const { values: opt } = parseArgs({
   options: {
@@ -77,325 +63,44 @@ const { values: opt } = parseArgs({
   },
 })
 
-const N = Number(opt.peers)
-const BOOTSTRAPS = Number(opt.bootstraps)
-const WAVES = Number(opt.waves)
-/** A duration option ('40s', '500ms', a number of ms); exits with a message when it is not one. */
+/** A duration option ('40s', '500ms', a number of ms); throws with the option's name when it is not one. */
 function duration(name: string, value: string | undefined): number {
   const ms = parseDuration(/^\d+$/.test(value ?? '') ? Number(value) : value)
   if (ms === undefined) throw new Error(`--${name}: not a duration (${value}); e.g. 40s, 500ms, 2m`)
   return ms
 }
-const INTERVAL = duration('interval', opt.interval)
-const KILL_FRACTION = Number(opt['kill-fraction'])
-const TOPIC_COUNT = Number(opt.topics)
-const SENTINELS = Math.min(Number(opt.sentinels), N)
-const BATCH = Math.max(1, Number(opt.batch))
-const FORMATION_TIMEOUT = duration('formation-timeout', opt['formation-timeout'])
-const KAD = JSON.parse(opt.kad!) as Record<string, unknown>
-const QUIC = JSON.parse(opt.quic!) as Record<string, unknown>
-const EXTRA = JSON.parse(opt.config!) as Record<string, unknown>
-const TRANSPORTS = opt.transports!.split(',').map((t) => t.trim()) as Array<'tcp' | 'quic'>
-const K = typeof KAD.connectionsPerTopic === 'number' ? KAD.connectionsPerTopic : 8
 
-if (!(N >= 2) || !(WAVES >= 0) || !(KILL_FRACTION > 0 && KILL_FRACTION < 1) || !(TOPIC_COUNT >= 1))
-  throw new Error('bad options: --peers >= 2, --waves >= 0, 0 < --kill-fraction < 1, --topics >= 1')
-
-// a small seeded PRNG (mulberry32), so that a run can be repeated with --seed
-let seed = opt.seed ? Number(opt.seed) : Math.floor(Math.random() * 2 ** 31)
-const SEED = seed
-function random(): number {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = seed
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-
+const T0 = Date.now()
 const log = (text: string) =>
   process.stderr.write(`[churn +${((Date.now() - T0) / 1000).toFixed(1)}s] ${text}\n`)
-const T0 = Date.now()
-const TOPICS = Array.from({ length: TOPIC_COUNT }, (_, i) => `churn-${i}`)
-/** Slot i joins every topic but topic (i mod topics) (with one topic: that one). */
-const topicsOf = (i: number) => (TOPIC_COUNT === 1 ? TOPICS : TOPICS.filter((_, t) => t !== i % TOPIC_COUNT))
-
-/** The plugin list with the experiment's plugin options applied. */
-function configFor(bootstrap: string[], withCache: boolean) {
-  const config = peerConfig({
-    bootstrap,
-    kadTopics: KAD,
-    peerCache: withCache,
-    transports: TRANSPORTS,
-    extra: EXTRA,
-  })
-  if (Object.keys(QUIC).length > 0)
-    config.plugins = (config.plugins as unknown[]).map((p) =>
-      p === 'quic' ? { plugin: 'quic', options: QUIC } : p,
-    )
-  return config
-}
-
-interface Slot {
-  name: string
-  index: number
-  topics: string[]
-  sentinel: boolean
-  dataDir: string
-  generation: number
-  proc: MeshProc
-  inc: Incarnation
-}
 
 async function main(): Promise<void> {
-  const loadBefore = machineLoad()
-  log(
-    `seed ${SEED}; load ${loadBefore.load1} (${loadBefore.cores} cores); ${N} peers, ${BOOTSTRAPS} bootstrap nodes, ${WAVES} waves every ${INTERVAL} ms, kill ${KILL_FRACTION}`,
-  )
-  const root = await mkdtemp(join(tmpdir(), 'meshkit-churn-'))
-  if (opt['dump-dir']) await mkdir(opt['dump-dir'], { recursive: true })
-  const timeline = new Timeline(K)
-  const procs = new Set<MeshProc>()
-  const spawn = (name: string, cwd: string, dataDir: string, topics: string[]) => {
-    const proc = new MeshProc({
-      name,
-      cwd,
-      probe: true,
-      dumpFile: opt['dump-dir'] ? join(opt['dump-dir'], `${name}.log`) : undefined,
-      env: opt.debug ? { DEBUG: opt.debug } : undefined,
-      args: [
-        '--local',
-        '--data-dir',
-        dataDir,
-        ...loopbackListen(TRANSPORTS),
-        ...topics.flatMap((t) => ['--topic', t]),
-      ],
-    })
-    procs.add(proc)
-    void proc.exited.then(() => procs.delete(proc))
-    return proc
-  }
-  const cleanup = async () => {
-    await Promise.all([...procs].map((p) => p.kill()))
-    if (!opt['keep-dirs']) await rm(root, { recursive: true, force: true }).catch(() => {})
-  }
-  process.once('SIGINT', () => void cleanup().then(() => process.exit(130)))
-  try {
-    // bootstrap nodes
-    const bootDir = join(root, 'boot')
-    await mkdir(bootDir, { recursive: true })
-    await writeConfig(bootDir, configFor([], false))
-    const boots = Array.from({ length: BOOTSTRAPS }, (_, i) => {
-      const proc = spawn(`boot${i}`, bootDir, join(bootDir, `boot${i}`), [])
-      const inc = timeline.track(proc, `boot${i}`, [], 0, 'bootstrap')
-      return { proc, inc }
-    })
-    await Promise.all(boots.map((b) => b.proc.waitStarted(60_000)))
-    const bootstrap = boots.flatMap((b) => b.proc.addresses)
-    log(`bootstrap nodes up: ${boots.map((b) => b.proc.peerId).join(', ')}`)
-
-    const peerDir = join(root, 'peers')
-    await mkdir(peerDir, { recursive: true })
-    await writeConfig(peerDir, configFor(bootstrap, !opt['no-peer-cache']))
-
-    // a live check of the mesh before any kill: every member's topic view (events only)
-    const viewSize = new Map<MeshProc, Map<string, Set<string>>>()
-    const watch = (proc: MeshProc) => {
-      const views = new Map<string, Set<string>>()
-      viewSize.set(proc, views)
-      proc.on((l) => {
-        if (l.event !== 'topic:peer' && l.event !== 'topic:peer:lost') return
-        const topic = String(l.topic)
-        const s = upsert(views, topic, () => new Set<string>())
-        if (l.event === 'topic:peer') s.add(String(l.peerId))
-        else s.delete(String(l.peerId))
-      })
-    }
-
-    const slots: Slot[] = []
-    const startSlot = (index: number, wave: number, kind: Incarnation['kind'], old?: Slot): Slot => {
-      const name = `p${index}`
-      const generation = old ? old.generation + 1 : 0
-      const dataDir = kind === 'restart' && old ? old.dataDir : join(peerDir, `${name}-${generation}`)
-      const topics = topicsOf(index)
-      const proc = spawn(`${name}.${generation}`, peerDir, dataDir, topics)
-      watch(proc)
-      const inc = timeline.track(proc, name, topics, wave, kind)
-      return { name, index, topics, sentinel: index < SENTINELS, dataDir, generation, proc, inc }
-    }
-    const initialStart = Date.now()
-    for (let i = 0; i < N; i += BATCH) {
-      const batch = Array.from({ length: Math.min(BATCH, N - i) }, (_, j) => startSlot(i + j, 0, 'initial'))
-      slots.push(...batch)
-      await Promise.all(batch.map((s) => s.proc.waitStarted(120_000)))
-    }
-    log(`${N} peers started in ${Date.now() - initialStart} ms`)
-
-    const need = (topic: string) => Math.min(K, slots.filter((s) => s.topics.includes(topic)).length - 1)
-    const formed = () =>
-      slots.every((s) => s.topics.every((t) => (viewSize.get(s.proc)?.get(t)?.size ?? 0) >= need(t)))
-    const formationDeadline = Date.now() + FORMATION_TIMEOUT
-    while (!formed() && Date.now() < formationDeadline) await sleep(250)
-    const formedLive = formed()
-    log(
-      formedLive
-        ? `mesh formed ${Date.now() - initialStart} ms after the first peer's spawn`
-        : 'mesh NOT formed before the timeout: waves run anyway',
-    )
-    await sleep(5000)
-
-    const survivors = () => [
-      ...boots.map((b) => ({ name: b.proc.name, proc: b.proc })),
-      ...slots.filter((s) => s.sentinel).map((s) => ({ name: s.name, proc: s.proc })),
-    ]
-    const probeAll = async () => {
-      const out: Record<string, ProbeSample | undefined> = {}
-      for (const s of survivors()) out[s.name] = await s.proc.probe()
-      return out
-    }
-    const baseline = await probeAll()
-    const series: Array<{ wave: number; samples: Record<string, ProbeSample | undefined> }> = [
-      { wave: 0, samples: baseline },
-    ]
-
-    const waves: WaveInput[] = []
-    for (let w = 1; w <= WAVES; w++) {
-      const candidates = slots.filter((s) => !s.sentinel)
-      const count = Math.min(candidates.length, Math.round(KILL_FRACTION * N))
-      for (let i = candidates.length - 1; i > 0; i--) {
-        const j = Math.floor(random() * (i + 1))
-        ;[candidates[i], candidates[j]] = [candidates[j], candidates[i]]
-      }
-      const victims = candidates.slice(0, count)
-      const killAt = Date.now()
-      for (const v of victims) {
-        v.proc.killedAt = killAt
-        timeline.died(v.inc, killAt)
-        v.proc.child.kill('SIGKILL')
-      }
-      await Promise.all(victims.map((v) => v.proc.kill()))
-      const replacements: Incarnation[] = []
-      victims.forEach((v, i) => {
-        const kind = i % 2 === 0 ? 'restart' : 'new'
-        const next = startSlot(v.index, w, kind, v)
-        slots[slots.indexOf(v)] = next
-        replacements.push(next.inc)
-        if (kind === 'new') void rm(v.dataDir, { recursive: true, force: true }).catch(() => {})
-      })
-      waves.push({ wave: w, killAt, victims: victims.map((v) => v.inc), replacements })
-      log(
-        `wave ${w}: killed ${victims.length} (${victims.map((v) => v.name).join(' ')}); replacements spawned`,
-      )
-      const windowEnd = killAt + INTERVAL
-      await Promise.all(
-        slots.map((s) => s.proc.waitStarted(Math.max(1000, windowEnd - Date.now())).catch(() => {})),
-      )
-      const healedAt = Date.now()
-      while (!formed() && Date.now() < windowEnd - 2000) await sleep(100)
-      log(
-        `wave ${w}: all started after ${healedAt - killAt} ms; topic views full (dead peers may still count) after ${Date.now() - killAt} ms`,
-      )
-      await sleep(Math.max(0, windowEnd - 1500 - Date.now()))
-      series.push({ wave: w, samples: await probeAll() })
-      await sleep(Math.max(0, windowEnd - Date.now()))
-    }
-    const end = Date.now()
-    const final = series.at(-1)!.samples
-    const loadAfter = machineLoad()
-    log('stopping')
-    await Promise.all([...procs].map((p) => p.stop(10_000)))
-
-    const result = analyze(
-      timeline,
-      TOPICS,
-      slots.length ? timeline.incarnations.filter((i) => i.kind === 'initial') : [],
-      waves,
-      end,
-    )
-    for (const w of result.waves) process.stdout.write(`${JSON.stringify(w)}\n`)
-    const growth = survivors().map((s) => {
-      const a = baseline[s.name]
-      const b = final[s.name]
-      return {
-        name: s.name,
-        rss_mb: a && b ? round1(b.rssMb - a.rssMb) : null,
-        rss_pct: a && b ? round1(((b.rssMb - a.rssMb) / a.rssMb) * 100) : null,
-        heap_mb: a && b ? round1(b.heapUsedMb - a.heapUsedMb) : null,
-        fds: a && b ? b.fds - a.fds : null,
-        timers: a && b ? b.timers - a.timers : null,
-        handles: a && b ? b.handles - a.handles : null,
-        before: a
-          ? { rss: a.rssMb, heap: a.heapUsedMb, fds: a.fds, timers: a.timers, handles: a.handles }
-          : null,
-        after: b
-          ? { rss: b.rssMb, heap: b.heapUsedMb, fds: b.fds, timers: b.timers, handles: b.handles }
-          : null,
-      }
-    })
-    const num = (xs: Array<number | null>) => xs.filter((x): x is number => typeof x === 'number')
-    process.stdout.write(
-      `${JSON.stringify({
-        details: {
-          seed: SEED,
-          formation_ms: result.formation_ms,
-          formed_before_waves: formedLive,
-          satisfied_fraction_all_samples: result.satisfied_fraction_all,
-          stale_censored: result.stale_censored,
-          survivors: growth,
-          series: series.map((s) => ({
-            wave: s.wave,
-            rss: Object.fromEntries(Object.entries(s.samples).map(([k, v]) => [k, v?.rssMb])),
-            heap: Object.fromEntries(Object.entries(s.samples).map(([k, v]) => [k, v?.heapUsedMb])),
-            fds: Object.fromEntries(Object.entries(s.samples).map(([k, v]) => [k, v?.fds])),
-          })),
-          timeline_records: timeline.records,
-        },
-      })}\n`,
-    )
-    const heals = result.waves.map((w) => w.heal_ms ?? w.window_ms)
-    const survivorHeals = result.waves.map((w) => w.survivors_heal_ms ?? w.window_ms)
-    const joins = result.waves.flatMap((w) =>
-      w.replacement_join_ms.max === null ? [] : [w.replacement_join_ms.max],
-    )
-    const rssGrowth = num(growth.map((g) => g.rss_mb))
-    const rssPct = num(growth.map((g) => g.rss_pct))
-    const fdGrowth = num(growth.map((g) => g.fds))
-    const timerGrowth = num(growth.map((g) => g.timers))
-    const heapGrowth = num(growth.map((g) => g.heap_mb))
-    const summary = {
-      heal_p50_ms: percentile(heals, 50),
-      heal_p99_ms: percentile(heals, 99),
-      satisfied_fraction: result.satisfied_fraction,
-      stale_p99_ms: percentile(result.stale_all_ms, 99),
-      survivor_rss_growth_mb: percentile(rssGrowth, 50),
-      survivor_fd_growth: Math.max(...fdGrowth),
-      waves: WAVES,
-      peers: N,
-      unhealed_waves: result.waves.filter((w) => w.heal_ms === null).length,
-      survivors_heal_p50_ms: percentile(survivorHeals, 50),
-      survivors_heal_p99_ms: percentile(survivorHeals, 99),
-      replacement_join_max_p50_ms: percentile(joins, 50),
-      stale_p50_ms: percentile(result.stale_all_ms, 50),
-      satisfied_fraction_all: result.satisfied_fraction_all,
-      formation_ms: result.formation_ms,
-      survivor_rss_growth_max_mb: Math.max(...rssGrowth),
-      survivor_rss_growth_max_pct: Math.max(...rssPct),
-      survivor_heap_growth_max_mb: Math.max(...heapGrowth),
-      survivor_timer_growth_max: Math.max(...timerGrowth),
-      bootstraps: BOOTSTRAPS,
-      kill_fraction: KILL_FRACTION,
-      interval_ms: INTERVAL,
-      k: K,
-      load_before: loadBefore.load1,
-      load_after: loadAfter.load1,
-      cores: loadBefore.cores,
-    }
-    process.stdout.write(`${JSON.stringify({ summary })}\n`)
-  } finally {
-    await cleanup()
-  }
+  const out = await runChurn({
+    peers: Number(opt.peers),
+    bootstraps: Number(opt.bootstraps),
+    waves: Number(opt.waves),
+    intervalMs: duration('interval', opt.interval),
+    killFraction: Number(opt['kill-fraction']),
+    topics: Number(opt.topics),
+    sentinels: Number(opt.sentinels),
+    batch: Number(opt.batch),
+    formationTimeoutMs: duration('formation-timeout', opt['formation-timeout']),
+    seed: opt.seed === undefined ? undefined : Number(opt.seed),
+    keepDirs: opt['keep-dirs'],
+    kadTopics: JSON.parse(opt.kad!),
+    quic: JSON.parse(opt.quic!),
+    config: JSON.parse(opt.config!),
+    transports: opt.transports!.split(',').map((t) => t.trim()) as Array<'tcp' | 'quic'>,
+    peerCache: !opt['no-peer-cache'],
+    dumpDir: opt['dump-dir'],
+    debug: opt.debug,
+    log,
+    onCleanup: (cleanup) => process.once('SIGINT', () => void cleanup().then(() => process.exit(130))),
+  })
+  for (const w of out.waves) process.stdout.write(`${JSON.stringify(w)}\n`)
+  process.stdout.write(`${JSON.stringify({ details: out.details })}\n`)
+  process.stdout.write(`${JSON.stringify({ summary: out.summary })}\n`)
 }
-
-const round1 = (n: number) => Math.round(n * 10) / 10
 
 main().catch((err) => {
   process.stderr.write(`${err?.stack ?? err}\n`)
