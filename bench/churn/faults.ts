@@ -17,6 +17,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { labUnavailableReason } from '../../test/natlab/lab.js'
+import { runLossScenario, runRelayLossScenario } from '../../test/natlab/resilience.js'
 import { runBootstrapLoss } from './bootstrap-loss.js'
 import { runCrashCycles } from './crash.js'
 import { machineLoad } from './fleet.js'
@@ -26,6 +28,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string', default: 'crash,bootstrap,loss,relay' },
     'crash-cycles': { type: 'string', default: '200' },
     'bootstrap-peers': { type: 'string', default: '12' },
+    'loss-peers': { type: 'string', default: '10' },
+    losses: { type: 'string', default: '5,10' },
     seed: { type: 'string' },
     'keep-dirs': { type: 'boolean', default: false },
   },
@@ -59,6 +63,32 @@ async function main(): Promise<void> {
       runBootstrapLoss({ root, peers: Number(opt['bootstrap-peers']), newMembers: 4, restarts: 4, log }),
     )
     process.stdout.write(`${JSON.stringify({ fault: 'bootstrap', ...report, load: machineLoad() })}\n`)
+  }
+  if (only.has('loss') || only.has('relay')) {
+    const why = await labUnavailableReason()
+    if (why) {
+      log(`NAT lab faults skipped: ${why}`)
+      return
+    }
+  }
+  if (only.has('loss'))
+    for (const loss of opt.losses!.split(',').map(Number)) {
+      const report = await runLossScenario({ peers: Number(opt['loss-peers']), loss, log })
+      process.stdout.write(`${JSON.stringify({ fault: 'loss', ...report, load: machineLoad() })}\n`)
+    }
+  if (only.has('relay')) {
+    const report = await runRelayLossScenario({
+      behaviours: [
+        'full-cone',
+        'restricted-cone',
+        'port-restricted-cone',
+        'symmetric',
+        'symmetric',
+        'symmetric',
+      ],
+      log,
+    })
+    process.stdout.write(`${JSON.stringify({ fault: 'relay', ...report, load: machineLoad() })}\n`)
   }
 }
 

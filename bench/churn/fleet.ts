@@ -9,7 +9,7 @@
  * one and waits for it.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { createWriteStream, readFileSync } from 'node:fs'
+import { createWriteStream, existsSync, readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -58,7 +58,15 @@ export interface MeshProcOptions {
   probe?: boolean
   /** Append every stdout and stderr line to this file (debugging a run). */
   dumpFile?: string
+  /**
+   * Run it in this network namespace (`ip netns exec <netns> node ...`: ip execs the command in place,
+   * so the pid is node's own and signals reach it).
+   */
+  netns?: string
 }
+
+/** The `ip` binary (iproute2), for processes in network namespaces. */
+const IP_BINARY = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => existsSync(p)) ?? 'ip'
 
 /** The last lines of stderr kept for diagnostics. */
 const STDERR_TAIL = 30
@@ -83,15 +91,15 @@ export class MeshProc {
   constructor(readonly options: MeshProcOptions) {
     this.name = options.name
     const nodeArgs = options.probe ? ['--expose-gc', '--import', pathToFileURL(PROBE_SCRIPT).href] : []
-    this.child = spawn(
-      process.execPath,
-      [...nodeArgs, MESH_MAIN, options.command ?? 'start', '--json', ...options.args],
-      {
-        cwd: options.cwd,
-        env: { ...process.env, DEBUG: undefined, NODE_OPTIONS: undefined, ...options.env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    )
+    const argv = [...nodeArgs, MESH_MAIN, options.command ?? 'start', '--json', ...options.args]
+    const [cmd, cmdArgs] = options.netns
+      ? [IP_BINARY, ['netns', 'exec', options.netns, process.execPath, ...argv]]
+      : [process.execPath, argv]
+    this.child = spawn(cmd, cmdArgs, {
+      cwd: options.cwd,
+      env: { ...process.env, DEBUG: undefined, NODE_OPTIONS: undefined, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     this.exited = new Promise((resolve) => {
       this.child.once('close', (code, signal) => {
         this.exit = { code, signal }
