@@ -17,6 +17,7 @@ import {
 } from 'meshkit'
 import { builtinPlugins, identify, noise, staticPeers, tcp, yamux } from 'meshkit/plugins'
 import { hostKeyOf } from '../src/core/node-gater.js'
+import { startPeerStoreHygiene } from '../src/core/peer-store-hygiene.js'
 import { Reputation } from '../src/core/reputation.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -351,6 +352,28 @@ describe('security: core budgets, reputation and address scope', () => {
       }
       expect(await closedWithin('127.0.0.5', 500)).to.equal(true, 'the garbage sender is refused at once')
       expect(await closedWithin('127.0.0.6', 500)).to.equal(false, 'another host is not')
+    })
+
+    it('forgets peers nobody values once they are gone (peer store hygiene); keeps tagged ones', async () => {
+      const a = await start('hygiene-a')
+      const valued = await start('hygiene-valued')
+      const sybils = await Promise.all([0, 1, 2].map((i) => start(`hygiene-sybil-${i}`)))
+      const hygiene = startPeerStoreHygiene(a.libp2p, createLogger({ write: () => {} }), {
+        graceMs: 200,
+        maxPending: 100,
+        sweepMs: 50,
+      })
+      try {
+        for (const n of [valued, ...sybils]) await n.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+        await a.libp2p.peerStore.merge(valued.peerId, { tags: { 'meshkit-topic': { value: 50 } } })
+        await waitFor(() => a.libp2p.getPeers().length === 4, { what: 'four peers' })
+        for (const n of [valued, ...sybils]) await a.libp2p.hangUp(n.peerId)
+        await waitFor(async () => hygiene.forgotten() === 3, { timeoutMs: 5000, what: 'three forgotten' })
+        for (const s of sybils) expect(await a.libp2p.peerStore.has(s.peerId)).to.equal(false)
+        expect(await a.libp2p.peerStore.has(valued.peerId), 'a tagged peer stays').to.equal(true)
+      } finally {
+        hygiene.stop()
+      }
     })
 
     it('keeps a seed connection when another source gives it enough peers', async () => {

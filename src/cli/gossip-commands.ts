@@ -4,7 +4,7 @@
  * hint); a topic the node has not joined is a bad request (exit 2, with a hint).
  */
 import type { Command } from 'commander'
-import { meshError } from 'meshkit'
+import { controlError } from '../control/errors.js'
 import type { GossipStreamMessage } from '../control/index.js'
 import type { CliIo } from './run-cli.js'
 import { clientFor, type StatusCommandOptions } from './status-commands.js'
@@ -96,7 +96,7 @@ export async function subscribeCommand(
     }
   }
   if (opts.signal?.aborted) return
-  throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [client.dataDir, ended])
+  throw controlError('MESH_ERR_CONTROL_NOT_RUNNING', [client.dataDir, ended])
 }
 
 /** Adds `publish` and `subscribe` to the `mesh` program. */

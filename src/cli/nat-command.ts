@@ -135,7 +135,7 @@ export async function natCommand(opts: NatCommandOptions, io: CliIo): Promise<vo
   })
   try {
     const { node } = mesh
-    if (!node.plugins.some((p) => p.plugin.provides.includes(CAPABILITY))) {
+    if (!node.has(CAPABILITY)) {
       throw new MeshError(
         'MESH_ERR_INVALID_ARGUMENT',
         `mesh nat needs a NAT classifier, and the config ${mesh.loaded.file ?? '(defaults)'} has none.`,

@@ -223,7 +223,7 @@ interface NatReportReader {
  */
 export function showStartupProgress(node: MeshNode, events: MeshEventBus, output: Output): () => void {
   const offs: Array<() => void> = []
-  const provides = (cap: string) => node.plugins.some((p) => p.plugin.provides.includes(cap))
+  const provides = (cap: string) => node.has(cap)
   const config = node.config
   const bootstraps =
     config.bootstrap.minConnections > 0 && (provides('bootstrap') || (config.dial?.length ?? 0) > 0)

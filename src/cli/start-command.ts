@@ -3,10 +3,11 @@ import type { Command } from 'commander'
 import {
   createEventBus,
   createLogger,
+  type DiscoverySlotApi,
   type LogFormat,
   type LogLevel,
-  MeshError,
   type MeshEvent,
+  requireDiscovery,
   startMesh,
   throttleLog,
 } from 'meshkit'
@@ -41,11 +42,6 @@ export interface StartCommandOptions {
   controlSocket?: string
   /** Serve the dashboard on the control API (implies the control API). */
   dashboard?: boolean
-}
-
-/** The part of the `discovery` slot's API the CLI uses. */
-interface JoinsTopics {
-  join(topic: string): Promise<void>
 }
 
 /**
@@ -88,15 +84,14 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
       logger,
     })
     const { node } = mesh
-    if (opts.topic?.length && !node.plugins.some((p) => p.plugin.provides.includes('discovery'))) {
-      await mesh.close()
-      throw new MeshError(
-        'MESH_ERR_INVALID_ARGUMENT',
-        '--topic needs a topic discovery plugin, and the config has none.',
-        {
-          hint: "Add kadTopics() from 'meshkit/plugins' (or another plugin providing 'discovery') to `plugins`.",
-        },
-      )
+    let discovery: DiscoverySlotApi | undefined
+    if (opts.topic?.length) {
+      try {
+        discovery = requireDiscovery(node, '--topic')
+      } catch (err) {
+        await mesh.close()
+        throw err
+      }
     }
     const addresses = node.libp2p.getMultiaddrs().map(String)
     if (opts.json) {
@@ -148,10 +143,7 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
           `  control: ${control.socketPath ? `unix socket ${control.socketPath}` : control.url} (mesh status)${dashboard ? `\n  dashboard: ${dashboardLinkText(control, process.stdout.isTTY === true, mesh.loaded.config.dataDir)}` : ''}`,
         )
     }
-    if (opts.topic?.length) {
-      const discovery = node.api<JoinsTopics>('discovery')
-      await Promise.all(opts.topic.map((t) => discovery.join(t)))
-    }
+    if (discovery && opts.topic?.length) await Promise.all(opts.topic.map((t) => discovery.join(t)))
 
     // a signal may have come while the node was starting: then this resolves at once
     await signals.untilSignal()

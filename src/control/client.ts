@@ -2,11 +2,11 @@ import { lstat, readFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { isIPv4 } from 'node:net'
 import { isAbsolute, join, resolve } from 'node:path'
-import { ERRORS, type ErrorCode, MeshError, type MeshEvent, meshError, type PeerBan } from 'meshkit'
-import { processLiveness, selfIdentity } from '../core/process-identity.js'
+import { isErrorCode, MeshError, type MeshEvent, type PeerBan, processLiveness, selfIdentity } from 'meshkit'
+import { CONTROL_DISCOVERY_FILE } from './discovery-file.js'
+import { controlError } from './errors.js'
 import type { GossipPublished } from './gossip-routes.js'
 import type { ClustersSnapshot, ConnectionView, PeerView, StatusView, TopicView } from './readers.js'
-import { CONTROL_DISCOVERY_FILE } from './server.js'
 import { CONTROL_TOKEN_FILE, readToken } from './token.js'
 
 /** What `<dataDir>/control.json` holds while a control API runs. */
@@ -95,13 +95,13 @@ function isLoopbackHost(host: string): boolean {
  * written by someone else (a data dir others could write to) must not send the token elsewhere.
  */
 async function checkTarget(info: ControlDiscovery, file: string, dataDir: string): Promise<void> {
-  const refuse = (target: string) => meshError('MESH_ERR_CONTROL_NOT_LOOPBACK', [file, target])
+  const refuse = (target: string) => controlError('MESH_ERR_CONTROL_NOT_LOOPBACK', [file, target])
   if (info.socketPath !== undefined) {
     if (typeof info.socketPath !== 'string' || !isAbsolute(info.socketPath))
       throw refuse(`the socket path ${JSON.stringify(info.socketPath)?.slice(0, 100)}`)
     const s = await lstat(info.socketPath).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT')
-        throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `no socket at ${info.socketPath}`])
+        throw controlError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `no socket at ${info.socketPath}`])
       throw err
     })
     const uid = process.getuid?.()
@@ -129,9 +129,10 @@ function errorFromBody(status: number, text: string): MeshError {
     body = undefined
   }
   const e = body?.error
-  if (e?.code && e.code in ERRORS)
-    return new MeshError(e.code as ErrorCode, e.message ?? `HTTP ${status}`, { hint: e.hint })
-  return meshError('MESH_ERR_CONTROL_FAILED', [
+  // a code the client knows (core's, the control API's, a plugin's loaded here) keeps its user flag
+  if (e?.code && isErrorCode(e.code))
+    return new MeshError(e.code, e.message ?? `HTTP ${status}`, { hint: e.hint })
+  return controlError('MESH_ERR_CONTROL_FAILED', [
     'answer',
     `HTTP ${status}: ${e?.message ?? text.slice(0, 200)}`,
   ])
@@ -154,10 +155,10 @@ export function createControlClient(options: ControlClientOptions = {}): Control
         (err as NodeJS.ErrnoException).code === 'ENOENT'
           ? `no ${CONTROL_DISCOVERY_FILE} there`
           : `${CONTROL_DISCOVERY_FILE} cannot be read: ${(err as Error).message}`
-      throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, why])
+      throw controlError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, why])
     }
     if (typeof info?.url !== 'string')
-      throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `${CONTROL_DISCOVERY_FILE} has no url`])
+      throw controlError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `${CONTROL_DISCOVERY_FILE} has no url`])
     // a dead node's control.json (SIGKILL) may name a port that another process took since
     const liveness = processLiveness({
       pid: info.pid,
@@ -167,7 +168,7 @@ export function createControlClient(options: ControlClientOptions = {}): Control
       host: selfIdentity().host,
     })
     if (typeof info.pid !== 'number' || liveness === 'gone')
-      throw meshError('MESH_ERR_CONTROL_NOT_RUNNING', [
+      throw controlError('MESH_ERR_CONTROL_NOT_RUNNING', [
         dataDir,
         `the node that wrote ${CONTROL_DISCOVERY_FILE} (pid ${info.pid}) is gone`,
       ])
@@ -177,12 +178,12 @@ export function createControlClient(options: ControlClientOptions = {}): Control
 
   const token = async (): Promise<string> => {
     const t = await readToken(join(dataDir, CONTROL_TOKEN_FILE)).catch((err: Error) => {
-      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [
+      throw controlError('MESH_ERR_CONTROL_UNAUTHORIZED', [
         `${CONTROL_TOKEN_FILE} cannot be read (${err.message})`,
       ])
     })
     if (!t)
-      throw meshError('MESH_ERR_CONTROL_UNAUTHORIZED', [`${dataDir} has no valid ${CONTROL_TOKEN_FILE}`])
+      throw controlError('MESH_ERR_CONTROL_UNAUTHORIZED', [`${dataDir} has no valid ${CONTROL_TOKEN_FILE}`])
     return t
   }
 
@@ -223,12 +224,12 @@ export function createControlClient(options: ControlClientOptions = {}): Control
       )
       req.on('timeout', () =>
         req.destroy(
-          meshError('MESH_ERR_CONTROL_FAILED', [`answer ${method} ${path}`, `no answer in ${timeout} ms`]),
+          controlError('MESH_ERR_CONTROL_FAILED', [`answer ${method} ${path}`, `no answer in ${timeout} ms`]),
         ),
       )
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT')
-          reject(meshError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `nothing answers at ${info.url}`]))
+          reject(controlError('MESH_ERR_CONTROL_NOT_RUNNING', [dataDir, `nothing answers at ${info.url}`]))
         else reject(err)
       })
       req.end(payload)

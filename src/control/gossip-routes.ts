@@ -4,9 +4,10 @@
  * gossip() in meshkit/plugins), never by plugin name. See docs/control-api.md and docs/gossip.md.
  */
 import type { ServerResponse } from 'node:http'
-import { isMeshError, type Logger, type MeshEventBus, type MeshNode, meshError } from 'meshkit'
+import { isMeshError, type Logger, type MeshEventBus, type MeshNode } from 'meshkit'
+import { controlError } from './errors.js'
 import { providerOf } from './readers.js'
-import type { ControlServer } from './server.js'
+import type { ControlServer } from './types.js'
 
 /** A message of a joined topic, as the `gossip` capability hands it to a subscriber. */
 export interface GossipSlotMessage {
@@ -71,13 +72,13 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A
 
 function need(node: MeshNode): GossipSlotApi {
   const gossip = gossipOf(node)
-  if (!gossip) throw meshError('MESH_ERR_CONTROL_NO_PROVIDER', ['gossip'], { hint: GOSSIP_HINT })
+  if (!gossip) throw controlError('MESH_ERR_CONTROL_NO_PROVIDER', ['gossip'], { hint: GOSSIP_HINT })
   return gossip
 }
 
 function checkTopic(topic: unknown): string {
   if (typeof topic !== 'string' || topic.length === 0 || topic.length > TOPIC_MAX)
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
       `"topic" must be a string of 1 to ${TOPIC_MAX} characters, got ${JSON.stringify(topic)?.slice(0, 40)}`,
     ])
   return topic
@@ -86,21 +87,22 @@ function checkTopic(topic: unknown): string {
 /** `{ topic, text }` or `{ topic, base64 }` of a publish request, checked. */
 export function publishFrom(body: unknown): { topic: string; data: Uint8Array } {
   if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
       'expected a JSON object {"topic": "<name>", "text": "<message>"} (or "base64" instead of "text")',
     ])
   const { topic, text, base64 } = body as Record<string, unknown>
   const checked = checkTopic(topic)
   if ((text === undefined) === (base64 === undefined))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', [
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', [
       'give the message as exactly one of "text" (a string, sent as UTF-8) or "base64" (bytes)',
     ])
   if (text !== undefined) {
-    if (typeof text !== 'string') throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['"text" must be a string'])
+    if (typeof text !== 'string')
+      throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['"text" must be a string'])
     return { topic: checked, data: new TextEncoder().encode(text) }
   }
   if (typeof base64 !== 'string' || !BASE64.test(base64))
-    throw meshError('MESH_ERR_CONTROL_BAD_REQUEST', ['"base64" must be a base64 string (RFC 4648)'])
+    throw controlError('MESH_ERR_CONTROL_BAD_REQUEST', ['"base64" must be a base64 string (RFC 4648)'])
   return { topic: checked, data: new Uint8Array(Buffer.from(base64, 'base64')) }
 }
 
@@ -146,7 +148,7 @@ export function addGossipRoutes(addRoute: ControlServer['addRoute'], env: Gossip
       return { topic: sent.topic, id: sent.id, bytes: sent.bytes, recipients: sent.recipients }
     } catch (err) {
       if (isMeshError(err)) throw err
-      throw meshError(
+      throw controlError(
         'MESH_ERR_CONTROL_FAILED',
         [`publish to ${topic}`, String((err as Error)?.message ?? err)],
         {
@@ -161,7 +163,7 @@ export function addGossipRoutes(addRoute: ControlServer['addRoute'], env: Gossip
     const topic = checkTopic(url.searchParams.get('topic') ?? undefined)
     const gossip = need(node)
     if (!gossip.topics().includes(topic))
-      throw meshError(
+      throw controlError(
         'MESH_ERR_CONTROL_BAD_REQUEST',
         [`this node has not joined '${topic}', so no message of it comes here`],
         {

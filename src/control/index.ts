@@ -7,6 +7,7 @@ export {
   createControlClient,
   type TopicChange,
 } from './client.js'
+export { CONTROL_DISCOVERY_FILE } from './discovery-file.js'
 export {
   type GossipPublished,
   type GossipSlotApi,
@@ -14,6 +15,7 @@ export {
   type GossipStreamMessage,
   gossipOf,
 } from './gossip-routes.js'
+export { LOGIN_CODE_TTL_MS } from './login-codes.js'
 export type {
   ClusterJson,
   ClusterMemberJson,
@@ -23,15 +25,13 @@ export type {
   StatusView,
   TopicView,
 } from './readers.js'
-export {
-  CONTROL_DISCOVERY_FILE,
-  type ControlKernel,
-  type ControlRouteContext,
-  type ControlRouteHandler,
-  type ControlRouteOptions,
-  type ControlServer,
-  type ControlServerOptions,
-  LOGIN_CODE_TTL_MS,
-  startControlServer,
-} from './server.js'
+export { startControlServer } from './server.js'
 export { CONTROL_TOKEN_FILE, loadOrCreateToken } from './token.js'
+export type {
+  ControlKernel,
+  ControlRouteContext,
+  ControlRouteHandler,
+  ControlRouteOptions,
+  ControlServer,
+  ControlServerOptions,
+} from './types.js'

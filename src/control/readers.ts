@@ -22,14 +22,7 @@ import {
 
 /** The API of the plugin providing `capability`, when one does and its API has `methods`. */
 export function providerOf<T>(node: MeshNode, capability: string, ...methods: string[]): T | undefined {
-  if (!node.plugins.some((p) => p.plugin.provides.includes(capability))) return undefined
-  let api: unknown
-  try {
-    api = node.api(capability)
-  } catch {
-    return undefined
-  }
-  return hasMethods<T>(api, ...methods) ? api : undefined
+  return node.tryApi<T>(capability, ...methods)
 }
 
 export const discoveryOf = (node: MeshNode) =>

@@ -1,8 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { chmod, link, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeDir } from '../core/make-dir.js'
-import { sweepTempFiles, tempFileFor } from '../core/temp-files.js'
+import { makeDir, sweepTempFiles, tempFileFor } from 'meshkit'
 
 /** The control API token's file name in the data dir. */
 export const CONTROL_TOKEN_FILE = 'control.token'

@@ -1,19 +1,81 @@
 /**
- * The one registry of Meshkit's coded errors. Every error a user can cause names what is wrong and
- * says how to fix it; `userError: true` means the CLI prints it without a stack trace and exits 2.
+ * Coded errors. Every error a user can cause names what is wrong and says how to fix it; `user: true`
+ * means the CLI prints it without a stack trace and exits 2. The registry is open: core defines its codes
+ * here, and plugins and apps define theirs with {@link defineErrors} (like Fastify's `createError`).
  */
 
-interface ErrorSpec<A extends unknown[]> {
+/** How one coded error reads: its message and fix-it hint from the same arguments. */
+export interface ErrorSpec<A extends unknown[] = never[]> {
   /** Whether the error comes from user input (config, CLI args, files) rather than a bug or the network. */
   user: boolean
   message: (...args: A) => string
   hint?: (...args: A) => string
 }
 
+/** Every code defined so far (core's, plugins', apps'), so that two definitions of one code are refused. */
+const REGISTRY = new Map<string, ErrorSpec<unknown[]>>()
+
+// biome-ignore lint/suspicious/noExplicitAny: each code's arguments are checked by ErrorsOf.create
+type AnySpec = ErrorSpec<any>
+
+/** The factory {@link defineErrors} returns: `errors.create(code, args)`. */
+export interface ErrorsOf<S extends Record<string, AnySpec>> {
+  /** The codes defined. */
+  readonly codes: ReadonlyArray<keyof S & string>
+  /** The coded error `code` with its message and hint for `args`. */
+  create<C extends keyof S & string>(
+    code: C,
+    args: Parameters<S[C]['message']>,
+    opts?: { cause?: unknown; errors?: unknown[]; hint?: string },
+  ): MeshError
+  /** Whether `err` is one of these errors (or this one `code`). */
+  is(err: unknown, code?: keyof S & string): err is MeshError
+}
+
+/**
+ * Defines coded errors for a plugin or an app, with messages and fix-it hints, as core defines its own.
+ * Codes are UPPER_SNAKE_CASE with a prefix and unique in the process (a second definition throws).
+ *
+ * @example
+ * const errors = defineErrors({
+ *   GREETER_ERR_NO_NAME: {
+ *     user: true,
+ *     message: (plugin: string) => `${plugin} needs a name.`,
+ *     hint: () => "Pass greeter({ name: 'alice' }).",
+ *   },
+ * })
+ * throw errors.create('GREETER_ERR_NO_NAME', ['greeter'])
+ */
+export function defineErrors<S extends Record<string, AnySpec>>(specs: S): ErrorsOf<S> {
+  for (const [code, spec] of Object.entries(specs)) {
+    if (!/^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$/.test(code))
+      throw new TypeError(`error code ${code} must be UPPER_SNAKE_CASE with a prefix, e.g. MYPLUGIN_ERR_X`)
+    const existing = REGISTRY.get(code)
+    if (existing && existing !== spec) throw new TypeError(`error code ${code} is defined twice`)
+    REGISTRY.set(code, spec as ErrorSpec<unknown[]>)
+  }
+  return {
+    codes: Object.keys(specs) as Array<keyof S & string>,
+    create(code, args, opts = {}) {
+      const spec = specs[code] as ErrorSpec<unknown[]>
+      const hint = opts.hint ?? spec.hint?.(...(args as unknown[]))
+      return new MeshError(code, spec.message(...(args as unknown[])), { ...opts, hint })
+    },
+    is: (err, code): err is MeshError =>
+      err instanceof MeshError && (code === undefined ? err.code in specs : err.code === code),
+  }
+}
+
+/** Whether `code` is a defined error code (core's, or a plugin's or app's through defineErrors). */
+export function isErrorCode(code: string): boolean {
+  return REGISTRY.has(code)
+}
+
 function spec<A extends unknown[]>(s: ErrorSpec<A>): ErrorSpec<A> {
   return s
 }
 
+/** Core's own codes (the kernel, the config, identity and data dir). */
 export const ERRORS = {
   MESH_ERR_CONFIG_NOT_FOUND: spec({
     user: true,
@@ -162,116 +224,29 @@ export const ERRORS = {
     user: true,
     message: (name: string) => `No plugin named '${name}' is registered.`,
   }),
-  MESH_ERR_INIT_UNKNOWN_TEMPLATE: spec({
-    user: true,
-    message: (template: string, available: string[]) =>
-      `There is no template '${template}'. Available templates: ${available.join(', ')}.`,
-    hint: (_template: string, available: string[]) =>
-      `Pass one of them with --template, e.g. \`mesh init my-app --template ${available[0] ?? 'basic'}\`.`,
-  }),
-  MESH_ERR_INIT_DIR_NOT_EMPTY: spec({
-    user: true,
-    message: (dir: string, entries: string[]) =>
-      `The directory ${dir} is not empty (${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', ...' : ''}).`,
-    hint: () =>
-      'Pick a new or empty directory, or pass --force to write into it (files the template has are overwritten, others kept).',
-  }),
-  MESH_ERR_INIT_BAD_NAME: spec({
-    user: true,
-    message: (name: string, problems: string[], _suggestion?: string) =>
-      `"${name}" cannot be an npm package name: ${problems.join('; ')}.`,
-    hint: (_name: string, _problems: string[], suggestion?: string) =>
-      `Name the directory${suggestion ? ` e.g. ${suggestion}` : ' with lowercase letters, digits and "-"'}, or pass --name <package-name>.`,
-  }),
-  MESH_ERR_INIT_INSTALL_FAILED: spec({
-    user: true,
-    message: (dir: string, reason: string) =>
-      `The project was created in ${dir}, but \`npm install\` failed: ${reason}`,
-    hint: () => 'Fix the problem npm reports, then run `npm install` in the project directory yourself.',
-  }),
-  MESH_ERR_CONTROL_UNAUTHORIZED: spec({
-    user: true,
-    message: (why: string) => `The control API refused the request: ${why}.`,
-    hint: () =>
-      'Send `Authorization: Bearer <token>` with the token from <dataDir>/control.token (the mesh CLI does it when given the same --data-dir as the node).',
-  }),
-  MESH_ERR_CONTROL_FORBIDDEN: spec({
-    user: true,
-    message: (why: string) =>
-      `The control API refused a request that may come from another web page: ${why}.`,
-    hint: () =>
-      'Only the dashboard itself (same origin) and non-browser clients (the mesh CLI, curl, scripts) may change the node; a page on another origin or port may not.',
-  }),
-  MESH_ERR_CONTROL_CONTENT_TYPE: spec({
-    user: true,
-    message: (got: string) =>
-      `A request that changes the node must send Content-Type: application/json, not ${got}.`,
-    hint: () =>
-      "Send the JSON body with the header 'Content-Type: application/json' (curl: -H 'content-type: application/json').",
-  }),
-  MESH_ERR_CONTROL_NOT_LOOPBACK: spec({
-    user: true,
-    message: (file: string, target: string) =>
-      `${file} names ${target}, which is not a control API on this machine (http on 127.0.0.0/8 or [::1], or a unix socket of this user): the token is never sent there.`,
-    hint: (file: string) =>
-      `A node writes its own ${file} when it starts: if you did not write this one, delete it and check who can write to the data dir (it should be mode 0700).`,
-  }),
-  MESH_ERR_CONTROL_NOT_RUNNING: spec({
-    user: true,
-    message: (dataDir: string, why: string) => `No running node serves a control API in ${dataDir} (${why}).`,
-    hint: () =>
-      'Start one with `mesh start` (its control API is on by default), or pass the --data-dir the node uses.',
-  }),
-  MESH_ERR_CONTROL_BAD_REQUEST: spec({
-    user: true,
-    message: (reason: string) => `Bad control API request: ${reason}`,
-    hint: () => 'Send a JSON body such as {"topic":"my-topic"} with Content-Type: application/json.',
-  }),
-  MESH_ERR_CONTROL_TOO_LARGE: spec({
-    user: true,
-    message: (limit: number) => `The request body is larger than the control API's limit of ${limit} bytes.`,
-  }),
-  MESH_ERR_CONTROL_NOT_FOUND: spec({
-    user: true,
-    message: (method: string, path: string) => `The control API has no endpoint ${method} ${path}.`,
-    hint: () => 'See docs/control-api.md for the endpoints (GET /api/status, /api/peers, ...).',
-  }),
-  MESH_ERR_CONTROL_NO_PROVIDER: spec({
-    user: true,
-    message: (capability: string) => `The running node has no plugin providing '${capability}'.`,
-  }),
-  MESH_ERR_CONTROL_NO_NODE: spec({
-    user: false,
-    message: () => 'The control API has no running node right now (it is starting, swapping or stopping).',
-    hint: () => 'Retry in a moment.',
-  }),
-  MESH_ERR_CONTROL_FAILED: spec({
-    user: false,
-    message: (what: string, reason: string) => `The control API could not ${what}: ${reason}`,
-  }),
-} as const
+}
 
+/** A code of core's own errors (plugins and apps define theirs with {@link defineErrors}). */
 export type ErrorCode = keyof typeof ERRORS
-type ArgsOf<C extends ErrorCode> = Parameters<(typeof ERRORS)[C]['message']>
 
-/** An error with a stable `code` from {@link ERRORS}, a message, and a hint saying how to fix it. */
+/** An error with a stable `code` (core's or one from {@link defineErrors}), a message, and a fix-it hint. */
 export class MeshError extends Error {
   override readonly name = 'MeshError'
-  readonly code: ErrorCode
+  readonly code: string
   readonly hint?: string
   readonly userError: boolean
   /** Further errors collected on the way (e.g. every failure during stop). */
   readonly errors: unknown[]
 
   constructor(
-    code: ErrorCode,
+    code: string,
     message: string,
     opts: { hint?: string; cause?: unknown; errors?: unknown[]; userError?: boolean } = {},
   ) {
     super(message, { cause: opts.cause })
     this.code = code
     this.hint = opts.hint
-    this.userError = opts.userError ?? ERRORS[code].user
+    this.userError = opts.userError ?? REGISTRY.get(code)?.user ?? false
     this.errors = opts.errors ?? []
   }
 
@@ -281,18 +256,19 @@ export class MeshError extends Error {
   }
 }
 
-/** Creates the coded error `code` with the registry's message and hint for `args`. */
+const core = defineErrors(ERRORS)
+
+/** Creates core's coded error `code` with the registry's message and hint for `args`. */
 export function meshError<C extends ErrorCode>(
   code: C,
-  args: ArgsOf<C>,
+  args: Parameters<(typeof ERRORS)[C]['message']>,
   opts: { cause?: unknown; errors?: unknown[]; hint?: string } = {},
 ): MeshError {
-  const s = ERRORS[code] as ErrorSpec<unknown[]>
-  const hint = opts.hint ?? s.hint?.(...(args as unknown[]))
-  return new MeshError(code, s.message(...(args as unknown[])), { ...opts, hint })
+  return core.create(code, args, opts)
 }
 
-export function isMeshError(err: unknown, code?: ErrorCode): err is MeshError {
+/** Whether `err` is a coded error (any code, or this one). */
+export function isMeshError(err: unknown, code?: string): err is MeshError {
   return err instanceof MeshError && (code === undefined || err.code === code)
 }
 

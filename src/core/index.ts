@@ -24,6 +24,7 @@ export {
   type PluginHookInfo,
   type ValueChange,
 } from './config-diff.js'
+export type { ConfigProblem } from './config-problems.js'
 export { cidrSchema, durationSchema, multiaddrSchema } from './config-schema.js'
 export type {
   ConfigEnv,
@@ -37,21 +38,26 @@ export type {
 } from './config-types.js'
 export { defineConfig } from './config-types.js'
 export { parseDuration } from './duration.js'
-export { ERRORS, type ErrorCode, isMeshError, MeshError, meshError } from './errors.js'
+export {
+  defineErrors,
+  ERRORS,
+  type ErrorCode,
+  type ErrorSpec,
+  type ErrorsOf,
+  isErrorCode,
+  isMeshError,
+  MeshError,
+  meshError,
+} from './errors.js'
 export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListener } from './events.js'
+export { CONFIG_SEARCH_PLACES, findConfigModule } from './find-config.js'
 export { IDENTITY_FILE, type Identity, loadOrCreateIdentity } from './identity.js'
+export { type ConfigModule, importConfigModule } from './import-config-module.js'
+export type { ReloadStep } from './in-place-reload.js'
 export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
 export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
 export { combineGaters } from './libp2p-options.js'
-export {
-  CONFIG_SEARCH_PLACES,
-  type ConfigModule,
-  findConfigModule,
-  importConfigModule,
-  type LoadConfigOptions,
-  type LoadedConfig,
-  loadConfig,
-} from './load-config.js'
+export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
 export {
   createLogger,
@@ -63,7 +69,8 @@ export {
   type LoggerOptions,
 } from './logger.js'
 export { makeDir } from './make-dir.js'
-export { describeConnection, MeshNode, type NodeState, type ReloadStep } from './mesh-node.js'
+export { MeshNode, type NodeState } from './mesh-node.js'
+export { describeConnection } from './node-events.js'
 export { type AddressScopeMode, createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
 export {
   type Capability,
@@ -81,6 +88,7 @@ export {
 } from './plugin.js'
 export { orderPlugins, REQUIRED_CAPABILITIES } from './plugin-graph.js'
 export { checkPortClashes, type PortUse, portsOfListen } from './ports.js'
+export { type ProcessIdentity, processLiveness, selfIdentity } from './process-identity.js'
 export {
   OFFENCE_POINTS,
   type Offence,
@@ -88,7 +96,7 @@ export {
   type PeerReputation,
   type ReputationSettings,
 } from './reputation.js'
-export { type ConfigProblem, type PluginRegistry, resolveConfig } from './resolve-config.js'
+export { type PluginRegistry, resolveConfig } from './resolve-config.js'
 export {
   type ClusteringSlotApi,
   type ClusterMemberView,
@@ -105,6 +113,7 @@ export {
   type NatReportView,
   type NatType,
   optionalApi,
+  requireDiscovery,
   SLOT_CAPABILITIES,
 } from './slot-contracts.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'

@@ -1,107 +1,52 @@
-import type { Connection, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
+/**
+ * A built node's lifecycle: build (plugin setup and libp2p hooks, then libp2p), start, stop, dispose,
+ * and the entry points of in-place reloads. The machinery is beside it: plugin-slot.ts (hook calls),
+ * plugin-context.ts (what a plugin sees), in-place-reload.ts (applyInPlace, reconfigure, restart),
+ * node-libp2p.ts (creating libp2p, configured dials), node-events.ts (libp2p events on the bus),
+ * peer-guards.ts (bans, peer store hygiene), listen-failure.ts.
+ */
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
-import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { type DependencyContainer, inject, injectable } from 'tsyringe'
-import { Bootstrapper, type BootstrapSource } from './bootstrap.js'
-import { type Budget, type BudgetInit, createBudget } from './budget.js'
+import { Bootstrapper } from './bootstrap.js'
 import { type ConfigDiff, type DiffConfigOptions, diffConfig, type PluginHookInfo } from './config-diff.js'
 import type { ConfigEnv, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
 import { MeshError, meshError, reasonOf } from './errors.js'
 import type { MeshEventBus } from './events.js'
-import { libp2pComponentLogger, mergeContributions } from './libp2p-options.js'
-import type { Logger } from './logger.js'
-import { createNodeGater, exemptionOf, ipOf } from './node-gater.js'
-import { createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
 import {
-  type Capability,
-  type Libp2pContribution,
-  MULTI_PROVIDER_CAPABILITIES,
-  type PluginContext,
-  type PluginHooks,
-} from './plugin.js'
-import { providersOf } from './plugin-graph.js'
+  applyInPlace,
+  type ReloadHost,
+  type ReloadStep,
+  reconfigureSlot,
+  restartSlot,
+} from './in-place-reload.js'
+import { listenFailure } from './listen-failure.js'
+import type { Logger } from './logger.js'
+import { forwardLibp2pEvents } from './node-events.js'
+import { createNodeLibp2p, dialConfigured } from './node-libp2p.js'
+import { createPeerAddressPolicy, type PeerAddressPolicy } from './peer-addresses.js'
+import { guardPeers } from './peer-guards.js'
+import type { Capability, Libp2pContribution, PluginContext } from './plugin.js'
+import { createPluginContext, type PluginContextHost } from './plugin-context.js'
+import {
+  type ApiBox,
+  bootstrapSourcesOf,
+  callHook,
+  createHooks,
+  findSlot,
+  hookInfoOf,
+  type PluginSlot,
+  registerApi,
+  setupSlot,
+  stopSlots,
+} from './plugin-slot.js'
 import type { PeerReputation, Reputation } from './reputation.js'
 import { capabilityToken, TOKENS, type Token } from './tokens.js'
 
 /** The DI token of a node build's own child container. */
 export const NODE_CONTAINER: Token<DependencyContainer> = Symbol.for('meshkit.node-container')
 
-/** How a plugin's API sits in the container. */
-interface ApiBox {
-  api: unknown
-}
-
 export type NodeState = 'created' | 'starting' | 'started' | 'stopping' | 'stopped'
-
-interface PluginSlot {
-  resolved: ResolvedPlugin
-  hooks: PluginHooks
-  ctx: PluginContext
-  started: boolean
-  api?: unknown
-  /** The container entries holding the plugin's API (one per capability), updated on a restart. */
-  boxes: ApiBox[]
-}
-
-/** One thing done to a running node by {@link MeshNode.applyInPlace} (or a rebuild, by the kernel). */
-export interface ReloadStep {
-  /** `core`, `node`, or a plugin name. */
-  target: string
-  action: 'applied' | 'reconfigured' | 'restarted' | 'rebuilt'
-  /** What was applied, e.g. `logLevel, dial` or `restarted as a dependent of 'x'`. */
-  detail?: string
-  ms: number
-}
-
-/** How a connection was made, judged from its address and limits. */
-export function describeConnection(connection: Connection) {
-  const addr = connection.remoteAddr.toString()
-  const relayed = connection.limits !== undefined
-  // a relayed connection's address names the relay's own transport first (…/tcp/…/p2p-circuit/…);
-  // a WebRTC connection signalled through a relay ends in /webrtc
-  const transport = addr.includes('/webrtc')
-    ? 'webrtc'
-    : addr.includes('/p2p-circuit')
-      ? 'relay'
-      : addr.includes('/quic-v1')
-        ? 'quic'
-        : addr.includes('/tcp/')
-          ? 'tcp'
-          : 'unknown'
-  return {
-    connectionId: connection.id,
-    peerId: connection.remotePeer.toString(),
-    remoteAddr: addr,
-    direction: connection.direction,
-    transport,
-    relayed,
-  }
-}
-
-const SOCKET_ERRORS: Record<string, string> = {
-  EADDRINUSE: 'the port is in use by another process',
-  EADDRNOTAVAIL: 'this host has no such address',
-  EACCES: 'permission denied (ports below 1024 need privileges)',
-  ECONNREFUSED: 'connection refused',
-}
-
-/**
- * A listen failure in one line per address (`/ip4/127.0.0.1/tcp/4001: the port is in use by another
- * process (EADDRINUSE)`), from libp2p's multi-line error with stack traces and advice about libp2p
- * settings that a Meshkit config does not have.
- */
-export function listenFailure(err: unknown): string {
-  const text = reasonOf(err)
-  const entries = [...text.matchAll(/^\s+(\/\S+): (.+)$/gm)].map(([, addr, line]) => {
-    const code = /\b(E[A-Z]+)\b/.exec(line)?.[1]
-    const why =
-      code && SOCKET_ERRORS[code] ? `${SOCKET_ERRORS[code]} (${code})` : line.replace(/^Error: /, '')
-    return `${addr}: ${why}`
-  })
-  if (entries.length > 0) return entries.join('; ')
-  return text.split('\n')[0]
-}
 
 /**
  * One built node: a libp2p instance plus its plugins, living in its own child container.
@@ -120,6 +65,7 @@ export class MeshNode {
   #listen: string[] = []
   #config: ResolvedMeshConfig
   #peerAddresses: PeerAddressPolicy
+  #host: PluginContextHost & ReloadHost
 
   constructor(
     @inject(TOKENS.config) config: ResolvedMeshConfig,
@@ -139,6 +85,7 @@ export class MeshNode {
       dialInterval: () => this.#config.security.peerDialInterval,
     })
     for (const address of config.dial) this.#peerAddresses.trust(address)
+    this.#host = this.#makeHost()
   }
 
   /** Penalties and bans of remote peers (shared by the nodes built on this data dir). */
@@ -176,6 +123,32 @@ export class MeshNode {
     return this.#slots.map((s) => s.resolved)
   }
 
+  /** Whether a plugin of this node provides `capability` (or is named so). */
+  has(capability: Capability): boolean {
+    return this.plugins.some((p) => p.plugin.name === capability || p.plugin.provides.includes(capability))
+  }
+
+  /**
+   * The API of the plugin providing `capability` when the node has one and (if given) it has every method
+   * in `methods`; undefined otherwise. For apps that work with or without a provider (the CLI, the
+   * control API, a dashboard).
+   */
+  tryApi<T = unknown>(capability: Capability, ...methods: string[]): T | undefined {
+    if (!this.has(capability)) return undefined
+    let api: unknown
+    try {
+      api = this.api(capability)
+    } catch {
+      return undefined
+    }
+    if (methods.length === 0) return api as T
+    return typeof api === 'object' &&
+      api !== null &&
+      methods.every((m) => typeof (api as Record<string, unknown>)[m] === 'function')
+      ? (api as T)
+      : undefined
+  }
+
   /** The API of the plugin providing `capability` (for apps and tests, not plugins: they use ctx.use). */
   api<T = unknown>(capability: Capability): T {
     if (this.#disposed)
@@ -189,46 +162,30 @@ export class MeshNode {
   /** Runs every plugin's `setup` and `libp2p` hooks in order, then creates the libp2p node (not started). */
   async init(): Promise<void> {
     for (const resolved of this.config.plugins) {
-      const hooks = (resolved.plugin.definition.create as (o: unknown) => PluginHooks)(resolved.options)
+      const hooks = createHooks(resolved)
       this.#slots.push({ resolved, hooks, ctx: this.#context(resolved), started: false, boxes: [] })
     }
     for (const slot of this.#slots) {
-      const api = await this.#setup(slot)
-      slot.api = api
-      for (const cap of new Set([slot.resolved.plugin.name, ...slot.resolved.plugin.provides])) {
-        // boxed: tsyringe treats `useValue: undefined` as no value, and a plugin may have no API;
-        // and a restart of the plugin replaces the API inside the box (tsyringe cannot unregister)
-        const box: ApiBox = { api }
-        slot.boxes.push(box)
-        this.container.register(capabilityToken<ApiBox>(cap), { useValue: box })
-      }
+      slot.api = await setupSlot(slot)
+      registerApi(slot, this.container)
     }
     const contributions: Array<{ plugin: string; contribution: Libp2pContribution }> = []
     for (const slot of this.#slots) {
-      const contribution = (await this.#hook(slot, 'libp2p')) as Libp2pContribution | undefined
+      const contribution = (await callHook(slot, 'libp2p')) as Libp2pContribution | undefined
       if (contribution) contributions.push({ plugin: slot.resolved.plugin.name, contribution })
     }
-    const config = this.config
-    const gater = createNodeGater({
+    const created = await createNodeLibp2p({
+      contributions,
+      config: this.config,
+      maxPendingPerHost: () => this.config.connections.maxIncomingPendingPerHost,
       reputation: this.reputationService,
       addresses: this.#peerAddresses,
-      maxPendingPerHost: () => this.config.connections.maxIncomingPendingPerHost,
-      exempt: exemptionOf(config.connections.allow),
-    })
-    const options: Libp2pOptions = {
-      ...mergeContributions(contributions, config, gater, libp2pComponentLogger(this.logger)),
+      logger: this.logger,
       privateKey: this.privateKey,
       datastore: this.datastore,
-      start: false,
-    }
-    this.#listen = [...(options.addresses?.listen ?? [])]
-    try {
-      this.#libp2p = await createLibp2p(options)
-    } catch (err) {
-      const tag = /already a transport with the tag (\S+)/.exec(reasonOf(err))?.[1]
-      if (tag) throw meshError('MESH_ERR_TRANSPORT_CONFLICT', [tag], { cause: err })
-      throw meshError('MESH_ERR_NODE_CREATE_FAILED', [reasonOf(err)], { cause: err })
-    }
+    })
+    this.#libp2p = created.libp2p
+    this.#listen = created.listen
     this.container.register(TOKENS.libp2p, { useValue: this.#libp2p })
   }
 
@@ -242,15 +199,15 @@ export class MeshNode {
       this.#abort = new AbortController()
       const libp2p = this.libp2p
       try {
-        this.#forwardEvents(libp2p)
-        this.#enforceBans(libp2p)
+        this.#unsubscribe.push(...forwardLibp2pEvents(libp2p, this.events))
+        this.#unsubscribe.push(...guardPeers(libp2p, this.reputationService, this.logger))
         try {
           await libp2p.start()
         } catch (err) {
           throw meshError('MESH_ERR_LISTEN_FAILED', [listenFailure(err)], { cause: err })
         }
         for (const slot of this.#slots) {
-          await this.#hook(slot, 'start')
+          await callHook(slot, 'start')
           slot.started = true
         }
         this.#startBootstrapper()
@@ -267,21 +224,13 @@ export class MeshNode {
       const addresses = libp2p.getMultiaddrs().map(String)
       this.logger.debug(`node ${this.peerId} started on ${addresses.join(', ')}`)
       this.events.emit('node:started', { peerId: this.peerId.toString(), addresses })
-      void this.#dialConfigured(this.config.dial)
+      this.#host.dialConfigured(this.config.dial)
     })
   }
 
   /** What the running plugins' hooks tell a config diff (see {@link diffConfig}). */
   hookInfo(): Map<string, PluginHookInfo> {
-    return new Map(
-      this.#slots.map((s) => [
-        s.resolved.plugin.name,
-        {
-          libp2p: typeof s.hooks.libp2p === 'function',
-          reconfigure: typeof s.hooks.reconfigure === 'function',
-        },
-      ]),
-    )
+    return hookInfoOf(this.#slots)
   }
 
   /** The difference between the node's config and `next`, judged with what the running hooks can do. */
@@ -299,98 +248,7 @@ export class MeshNode {
    * failures are attached as `errors`). Throws at once when `diff` needs a new node.
    */
   applyInPlace(next: ResolvedMeshConfig, diff: ConfigDiff = this.diff(next)): Promise<ReloadStep[]> {
-    return this.#serializeValue(async () => {
-      if (diff.rebuild)
-        throw meshError('MESH_ERR_RECONFIGURE_FAILED', [
-          '(node)',
-          `it needs a new node: ${diff.reasons.join('; ')}`,
-        ])
-      if (this.#state !== 'started')
-        throw meshError('MESH_ERR_RECONFIGURE_FAILED', ['(node)', `the node is ${this.#state}, not started`])
-      const previous = this.#config
-      const steps: ReloadStep[] = []
-      const undo: Array<() => Promise<void>> = []
-      const nextByName = new Map(next.plugins.map((p) => [p.plugin.name, p]))
-      try {
-        const coreChanges = diff.core.filter((c) => c.action === 'reconfigure')
-        const t0 = performance.now()
-        this.#config = next
-        this.container.register(TOKENS.config, { useValue: next })
-        undo.push(async () => {
-          this.#config = previous
-          this.container.register(TOKENS.config, { useValue: previous })
-        })
-        if (coreChanges.length > 0) {
-          undo.push(
-            await this.#applyCore(
-              previous,
-              next,
-              coreChanges.map((c) => c.path),
-            ),
-          )
-          steps.push({
-            target: 'core',
-            action: 'applied',
-            detail: [...new Set(coreChanges.map((c) => c.path.split('.')[0]))].join(', '),
-            ms: performance.now() - t0,
-          })
-        }
-        for (const change of diff.plugins.changed) {
-          const slot = this.#slot(change.name)
-          const resolved = nextByName.get(change.name)
-          if (!resolved) continue
-          const old = slot.resolved
-          const started = performance.now()
-          if (change.action === 'reconfigure') {
-            const applied = await this.#reconfigureSlot(slot, resolved)
-            if (!applied)
-              throw meshError('MESH_ERR_RECONFIGURE_FAILED', [
-                change.name,
-                'its reconfigure hook declined these options (they need a new node)',
-              ])
-            undo.push(async () => {
-              await this.#reconfigureSlot(slot, old)
-            })
-            steps.push({
-              target: change.name,
-              action: 'reconfigured',
-              detail: change.options.map((c) => c.path).join(', '),
-              ms: performance.now() - started,
-            })
-          } else if (change.action === 'restart') {
-            const dependents = await this.#restartSlot(slot, resolved)
-            undo.push(async () => {
-              await this.#restartSlot(slot, old)
-            })
-            steps.push({
-              target: change.name,
-              action: 'restarted',
-              detail: [
-                change.code ? 'code changed' : change.options.map((c) => c.path).join(', '),
-                dependents.length > 0 ? `with its dependents ${dependents.join(', ')}` : '',
-              ]
-                .filter(Boolean)
-                .join('; '),
-              ms: performance.now() - started,
-            })
-          }
-        }
-      } catch (err) {
-        const rollback: unknown[] = []
-        for (const step of undo.reverse()) await step().catch((e: unknown) => rollback.push(e))
-        const reason = reasonOf(err)
-        const failure =
-          err instanceof MeshError && err.code === 'MESH_ERR_RECONFIGURE_FAILED'
-            ? err
-            : meshError('MESH_ERR_RECONFIGURE_FAILED', ['(node)', reason], { cause: err })
-        failure.errors.push(...rollback)
-        throw failure
-      }
-      // every plugin now stands for its entry in the new config
-      for (const slot of this.#slots)
-        slot.resolved = nextByName.get(slot.resolved.plugin.name) ?? slot.resolved
-      return steps
-    })
+    return this.#serialize(() => applyInPlace(this.#host, next, diff))
   }
 
   /**
@@ -399,9 +257,9 @@ export class MeshNode {
    * its previous options). The node's config is not changed: use `applyInPlace` for whole configs.
    */
   reconfigurePlugin(name: string, options: unknown): Promise<boolean> {
-    return this.#serializeValue(async () => {
+    return this.#serialize(async () => {
       const slot = this.#slot(name)
-      return this.#reconfigureSlot(slot, { ...slot.resolved, options })
+      return reconfigureSlot(this.#host, slot, { ...slot.resolved, options })
     })
   }
 
@@ -414,199 +272,15 @@ export class MeshNode {
    * Returns the dependents that were restarted with it.
    */
   restartPlugin(name: string, options?: unknown): Promise<string[]> {
-    return this.#serializeValue(async () => {
+    return this.#serialize(async () => {
       const slot = this.#slot(name)
-      return this.#restartSlot(slot, options === undefined ? slot.resolved : { ...slot.resolved, options })
+      const next = options === undefined ? slot.resolved : { ...slot.resolved, options }
+      return restartSlot(this.#host, slot, next)
     })
   }
 
   #slot(name: string): PluginSlot {
-    const slot = this.#slots.find((s) => s.resolved.plugin.name === name)
-    if (!slot)
-      throw meshError('MESH_ERR_UNKNOWN_PLUGIN', [name], {
-        hint: `The node runs: ${this.#slots.map((s) => s.resolved.plugin.name).join(', ')}.`,
-      })
-    return slot
-  }
-
-  async #setup(slot: PluginSlot): Promise<unknown> {
-    const api = await this.#hook(slot, 'setup')
-    if (
-      slot.resolved.plugin.provides.includes('bootstrap') &&
-      typeof (api as BootstrapSource)?.candidates !== 'function'
-    ) {
-      throw meshError('MESH_ERR_PLUGIN_HOOK_FAILED', [
-        slot.resolved.plugin.name,
-        'setup',
-        "it provides 'bootstrap' but returned no bootstrap source (an object with a candidates() method)",
-      ])
-    }
-    return api
-  }
-
-  /** Calls the plugin's reconfigure hook with `next.options`; on success the slot stands for `next`. */
-  async #reconfigureSlot(slot: PluginSlot, next: ResolvedPlugin): Promise<boolean> {
-    const fn = slot.hooks.reconfigure
-    if (!fn) return false
-    if (this.#state !== 'started' || !slot.started)
-      throw meshError('MESH_ERR_RECONFIGURE_FAILED', [next.plugin.name, 'the plugin is not running'])
-    const ctx = this.#context(next)
-    let result: unknown
-    try {
-      result = await fn.call(slot.hooks, next.options, ctx)
-    } catch (err) {
-      throw meshError('MESH_ERR_RECONFIGURE_FAILED', [next.plugin.name, reasonOf(err)], { cause: err })
-    }
-    if (result === false) return false
-    slot.resolved = next
-    slot.ctx = ctx
-    return true
-  }
-
-  /** Restarts one plugin (and its started dependents) with new hooks made for `next`. */
-  async #restartSlot(slot: PluginSlot, next: ResolvedPlugin): Promise<string[]> {
-    if (this.#state !== 'started')
-      throw meshError('MESH_ERR_RECONFIGURE_FAILED', [
-        next.plugin.name,
-        `the node is ${this.#state}, not started`,
-      ])
-    const index = this.#slots.indexOf(slot)
-    const provided = new Set([slot.resolved.plugin.name, ...slot.resolved.plugin.provides])
-    const dependents: PluginSlot[] = []
-    for (const other of this.#slots.slice(index + 1)) {
-      const deps = [
-        ...other.resolved.plugin.dependencies,
-        ...(other.resolved.plugin.optionalDependencies ?? []),
-      ]
-      if (deps.some((d) => provided.has(d))) {
-        dependents.push(other)
-        provided.add(other.resolved.plugin.name)
-        for (const cap of other.resolved.plugin.provides) provided.add(cap)
-      }
-    }
-    const running = dependents.filter((d) => d.started)
-    for (const d of [...running].reverse()) {
-      d.started = false
-      await this.#hook(d, 'stop')
-    }
-    const old = { ...slot }
-    if (slot.started) {
-      slot.started = false
-      await this.#hook(slot, 'stop').catch((err: unknown) =>
-        this.logger.warn(`stopping ${slot.resolved.plugin.name} for a restart: ${reasonOf(err)}`),
-      )
-    }
-    const fresh: PluginSlot = {
-      resolved: next,
-      hooks: (next.plugin.definition.create as (o: unknown) => PluginHooks)(next.options),
-      ctx: this.#context(next),
-      started: false,
-      boxes: slot.boxes,
-    }
-    try {
-      const api = await this.#setup(fresh)
-      for (const box of slot.boxes) box.api = api
-      Object.assign(slot, fresh, { api })
-      await this.#hook(slot, 'start')
-      slot.started = true
-    } catch (err) {
-      // back to the previous hooks, which ran until now
-      if (slot.started) await this.#hook(slot, 'stop').catch(() => {})
-      Object.assign(slot, old, { started: false })
-      for (const box of slot.boxes) box.api = old.api
-      const restoreErrors: unknown[] = []
-      await this.#hook(slot, 'start').then(
-        () => {
-          slot.started = true
-        },
-        (e: unknown) => restoreErrors.push(e),
-      )
-      for (const d of running) {
-        await this.#hook(d, 'start').then(
-          () => {
-            d.started = true
-          },
-          (e: unknown) => restoreErrors.push(e),
-        )
-      }
-      throw meshError(
-        'MESH_ERR_RECONFIGURE_FAILED',
-        [
-          next.plugin.name,
-          `restarting it failed (${reasonOf(err)}); ${restoreErrors.length === 0 ? 'it runs again with its previous options' : 'restarting it with its previous options failed too'}`,
-        ],
-        { cause: err, errors: restoreErrors },
-      )
-    }
-    for (const d of running) {
-      await this.#hook(d, 'start')
-      d.started = true
-    }
-    if (provided.has('bootstrap')) this.#startBootstrapper()
-    return dependents.map((d) => d.resolved.plugin.name)
-  }
-
-  /** Applies in-place core settings; returns how to undo them. */
-  async #applyCore(
-    previous: ResolvedMeshConfig,
-    next: ResolvedMeshConfig,
-    paths: readonly string[],
-  ): Promise<() => Promise<void>> {
-    const top = new Set(paths.map((p) => p.split('.')[0]))
-    const undo: Array<() => void> = []
-    if (top.has('logLevel')) {
-      this.logger.level = next.logLevel
-      undo.push(() => {
-        this.logger.level = previous.logLevel
-      })
-    }
-    if (top.has('security')) {
-      this.reputationService.settings = next.security
-      undo.push(() => {
-        this.reputationService.settings = previous.security
-      })
-    }
-    if (top.has('bootstrap')) {
-      this.#startBootstrapper()
-      undo.push(() => this.#startBootstrapper())
-    }
-    if (top.has('dial')) {
-      for (const address of next.dial) this.#peerAddresses.trust(address)
-      const before = new Set(previous.dial)
-      void this.#dialConfigured(next.dial.filter((a) => !before.has(a)))
-    }
-    return async () => {
-      for (const step of undo.reverse()) step()
-    }
-  }
-
-  /**
-   * While the node runs, a ban hangs up on the peer (and, with `security.banIps`, on every direct
-   * connection from its IPs); the reputation learns the IPs of a peer from its direct connections.
-   */
-  #enforceBans(libp2p: Libp2p): void {
-    const reputation = this.reputationService
-    reputation.ipsOf = (peer) => {
-      const ips = new Set<string>()
-      for (const c of libp2p.getConnections()) {
-        if (c.remotePeer.toString() !== peer || c.limits !== undefined) continue
-        const address = c.remoteAddr.toString()
-        if (address.includes('/p2p-circuit')) continue
-        const ip = ipOf(c.remoteAddr)
-        if (ip !== undefined) ips.add(ip)
-      }
-      return [...ips]
-    }
-    const off = reputation.onBan((ban) => {
-      const targets = libp2p.getConnections().filter((c) => {
-        if (c.remotePeer.toString() === ban.peerId) return true
-        if (ban.ips.length === 0 || c.remoteAddr.toString().includes('/p2p-circuit')) return false
-        const ip = ipOf(c.remoteAddr)
-        return ip !== undefined && ban.ips.includes(ip)
-      })
-      for (const c of targets) c.abort(new Error(`peer banned: ${ban.reason}`))
-    })
-    this.#unsubscribe.push(off)
+    return findSlot(this.#slots, name)
   }
 
   /** (Re)starts the bootstrapper with the current config and bootstrap sources. */
@@ -615,9 +289,7 @@ export class MeshNode {
     if (previous) void previous.stop().catch(() => {})
     this.#bootstrapper = new Bootstrapper(
       this.libp2p,
-      this.#slots
-        .filter((s) => s.resolved.plugin.provides.includes('bootstrap'))
-        .map((s) => ({ name: s.resolved.plugin.name, source: s.api as BootstrapSource })),
+      bootstrapSourcesOf(this.#slots),
       { ...this.config.bootstrap, dialTimeout: this.config.connections.dialTimeout },
       this.logger.child('bootstrap'),
       this.events,
@@ -656,15 +328,7 @@ export class MeshNode {
     this.#abort.abort()
     await this.#bootstrapper?.stop().catch((err: unknown) => errors.push(err))
     this.#bootstrapper = undefined
-    for (const slot of [...this.#slots].reverse()) {
-      if (!slot.started) continue
-      slot.started = false
-      try {
-        await this.#hook(slot, 'stop')
-      } catch (err) {
-        errors.push(err)
-      }
-    }
+    errors.push(...(await stopSlots(this.#slots)))
     for (const off of this.#unsubscribe.splice(0)) off()
     try {
       await this.#libp2p?.stop()
@@ -674,11 +338,7 @@ export class MeshNode {
     return errors
   }
 
-  #serialize(step: () => Promise<void>): Promise<void> {
-    return this.#serializeValue(step)
-  }
-
-  #serializeValue<T>(step: () => Promise<T>): Promise<T> {
+  #serialize<T>(step: () => Promise<T>): Promise<T> {
     const run = this.#transition.then(step, step)
     this.#transition = run.then(
       () => {},
@@ -687,121 +347,53 @@ export class MeshNode {
     return run
   }
 
-  async #hook(slot: PluginSlot, name: 'setup' | 'libp2p' | 'start' | 'stop'): Promise<unknown> {
-    const fn = slot.hooks[name]
-    if (!fn) return undefined
-    try {
-      return await fn.call(slot.hooks, slot.ctx)
-    } catch (err) {
-      // a user's mistake a plugin found (a missing key file, a bad option value) stays a user error:
-      // the CLI prints it with its hint and exits 2, without a stack trace
-      if (err instanceof MeshError && (err.code === 'MESH_ERR_PLUGIN_HOOK_FAILED' || err.userError)) throw err
-      throw meshError('MESH_ERR_PLUGIN_HOOK_FAILED', [slot.resolved.plugin.name, name, reasonOf(err)], {
-        cause: err,
-      })
-    }
+  #context(resolved: ResolvedPlugin): PluginContext {
+    return createPluginContext(resolved, this.#host)
   }
 
-  #context(resolved: ResolvedPlugin): PluginContext {
+  /** What plugin contexts and in-place reloads reach of this node (live: the getters follow the node). */
+  #makeHost(): PluginContextHost & ReloadHost {
     const node = this
-    const { plugin } = resolved
-    const declared = new Set<string>([
-      plugin.name,
-      ...plugin.provides,
-      ...plugin.dependencies,
-      ...(plugin.optionalDependencies ?? []),
-    ])
-    const check = (cap: string) => {
-      if (!declared.has(cap)) throw meshError('MESH_ERR_UNDECLARED_DEPENDENCY', [plugin.name, cap])
-    }
-    const logger = this.logger.child(plugin.name)
     return {
-      name: plugin.name,
+      get state() {
+        return node.#state
+      },
       get config() {
-        return node.config
+        return node.#config
+      },
+      set config(next: ResolvedMeshConfig) {
+        node.#config = next
+        node.container.register(TOKENS.config, { useValue: next })
       },
       env: this.env,
-      logger,
+      logger: this.logger,
       events: this.events,
       datastore: this.datastore,
       peerId: this.peerId,
       privateKey: this.privateKey,
+      reputation: this.reputationService,
+      container: this.container,
       get libp2p() {
-        if (!node.#libp2p) throw meshError('MESH_ERR_NODE_NOT_CREATED', [plugin.name])
         return node.#libp2p
       },
       get signal() {
         return node.#abort.signal
       },
-      reputation: this.reputationService,
       get peerAddresses() {
         return node.#peerAddresses
       },
-      budget(name: string, init?: BudgetInit): Budget {
-        return createBudget(`${plugin.name}/${name}`, init, (peer, refusal) => {
-          if (refusal.peerFault)
-            node.reputationService.penalize(peer, 'budget', `${plugin.name}/${name}: ${refusal.reason}`)
-        })
-      },
-      use<T>(cap: Capability): T {
-        check(cap)
-        const providers = providersOf(node.config.plugins).get(cap) ?? []
-        if (providers.length > 1 || MULTI_PROVIDER_CAPABILITIES.has(cap)) {
-          if (providers.length !== 1)
-            throw meshError('MESH_ERR_NOT_EXCLUSIVE', [plugin.name, cap, providers.length])
-        }
-        return node.container.resolve<ApiBox>(capabilityToken<ApiBox>(cap)).api as T
-      },
-      useOptional<T>(cap: Capability): T | undefined {
-        check(cap)
-        const providers = providersOf(node.config.plugins).get(cap) ?? []
-        if (providers.length === 0) return undefined
-        if (providers.length > 1 || MULTI_PROVIDER_CAPABILITIES.has(cap))
-          throw meshError('MESH_ERR_NOT_EXCLUSIVE', [plugin.name, cap, providers.length])
-        return node.container.resolve<ApiBox>(capabilityToken<ApiBox>(cap)).api as T
-      },
-      useAll<T>(cap: Capability): T[] {
-        check(cap)
-        const token = capabilityToken<ApiBox>(cap)
-        return node.container.isRegistered(token, true)
-          ? node.container.resolveAll<ApiBox>(token).map((b) => b.api as T)
-          : []
-      },
-      resolve<T>(token: Token<T>): T {
-        return node.container.resolve(token)
-      },
+      slots: this.#slots,
+      context: (resolved) => this.#context(resolved),
+      startBootstrapper: () => this.#startBootstrapper(),
+      dialConfigured: (addresses) =>
+        void dialConfigured(addresses, {
+          started: () => this.#state === 'started',
+          libp2p: () => this.libp2p,
+          signal: () => this.#abort.signal,
+          logger: this.logger,
+          events: this.events,
+        }),
+      slot: (name) => this.#slot(name),
     }
-  }
-
-  #forwardEvents(libp2p: Libp2p): void {
-    const on = <E extends 'peer:connect' | 'peer:disconnect' | 'connection:open' | 'connection:close'>(
-      name: E,
-      map: (detail: never) => Record<string, unknown>,
-    ) => {
-      const listener = (evt: CustomEvent) => this.events.emit(name, map(evt.detail as never))
-      libp2p.addEventListener(name, listener as never)
-      this.#unsubscribe.push(() => libp2p.removeEventListener(name, listener as never))
-    }
-    on('peer:connect', (peer: PeerId) => ({ peerId: peer.toString() }))
-    on('peer:disconnect', (peer: PeerId) => ({ peerId: peer.toString() }))
-    on('connection:open', (c: Connection) => describeConnection(c))
-    on('connection:close', (c: Connection) => ({ connectionId: c.id, peerId: c.remotePeer.toString() }))
-  }
-
-  /** Dials `addresses` (the config's `dial`), all at once; failures are logged and reported as events. */
-  async #dialConfigured(addresses: readonly string[]): Promise<void> {
-    await Promise.all(
-      addresses.map(async (address) => {
-        if (this.#state !== 'started') return
-        try {
-          const connection = await this.libp2p.dial(multiaddr(address), { signal: this.#abort.signal })
-          this.logger.info(`dialled ${address} (${connection.remotePeer})`)
-        } catch (err) {
-          if (this.#abort.signal.aborted) return
-          this.logger.warn(`could not dial ${address}: ${reasonOf(err)}`)
-          this.events.emit('dial:failed', { address, error: reasonOf(err) })
-        }
-      }),
-    )
   }
 }

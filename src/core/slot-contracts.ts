@@ -1,3 +1,4 @@
+import { MeshError } from './errors.js'
 import type { Capability, PluginContext } from './plugin.js'
 import { capabilityToken } from './tokens.js'
 
@@ -163,4 +164,29 @@ export function optionalApi<T = unknown>(ctx: PluginContext, capability: Capabil
   } catch {
     return undefined
   }
+}
+
+/**
+ * The node's `discovery` provider, for joining topics from outside (the CLI's `--topic`, an app): throws
+ * MESH_ERR_INVALID_ARGUMENT with a fix when the config has none. `what` names who asks, e.g. '--topic'.
+ */
+export function requireDiscovery(
+  node: { tryApi<T>(capability: Capability, ...methods: string[]): T | undefined },
+  what = 'joining a topic',
+): DiscoverySlotApi {
+  const discovery = node.tryApi<DiscoverySlotApi>(
+    SLOT_CAPABILITIES.discovery,
+    'join',
+    'leave',
+    'topics',
+    'peers',
+  )
+  if (discovery) return discovery
+  throw new MeshError(
+    'MESH_ERR_INVALID_ARGUMENT',
+    `${what} needs a topic discovery plugin, and the config has none.`,
+    {
+      hint: "Add kadTopics() from 'meshkit/plugins' (or another plugin providing 'discovery') to `plugins`.",
+    },
+  )
 }

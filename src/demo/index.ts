@@ -9,15 +9,15 @@ export {
   demoTopicsOf,
   MAX_DEMO_PEERS,
 } from './plan.js'
-export {
-  type DemoClusterSummary,
-  type DemoOptions,
-  type DemoPeer,
-  type DemoProgress,
-  type DemoSummary,
-  type DemoTopicSummary,
-  type RunDemoOptions,
-  type RunningDemo,
-  runDemo,
-  startDemo,
-} from './run-demo.js'
+export { runDemo } from './run-demo.js'
+export { startDemo } from './start-demo.js'
+export type {
+  DemoClusterSummary,
+  DemoOptions,
+  DemoPeer,
+  DemoProgress,
+  DemoSummary,
+  DemoTopicSummary,
+  RunDemoOptions,
+  RunningDemo,
+} from './types.js'

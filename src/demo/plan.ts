@@ -5,6 +5,8 @@ export const DEFAULT_DEMO_TOPICS: readonly string[] = ['alpha', 'beta', 'gamma']
 export const DEFAULT_DEMO_PEERS = 20
 /** More peers than this in one process is no longer a demo on a laptop. */
 export const MAX_DEMO_PEERS = 100
+/** Topic members each peer keeps connected (kadTopics' default). */
+export const CONNECTIONS_PER_TOPIC = 8
 
 /**
  * The topics of peer `i` (0-based) among `topics`: its own topic `topics[i % k]`; every second peer also

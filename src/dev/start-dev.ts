@@ -1,26 +1,29 @@
-import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+/**
+ * `startDev()`: `mesh dev` as a function. The pieces are beside it: config-files.ts (what to watch,
+ * content hashes), reload-queue.ts (debounce, one reload at a time, idle), runtime-topics.ts (topics
+ * carried over a rebuild), reload-report.ts (what each reload did) and watch-files.ts.
+ */
 import { resolve } from 'node:path'
 import {
-  CONFIG_SEARCH_PLACES,
   type ConfigEnv,
   createLogger,
-  type DiscoverySlotApi,
   definitionChanged,
-  hasMethods,
   isMeshError,
   type LoadedConfig,
   type Logger,
   type LogLevel,
   loadConfig,
   type MeshConfig,
-  MeshError,
   type MeshEventBus,
   MeshKernel,
   type MeshNode,
   type PluginRegistry,
+  requireDiscovery,
 } from 'meshkit'
+import { filesInError, hashFiles, watchSetOf } from './config-files.js'
+import { createReloadQueue } from './reload-queue.js'
 import { describeChanges, describeSteps, type ReloadReport } from './reload-report.js'
+import { trackRuntimeTopics } from './runtime-topics.js'
 import { type FileWatcher, fileLabel, watchFiles } from './watch-files.js'
 
 export interface StartDevOptions {
@@ -72,31 +75,8 @@ export interface DevSession {
   close(): Promise<void>
 }
 
-/** The `discovery` slot's API (the session carries runtime topics over a rebuild with it), if any. */
-function discoveryOf(node: MeshNode): Pick<DiscoverySlotApi, 'join' | 'topics'> | undefined {
-  if (!node.plugins.some((p) => p.plugin.provides.includes('discovery'))) return undefined
-  const api = node.api('discovery')
-  return hasMethods<DiscoverySlotApi>(api, 'join', 'topics') ? api : undefined
-}
-
 function reasonOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
-}
-
-async function hashFiles(files: readonly string[]): Promise<Map<string, string>> {
-  const out = new Map<string, string>()
-  await Promise.all(
-    files.map(async (file) => {
-      const content = await readFile(file).catch(() => undefined)
-      out.set(file, content ? createHash('sha256').update(content).digest('hex') : 'missing')
-    }),
-  )
-  return out
-}
-
-/** Files named in an error's `(at file:line:col)` locations, absolute. */
-function filesInError(text: string, cwd: string): string[] {
-  return [...text.matchAll(/\(at (.+?):\d+:\d+\)/g)].map((m) => resolve(cwd, m[1]))
 }
 
 /**
@@ -141,117 +121,48 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
 
   // Topics: those the config joins at start are the node's baseline; others were joined at runtime
   // (`topics`, the control API, an app) and are joined again on a rebuilt node.
-  const runtimeTopics = new Set<string>()
-  let baseline = new Set<string>()
-  const refreshTopics = () => {
-    const current = discoveryOf(node)?.topics() ?? []
-    const now = new Set(current)
-    for (const t of [...runtimeTopics]) if (!now.has(t)) runtimeTopics.delete(t)
-    for (const t of current) if (!baseline.has(t)) runtimeTopics.add(t)
-  }
-  const resetBaseline = () => {
-    baseline = new Set((discoveryOf(node)?.topics() ?? []).filter((t) => !runtimeTopics.has(t)))
-  }
-  resetBaseline()
+  const runtimeTopics = trackRuntimeTopics()
+  runtimeTopics.resetBaseline(node)
   if (options.topics?.length) {
     const topics = options.topics
     try {
-      const discovery = discoveryOf(node)
-      if (!discovery) {
-        throw new MeshError(
-          'MESH_ERR_INVALID_ARGUMENT',
-          '--topic needs a topic discovery plugin, and the config has none.',
-          {
-            hint: "Add kadTopics() from 'meshkit/plugins' (or another plugin providing 'discovery') to `plugins`.",
-          },
-        )
-      }
+      const discovery = requireDiscovery(node, '--topic')
       await Promise.all(topics.map((t) => discovery.join(t)))
     } catch (err) {
       await kernel.close().catch(() => {})
       throw err
     }
-    for (const t of topics) if (!baseline.has(t)) runtimeTopics.add(t)
+    runtimeTopics.joined(topics)
   }
 
-  const watchSet = (l: LoadedConfig, extra: readonly string[] = []) => {
-    const files = new Set([...l.dependencies, ...extra])
-    if (l.file) files.add(l.file)
-    else if (options.configFile) files.add(resolve(cwd, options.configFile))
-    else for (const place of CONFIG_SEARCH_PLACES) files.add(resolve(cwd, place))
-    return [...files]
-  }
+  const where = { cwd, configFile: options.configFile }
+  const watchSet = (l: LoadedConfig, extra: readonly string[] = []) => watchSetOf(l, where, extra)
   let hashes = await hashFiles(watchSet(loaded))
   const reports: ReloadReport[] = []
   const listeners = new Set<(report: ReloadReport) => void>()
   if (options.onReload) listeners.add(options.onReload)
 
   let closed = false
-  let timer: NodeJS.Timeout | undefined
-  let firstChange: number | undefined
-  const pendingFiles = new Set<string>()
-  let running: Promise<unknown> = Promise.resolve()
-  /** Reloads waiting or running. */
-  let queued = 0
-  let idleWaiters: Array<() => void> = []
-  const isIdle = () => queued === 0 && timer === undefined
-  const settleIdle = () => {
-    if (!isIdle()) return
-    for (const wake of idleWaiters.splice(0)) wake()
-  }
-
+  const queue = createReloadQueue({
+    debounceMs,
+    logger,
+    reloadChanged: (files, since) => reloadOnce(files, since, false),
+    emit: (report) => {
+      reports.push(report)
+      for (const listener of listeners) {
+        try {
+          listener(report)
+        } catch (err) {
+          logger.error(`a reload listener threw: ${reasonOf(err)}`)
+        }
+      }
+    },
+  })
   const watcher: FileWatcher = watchFiles(
     watchSet(loaded),
-    (file) => {
-      if (closed) return
-      pendingFiles.add(file)
-      firstChange ??= performance.now()
-      clearTimeout(timer)
-      timer = setTimeout(() => {
-        timer = undefined
-        // a failure is logged where the queue catches it
-        schedule().catch(() => {})
-      }, debounceMs)
-    },
+    (file) => queue.changed(file),
     (err, dir) => logger.debug(`cannot watch ${dir}: ${reasonOf(err)}`),
   )
-
-  const emit = (report: ReloadReport) => {
-    reports.push(report)
-    for (const listener of listeners) {
-      try {
-        listener(report)
-      } catch (err) {
-        logger.error(`a reload listener threw: ${reasonOf(err)}`)
-      }
-    }
-  }
-
-  /** Runs reloads one at a time, in order; emits each report; tracks idleness for `idle()`. */
-  const enqueue = (job: () => Promise<ReloadReport | undefined>): Promise<ReloadReport | undefined> => {
-    queued++
-    const run = running.then(async () => {
-      const report = await job()
-      if (report) emit(report)
-      return report
-    })
-    running = run
-      .catch((err: unknown) => logger.error(`reload failed unexpectedly: ${reasonOf(err)}`))
-      .finally(() => {
-        queued--
-        settleIdle()
-      })
-    return run
-  }
-  const schedule = () =>
-    enqueue(async () => {
-      if (closed || pendingFiles.size === 0) return undefined
-      const files = [...pendingFiles]
-      pendingFiles.clear()
-      const since = firstChange ?? performance.now()
-      firstChange = undefined
-      return reloadOnce(files, since, false)
-    })
 
   let nextId = 1
   const reloadOnce = async (
@@ -311,7 +222,7 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
     const codeChanged = localCodeChanged
       ? (a: { definition: unknown }, b: { definition: unknown }) => a.definition !== b.definition
       : definitionChanged
-    refreshTopics()
+    runtimeTopics.refresh(node)
     const peerBefore = node.peerId.toString()
     // the kernel restarts the running node when a new node that needed its port failed to start
     let restarted = false
@@ -325,24 +236,13 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
       base.actions = describeSteps(result.steps)
       base.reasons = result.diff.rebuild ? result.diff.reasons : []
       if (result.mode === 'rebuild') {
-        const discovery = discoveryOf(node)
-        if (discovery) {
-          const joined = new Set(discovery.topics())
-          const missing = [...runtimeTopics].filter((t) => !joined.has(t))
-          // the node is rebuilt whatever happens here: a topic that cannot be joined is logged
-          const results = await Promise.allSettled(missing.map((t) => discovery.join(t)))
-          results.forEach((r, i) => {
-            if (r.status === 'rejected')
-              logger.warn(`could not join topic ${missing[i]} again on the new node: ${reasonOf(r.reason)}`)
-          })
-          base.topicsRejoined = missing.filter((_, i) => results[i].status === 'fulfilled')
-        }
+        base.topicsRejoined = (await runtimeTopics.rejoinRebuilt(node, logger)) ?? base.topicsRejoined
         // peers that dial this node need its new addresses (ports of `/tcp/0`, `/udp/0` change too)
         base.actions.push(
           `node: listening on ${node.libp2p.getMultiaddrs().map(String).join(', ') || '(nothing)'}`,
         )
       }
-      resetBaseline()
+      runtimeTopics.resetBaseline(node)
       loaded = next
       watcher.update(watchSet(next))
       hashes = await hashFiles(watcher.files)
@@ -367,10 +267,7 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
       if (restarted && kernel.current) {
         // same config and identity, but its connections were closed: join the runtime topics again
         node = kernel.current
-        const discovery = discoveryOf(node)
-        const topics = [...runtimeTopics].filter((t) => !(discovery?.topics() ?? []).includes(t))
-        const results = await Promise.allSettled(topics.map((t) => discovery?.join(t)))
-        base.topicsRejoined = topics.filter((_, i) => results[i].status === 'fulfilled')
+        base.topicsRejoined = await runtimeTopics.rejoinRestarted(node)
         message += `\nThe running node had to stop for the new one and was started again with its previous config: its connections were closed (peers reconnect)${base.topicsRejoined.length > 0 ? `; topics joined again: ${base.topicsRejoined.join(', ')}` : ''}.`
       }
       return {
@@ -409,7 +306,7 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
     },
     async reload(files = []) {
       const started = performance.now()
-      const report = await enqueue(() =>
+      const report = await queue.enqueue(() =>
         reloadOnce(
           files.map((f) => resolve(cwd, f)),
           started,
@@ -418,19 +315,13 @@ export async function startDev(options: StartDevOptions = {}): Promise<DevSessio
       )
       return report as ReloadReport
     },
-    idle() {
-      if (isIdle()) return Promise.resolve()
-      return new Promise((resolveIdle) => idleWaiters.push(resolveIdle))
-    },
+    idle: () => queue.idle(),
     async close() {
       if (closed) return
       closed = true
-      clearTimeout(timer)
-      timer = undefined
+      const draining = queue.close()
       watcher.close()
-      await running
-      for (const wake of idleWaiters.splice(0)) wake()
-      idleWaiters = []
+      await draining
       await kernel.close()
     },
   }

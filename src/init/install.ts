@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { meshError } from 'meshkit'
+import { initError } from './errors.js'
 
 export interface InstallOptions {
   /** Extra arguments for `npm install`. @default ['--no-audit', '--no-fund'] */
@@ -31,12 +31,12 @@ export function installDependencies(dir: string, options: InstallOptions = {}): 
     }
     child.stdout.on('data', collect)
     child.stderr.on('data', collect)
-    child.once('error', (err) => reject(meshError('MESH_ERR_INIT_INSTALL_FAILED', [dir, err.message])))
+    child.once('error', (err) => reject(initError('MESH_ERR_INIT_INSTALL_FAILED', [dir, err.message])))
     child.once('close', (code, signal) => {
       if (code === 0) return resolve()
       const tail = output.trim().split('\n').slice(-15).join('\n')
       const how = signal ? `killed by ${signal}` : `exit code ${code}`
-      reject(meshError('MESH_ERR_INIT_INSTALL_FAILED', [dir, `${how}\n${tail}`]))
+      reject(initError('MESH_ERR_INIT_INSTALL_FAILED', [dir, `${how}\n${tail}`]))
     })
   })
 }

@@ -3,7 +3,8 @@ import { existsSync, readFileSync } from 'node:fs'
 import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { basename, delimiter, join, relative, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { MeshError, makeDir, meshError } from 'meshkit'
+import { MeshError, makeDir } from 'meshkit'
+import { initError } from './errors.js'
 import { installDependencies } from './install.js'
 import { packageNameProblems, suggestPackageName } from './package-name.js'
 import { listTemplates, templateInfo, templatesDir } from './templates.js'
@@ -89,7 +90,7 @@ async function vendorCheckout(dir: string): Promise<string> {
   const output = await run('npm', ['pack', '--silent', '--pack-destination', vendor], meshkitRoot(), 180_000)
   const tarball = output.trim().split('\n').pop()?.trim()
   if (!tarball?.endsWith('.tgz') || !existsSync(join(vendor, tarball)))
-    throw meshError('MESH_ERR_INIT_INSTALL_FAILED', [
+    throw initError('MESH_ERR_INIT_INSTALL_FAILED', [
       dir,
       `npm pack of ${meshkitRoot()} gave no tarball: ${output.slice(-500)}`,
     ])
@@ -170,7 +171,7 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
   const source = options.templatesDir ?? templatesDir()
   const template = options.template ?? 'basic'
   const available = listTemplates(source)
-  if (!available.includes(template)) throw meshError('MESH_ERR_INIT_UNKNOWN_TEMPLATE', [template, available])
+  if (!available.includes(template)) throw initError('MESH_ERR_INIT_UNKNOWN_TEMPLATE', [template, available])
 
   const cwd = options.cwd ?? process.cwd()
   const dir = resolve(cwd, options.dir)
@@ -178,7 +179,7 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
   const problems = packageNameProblems(packageName)
   if (problems.length > 0) {
     const suggestion = options.packageName === undefined ? suggestPackageName(packageName) : undefined
-    throw meshError('MESH_ERR_INIT_BAD_NAME', [packageName, problems, suggestion])
+    throw initError('MESH_ERR_INIT_BAD_NAME', [packageName, problems, suggestion])
   }
 
   // npm installs a `file:` spec that points nowhere as a dangling link and says nothing: check it here
@@ -200,7 +201,7 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
     }
     const entries = (await readdir(dir)).filter((e) => !IGNORED_IN_TARGET.has(e))
     if (entries.length > 0 && !options.force) {
-      throw meshError('MESH_ERR_INIT_DIR_NOT_EMPTY', [dir, entries.sort()])
+      throw initError('MESH_ERR_INIT_DIR_NOT_EMPTY', [dir, entries.sort()])
     }
   }
 
