@@ -238,12 +238,20 @@ export class NatMesh {
     return this.peers.filter((p) => p.proc.alive && p.proc.peerId)
   }
 
-  /** Whether `peer` has min(k, members - 1) live topic peers. */
-  satisfied(peer: NatPeer): boolean {
-    const live = new Set(this.livePeers().map((p) => p.proc.peerId!))
-    const need = Math.min(this.k, live.size - 1)
+  /**
+   * Whether `peer` has min(k, members - 1) live topic peers: `view` (what `mesh topics` shows): peers in
+   * its own topic view that it is connected to; `connected` (the mesh as a whole): members it has an
+   * open connection to (direct, hole-punched or relayed) that count it or it counts as a topic peer.
+   */
+  satisfied(peer: NatPeer, by: 'view' | 'connected' = 'view'): boolean {
+    const live = this.livePeers()
+    const need = Math.min(this.k, live.length - 1)
     let n = 0
-    for (const id of peer.view) if (live.has(id) && this.connectedTo(peer, id)) n++
+    for (const other of live) {
+      const id = other.proc.peerId!
+      if (other === peer || !this.connectedTo(peer, id)) continue
+      if (peer.view.has(id) || (by === 'connected' && other.view.has(peer.proc.peerId!))) n++
+    }
     return n >= need
   }
 
@@ -259,11 +267,11 @@ export class NatMesh {
     return false
   }
 
-  /** Waits until every live peer is satisfied; ms, or null after `timeoutMs`. */
-  async waitSatisfied(timeoutMs: number): Promise<number | null> {
+  /** Waits until every live peer is satisfied (see {@link satisfied}); ms, or null after `timeoutMs`. */
+  async waitSatisfied(timeoutMs: number, by: 'view' | 'connected' = 'view'): Promise<number | null> {
     const t0 = Date.now()
     while (Date.now() - t0 < timeoutMs) {
-      if (this.livePeers().every((p) => this.satisfied(p))) return Date.now() - t0
+      if (this.livePeers().every((p) => this.satisfied(p, by))) return Date.now() - t0
       await sleep(100)
     }
     return null

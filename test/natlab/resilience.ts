@@ -9,9 +9,9 @@
  *   how the pairs ended up connected.
  * - {@link runRelayLossScenario}: two relays, peers holding one reservation each (minReservations 1);
  *   once every peer has its topic peers and the punchable pairs are hole-punched, the relay carrying the
- *   relayed-only pairs (symmetric + symmetric) is SIGKILLed. Measured: hole-punched connections that
- *   went down with it (should be none), the time until the relayed-only peers hold a reservation on the
- *   other relay, and until every peer has its topic peers again.
+ *   relayed-only pairs (symmetric + symmetric) is SIGKILLed. Measured: hole-punched pairs that lost
+ *   their direct connection with it (should be none), the time until the relayed-only peers hold a
+ *   reservation on the other relay, and until every peer has its topic peers again.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -24,10 +24,14 @@ export const NAT_CYCLE: NatBehaviour[] = ['full-cone', 'restricted-cone', 'port-
 
 export interface LossOptions {
   peers: number
+  /** NAT behaviours of the peers. @default NAT_CYCLE repeated */
+  behaviours?: NatBehaviour[]
   /** Loss on every host link, percent. */
   loss: number
   k?: number
   timeoutMs?: number
+  /** Longest wait for complete topic views once connected. @default what is left of timeoutMs */
+  viewsWaitMs?: number
   log?: (text: string) => void
 }
 
@@ -35,11 +39,19 @@ export interface LossResult {
   loss: number
   peers: number
   behaviours: NatBehaviour[]
-  /** From the last peer's `started` to every peer satisfied (null: not within the timeout). */
+  /**
+   * From the last peer's `started` until every peer is connected (direct, hole-punched or relayed) to
+   * min(k, N - 1) members that count it, or it counts, as topic peers: the mesh as a whole (null: not
+   * within the timeout).
+   */
+  connectedMs: number | null
+  /** From the last peer's `started` until every peer's own topic view has them (`mesh topics`). */
   rendezvousMs: number | null
   /** From the first peer's spawn to every peer satisfied. */
   totalMs: number | null
-  /** Peers with all their topic peers at the end. */
+  /** Every peer's own topic view complete before the timeout. */
+  viewsComplete: boolean
+  /** Peers with all their topic peers in their own view at the end. */
   satisfiedPeers: number
   /** Per peer: topic peers connected at the end. */
   topicPeers: Record<string, number>
@@ -77,13 +89,16 @@ export async function runLossScenario(options: LossOptions): Promise<LossResult>
   const log = options.log ?? (() => {})
   return withLab(async (lab, dir) => {
     const mesh = new NatMesh({ lab, dir, k: options.k, log, topic: 'loss-topic' })
-    const behaviours = Array.from({ length: options.peers }, (_, i) => NAT_CYCLE[i % NAT_CYCLE.length])
+    const behaviours =
+      options.behaviours ?? Array.from({ length: options.peers }, (_, i) => NAT_CYCLE[i % NAT_CYCLE.length])
     const result: LossResult = {
       loss: options.loss,
       peers: options.peers,
       behaviours,
+      connectedMs: null,
       rendezvousMs: null,
       totalMs: null,
+      viewsComplete: false,
       satisfiedPeers: 0,
       topicPeers: {},
       pairs: { direct: 0, holePunched: 0, relayed: 0, none: 0 },
@@ -105,10 +120,16 @@ export async function runLossScenario(options: LossOptions): Promise<LossResult>
       await Promise.all(peers.map((p) => p.proc.waitStarted(120_000)))
       const lastStarted = Date.now()
       log(`${peers.length} peers started in ${lastStarted - firstSpawn} ms`)
-      const ms = await mesh.waitSatisfied(options.timeoutMs ?? 120_000)
-      result.rendezvousMs = ms
-      result.totalMs = ms === null ? null : Date.now() - firstSpawn
-      if (ms === null) result.problems.push('not every peer got its topic peers in time')
+      const timeout = options.timeoutMs ?? 120_000
+      result.connectedMs = await mesh.waitSatisfied(timeout, 'connected')
+      if (result.connectedMs === null)
+        result.problems.push('not every peer got connected to its topic peers in time')
+      // the views, given a little more time after the connections (bounded by the same timeout)
+      const left = options.viewsWaitMs ?? Math.max(5_000, timeout - (Date.now() - lastStarted))
+      const views = await mesh.waitSatisfied(left, 'view')
+      result.rendezvousMs = views === null ? null : Date.now() - lastStarted
+      result.totalMs = views === null ? null : Date.now() - firstSpawn
+      result.viewsComplete = views !== null
       // a little longer: the punches of the last connections
       await sleep(2000)
       for (const p of peers)
@@ -136,16 +157,22 @@ export interface RelayLossOptions {
 export interface RelayLossResult {
   behaviours: NatBehaviour[]
   formationMs: number | null
-  /** Hole-punched (WebRTC) connections open when the relay was killed, and those that closed after. */
-  punchedBefore: number
-  punchedDropped: number
+  /**
+   * Pairs of peers with a hole-punched (WebRTC) connection when the relay was killed, and how many of
+   * them had none left afterwards (a pair may hold two: each side's upgrade; one closing is no loss).
+   */
+  punchedPairsBefore: number
+  punchedPairsLost: number
+  /** Those WebRTC connections one by one: open at the kill, closed within the following seconds. */
+  punchedConnections: number
+  punchedConnectionsClosed: number
   /** Relayed-only pairs (both symmetric) whose relayed connection went through the killed relay. */
   relayedPairs: number
   /** Per relayed-only peer: kill -> its reservation on the other relay (relay:reserved). */
   reReserveMs: Array<number | null>
-  /** Kill -> every peer satisfied again (the relayed-only pairs through the other relay). */
+  /** Kill -> every peer connected to its topic peers again (the relayed-only pairs through the other relay). */
   reconnectMs: number | null
-  /** Kill -> the relayed-only pairs connected again (a topic peer of each other). */
+  /** Kill -> the relayed-only pairs connected again (through the other relay). */
   relayedPairsBackMs: number | null
   pairsBefore: { direct: number; holePunched: number; relayed: number; none: number }
   pairsAfter: { direct: number; holePunched: number; relayed: number; none: number }
@@ -162,8 +189,10 @@ export async function runRelayLossScenario(options: RelayLossOptions = {}): Prom
     const result: RelayLossResult = {
       behaviours,
       formationMs: null,
-      punchedBefore: 0,
-      punchedDropped: 0,
+      punchedPairsBefore: 0,
+      punchedPairsLost: 0,
+      punchedConnections: 0,
+      punchedConnectionsClosed: 0,
       relayedPairs: 0,
       reReserveMs: [],
       reconnectMs: null,
@@ -191,7 +220,7 @@ export async function runRelayLossScenario(options: RelayLossOptions = {}): Prom
           if (l.event === 'relay:reserved') reservedOn.set(p, String(l.relay))
         })
       await Promise.all(peers.map((p) => p.proc.waitStarted(120_000)))
-      result.formationMs = await mesh.waitSatisfied(timeout)
+      result.formationMs = await mesh.waitSatisfied(timeout, 'connected')
       if (result.formationMs === null) result.problems.push('the mesh did not form')
       // the punchable pairs hole-punched (bounded wait)
       const punchable = (a: NatPeer, b: NatPeer) =>
@@ -223,7 +252,18 @@ export async function runRelayLossScenario(options: RelayLossOptions = {}): Prom
       const punched = peers.flatMap((p) =>
         [...p.conns.entries()].filter(([, c]) => c.transport === 'webrtc').map(([id]) => ({ p, id })),
       )
-      result.punchedBefore = punched.length
+      result.punchedConnections = punched.length
+      const pairKey = (a: string, b: string) => [a, b].sort().join('+')
+      const punchedPairs = () =>
+        new Set(
+          peers.flatMap((p) =>
+            [...p.conns.values()]
+              .filter((c) => c.transport === 'webrtc')
+              .map((c) => pairKey(p.proc.peerId!, c.peer)),
+          ),
+        )
+      const pairsAtKill = punchedPairs()
+      result.punchedPairsBefore = pairsAtKill.size
       const other = mesh.relays.find((r) => r !== victim)!
       const affected = symmetric.filter((p) => reservedOn.get(p) === victim.proc.peerId)
       const reReserved = affected.map((p) =>
@@ -246,10 +286,9 @@ export async function runRelayLossScenario(options: RelayLossOptions = {}): Prom
       await sleep(300)
       const symmetricBack = async () => {
         while (Date.now() - killAt < timeout) {
+          // connected again (through the other relay): a relayed-only pair has no other way
           const ok = symmetric.every((a) =>
-            symmetric.every(
-              (b) => a === b || (a.view.has(b.proc.peerId!) && mesh.connectedTo(a, b.proc.peerId!)),
-            ),
+            symmetric.every((b) => a === b || mesh.connectedTo(a, b.proc.peerId!)),
           )
           if (ok) return Date.now() - killAt
           await sleep(100)
@@ -258,14 +297,16 @@ export async function runRelayLossScenario(options: RelayLossOptions = {}): Prom
       }
       const [back, all] = await Promise.all([
         symmetricBack(),
-        mesh.waitSatisfied(timeout).then((ms) => (ms === null ? null : Date.now() - killAt)),
+        mesh.waitSatisfied(timeout, 'connected').then((ms) => (ms === null ? null : Date.now() - killAt)),
       ])
       result.relayedPairsBackMs = back
       result.reconnectMs = all
       result.reReserveMs = (await Promise.all(reReserved)).map((t) => (t === null ? null : t - killAt))
       // punched connections must have stayed up (a short grace for their close events)
       await sleep(1000)
-      result.punchedDropped = punched.filter(({ p, id }) => !p.conns.has(id)).length
+      result.punchedConnectionsClosed = punched.filter(({ p, id }) => !p.conns.has(id)).length
+      const pairsNow = punchedPairs()
+      result.punchedPairsLost = [...pairsAtKill].filter((k) => !pairsNow.has(k)).length
       result.pairsAfter = mesh.pairSummary()
       if (back === null) result.problems.push('the relayed-only peers did not reach each other again')
       if (all === null) result.problems.push('not every peer had its topic peers again')
