@@ -5,7 +5,8 @@
  * resources: {type: count}, eldP50Ms, eldP99Ms, eldMaxMs, cpuUserMs, cpuSystemMs}`. `timers` counts
  * the active `Timeout`s (`process.getActiveResourcesInfo()`: refed ones), `fds` the entries of
  * /proc/self/fd, the event-loop delay is since the previous sample (monitorEventLoopDelay, 20 ms
- * resolution). Nothing else of the process changes; the signal handler does not keep it alive.
+ * resolution), read before the forced GC and reset after it (the probe's own GC pause is not counted).
+ * Nothing else of the process changes; the signal handler does not keep it alive.
  */
 import { readdirSync } from 'node:fs'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -25,6 +26,10 @@ function fdCount(): number {
 }
 
 process.on('SIGUSR2', () => {
+  // the loop's delay first: the forced GC below blocks it, and its pause belongs to no interval measured
+  const eldP50Ms = round(eld.percentile(50) / 1e6)
+  const eldP99Ms = round(eld.percentile(99) / 1e6)
+  const eldMaxMs = round(eld.max / 1e6)
   const gc = (globalThis as { gc?: () => void }).gc
   gc?.()
   const mem = process.memoryUsage()
@@ -42,12 +47,13 @@ process.on('SIGUSR2', () => {
     timers: resources.Timeout ?? 0,
     handles: Object.values(resources).reduce((a, b) => a + b, 0),
     resources,
-    eldP50Ms: round(eld.percentile(50) / 1e6),
-    eldP99Ms: round(eld.percentile(99) / 1e6),
-    eldMaxMs: round(eld.max / 1e6),
+    eldP50Ms,
+    eldP99Ms,
+    eldMaxMs,
     cpuUserMs: Math.round(cpu.user / 1000),
     cpuSystemMs: Math.round(cpu.system / 1000),
   }
-  eld.reset()
   process.stdout.write(`${JSON.stringify(line)}\n`)
+  // after the GC and the write: the next interval starts clean
+  setImmediate(() => eld.reset())
 })
