@@ -2,7 +2,7 @@
  * The churn run (see run.ts for what it does and measures), as a function: `npm run bench:churn` runs it
  * at full size, test/resilience-churn.test.ts with a handful of processes.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { analyze, type WaveInput, type WaveResult } from './analyze.js'
@@ -48,6 +48,14 @@ export interface ChurnOptions {
   transports?: Array<'tcp' | 'quic'>
   /** Peers run peerCache(). @default true */
   peerCache?: boolean
+  /**
+   * How a victim goes: `kill` (SIGKILL: the kernel closes its TCP connections at once, its QUIC ones go
+   * silent) or `freeze` (SIGSTOP: every connection goes silent, as a laptop that sleeps or a phone that
+   * changes networks; frozen until the next wave, then SIGKILLed). With `freeze`, a restart runs on a
+   * copy of the frozen peer's data dir (same identity, peer cache, datastore), as the same device
+   * coming back elsewhere. @default 'kill'
+   */
+  vanish?: 'kill' | 'freeze'
   /** Where the data dirs go (else a temp dir, removed at the end unless keepDirs). */
   root?: string
   keepDirs?: boolean
@@ -192,7 +200,10 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnOutput> {
     const startSlot = (index: number, wave: number, kind: Incarnation['kind'], old?: Slot): Slot => {
       const name = `p${index}`
       const generation = old ? old.generation + 1 : 0
-      const dataDir = kind === 'restart' && old ? old.dataDir : join(peerDir, `${name}-${generation}`)
+      const dataDir =
+        kind === 'restart' && old && o.vanish !== 'freeze'
+          ? old.dataDir
+          : join(peerDir, `${name}-${generation}`)
       const topics = topicsOf(index)
       const proc = spawn(`${name}.${generation}`, peerDir, dataDir, topics)
       watch(proc)
@@ -235,6 +246,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnOutput> {
     ]
 
     const waves: WaveInput[] = []
+    const frozen: MeshProc[] = []
     for (let w = 1; w <= WAVES; w++) {
       const candidates = slots.filter((s) => !s.sentinel)
       const count = Math.min(candidates.length, Math.round(KILL_FRACTION * N))
@@ -243,21 +255,31 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnOutput> {
         ;[candidates[i], candidates[j]] = [candidates[j], candidates[i]]
       }
       const victims = candidates.slice(0, count)
+      // the previous wave's frozen peers go for good now (their window is over)
+      await Promise.all(frozen.splice(0).map((p) => p.kill()))
       const killAt = Date.now()
       for (const v of victims) {
         v.proc.killedAt = killAt
         timeline.died(v.inc, killAt)
-        v.proc.child.kill('SIGKILL')
+        v.proc.child.kill(o.vanish === 'freeze' ? 'SIGSTOP' : 'SIGKILL')
       }
-      await Promise.all(victims.map((v) => v.proc.kill()))
+      if (o.vanish === 'freeze') frozen.push(...victims.map((v) => v.proc))
+      else await Promise.all(victims.map((v) => v.proc.kill()))
       const replacements: Incarnation[] = []
-      victims.forEach((v, i) => {
+      for (const [i, v] of victims.entries()) {
         const kind = i % 2 === 0 ? 'restart' : 'new'
+        // the same device back elsewhere: its data as it was when it froze (not the lock or control files)
+        if (kind === 'restart' && o.vanish === 'freeze')
+          await cp(v.dataDir, join(peerDir, `${v.name}-${v.generation + 1}`), {
+            recursive: true,
+            filter: (src) => !/(node\.lock|control\.(json|token))[^/]*$/.test(src),
+          })
         const next = startSlot(v.index, w, kind, v)
         slots[slots.indexOf(v)] = next
         replacements.push(next.inc)
-        if (kind === 'new') void rm(v.dataDir, { recursive: true, force: true }).catch(() => {})
-      })
+        if (kind === 'new' && o.vanish !== 'freeze')
+          void rm(v.dataDir, { recursive: true, force: true }).catch(() => {})
+      }
       waves.push({ wave: w, killAt, victims: victims.map((v) => v.inc), replacements })
       log(
         `wave ${w}: killed ${victims.length} (${victims.map((v) => v.name).join(' ')}); replacements spawned`,
@@ -278,7 +300,20 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnOutput> {
     const end = Date.now()
     const final = series.at(-1)!.samples
     const loadAfter = machineLoad()
+    if (o.dumpDir)
+      await writeFile(
+        join(o.dumpDir, 'waves.json'),
+        JSON.stringify(
+          waves.map((w) => ({
+            wave: w.wave,
+            killAt: w.killAt,
+            victims: w.victims.map((i) => ({ slot: i.slot, peerId: i.peerId })),
+            replacements: w.replacements.map((i) => ({ slot: i.slot, peerId: i.peerId, kind: i.kind })),
+          })),
+        ),
+      )
     log('stopping')
+    await Promise.all(frozen.splice(0).map((p) => p.kill()))
     await Promise.all([...procs].map((p) => p.stop(10_000)))
 
     const result = analyze(

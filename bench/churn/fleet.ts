@@ -16,8 +16,13 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const here = dirname(fileURLToPath(import.meta.url))
-/** dist/bench/churn -> dist/src/cli/main.js */
-export const MESH_MAIN = resolve(here, '../../src/cli/main.js')
+/**
+ * The `mesh` CLI the benchmarks run: dist/src/cli/main.js of this build, or `MESHKIT_BENCH_CLI` (another
+ * build's main.js, e.g. to measure a before/after pair with the same benchmark).
+ */
+export const MESH_MAIN = process.env.MESHKIT_BENCH_CLI
+  ? resolve(process.env.MESHKIT_BENCH_CLI)
+  : resolve(here, '../../src/cli/main.js')
 export const PROBE_SCRIPT = resolve(here, 'probe.js')
 
 /** A `--json` line of `mesh start` (or of the probe). `time` is the child's Date.now() (same clock). */

@@ -34,7 +34,9 @@
  * Options: --peers N --bootstraps N --waves N --interval 40s --kill-fraction 0.3 --topics 3
  * --sentinels 5 --batch 10 --formation-timeout 240s --seed N --keep-dirs, and for experiments
  * --kad '<json kad-topics options>' --quic '<json quic options>' --config '<json extra config fields>'
- * --transports tcp,quic --no-peer-cache.
+ * --transports tcp,quic --no-peer-cache; --vanish freeze (SIGSTOP instead of SIGKILL: no connection is
+ * closed by the kernel, as a laptop going to sleep; see churn.ts); --dump-dir <dir> (every process's
+ * output), --debug <DEBUG pattern>; MESHKIT_BENCH_CLI=<main.js> runs another build's CLI.
  */
 import { parseArgs } from 'node:util'
 import { parseDuration } from 'meshkit'
@@ -60,6 +62,7 @@ const { values: opt } = parseArgs({
     'no-peer-cache': { type: 'boolean', default: false },
     'dump-dir': { type: 'string' },
     debug: { type: 'string' },
+    vanish: { type: 'string', default: 'kill' },
   },
 })
 
@@ -94,6 +97,7 @@ async function main(): Promise<void> {
     peerCache: !opt['no-peer-cache'],
     dumpDir: opt['dump-dir'],
     debug: opt.debug,
+    vanish: opt.vanish === 'freeze' ? 'freeze' : 'kill',
     log,
     onCleanup: (cleanup) => process.once('SIGINT', () => void cleanup().then(() => process.exit(130))),
   })
