@@ -124,18 +124,23 @@ describe('kad-topics: a 30-node mesh on loopback', function () {
     rendezvous = false
     await watchdog
     const dialFailures = nodes.filter((n) => n.events('dial:failed').length > 0).length
+    // honest nodes never penalize each other into a ban (budgets fit honest traffic)
+    const bans = mesh.nodes.flatMap((n) =>
+      n.events('peer:banned').map((e) => `${n.label}: ${e.peerId} ${e.reason}`),
+    )
     if (pending.size > 0) {
       const worst = [...pending.keys()].map(
         (k) => `${pending.get(k)?.node.label} ${k}: missing ${missing.get(k)}`,
       )
       const state = nodes.map(
         (n, i) =>
-          `${n.label}: ${n.libp2p.getConnections().length} connections, dial:failed ${n.events('dial:failed').length}, ${perNode[i].map((t) => `${t} ${n.api.peers(t).length} peers`).join(', ')}${redialled.has(n.label) ? `, re-dialled: ${n.redialErrors.at(-1) ?? 'ok'} (first dial: ${n.events('dial:failed')[0]?.error})` : ''}`,
+          `${n.label}: ${n.libp2p.getConnections().length} connections, dial:failed ${n.events('dial:failed').length}, ${perNode[i].map((t) => `${t} ${n.api.peers(t).length} peers`).join(', ')}${redialled.has(n.label) ? `, re-dialled: ${n.redialErrors.at(-1) ?? 'ok'} (first dial: ${n.events('dial:failed')[0]?.error})` : ''}, protocol errors ${n.events('topic:protocol-error').length} (${[...new Set(n.events('topic:protocol-error').map((e) => String(e.error).slice(0, 60)))].slice(0, 3).join('; ')}), penalties given ${Math.round(mesh.nodes.reduce((sum, o) => sum + n.mesh.node.reputation.penalty(o.peerId), 0))}, taken ${Math.round(mesh.nodes.reduce((sum, o) => sum + o.mesh.node.reputation.penalty(n.peerId), 0))}`,
       )
       throw new Error(
-        `after ${ms(allFoundAt - t0)} ${pending.size} (node, topic) pairs still lack members:\n  ${worst.slice(0, 10).join('\n  ')}\nnodes:\n  ${state.join('\n  ')}`,
+        `after ${ms(allFoundAt - t0)} ${pending.size} (node, topic) pairs still lack members:\n  ${worst.slice(0, 10).join('\n  ')}\nnodes:\n  ${state.join('\n  ')}\nbans:\n  ${bans.slice(0, 10).join('\n  ')}`,
       )
     }
+    expect(bans, 'bans among honest nodes').to.deep.equal([])
 
     // timings for the closing note
     const firstPeer = nodes.map((n) => (n.events('topic:peer')[0]?.at ?? Number.NaN) - t0)

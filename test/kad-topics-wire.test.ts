@@ -1,5 +1,5 @@
 /**
- * The member exchange (/mesh/topics/1.0.0) against bad bytes: decodeRequest/decodeResponse directly,
+ * The member exchange (/mesh/topics/2.0.0 and 1.0.0) against bad bytes: decodeRequest/decodeResponse directly,
  * then raw streams from a plain js-libp2p node to a Meshkit node (bad requests), and a plain node that
  * answers a Meshkit node's exchanges with bad responses. Every time the stream is reset or closed,
  * nothing is learned, and the node keeps working.
@@ -7,7 +7,7 @@
 import { noise as plainNoise } from '@chainsafe/libp2p-noise'
 import { yamux as plainYamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { tcp as plainTcp } from '@libp2p/tcp'
 import { lpStream } from '@libp2p/utils'
@@ -15,6 +15,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import { createLibp2p } from 'libp2p'
 import { TOPICS_PROTOCOL } from 'meshkit/plugins'
+import { memberPayload, signMember } from '../plugins/kad-topics/member-record.js'
 import { decodeRequest, decodeResponse, encode, LIMITS, WireError } from '../plugins/kad-topics/wire.js'
 import {
   collectPeers,
@@ -32,6 +33,7 @@ const json = (value: unknown) => utf8(JSON.stringify(value))
 const ADDR = '/ip4/127.0.0.1/tcp/4001'
 const PEER = '12D3KooWQkKze92ES1hjLfoMygrgQ3hfaHoXpZJJQyawsiH95AFK'
 const KEY = 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
+const SIG = 'A'.repeat(86)
 
 function expectWireError(fn: () => unknown, pattern: RegExp): void {
   let error: unknown
@@ -45,8 +47,9 @@ function expectWireError(fn: () => unknown, pattern: RegExp): void {
   expect((error as Error).message).to.match(pattern)
 }
 
-const plainNode = () =>
+const plainNode = (privateKey?: PrivateKey) =>
   createLibp2p({
+    ...(privateKey ? { privateKey } : {}),
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [plainTcp()],
     connectionEncrypters: [plainNoise()],
@@ -75,10 +78,29 @@ describe('kad-topics wire format', () => {
       expectWireError(() => decodeRequest(new Uint8Array(0)), /not UTF-8 JSON/)
       for (const v of ['null', '[]', '42', '"v"', 'true'])
         expectWireError(() => decodeRequest(utf8(v)), /not an object/)
-      for (const v of [2, 0, '1', null]) {
+      for (const v of [3, 0, '1', null]) {
         expectWireError(() => decodeRequest(json({ v, joined: [] })), /unknown version/)
       }
       expectWireError(() => decodeRequest(json({ joined: [] })), /unknown version/)
+      // the version must be the protocol's
+      expectWireError(() => decodeRequest(json({ v: 1, joined: [] }), 2), /version 1 on a version 2/)
+      expectWireError(
+        () => decodeRequest(json({ v: 2, joined: [], ts: 1, sigs: [] }), 1),
+        /version 2 on a version 1/,
+      )
+    })
+
+    it('version 2: a time and one well-formed signature per joined key', () => {
+      const ok = { v: 2, joined: [KEY], addrs: [ADDR], ts: 1_700_000_000_000, sigs: [SIG] }
+      expect(decodeRequest(json(ok), 2)).to.deep.include(ok)
+      expectWireError(() => decodeRequest(json({ ...ok, ts: undefined })), /ts is not a time/)
+      for (const ts of [-1, 1.5, '1', 2 ** 60])
+        expectWireError(() => decodeRequest(json({ ...ok, ts })), /ts is not a time/)
+      expectWireError(() => decodeRequest(json({ ...ok, sigs: undefined })), /sigs is not an array/)
+      expectWireError(() => decodeRequest(json({ ...ok, sigs: [] })), /0 sigs for 1 joined keys/)
+      expectWireError(() => decodeRequest(json({ ...ok, sigs: [SIG, SIG] })), /2 sigs for 1 joined keys/)
+      for (const bad of ['A'.repeat(85), `${'A'.repeat(85)}=`, `${'A'.repeat(85)}+`])
+        expectWireError(() => decodeRequest(json({ ...ok, sigs: [bad] })), /bad signature/)
     })
 
     it('rejects bad joined lists and addresses', () => {
@@ -112,6 +134,29 @@ describe('kad-topics wire format', () => {
       expect(decodeResponse(json(ok))).to.deep.include({ ...ok, members: {} })
       const full = Array.from({ length: LIMITS.maxMembersPerTopic }, () => ({ id: PEER, addrs: [] }))
       expect(decodeResponse(json({ ...ok, members: { [KEY]: full } })).members[KEY]).to.have.length(32)
+    })
+
+    it('version 2: every member carries its time and signature', () => {
+      const own = { v: 2, joined: [KEY], addrs: [ADDR], ts: 5, sigs: [SIG] }
+      const member = { id: PEER, addrs: [ADDR], ts: 7, sig: SIG }
+      const decoded = decodeResponse(json({ ...own, members: { [KEY]: [member] } }), 2)
+      expect(decoded.members[KEY][0]).to.deep.include(member)
+      const { sig: _sig, ...unsigned } = member
+      expectWireError(
+        () => decodeResponse(json({ ...own, members: { [KEY]: [unsigned] } })),
+        /member sig is not a string/,
+      )
+      expectWireError(
+        () => decodeResponse(json({ ...own, members: { [KEY]: [{ ...member, ts: 'now' }] } })),
+        /member ts is not a time/,
+      )
+      expectWireError(
+        () => decodeResponse(json({ ...own, members: { [KEY]: [{ ...member, sig: 'x' }] } })),
+        /bad signature/,
+      )
+      // version 1 carries no signatures: extra fields are ignored
+      const v1 = decodeResponse(json({ ...ok, members: { [KEY]: [{ ...member, sig: 'x' }] } }), 1)
+      expect(v1.members[KEY][0]).not.to.have.property('sig')
     })
 
     it('rejects bad member lists', () => {
@@ -156,6 +201,7 @@ describe('kad-topics wire format', () => {
       // the outer fields are checked as in a request
       expectWireError(() => decodeResponse(json({ v: 1, members: {} })), /joined is not an array/)
       expectWireError(() => decodeResponse(json({ ...ok, v: 3 })), /unknown version/)
+      expectWireError(() => decodeResponse(json(ok), 2), /version 1 on a version 2/)
       expectWireError(() => decodeResponse(json({ ...ok, addrs: ['nope'] })), /bad multiaddr/)
     })
 
@@ -173,14 +219,17 @@ describe('kad-topics wire format', () => {
     let mesh: TopicTestMesh
     let node: TopicNode
     let plain: Libp2p
+    let plainKey: PrivateKey
     let slow: Libp2p
     let key: string
 
     before(async () => {
       mesh = await TopicTestMesh.create()
-      node = await mesh.start({ topics: ['wire'], dial: [] })
+      // penalties are checked, not bans: the plain peer sends a dozen bad messages in a row
+      node = await mesh.start({ topics: ['wire'], dial: [], config: { security: { banThreshold: 1e6 } } })
       key = (await node.api.topicKey('wire')).toString()
-      plain = await plainNode()
+      plainKey = await generateKeyPair('Ed25519')
+      plain = await plainNode(plainKey)
       slow = await plainNode()
     })
     after(async () => {
@@ -195,9 +244,10 @@ describe('kad-topics wire format', () => {
       expect(reply.json, `${what}: no answer`).to.equal(undefined)
     }
 
-    it('resets the stream on each bad request and keeps serving', async () => {
-      // a peer that opens streams and sends nothing: held at most 10 s each, at most 8 at a time
-      // (another connection, so the per-connection stream limit does not affect the cases below)
+    it('resets the stream on each bad request, penalizes malformed ones, and keeps serving', async () => {
+      // a peer that opens streams and sends nothing: held at most 10 s each, at most 2 at a time (the
+      // exchange's per-peer concurrency; the rest refused at once), from another peer so that its
+      // budget does not affect the cases below
       const silent: Array<Promise<RawReply>> = []
       const slowStreams: Stream[] = []
       for (let i = 0; i < 10; i++) {
@@ -221,53 +271,105 @@ describe('kad-topics wire format', () => {
       }
       const silentStarted = Date.now()
 
-      const cases: Array<[string, Parameters<typeof rawExchange>[2]]> = [
+      // [what, message, penalized as malformed] (a stream that ends early may be the network's fault)
+      const cases: Array<[string, Parameters<typeof rawExchange>[2], boolean]> = [
         [
           'a length prefix above 64 KiB',
           { raw: Uint8Array.from([...varint(LIMITS.maxMessageBytes + 1), 0x7b]) },
+          true,
         ],
-        ['a 2^40 length prefix', { raw: varint(2 ** 40) }],
-        ['an over-long varint', { raw: new Uint8Array(16).fill(0xff) }],
-        ['a truncated message', { raw: Uint8Array.from([...varint(100), ...utf8('{"v":1')]) }],
-        ['an empty stream', { raw: new Uint8Array(0) }],
-        ['invalid JSON', { raw: lengthPrefixed(utf8('{"v":1,"joined":[')) }],
-        ['invalid UTF-8', { raw: lengthPrefixed(Uint8Array.from([0xc3, 0x28, 0xff])) }],
-        ['a JSON array', { raw: lengthPrefixed(utf8('[1,2,3]')) }],
-        ['version 2', { v: 2, joined: [key], addrs: [] }],
-        ['no version', { joined: [key], addrs: [] }],
-        ['65 joined keys', { v: 1, joined: Array.from({ length: 65 }, (_, i) => `${key}${i}`), addrs: [] }],
-        ['a bad joined entry', { v: 1, joined: [key, 7], addrs: [] }],
-        ['a bad multiaddr', { v: 1, joined: [key], addrs: ['/ip4/127.0.0.1/tcp/notaport'] }],
+        ['a 2^40 length prefix', { raw: varint(2 ** 40) }, true],
+        // (lpStream keeps reading a varint that never ends, until the stream does: an early end)
+        ['an over-long varint', { raw: new Uint8Array(16).fill(0xff) }, false],
+        ['a truncated message', { raw: Uint8Array.from([...varint(100), ...utf8('{"v":1')]) }, false],
+        ['an empty stream', { raw: new Uint8Array(0) }, false],
+        ['invalid JSON', { raw: lengthPrefixed(utf8('{"v":1,"joined":[')) }, true],
+        ['invalid UTF-8', { raw: lengthPrefixed(Uint8Array.from([0xc3, 0x28, 0xff])) }, true],
+        ['a JSON array', { raw: lengthPrefixed(utf8('[1,2,3]')) }, true],
+        ['version 3', { v: 3, joined: [key], addrs: [] }, true],
+        ['no version', { joined: [key], addrs: [] }, true],
+        ['version 2 without signatures', { v: 2, joined: [key], addrs: [] }, true],
+        [
+          'version 1 on the version 2 protocol',
+          { raw: lengthPrefixed(json({ v: 1, joined: [key], addrs: [] })) },
+          true,
+        ],
+        [
+          '65 joined keys',
+          { v: 1, joined: Array.from({ length: 65 }, (_, i) => `${key}${i}`), addrs: [] },
+          true,
+        ],
+        ['a bad joined entry', { v: 1, joined: [key, 7], addrs: [] }, true],
+        ['a bad multiaddr', { v: 1, joined: [key], addrs: ['/ip4/127.0.0.1/tcp/notaport'] }, true],
         [
           '17 addresses',
           { v: 1, joined: [key], addrs: Array.from({ length: 17 }, () => '/ip4/127.0.0.1/tcp/1') },
+          true,
         ],
-        ['garbage bytes', { raw: Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 256) }],
+        ['garbage bytes', { raw: Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) % 256) }, true],
       ]
-      for (const [what, message] of cases) {
+      const reputation = node.mesh.node.reputation
+      const plainId = plain.peerId.toString()
+      for (const [what, message, penalized] of cases) {
         const before = node.events('topic:protocol-error').length
+        const points = reputation.penalty(plainId)
         const reply = await send(message)
         expectRejected(reply, what)
         await waitFor(() => node.events('topic:protocol-error').length > before, {
           what: `${what}: topic:protocol-error`,
         })
         const error = node.events('topic:protocol-error').at(-1)
-        expect(error?.peerId, what).to.equal(plain.peerId.toString())
+        expect(error?.peerId, what).to.equal(plainId)
+        const added = reputation.penalty(plainId) - points
+        if (penalized) expect(added, `${what}: penalty points`).to.be.closeTo(25, 0.5)
+        else expect(added, `${what}: no penalty`).to.be.below(0.5)
       }
       // nothing was learned from any of them: the plain node never counted as a topic peer
       expect(node.events('topic:peer')).to.deep.equal([])
       expect(node.api.peers('wire')).to.deep.equal([])
       expect(node.mesh.node.state).to.equal('started')
 
-      // a valid exchange still works, and makes the plain node a topic peer
+      // a valid version 1 exchange still works, and makes the plain node a topic peer
       const reply = await send({ v: 1, joined: [key], addrs: [] })
       expect(reply.ended).to.equal('closed')
-      const response = decodeResponse(lengthPrefixedPayload(reply))
+      const response = decodeResponse(lengthPrefixedPayload(reply), 1)
       expect(response.joined).to.deep.equal([key])
       expect(response.addrs).to.include(node.addr)
-      await node.waitForEvent('topic:peer', (e) => e.peerId === plain.peerId.toString())
+      await node.waitForEvent('topic:peer', (e) => e.peerId === plainId)
 
-      // the silent streams: at most 8 held (the rest refused at once), each dropped after ~10 s
+      // a valid version 2 exchange, signed by the plain node: the answer is signed by the node
+      const plainAddr = plain.getMultiaddrs()[0].toString()
+      const ts = Date.now()
+      const signed = await send({
+        v: 2,
+        joined: [key],
+        addrs: [plainAddr],
+        ts,
+        sigs: [await signMember(plainKey, key, ts, [plainAddr])],
+      })
+      expect(signed.ended).to.equal('closed')
+      const answer = decodeResponse(lengthPrefixedPayload(signed), 2)
+      expect(answer.joined).to.deep.equal([key])
+      const nodeKey = node.libp2p.peerId.publicKey!
+      const valid = await nodeKey.verify(
+        memberPayload(key, answer.ts!, answer.addrs),
+        Buffer.from(answer.sigs![0], 'base64url'),
+      )
+      expect(valid, "the node's own record verifies with its peer id").to.equal(true)
+      // a signature by someone else is a forgery: penalized (50) and nothing learned
+      const other = await generateKeyPair('Ed25519')
+      const points = reputation.penalty(plainId)
+      const forged = await send({
+        v: 2,
+        joined: [key],
+        addrs: [plainAddr],
+        ts,
+        sigs: [await signMember(other, key, ts, [plainAddr])],
+      })
+      expectRejected(forged, 'a forged own record')
+      expect(reputation.penalty(plainId) - points, 'forged: penalty points').to.be.closeTo(50, 0.5)
+
+      // the silent streams: at most 2 held (the rest refused at once), each dropped after ~10 s
       const silentReplies = await Promise.all(silent)
       const took = Date.now() - silentStarted
       for (const r of silentReplies) expect(r.ended).to.be.oneOf(['reset', 'closed'])
@@ -287,12 +389,27 @@ describe('kad-topics wire format', () => {
 
     it("drops a peer's bad responses, learns nothing from them, and accepts a valid one after", async () => {
       mesh = await TopicTestMesh.create()
-      const node = await mesh.start({ topics: ['wire'], dial: [] })
+      // penalties are checked, not bans: the plain peer sends bad responses in a row
+      const node = await mesh.start({
+        topics: ['wire'],
+        dial: [],
+        config: { security: { banThreshold: 1e6 } },
+      })
       const key = (await node.api.topicKey('wire')).toString()
-      plain = await plainNode()
+      const plainKey = await generateKeyPair('Ed25519')
+      plain = await plainNode(plainKey)
       const plainAddr = plain.getMultiaddrs()[0].toString()
-      const fake = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
-      const base = { v: 1, joined: [key], addrs: [plainAddr] }
+      const fakeKey = await generateKeyPair('Ed25519')
+      const fake = peerIdFromPrivateKey(fakeKey).toString()
+      const ts = Date.now()
+      const base = {
+        v: 2,
+        joined: [key],
+        addrs: [plainAddr],
+        ts,
+        sigs: [await signMember(plainKey, key, ts, [plainAddr])],
+      }
+      const member = { id: fake, addrs: ['/ip4/127.0.0.1/tcp/9'], ts, sig: SIG }
       const bad: Array<[string, Uint8Array]> = [
         [
           'a bad member peer id',
@@ -300,7 +417,11 @@ describe('kad-topics wire format', () => {
         ],
         [
           'a bad member multiaddr',
-          lengthPrefixed(json({ ...base, members: { [key]: [{ id: fake, addrs: ['/x'] }] } })),
+          lengthPrefixed(json({ ...base, members: { [key]: [{ ...member, addrs: ['/x'] }] } })),
+        ],
+        [
+          'an unsigned member',
+          lengthPrefixed(json({ ...base, members: { [key]: [{ id: fake, addrs: member.addrs }] } })),
         ],
         [
           '33 members',
@@ -312,7 +433,8 @@ describe('kad-topics wire format', () => {
           ),
         ],
         ['a bad own multiaddr', lengthPrefixed(json({ ...base, addrs: ['/ip6/zzz/tcp/1'] }))],
-        ['version 2', lengthPrefixed(json({ ...base, v: 2, members: {} }))],
+        ['version 1 on the version 2 protocol', lengthPrefixed(json({ ...base, v: 1, members: {} }))],
+        ['version 2 without signatures', lengthPrefixed(json({ ...base, sigs: undefined, members: {} }))],
         ['invalid JSON', lengthPrefixed(utf8('{"v":1,"joined":'))],
         [
           'a length prefix above 64 KiB',
@@ -321,7 +443,10 @@ describe('kad-topics wire format', () => {
         ['garbage', Uint8Array.from({ length: 512 }, (_, i) => (i * 31) % 256)],
       ]
       const good = lengthPrefixed(
-        json({ ...base, members: { [key]: [{ id: fake, addrs: ['/ip4/127.0.0.1/tcp/9'] }] } }),
+        json({
+          ...base,
+          members: { [key]: [{ ...member, sig: await signMember(fakeKey, key, ts, member.addrs) }] },
+        }),
       )
       const requests: unknown[] = []
       let served = 0
@@ -331,7 +456,7 @@ describe('kad-topics wire format', () => {
         try {
           const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
           // Meshkit's own request must be valid
-          requests.push(decodeRequest((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()))
+          requests.push(decodeRequest((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray(), 2))
           const i = served++
           // bad ones in order, then (the node's lookups keep asking) garbage until the test says so
           const response = released ? good : (bad[i] ?? bad[bad.length - 1])[1]
@@ -357,6 +482,8 @@ describe('kad-topics wire format', () => {
       })
       expect(known.size, 'no member learned from bad responses').to.equal(0)
       expect(node.mesh.node.state).to.equal('started')
+      // each bad response cost the plain peer a malformed-message penalty (25 points)
+      expect(node.mesh.node.reputation.penalty(plain.peerId)).to.be.at.least(25 * bad.length - 1)
 
       // the next exchange gets the valid response
       released = true
@@ -371,7 +498,17 @@ describe('kad-topics wire format', () => {
       })
       expect([...found]).to.include.members([plain.peerId.toString(), fake])
       expect(requests.length).to.be.greaterThan(bad.length)
-      for (const r of requests) expect((r as { joined: string[] }).joined).to.include(key)
+      for (const r of requests) {
+        const request = r as { joined: string[]; addrs: string[]; ts: number; sigs: string[] }
+        expect(request.joined).to.include(key)
+        // signed by the node itself, over the addresses it sent
+        const i = request.joined.indexOf(key)
+        const ok = await node.libp2p.peerId.publicKey!.verify(
+          memberPayload(key, request.ts, request.addrs),
+          Buffer.from(request.sigs[i], 'base64url'),
+        )
+        expect(ok, 'the request carries a valid signature of the node').to.equal(true)
+      }
     })
   })
 })

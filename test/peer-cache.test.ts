@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import {
   type ConfigEnv,
@@ -12,9 +13,19 @@ import {
   resolveConfig,
 } from 'meshkit'
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
-import { type CachedPeer, type PeerCacheApi, parseCacheFile, peerCache } from '../plugins/peer-cache/index.js'
+import {
+  type CachedPeer,
+  comparePeers,
+  type PeerCacheApi,
+  parseCacheFile,
+  peerCache,
+  RETRY_INITIAL_MS,
+  retryAt,
+  usefulness,
+} from '../plugins/peer-cache/index.js'
 import { staticPeers } from '../plugins/static-peers/index.js'
 import { freePort, tempDir, waitFor } from './helpers.js'
+import { createHostileNode, Sentinels } from './hostile/index.js'
 
 const env: ConfigEnv = { command: 'start', mode: 'test' }
 
@@ -272,5 +283,103 @@ describe('bootstrap: peer cache', function () {
     const { peers, problems } = parseCacheFile(JSON.stringify({ version: 1, peers: [entry, entry] }))
     expect(peers).to.deep.equal([{ ...entry, addrs: ['/ip4/127.0.0.1/tcp/1'] }])
     expect(problems).to.deep.equal(['1 malformed entries dropped'])
+  })
+
+  it('never caches a peer that only connected to it, nor the addresses a peer claims for itself', async () => {
+    const sentinels = new Sentinels()
+    try {
+      const claimed = await sentinels.open('claimed')
+      const b = await start('b', {
+        bootstrap: { minConnections: 3, retryInitial: '100ms', retryMax: '300ms' },
+        plugins: [peerCache({ flushInterval: '100ms' })],
+      })
+      // a Sybil connects, says it listens at the sentinel (identify), and leaves
+      const sybil = await createHostileNode({
+        sourceIp: '127.0.0.44',
+        listen: ['/ip4/127.0.0.44/tcp/0'],
+        identity: { listenAddrs: [claimed.tcp, '/ip4/127.0.0.44/tcp/1'] },
+      })
+      try {
+        await sybil.dial(b.address)
+        await waitFor(() => connectedTo(b, sybil.peerId), { what: 'the Sybil connected' })
+        await new Promise((r) => setTimeout(r, 500)) // identify ran
+      } finally {
+        await sybil.stop()
+      }
+      // B stays below minConnections: a cache that kept the Sybil would dial it again and again
+      await new Promise((r) => setTimeout(r, 2_000))
+      expect(b.node.api<PeerCacheApi>('peer-cache').peers(), 'cached peers').to.deep.equal([])
+      expect(sentinels.since(0, 'claimed'), 'dials to the claimed address').to.deep.equal([])
+
+      // a peer B dials itself is cached at the address B dialled, not at those it claims
+      const aPort = await freePort()
+      const a = await start('a', { listen: [`/ip4/127.0.0.1/tcp/${aPort}`], announce: [claimed.tcp] })
+      await b.node.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/${aPort}/p2p/${a.peerId}`))
+      await waitFor(() => b.node.api<PeerCacheApi>('peer-cache').peers().length === 1, { what: 'A cached' })
+      await new Promise((r) => setTimeout(r, 500))
+      const [cached] = b.node.api<PeerCacheApi>('peer-cache').peers()
+      expect(cached.id).to.equal(a.peerId)
+      expect(cached.addrs).to.deep.equal([`/ip4/127.0.0.1/tcp/${aPort}`])
+      await b.close()
+      const saved = await readCache(`${dir}/b/peer-cache.json`)
+      expect(saved.peers.map((p) => p.id)).to.deep.equal([a.peerId])
+    } finally {
+      await sentinels.close()
+    }
+  })
+
+  it('a cached peer whose dials fail is offered again only after a growing wait', async () => {
+    const sentinels = new Sentinels()
+    try {
+      // an address that accepts TCP and drops it: every dial fails
+      const dead = await sentinels.open('dead')
+      const id = await newPeerId()
+      const entry = { id, addrs: [dead.tcp], successes: 3, failures: 0, lastSeen: Date.now() - 60_000 }
+      await mkdir(`${dir}/b`, { recursive: true })
+      await writeFile(`${dir}/b/peer-cache.json`, JSON.stringify({ version: 1, peers: [entry] }))
+      const b = await start('b', {
+        bootstrap: { minConnections: 1, retryInitial: '100ms', retryMax: '200ms' },
+        connections: { allow: ['/ip4/127.0.0.1'], dialTimeout: '300ms' },
+        plugins: [peerCache({ flushInterval: '100ms' })],
+      })
+      const api = b.node.api<PeerCacheApi>('peer-cache')
+      await waitFor(() => (api.peers()[0]?.failures ?? 0) >= 1, { timeoutMs: 6_000, what: 'a failure' })
+      const first = sentinels.since(0, 'dead').length
+      // bootstrap rounds every ~200 ms for 3 s: the peer waits out RETRY_INITIAL_MS (30 s) instead
+      await new Promise((r) => setTimeout(r, 3_000))
+      expect(sentinels.since(0, 'dead').length, 'dials while it waits').to.equal(first)
+      const [peer] = api.peers()
+      expect(peer.streak).to.equal(1)
+      expect(retryAt(peer) - (peer.lastFailure ?? 0)).to.equal(RETRY_INITIAL_MS)
+      expect(await api.candidates({ signal: new AbortController().signal })).to.deep.equal([])
+      await b.close()
+    } finally {
+      await sentinels.close()
+    }
+  })
+
+  it('ranks by usefulness (dials that worked, time connected), not by who showed up last', async () => {
+    const now = Date.now()
+    const seedLike: CachedPeer = {
+      id: 'a',
+      addrs: ['/ip4/198.51.100.1/tcp/1'],
+      successes: 12,
+      failures: 1,
+      lastSeen: now - 3_600_000,
+      uptime: 6 * 3_600_000,
+    }
+    const fresh: CachedPeer = {
+      id: 'b',
+      addrs: ['/ip4/203.0.113.1/tcp/1'],
+      successes: 1,
+      failures: 0,
+      lastSeen: now,
+    }
+    expect(usefulness(seedLike)).to.be.greaterThan(usefulness(fresh))
+    expect([fresh, seedLike].sort(comparePeers).map((p) => p.id)).to.deep.equal(['a', 'b'])
+    // failing since last seen: behind the others whatever its record
+    const failing = { ...seedLike, id: 'c', streak: 2, lastFailure: now }
+    expect([failing, fresh].sort(comparePeers).map((p) => p.id)).to.deep.equal(['b', 'c'])
+    expect(retryAt(failing)).to.equal(now + 2 * RETRY_INITIAL_MS)
   })
 })

@@ -11,10 +11,11 @@
  * By then the manager already knows the member (from the exchange on connect, as a non-member), so
  * the suite's "peer event after start" needs join() to report members known before joining.
  */
+import { join } from 'node:path'
 import type { PeerDiscovery } from '@libp2p/interface'
 import tests from '@libp2p/interface-compliance-tests/peer-discovery'
 import type { KadDHT } from '@libp2p/kad-dht'
-import { createEventBus, createLogger } from 'meshkit'
+import { createBudget, createEventBus, createLogger, loadOrCreateIdentity } from 'meshkit'
 import { TopicPeerDiscovery } from '../plugins/kad-topics/topic-discovery.js'
 import { TopicManager } from '../plugins/kad-topics/topic-manager.js'
 import { TopicTestMesh } from './fixtures/topics.js'
@@ -32,7 +33,14 @@ describe('kad-topics PeerDiscovery', function () {
     async setup() {
       mesh = await TopicTestMesh.create('meshkit-compliance-')
       const member = await mesh.start({ topics: [TOPIC], dial: [], label: 'member' })
-      const host = await mesh.start({ dial: [member.addr], kad: { memberExchange: false }, label: 'host' })
+      const host = await mesh.start({
+        dial: [member.addr],
+        kad: { memberExchange: false },
+        label: 'host',
+        dirName: 'host',
+      })
+      // the host's own key (its identity file): the manager signs the host's member records with it
+      const { privateKey } = await loadOrCreateIdentity(join(mesh.dir, 'host'))
       const discovery = new TopicPeerDiscovery()
       abort = new AbortController()
       const m = new TopicManager(
@@ -46,11 +54,18 @@ describe('kad-topics PeerDiscovery', function () {
           lookupBackoff: { initial: 250, max: 5_000 },
           refreshInterval: 300_000,
           memberTtl: 900_000,
+          maxPeersPerNetwork: 2,
         },
         createLogger({ level: 'silent' }),
         createEventBus(),
         abort.signal,
         (peer) => discovery.discovered(peer),
+        {
+          privateKey,
+          reputation: host.mesh.node.reputation,
+          addresses: host.mesh.node.peerAddresses,
+          budget: createBudget('topics'),
+        },
       )
       manager = m
       await m.start()

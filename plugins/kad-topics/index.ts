@@ -1,22 +1,34 @@
-import type { PeerInfo } from '@libp2p/interface'
-import { type KadDHT, kadDHT, passthroughMapper, removePrivateAddressesMapper } from '@libp2p/kad-dht'
+import type { PeerInfo, PeerStore } from '@libp2p/interface'
+import { type KadDHT, kadDHT } from '@libp2p/kad-dht'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { MemoryDatastore } from 'datastore-core'
+import type { Datastore } from 'interface-datastore'
 import {
   type AddressScope,
-  createAddressScope,
+  type Budget,
+  createPeerAddressPolicy,
   definePlugin,
   durationSchema,
   type Libp2pContribution,
+  type PeerAddressPolicy,
   type PluginContext,
   z,
 } from 'meshkit'
 import type { CID } from 'multiformats/cid'
+import type { DialGuard } from './dial-guard.js'
+import { KAD_LIMITS, KadGuard } from './kad-guard.js'
 import type { MemberRegistry } from './member-registry.js'
+import { limitProviderStore } from './provider-store.js'
 import { TopicPeerDiscovery } from './topic-discovery.js'
-import { TopicManager, type TopicManagerSettings } from './topic-manager.js'
+import { TOPICS_BUDGET, TopicManager, type TopicManagerSettings } from './topic-manager.js'
+import { LIMITS } from './wire.js'
 
+export { KAD_LIMITS } from './kad-guard.js'
+export { memberPayload, signMember } from './member-record.js'
+export { PROVIDER_STORE_LIMITS } from './provider-store.js'
 export { topicKey } from './topic-key.js'
-export { TOPICS_PROTOCOL } from './wire.js'
+export { TOPICS_BUDGET } from './topic-manager.js'
+export { TOPICS_PROTOCOL, TOPICS_PROTOCOL_V1 } from './wire.js'
 
 /** Options the DHT service is built from: a change to one of them needs a new libp2p node. */
 export const DHT_OPTIONS = [
@@ -66,11 +78,12 @@ const options = z
      */
     dhtMode: z.enum(['auto', 'client', 'server']).default('auto'),
     /**
-     * Which peer addresses the DHT keeps: `public` strips private ones (right on the internet) except
-     * those in the config's `network.publicCidrs`; `all` keeps them (LANs, loopback test meshes).
-     * @default 'public'
+     * Which peer addresses kad-topics keeps (DHT peers and providers, topic members): `public` only
+     * globally routable ones (and `network.publicCidrs`), `private` LAN ranges too, `all` loopback too.
+     * Never wider than the node dials: the core's `network.addressScope` applies as well.
+     * @default the core's `network.addressScope`
      */
-    addressScope: z.enum(['public', 'all']).default('public'),
+    addressScope: z.enum(['public', 'private', 'all']).optional(),
     /** Provider records in the node's datastore (kept across restarts when it is persistent) or in memory. @default 'datastore' */
     records: z.enum(['datastore', 'memory']).default('datastore'),
     /** Lifetime of a topic announcement; re-announced before it expires. @default '48h' */
@@ -83,8 +96,16 @@ const options = z
     lookupMax: durationSchema("'30s'").default(30_000),
     /** Lookup interval once a topic has its peers. @default '5m' */
     refreshInterval: durationSchema("'5m'").default(300_000),
-    /** How long a member learned from others stays known without news. @default '15m' */
+    /**
+     * How long a member learned from others stays known without news; also the longest a signed member
+     * record is passed on (members sign theirs again every third of it). @default '15m'
+     */
     memberTtl: durationSchema("'15m'").default(900_000),
+    /**
+     * Topic peers of one topic from one network (an IPv4 /24, an IPv6 /48) while members from other
+     * networks can be had: Sybils from one network cannot fill a topic. @default ceil(connectionsPerTopic / 4)
+     */
+    maxPeersPerNetwork: z.number().int().positive().max(256).optional(),
   })
   .default({
     topics: [],
@@ -94,7 +115,6 @@ const options = z
     queryTimeout: 60_000,
     kBucketSize: 20,
     dhtMode: 'auto',
-    addressScope: 'public',
     records: 'datastore',
     recordTtl: 48 * 3_600_000,
     memberExchange: true,
@@ -135,18 +155,74 @@ function managerSettings(opts: KadTopicsOptions): TopicManagerSettings {
     lookupBackoff: { initial: opts.lookupInitial, max: opts.lookupMax },
     refreshInterval: opts.refreshInterval,
     memberTtl: opts.memberTtl,
+    maxPeersPerNetwork: opts.maxPeersPerNetwork ?? Math.ceil(opts.connectionsPerTopic / 4),
   }
 }
 
 /**
+ * The addresses kad-topics keeps: those the core allows (`ctx.peerAddresses`), narrowed to the plugin's
+ * own `addressScope` when it sets one.
+ */
+function addressPolicy(ctx: PluginContext, scope: KadTopicsOptions['addressScope']): PeerAddressPolicy {
+  const core = ctx.peerAddresses
+  if (scope === undefined) return core
+  const own = createPeerAddressPolicy({
+    scope,
+    publicCidrs: ctx.config.network.publicCidrs,
+    dialInterval: () => ctx.config.security.peerDialInterval,
+  })
+  return {
+    ...own,
+    refuse: (address) => own.refuse(address) ?? core.refuse(address),
+    filter: (addresses) => core.filter(own.filter(addresses)),
+  }
+}
+
+/** A peer store whose `merge` keeps only addresses `policy` allows (at most 16): what kad-dht stores. */
+function filteredPeerStore(peerStore: PeerStore, policy: PeerAddressPolicy): PeerStore {
+  return new Proxy(peerStore, {
+    get(target, prop) {
+      if (prop === 'merge') {
+        return (id: Parameters<PeerStore['merge']>[0], data: Parameters<PeerStore['merge']>[1], o?: never) =>
+          target.merge(
+            id,
+            data.multiaddrs
+              ? {
+                  ...data,
+                  multiaddrs: policy.filter(data.multiaddrs as Multiaddr[]).slice(0, LIMITS.maxAddrs),
+                }
+              : data,
+            o,
+          )
+      }
+      const value = Reflect.get(target, prop, target)
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+  })
+}
+
+/** In a private mesh nobody stores DHT values here (Meshkit uses provider records only). */
+const refuseRecords = async (): Promise<void> => {
+  throw new Error('this mesh stores no DHT records (kadTopics mode: private)')
+}
+
+/**
  * Topic discovery on the Kademlia DHT (@libp2p/kad-dht): topics are provider records under a CID
- * derived from the topic name, plus a member exchange between connected peers for fast rendezvous.
+ * derived from the topic name, plus a member exchange between connected peers for fast rendezvous
+ * (`/mesh/topics/2.0.0`, member records signed by the members; 1.0.0 still served).
+ *
+ * Hostile peers (docs/discovery.md): the exchange has a per-peer and global budget, penalizes malformed
+ * and forged messages, answers within 64 KiB; addresses pass the address scope (`addressScope`, by default
+ * the core's `network.addressScope`) before they are kept or dialled, dials on peers' words are bounded,
+ * a topic's peers are spread across networks (`maxPeersPerNetwork`); the DHT's inbound streams, messages
+ * and provider records are bounded through the registrar, datastore and peer store kad-dht is given.
  *
  * On a config reload (`mesh dev`), options other than the DHT's ({@link DHT_OPTIONS}) are applied in
  * place: `topics` joins the added and leaves the removed config topics (topics joined at runtime
- * stay), `connectionsPerTopic`, `queryTimeout`, `lookupInitial`/`lookupMax`, `refreshInterval` and
- * `memberTtl` take effect at once; a new `namespace` (new topic keys) or `memberExchange` leaves and
- * re-joins every topic with a new topic manager, connections kept. A DHT option needs a new node.
+ * stay), `connectionsPerTopic`, `queryTimeout`, `lookupInitial`/`lookupMax`, `refreshInterval`,
+ * `memberTtl` and `maxPeersPerNetwork` take effect at once; a new `namespace` (new topic keys) or
+ * `memberExchange` leaves and re-joins every topic with a new topic manager, connections kept. A DHT
+ * option needs a new node.
  */
 export const kadTopics = definePlugin({
   name: 'kad-topics',
@@ -169,8 +245,16 @@ export const kadTopics = definePlugin({
     }
     const dhtService = (ctx: { libp2p: { services: Record<string, unknown> } }) =>
       ctx.libp2p.services.dht as KadDHT
-    const makeManager = (ctx: PluginContext, o: KadTopicsOptions, registry?: MemberRegistry) =>
-      new TopicManager(
+    /** The member exchange's budget: one per plugin start, shared by the managers a reload makes. */
+    let budget: Budget | undefined
+    const makeManager = (
+      ctx: PluginContext,
+      o: KadTopicsOptions,
+      registry?: MemberRegistry,
+      dials?: DialGuard,
+    ) => {
+      budget ??= ctx.budget('topics', TOPICS_BUDGET)
+      return new TopicManager(
         ctx.libp2p,
         dhtService(ctx),
         managerSettings(o),
@@ -178,8 +262,16 @@ export const kadTopics = definePlugin({
         ctx.events,
         ctx.signal,
         (peer) => discovery.discovered(peer),
+        {
+          privateKey: ctx.privateKey,
+          reputation: ctx.reputation,
+          addresses: addressPolicy(ctx, o.addressScope),
+          budget,
+        },
         registry,
+        dials,
       )
+    }
     const api: TopicDiscovery = {
       join: (topic) => need().join(validTopic(topic)),
       leave: (topic) => need().leave(validTopic(topic)),
@@ -199,45 +291,65 @@ export const kadTopics = definePlugin({
       },
       topicKey: (topic) => need().keyOf(validTopic(topic)),
     }
-    const serverMode =
-      opts.dhtMode === 'server'
-        ? true
-        : opts.dhtMode === 'client'
-          ? false
-          : opts.addressScope === 'all'
-            ? true
-            : undefined
     return {
       setup: () => api,
-      libp2p: (ctx) => ({
-        services: {
-          dht: (components: Parameters<ReturnType<typeof kadDHT>>[0]) =>
-            kadDHT({
-              protocol: opts.protocol ?? (opts.mode === 'amino' ? AMINO_KAD_PROTOCOL : MESH_KAD_PROTOCOL),
-              clientMode: serverMode === undefined ? undefined : !serverMode,
-              peerInfoMapper:
-                opts.addressScope === 'all'
-                  ? passthroughMapper
-                  : ctx.config.network.publicCidrs.length === 0
-                    ? removePrivateAddressesMapper
-                    : keepPublicAddresses(createAddressScope(ctx.config.network.publicCidrs)),
-              kBucketSize: opts.kBucketSize,
-              initialQuerySelfInterval: 1000,
-              providers: { provideValidity: Math.ceil(opts.recordTtl / 1000) },
-              reprovide: {
-                validity: opts.recordTtl,
-                threshold: Math.floor(opts.recordTtl / 2),
-                interval: Math.min(3_600_000, Math.floor(opts.recordTtl / 4)),
-              },
-            })(
-              opts.records === 'memory'
-                ? Object.create(components, { datastore: { value: new MemoryDatastore() } })
-                : components,
-            ),
-        } as unknown as Libp2pContribution['services'],
-        peerDiscovery: [() => discovery],
-      }),
+      libp2p: (ctx) => {
+        const scope = opts.addressScope ?? ctx.config.network.addressScope
+        // a LAN or a mesh on one host: a DHT server; on the internet kad-dht decides from its addresses
+        const serverMode =
+          opts.dhtMode === 'server'
+            ? true
+            : opts.dhtMode === 'client'
+              ? false
+              : scope !== 'public' || undefined
+        const policy = addressPolicy(ctx, opts.addressScope)
+        const protocol = opts.protocol ?? (opts.mode === 'amino' ? AMINO_KAD_PROTOCOL : MESH_KAD_PROTOCOL)
+        const guard = new KadGuard({
+          streams: ctx.budget('kad-streams', KAD_LIMITS.streams),
+          messages: ctx.budget('kad-messages', KAD_LIMITS.messages),
+          reputation: ctx.reputation,
+        })
+        return {
+          services: {
+            dht: (components: Parameters<ReturnType<typeof kadDHT>>[0]) => {
+              const c = components as unknown as {
+                datastore: Datastore
+                registrar: Parameters<KadGuard['registrar']>[0]
+                peerStore: PeerStore
+              }
+              // kad-dht sees: a provider store with bounds, a registrar whose DHT handler is guarded,
+              // a peer store that keeps only addresses in scope
+              const datastore = limitProviderStore(
+                opts.records === 'memory' ? new MemoryDatastore() : c.datastore,
+                ctx.peerId.toString(),
+              )
+              return kadDHT({
+                protocol,
+                clientMode: serverMode === undefined ? undefined : !serverMode,
+                peerInfoMapper: (peer: PeerInfo) => ({ ...peer, multiaddrs: policy.filter(peer.multiaddrs) }),
+                kBucketSize: opts.kBucketSize,
+                initialQuerySelfInterval: 1000,
+                providers: { provideValidity: Math.ceil(opts.recordTtl / 1000) },
+                reprovide: {
+                  validity: opts.recordTtl,
+                  threshold: Math.floor(opts.recordTtl / 2),
+                  interval: Math.min(3_600_000, Math.floor(opts.recordTtl / 4)),
+                },
+                ...(opts.mode === 'private' ? { validators: { pk: refuseRecords } } : {}),
+              })(
+                Object.create(components, {
+                  datastore: { value: datastore },
+                  registrar: { value: guard.registrar(c.registrar, protocol) },
+                  peerStore: { value: filteredPeerStore(c.peerStore, policy) },
+                }),
+              )
+            },
+          } as unknown as Libp2pContribution['services'],
+          peerDiscovery: [() => discovery],
+        }
+      },
       start: async (ctx) => {
+        budget = undefined
         manager = makeManager(ctx, opts)
         await manager.start()
         await Promise.all(opts.topics.map((topic) => manager!.join(topic)))
@@ -263,13 +375,14 @@ export const kadTopics = definePlugin({
             ctx,
             next,
             next.namespace === previous.namespace ? current.registry : undefined,
+            current.dials,
           )
           try {
             await fresh.start()
           } catch (err) {
             // back to the previous options, with the topics it had
             await fresh.stop().catch(() => {})
-            manager = makeManager(ctx, previous, current.registry)
+            manager = makeManager(ctx, previous, current.registry, current.dials)
             await manager.start()
             await Promise.all([...previous.topics, ...runtime].map((t) => manager!.join(t)))
             throw err

@@ -1,24 +1,78 @@
+/** A member's own signed record (see member-record.ts), kept to pass it on. */
+export interface MemberProof {
+  /** The addresses as signed (all in this node's address scope, or the record is not kept). */
+  addrs: string[]
+  ts: number
+  sig: string
+}
+
 /** A topic member as this node knows it. */
 export interface KnownMember {
+  /** Addresses this node may dial (already checked against its address scope). */
   addrs: string[]
-  /** When the member was last confirmed (ms since epoch). */
+  /**
+   * When the member was last confirmed (ms since epoch): the time of its own claim or DHT record; for a
+   * relayed member, the time the member signed its record (a relayer cannot make it younger).
+   */
   lastSeen: number
   /** True when the member told us itself (or the DHT did); false when a third peer relayed it. */
   direct: boolean
   /** The member last said it is short of peers in this topic. */
   short: boolean
+  /** Who told us: the member itself, the relaying peer, or `dht`. Dials on its word are charged to it. */
+  source: string
+  /** The member's signed record, when it has a valid one: only such members are passed on. */
+  proof?: MemberProof
+}
+
+export interface RegistryLimits {
+  /** Topic keys held (keys this node joined are not counted against it and never evicted). */
+  maxKeys: number
+  /** Members per key. */
+  maxMembers: number
+  /** Keys one peer may hold as a direct member. */
+  maxKeysPerPeer: number
+  /** How long a member stays known without news (ms). */
+  ttl: number
+}
+
+/** What became of an add(). */
+export type AddResult = 'added' | 'updated' | 'ignored' | 'refused'
+
+/** The members of one key: direct and relayed ones apart, each map least recently refreshed first. */
+class KeyMembers {
+  readonly direct = new Map<string, KnownMember>()
+  readonly relayed = new Map<string, KnownMember>()
+  /** When a member was last added or refreshed (ms since epoch). */
+  touched = 0
+
+  get size(): number {
+    return this.direct.size + this.relayed.size
+  }
+
+  get(id: string): KnownMember | undefined {
+    return this.direct.get(id) ?? this.relayed.get(id)
+  }
 }
 
 /**
- * Who is in which topic key, from member exchanges and DHT lookups. Bounded: at most `maxKeys` keys
- * and `maxMembers` members per key (oldest dropped), entries expire after `ttl` unless seen again.
+ * Who is in which topic key, from member exchanges and DHT lookups. Every operation costs O(1) in the
+ * number of keys (and at most O(maxMembers) for one key): keys are kept least recently used first, keys
+ * this node joined ("pinned") apart and never evicted; per key, a relayed member is evicted before a
+ * direct one, the least recently refreshed first. A peer holds at most `maxKeysPerPeer` keys as a
+ * direct member, so one identity cannot fill the registry. Entries expire after `ttl` without news.
  * Non-members (e.g. bootstrap nodes) keep one too, which makes them rendezvous points.
  */
 export class MemberRegistry {
-  readonly #keys = new Map<string, Map<string, KnownMember>>()
+  readonly #pinned = new Map<string, KeyMembers>()
+  /** Keys this node did not join, least recently touched first. */
+  readonly #lru = new Map<string, KeyMembers>()
+  /** Direct memberships per peer id. */
+  readonly #held = new Map<string, number>()
+  readonly #pins = new Set<string>()
 
   constructor(
-    private readonly limits: { maxKeys: number; maxMembers: number; ttl: number },
+    private readonly limits: RegistryLimits,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -33,79 +87,178 @@ export class MemberRegistry {
     this.limits.ttl = ms
   }
 
-  /** Records a member; returns true when it was not known for this key before. */
-  add(key: string, peerId: string, addrs: readonly string[], direct: boolean, short = false): boolean {
-    let members = this.#keys.get(key)
-    if (!members) {
-      if (this.#keys.size >= this.limits.maxKeys) this.#evictKey()
-      members = new Map()
-      this.#keys.set(key, members)
+  /** Keys held, joined ones included. */
+  get size(): number {
+    return this.#pinned.size + this.#lru.size
+  }
+
+  /** Direct memberships `peerId` holds. */
+  heldBy(peerId: string): number {
+    return this.#held.get(peerId) ?? 0
+  }
+
+  /** Marks `key` as joined by this node: it is never evicted (until unpinned). */
+  pin(key: string): void {
+    this.#pins.add(key)
+    const entry = this.#lru.get(key)
+    if (entry) {
+      this.#lru.delete(key)
+      this.#pinned.set(key, entry)
     }
-    const existing = members.get(peerId)
-    if (existing) {
-      // a relayed rumour never overrides what the member said itself
-      if (!direct && existing.direct) return false
-      existing.lastSeen = this.now()
-      existing.direct ||= direct
-      existing.short = short
-      if (addrs.length > 0) existing.addrs = [...addrs]
-      return false
+  }
+
+  /** `key` is no longer joined: it becomes an ordinary (evictable) key. */
+  unpin(key: string): void {
+    this.#pins.delete(key)
+    const entry = this.#pinned.get(key)
+    if (!entry) return
+    this.#pinned.delete(key)
+    if (entry.size === 0) return
+    this.#lru.set(key, entry)
+    this.#trimKeys()
+  }
+
+  /**
+   * Records a member of `key` (see {@link KnownMember}). A relayed record never overrides a direct one
+   * (it only refreshes the kept proof when it is newer); a relayed one is replaced only by a newer one.
+   * `refused`: the peer holds `maxKeysPerPeer` keys already, or a relayed member found no room.
+   */
+  add(key: string, peerId: string, member: Omit<KnownMember, 'lastSeen'> & { lastSeen?: number }): AddResult {
+    const now = this.now()
+    const m: KnownMember = {
+      ...member,
+      addrs: [...member.addrs],
+      lastSeen: member.direct ? now : (member.lastSeen ?? member.proof?.ts ?? now),
     }
-    if (members.size >= this.limits.maxMembers) this.#evictMember(members)
-    members.set(peerId, { addrs: [...addrs], lastSeen: this.now(), direct, short })
-    return true
+    let entry = this.#entry(key)
+    const existing = entry?.get(peerId)
+    if (existing && entry) {
+      if (existing.direct && !m.direct) {
+        // a relayed copy of a direct member: keep the direct one, take a newer proof
+        if (m.proof && (!existing.proof || m.proof.ts > existing.proof.ts)) existing.proof = m.proof
+        return 'ignored'
+      }
+      if (!existing.direct && !m.direct && existing.lastSeen >= m.lastSeen) return 'ignored'
+      if (!existing.direct && m.direct) {
+        if (this.heldBy(peerId) >= this.limits.maxKeysPerPeer) return 'refused'
+        entry.relayed.delete(peerId)
+        this.#hold(peerId, 1)
+      }
+      const map = m.direct ? entry.direct : entry.relayed
+      map.delete(peerId) // re-inserted: most recently refreshed last
+      if (m.direct && !m.proof && existing.proof && existing.proof.addrs.join(' ') === m.addrs.join(' '))
+        m.proof = existing.proof
+      if (m.addrs.length === 0) m.addrs = existing.addrs
+      map.set(peerId, m)
+      this.#touch(key, entry, now)
+      return 'updated'
+    }
+    if (m.direct && this.heldBy(peerId) >= this.limits.maxKeysPerPeer) return 'refused'
+    if (!entry) {
+      entry = new KeyMembers()
+      entry.touched = now
+      if (this.#pins.has(key)) this.#pinned.set(key, entry)
+      else {
+        this.#lru.set(key, entry)
+        this.#trimKeys()
+        if (!this.#lru.has(key)) return 'refused'
+      }
+    }
+    if (entry.size >= this.limits.maxMembers) {
+      this.#expire(entry, now)
+      if (entry.size >= this.limits.maxMembers) {
+        const victim = entry.relayed.keys().next()
+        if (!victim.done) entry.relayed.delete(victim.value)
+        else if (m.direct) this.#deleteDirect(entry, entry.direct.keys().next().value as string)
+        else return 'refused' // all direct: a rumour never pushes out what members said themselves
+      }
+    }
+    ;(m.direct ? entry.direct : entry.relayed).set(peerId, m)
+    if (m.direct) this.#hold(peerId, 1)
+    this.#touch(key, entry, now)
+    return 'added'
+  }
+
+  /** The member of `key` known as `peerId` (live or not). */
+  get(key: string, peerId: string): KnownMember | undefined {
+    return (this.#pinned.get(key) ?? this.#lru.get(key))?.get(peerId)
   }
 
   /** Whether `peerId` is a live member of `key`. */
   has(key: string, peerId: string): boolean {
-    const member = this.#keys.get(key)?.get(peerId)
+    const member = this.get(key, peerId)
     return member !== undefined && member.lastSeen >= this.now() - this.limits.ttl
   }
 
   remove(key: string, peerId: string): void {
-    const members = this.#keys.get(key)
-    members?.delete(peerId)
-    if (members?.size === 0) this.#keys.delete(key)
+    const entry = this.#pinned.get(key) ?? this.#lru.get(key)
+    if (!entry) return
+    if (entry.direct.has(peerId)) this.#deleteDirect(entry, peerId)
+    entry.relayed.delete(peerId)
+    if (entry.size === 0) this.#lru.delete(key)
   }
 
-  /** Live members of `key`, most recently seen first. */
+  /** Live members of `key`: direct ones first, each group most recently seen first. O(maxMembers log). */
   members(key: string): Array<[string, KnownMember]> {
-    const members = this.#keys.get(key)
-    if (!members) return []
+    const entry = this.#pinned.get(key) ?? this.#lru.get(key)
+    if (!entry) return []
+    this.#expire(entry, this.now())
+    if (entry.size === 0 && !this.#pins.has(key)) {
+      this.#lru.delete(key)
+      return []
+    }
+    const newest = (a: [string, KnownMember], b: [string, KnownMember]) => b[1].lastSeen - a[1].lastSeen
+    return [...[...entry.direct].sort(newest), ...[...entry.relayed].sort(newest)]
+  }
+
+  #entry(key: string): KeyMembers | undefined {
+    return this.#pinned.get(key) ?? this.#lru.get(key)
+  }
+
+  /** Moves an unpinned key to the most recently used end. */
+  #touch(key: string, entry: KeyMembers, now: number): void {
+    entry.touched = now
+    if (this.#pinned.has(key)) return
+    this.#lru.delete(key)
+    this.#lru.set(key, entry)
+  }
+
+  /**
+   * Drops keys whose every member expired (they sit at the least recently used end), then the least
+   * recently used keys while over `maxKeys`. Amortized O(1): each key is dropped once.
+   */
+  #trimKeys(): void {
     const cutoff = this.now() - this.limits.ttl
-    for (const [id, m] of members) if (m.lastSeen < cutoff) members.delete(id)
-    return [...members].sort(
-      (a, b) => Number(b[1].direct) - Number(a[1].direct) || b[1].lastSeen - a[1].lastSeen,
-    )
-  }
-
-  get size(): number {
-    return this.#keys.size
-  }
-
-  #evictKey(): void {
-    let oldestKey: string | undefined
-    let oldest = Number.POSITIVE_INFINITY
-    for (const [key, members] of this.#keys) {
-      const newest = Math.max(...[...members.values()].map((m) => m.lastSeen))
-      if (newest < oldest) {
-        oldest = newest
-        oldestKey = key
-      }
+    for (const [key, entry] of this.#lru) {
+      if (entry.touched >= cutoff) break
+      this.#dropKey(key, entry)
     }
-    if (oldestKey !== undefined) this.#keys.delete(oldestKey)
+    const room = Math.max(0, this.limits.maxKeys - this.#pinned.size)
+    while (this.#lru.size > room) {
+      const [key, entry] = this.#lru.entries().next().value as [string, KeyMembers]
+      this.#dropKey(key, entry)
+    }
   }
 
-  #evictMember(members: Map<string, KnownMember>): void {
-    let oldestId: string | undefined
-    let oldest = Number.POSITIVE_INFINITY
-    for (const [id, m] of members) {
-      const rank = m.lastSeen - (m.direct ? 0 : 1e12)
-      if (rank < oldest) {
-        oldest = rank
-        oldestId = id
-      }
-    }
-    if (oldestId !== undefined) members.delete(oldestId)
+  #dropKey(key: string, entry: KeyMembers): void {
+    for (const id of entry.direct.keys()) this.#hold(id, -1)
+    this.#lru.delete(key)
+  }
+
+  /** Drops the members of one key that expired: at most `maxMembers` looked at. */
+  #expire(entry: KeyMembers, now: number): void {
+    const cutoff = now - this.limits.ttl
+    for (const [id, m] of entry.direct) if (m.lastSeen < cutoff) this.#deleteDirect(entry, id)
+    for (const [id, m] of entry.relayed) if (m.lastSeen < cutoff) entry.relayed.delete(id)
+  }
+
+  #deleteDirect(entry: KeyMembers, id: string): void {
+    if (entry.direct.delete(id)) this.#hold(id, -1)
+  }
+
+  #hold(id: string, delta: number): void {
+    const n = (this.#held.get(id) ?? 0) + delta
+    if (n <= 0) this.#held.delete(id)
+    else this.#held.set(id, n)
   }
 }

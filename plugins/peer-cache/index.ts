@@ -1,7 +1,8 @@
 import { constants } from 'node:fs'
 import { lstat, open, rename, unlink } from 'node:fs/promises'
+import { isIPv4 } from 'node:net'
 import { dirname, isAbsolute, join } from 'node:path'
-import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
+import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import {
@@ -30,7 +31,7 @@ const options = z
   .strictObject({
     /** The cache file; a relative path is taken from the data dir. @default '<dataDir>/peer-cache.json' */
     file: z.string().min(1).optional(),
-    /** The most peers kept; the best by recency and score stay. @default 100 */
+    /** The most peers kept; the most useful stay (see `comparePeers`). @default 100 */
     maxPeers: z.number().int().positive().max(10_000).default(100),
     /** The most addresses kept per peer, the last one that worked first. @default 8 */
     maxAddressesPerPeer: z.number().int().positive().max(64).default(8),
@@ -45,9 +46,12 @@ type Options = z.output<typeof options>
 export interface CachedPeer {
   /** The peer id. */
   id: string
-  /** Dialable addresses without `/p2p/<id>`, the last one that worked first. */
+  /**
+   * Addresses this node dialled the peer at successfully itself, without `/p2p/<id>`, the last one that
+   * worked first (never what a peer said about itself, nor an inbound connection's source address).
+   */
   addrs: string[]
-  /** Connections made to (or from) the peer. */
+  /** Dials of this node that connected to the peer. */
   successes: number
   /** Dials to the peer that did not connect. */
   failures: number
@@ -55,6 +59,10 @@ export interface CachedPeer {
   lastSeen: number
   /** When a dial to the peer last failed (ms since the epoch). */
   lastFailure?: number
+  /** Failed dials since the last one that worked: the peer is not offered again for a while (backoff). */
+  streak?: number
+  /** How long the node was connected to the peer in all (ms): what makes a peer worth keeping. */
+  uptime?: number
 }
 
 /** The peer cache's API (`node.api('peer-cache')`): a bootstrap source plus a look at the cache. */
@@ -76,6 +84,8 @@ const entrySchema = z.object({
   failures: count,
   lastSeen: time,
   lastFailure: time.optional(),
+  streak: count.optional(),
+  uptime: time.optional(),
 })
 const fileSchema = z.object({ version: z.literal(FORMAT_VERSION), peers: z.array(z.unknown()).max(100_000) })
 
@@ -109,14 +119,79 @@ function validPeerId(id: string): boolean {
 /** True when a dial failed after the peer was last seen: it goes behind the peers that still work. */
 const failing = (p: CachedPeer) => (p.lastFailure ?? 0) > p.lastSeen
 
-/** Best first: peers not failing since last seen, then the most recently seen, then the best record. */
+/**
+ * How useful a peer has been: dials of ours that reached it (up to 50) and time spent connected (4
+ * points per doubling of minutes), less 2 per failed dial in a row. A peer that merely connected to this
+ * node scores nothing: it is not cached at all.
+ */
+export function usefulness(p: CachedPeer): number {
+  return (
+    Math.min(p.successes, 50) + 4 * Math.log2(1 + (p.uptime ?? 0) / 60_000) - 2 * Math.min(p.streak ?? 0, 10)
+  )
+}
+
+/** Best first: peers not failing since last seen, then the most useful, then the most recently seen. */
 export function comparePeers(a: CachedPeer, b: CachedPeer): number {
   return (
     Number(failing(a)) - Number(failing(b)) ||
+    usefulness(b) - usefulness(a) ||
     b.lastSeen - a.lastSeen ||
-    b.successes - b.failures - (a.successes - a.failures) ||
     a.id.localeCompare(b.id)
   )
+}
+
+/** First wait after a failed dial before a cached peer is offered again; doubles per failure in a row. */
+export const RETRY_INITIAL_MS = 30_000
+/** Longest such wait. */
+export const RETRY_MAX_MS = 6 * 3_600_000
+/** A peer whose last this many dials failed and that was not seen for a week is forgotten. */
+export const FORGET_AFTER_FAILURES = 8
+const FORGET_AFTER_MS = 7 * 24 * 3_600_000
+
+/** When a failing peer may be dialled again (ms since the epoch); 0 when it is not failing. */
+export function retryAt(p: CachedPeer): number {
+  const streak = p.streak ?? 0
+  if (streak === 0 || !failing(p)) return 0
+  return (p.lastFailure ?? 0) + Math.min(RETRY_MAX_MS, RETRY_INITIAL_MS * 2 ** Math.min(streak - 1, 20))
+}
+
+/** The network of an address (an IPv4 /24, an IPv6 /48), or the address itself when it has no IP. */
+export function networkOf(address: string): string {
+  const ip4 = /^\/ip4\/([^/]+)/.exec(address)?.[1]
+  if (ip4 && isIPv4(ip4)) return `4:${ip4.split('.').slice(0, 3).join('.')}`
+  const ip6 = /^\/ip6\/([^/]+)/.exec(address)?.[1]
+  if (ip6) {
+    const [head, tail = ''] = ip6.toLowerCase().split('::')
+    const left = head ? head.split(':') : []
+    const right = tail ? tail.split(':') : []
+    const groups = [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+    return `6:${groups
+      .slice(0, 3)
+      .map((g) => Number.parseInt(g || '0', 16).toString(16))
+      .join(':')}`
+  }
+  return address
+}
+
+/**
+ * `peers` (best first) reordered so that consecutive ones come from different networks: the best of
+ * each network in turn, then the second best of each, and so on. A cache filled from one network cannot
+ * hand the bootstrapper only that network's peers.
+ */
+export function spreadAcrossNetworks(peers: readonly CachedPeer[]): CachedPeer[] {
+  const groups = new Map<string, CachedPeer[]>()
+  for (const p of peers) {
+    const g = networkOf(p.addrs[0] ?? p.id)
+    const list = groups.get(g)
+    if (list) list.push(p)
+    else groups.set(g, [p])
+  }
+  const out: CachedPeer[] = []
+  const lists = [...groups.values()]
+  for (let round = 0; out.length < peers.length; round++) {
+    for (const list of lists) if (round < list.length) out.push(list[round])
+  }
+  return out
 }
 
 /** Reads and checks a cache file's text: the good entries, and what was wrong with the rest. */
@@ -195,6 +270,8 @@ class PeerCache {
   readonly peers = new Map<string, CachedPeer>()
   /** Dials started to a cached peer and not yet resolved: peer id to start time. */
   readonly #dials = new Map<string, number>()
+  /** Cached peers connected now: since when. */
+  readonly #since = new Map<string, number>()
   #dirty = false
   #timer?: NodeJS.Timeout
   #writing: Promise<void> = Promise.resolve()
@@ -275,51 +352,66 @@ class PeerCache {
     }
   }
 
-  #entry(id: string): CachedPeer {
-    let peer = this.peers.get(id)
-    if (!peer) {
-      peer = { id, addrs: [], successes: 0, failures: 0, lastSeen: 0 }
-      this.peers.set(id, peer)
-    }
-    return peer
-  }
-
-  #addAddresses(peer: CachedPeer, addresses: string[], front: boolean): void {
-    const fresh = addresses.map((a) => stripPeer(a, peer.id)).filter(dialable)
+  #addAddress(peer: CachedPeer, address: string): void {
+    const fresh = [stripPeer(address, peer.id)].filter(dialable)
     if (fresh.length === 0) return
-    const merged = front ? [...fresh, ...peer.addrs] : [...peer.addrs, ...fresh]
-    const next = [...new Set(merged)].slice(0, this.opts.maxAddressesPerPeer)
+    const next = [...new Set([...fresh, ...peer.addrs])].slice(0, this.opts.maxAddressesPerPeer)
     if (next.join() !== peer.addrs.join()) {
       peer.addrs = next
       this.#markDirty()
     }
   }
 
-  connected(peerId: PeerId): void {
-    const id = peerId.toString()
-    if (id === this.self) return
-    const peer = this.#entry(id)
-    peer.successes++
-    peer.lastSeen = Date.now()
-    this.#dials.delete(id)
-    this.#markDirty()
-  }
-
+  /**
+   * A connection opened. Only one this node dialled (outbound) creates or feeds a cache entry: its
+   * address is one that worked for this node. An inbound connection's source address is the peer's
+   * outgoing port, and a peer that only ever connected to us is not worth dialling back: it is not
+   * cached (one already cached counts as seen). Relayed connections are not cached.
+   */
   connectionOpened(connection: Connection): void {
     const id = connection.remotePeer.toString()
     if (id === this.self) return
-    const peer = this.#entry(id)
+    const relayed = connection.remoteAddr.toString().includes('/p2p-circuit')
+    let peer = this.peers.get(id)
+    if (connection.direction === 'outbound' && !relayed) {
+      if (!peer) {
+        peer = { id, addrs: [], successes: 0, failures: 0, lastSeen: 0 }
+        this.peers.set(id, peer)
+      }
+      peer.successes++
+      peer.streak = 0
+      this.#addAddress(peer, connection.remoteAddr.toString())
+    }
+    if (!peer) return
     peer.lastSeen = Date.now()
     this.#dials.delete(id)
-    // an inbound connection's remote address is the peer's outgoing port: nothing to dial back
-    if (connection.direction === 'outbound')
-      this.#addAddresses(peer, [connection.remoteAddr.toString()], true)
+    if (!this.#since.has(id)) this.#since.set(id, Date.now())
     this.#markDirty()
   }
 
-  identified(result: IdentifyResult): void {
-    const peer = this.peers.get(result.peerId.toString())
-    if (peer) this.#addAddresses(peer, result.listenAddrs.map(String), false)
+  /** The peer's last connection closed: its time connected counts. */
+  disconnected(peerId: PeerId): void {
+    const id = peerId.toString()
+    const since = this.#since.get(id)
+    if (since === undefined) return
+    this.#since.delete(id)
+    const peer = this.peers.get(id)
+    if (!peer) return
+    peer.uptime = (peer.uptime ?? 0) + Math.max(0, Date.now() - since)
+    peer.lastSeen = Date.now()
+    this.#markDirty()
+  }
+
+  /** Adds the time connected so far of peers still connected (before a save). */
+  #checkpoint(): void {
+    const now = Date.now()
+    for (const [id, since] of this.#since) {
+      const peer = this.peers.get(id)
+      if (!peer) continue
+      peer.uptime = (peer.uptime ?? 0) + Math.max(0, now - since)
+      peer.lastSeen = now
+      this.#since.set(id, now)
+    }
   }
 
   dialling(peerId: PeerId): void {
@@ -336,6 +428,7 @@ class PeerCache {
       const peer = this.peers.get(id)
       if (!peer || peer.lastSeen >= started) continue
       peer.failures++
+      peer.streak = (peer.streak ?? 0) + 1
       peer.lastFailure = now
       this.#markDirty()
     }
@@ -346,21 +439,38 @@ class PeerCache {
     return [...this.peers.values()].filter((p) => p.addrs.length > 0).sort(comparePeers)
   }
 
-  /** Keeps the best `maxPeers` (peers with no address yet go first); true when some were dropped. */
+  /**
+   * Keeps the best `maxPeers`, forgetting first the peers whose last FORGET_AFTER_FAILURES dials failed
+   * and that were not seen for a week; true when some were dropped.
+   */
   #prune(): boolean {
-    if (this.peers.size <= this.opts.maxPeers) return false
-    const keep = new Set(
-      this.ranked()
-        .slice(0, this.opts.maxPeers)
-        .map((p) => p.id),
-    )
-    for (const id of this.peers.keys()) if (!keep.has(id)) this.peers.delete(id)
-    return true
+    const before = this.peers.size
+    const now = Date.now()
+    for (const [id, p] of this.peers) {
+      if (p.addrs.length === 0) this.peers.delete(id)
+      else if ((p.streak ?? 0) >= FORGET_AFTER_FAILURES && now - p.lastSeen > FORGET_AFTER_MS)
+        this.peers.delete(id)
+    }
+    if (this.peers.size > this.opts.maxPeers) {
+      const keep = new Set(
+        this.ranked()
+          .slice(0, this.opts.maxPeers)
+          .map((p) => p.id),
+      )
+      for (const id of this.peers.keys()) if (!keep.has(id)) this.peers.delete(id)
+    }
+    return this.peers.size !== before
   }
 
+  /**
+   * What the bootstrapper may dial: the cached peers not waiting out a failure (RETRY_INITIAL_MS,
+   * doubling per failure in a row up to RETRY_MAX_MS), best first, spread across networks.
+   */
   candidates(): string[] {
     this.settleDials()
-    return this.ranked().flatMap((p) => p.addrs.map((a) => `${a}/p2p/${p.id}`))
+    const now = Date.now()
+    const ready = this.ranked().filter((p) => retryAt(p) <= now)
+    return spreadAcrossNetworks(ready).flatMap((p) => p.addrs.map((a) => `${a}/p2p/${p.id}`))
   }
 
   #markDirty(): void {
@@ -378,6 +488,7 @@ class PeerCache {
     const run = async () => {
       if (!this.#dirty || !this.#writable) return
       this.#dirty = false
+      this.#checkpoint()
       this.#prune()
       const peers = this.ranked().map((p) => ({ ...p }))
       const text = `${JSON.stringify({ version: FORMAT_VERSION, updated: Date.now(), peers }, null, 2)}\n`
@@ -401,14 +512,24 @@ class PeerCache {
     clearTimeout(this.#timer)
     this.#timer = undefined
     this.#dials.clear()
+    if (this.#since.size > 0) {
+      this.#checkpoint()
+      this.#since.clear()
+      this.#dirty = true
+    }
     await this.flush()
   }
 }
 
 /**
- * Remembers the peers this node connected to (their working addresses, successes, failures, last seen)
- * in `<dataDir>/peer-cache.json`, and offers them first when bootstrapping, so a restarted node rejoins
- * the mesh without its seeds. Writes are atomic (temp file + rename, mode 0600) and at most once per
+ * Remembers the peers this node dialled successfully (the addresses that worked, successes, failures,
+ * time connected) in `<dataDir>/peer-cache.json`, and offers them first when bootstrapping, so a
+ * restarted node rejoins the mesh without its seeds. Hostile peers: a peer that only connected to this
+ * node, or an address a peer claimed for itself, is never cached; peers rank by usefulness (time
+ * connected, dials that worked), not by how recently they showed up; candidates are spread across
+ * networks; a failing peer is offered again only after a backoff (30 s doubling up to 6 h) and forgotten
+ * after 8 failures in a row and a week unseen. The kernel keeps a seed connection as well
+ * (`bootstrap.seedConnections`). Writes are atomic (temp file + rename, mode 0600) and at most once per
  * `flushInterval`; an unusable file is moved aside to `<file>.corrupt` with a warning, never lost.
  */
 export const peerCache = definePlugin({
@@ -454,7 +575,7 @@ export const peerCache = definePlugin({
         if (!cache) return
         const current = cache
         await current.start()
-        const on = <E extends 'peer:connect' | 'connection:open' | 'peer:identify'>(
+        const on = <E extends 'peer:disconnect' | 'connection:open'>(
           name: E,
           handle: (detail: never) => void,
         ) => {
@@ -468,9 +589,8 @@ export const peerCache = definePlugin({
           ctx.libp2p.addEventListener(name, listener as never)
           unsubscribe.push(() => ctx.libp2p.removeEventListener(name, listener as never))
         }
-        on('peer:connect', (peerId: PeerId) => current.connected(peerId))
         on('connection:open', (connection: Connection) => current.connectionOpened(connection))
-        on('peer:identify', (result: IdentifyResult) => current.identified(result))
+        on('peer:disconnect', (peerId: PeerId) => current.disconnected(peerId))
       },
       stop: async () => {
         for (const off of unsubscribe) off()
