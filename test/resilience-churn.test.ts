@@ -76,7 +76,7 @@ describe('resilience: a churn wave (real processes)', function () {
       peers: 6,
       bootstraps: 1,
       waves: 1,
-      intervalMs: 15_000,
+      intervalMs: 10_000,
       killFraction: 0.34,
       topics: 1,
       sentinels: 1,
@@ -84,7 +84,7 @@ describe('resilience: a churn wave (real processes)', function () {
       transports: ['tcp'],
       kadTopics: { connectionsPerTopic: 3 },
       formationTimeoutMs: 60_000,
-      settleMs: 1000,
+      settleMs: 500,
       root: dir,
       keepDirs: true,
     })

@@ -4,13 +4,13 @@
  * datastore (kad-dht records, peer store), a peer cache written every 50 ms when it changed, and a topic
  * of the anchors', so that it writes all the time. Each cycle starts it and SIGKILLs it at a random moment:
  *
- * - `start`  (~55%): `mesh start` on the data dir, killed 0 to `maxDelayMs` after the spawn (start-up,
+ * - `start`  (the rest): `mesh start` on the data dir, killed 0 to `maxDelayMs` after the spawn (start-up,
  *   lock, identity load, datastore open, first dials, peer-cache and datastore writes);
- * - `fresh`  (~15%): a new data dir, killed 0 to 1.5 s after the spawn (identity creation, first writes);
- *   the following cycles use that dir;
- * - `reload` (~30%): `mesh dev` on the data dir; once started, its config is rewritten (topics, the
- *   peer-cache interval, a transport, alternately: applied in place or a new node with the same identity)
- *   and it is killed 0 to 1.5 s after the write.
+ * - `fresh`  (a fifth of the others, ~15%): a new data dir, killed 0 to 1.5 s after the spawn (identity
+ *   creation, first writes); the following cycles use that dir;
+ * - `reload` (`reloadShare`, 30%, spread evenly): `mesh dev` on the data dir; once started, its config is
+ *   rewritten (topics, the peer-cache interval, a transport, alternately: applied in place or a new node
+ *   with the same identity) and it is killed 0 to 1.5 s after the write.
  *
  * After every kill the data dir is checked: identity.key is the key it was (or, never made before, absent
  * or a whole key); peer-cache.json is absent or a valid cache (parseCacheFile finds no problem) and no
@@ -35,6 +35,11 @@ export interface CrashOptions {
   seed?: number
   /** Longest delay of a `start` kill after the spawn. @default 3500 */
   maxDelayMs?: number
+  /**
+   * Share of the cycles that are config reloads (`mesh dev`, the slowest cycles: a dev start first).
+   * @default 0.3
+   */
+  reloadShare?: number
   log?: (text: string) => void
 }
 
@@ -94,6 +99,7 @@ export async function runCrashCycles(options: CrashOptions): Promise<CrashReport
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
   const maxDelay = options.maxDelayMs ?? 3500
+  const reloadShare = Math.min(0.85, Math.max(0, options.reloadShare ?? 0.3))
   const procs = new Set<MeshProc>()
   const spawn = (name: string, cwd: string, args: string[], command: 'start' | 'dev' = 'start') => {
     const p = new MeshProc({ name, cwd, command, args: ['--local', ...args] })
@@ -178,7 +184,9 @@ export async function runCrashCycles(options: CrashOptions): Promise<CrashReport
 
     for (let cycle = 1; cycle <= options.cycles; cycle++) {
       const r = random()
-      const mode: CrashMode = cycle === 1 ? 'fresh' : r < 0.15 ? 'fresh' : r < 0.45 ? 'reload' : 'start'
+      // reloads spread evenly (their count is the share's, whatever the seed), the rest at random
+      const reload = Math.floor(cycle * reloadShare) > Math.floor((cycle - 1) * reloadShare)
+      const mode: CrashMode = cycle === 1 || (!reload && r < 0.2) ? 'fresh' : reload ? 'reload' : 'start'
       if (mode === 'fresh' && cycle > 1) {
         generation++
         dataDir = join(victimDir, `d${generation}`)
