@@ -24,10 +24,10 @@ async function projectFiles(dir: string): Promise<string[]> {
 
 const env: ConfigEnv = { command: 'start', mode: 'production' }
 
-/** A local plugin as a user writes it: definePlugin and zod, both from 'meshkit'. */
+/** A local plugin as a user writes it: definePlugin and zod, both from 'meshkit/plugin'. */
 function myPluginSource(greeting: string): string {
   return [
-    "import { definePlugin, z } from 'meshkit'",
+    "import { definePlugin, z } from 'meshkit/plugin'",
     '',
     'export interface GreeterApi {',
     '  greeting: string',

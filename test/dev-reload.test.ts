@@ -399,7 +399,7 @@ describe('mesh dev: startDev() reloads', function () {
     const dev = session!
     const pluginSource = (version: string) =>
       [
-        "import { definePlugin, z } from 'meshkit'",
+        "import { definePlugin, z } from 'meshkit/plugin'",
         'export const greeter = definePlugin({',
         "  name: 'greeter',",
         "  options: z.strictObject({ who: z.string().default('world') }).default({ who: 'world' }),",

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
 import { lstat, open, rename, unlink } from 'node:fs/promises'
 import { isIPv4 } from 'node:net'
@@ -6,7 +5,16 @@ import { dirname, isAbsolute, join } from 'node:path'
 import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { type BootstrapSource, definePlugin, durationSchema, type Logger, makeDir, z } from 'meshkit/plugin'
+import {
+  type BootstrapSource,
+  definePlugin,
+  durationSchema,
+  type Logger,
+  makeDir,
+  sweepTempFiles,
+  tempFileFor,
+  z,
+} from 'meshkit/plugin'
 
 /** The priority of the peer cache among bootstrap sources: first, before static peers (20) and DNS seeds (30). */
 export const PEER_CACHE_PRIORITY = 10
@@ -241,7 +249,7 @@ async function backupName(file: string): Promise<string> {
 /** Writes `text` to `file` atomically: a private temp file (0600) beside it, synced, then renamed over it. */
 async function writeAtomic(file: string, text: string): Promise<void> {
   await makeDir(dirname(file), 0o700)
-  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  const temp = tempFileFor(file)
   try {
     const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
     try {
@@ -290,6 +298,8 @@ class PeerCache {
   }
 
   async #load(): Promise<void> {
+    // a node killed while writing the cache left its temp file (the cache itself is whole: renamed over)
+    await sweepTempFiles(this.file, this.logger)
     let text: string
     try {
       const info = await lstat(this.file)

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import {
+  createEventBus,
   createLogger,
   type DiscoverySlotApi,
   type LogFormat,
@@ -68,8 +69,18 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
     onReclaim: (r) =>
       logger.debug(`memory reclaimed: RSS ${r.rssBeforeMb} -> ${r.rssAfterMb} MB (${r.ms} ms)`),
   })
+  // --json: the node's events from the very start (connections opened while it starts included), kept
+  // until the `started` line is out, each stamped when it happened
+  const events = createEventBus()
+  const early: Array<{ event: MeshEvent; time: number }> = []
+  let offEarly = opts.json
+    ? events.on('*', (event) => {
+        if (event.event !== 'node:started') early.push({ event, time: Date.now() })
+      })
+    : undefined
   try {
     const mesh = await startMesh({
+      events,
       cwd: opts.cwd,
       configFile: opts.config,
       env: { command: 'start', mode: opts.mode },
@@ -90,8 +101,12 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
     }
     const addresses = node.libp2p.getMultiaddrs().map(String)
     if (opts.json) {
-      const line = (event: MeshEvent) => io.stdout(`${JSON.stringify({ ...event, time: Date.now() })}\n`)
+      const line = (event: MeshEvent, time = Date.now()) =>
+        io.stdout(`${JSON.stringify({ ...event, time })}\n`)
       line({ event: 'started', peerId: node.peerId.toString(), addresses })
+      offEarly?.()
+      offEarly = undefined
+      for (const e of early.splice(0)) line(e.event, e.time)
       mesh.kernel.events.on('*', (event) => {
         if (event.event !== 'node:started') line(event)
       })
@@ -149,6 +164,7 @@ export async function startCommand(opts: StartCommandOptions, io: CliIo, _cmd?: 
     )
     if (opts.json) io.stdout(`${JSON.stringify({ event: 'stopped', time: Date.now() })}\n`)
   } finally {
+    offEarly?.()
     await control?.close().catch(() => {})
     endProgress?.()
     output.close()

@@ -1,7 +1,7 @@
 /** `<dataDir>/control.json`: how the CLI finds a running control API (written while the server runs). */
-import { randomBytes } from 'node:crypto'
 import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { type ProcessIdentity, selfIdentity } from 'meshkit'
+import { sweepTempFiles, tempFileFor } from 'meshkit/plugin'
 
 /** The discovery file of a running control API in the data dir: `{ url, pid, peerId, startedAt }`. */
 export const CONTROL_DISCOVERY_FILE = 'control.json'
@@ -27,7 +27,9 @@ export async function writeDiscovery(path: string, server: DiscoveryInfo): Promi
     peerId: server.peerId,
     startedAt: new Date(server.startedAt).toISOString(),
   }
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+  // a server killed between writing its temp file and the rename left that file behind
+  await sweepTempFiles(path)
+  const temp = tempFileFor(path)
   await writeFile(temp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600, flag: 'wx' })
   await rename(temp, path)
 }

@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { chmod, link, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeDir } from 'meshkit/plugin'
+import { makeDir, sweepTempFiles, tempFileFor } from 'meshkit/plugin'
 
 /** The control API token's file name in the data dir. */
 export const CONTROL_TOKEN_FILE = 'control.token'
@@ -18,6 +18,7 @@ const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/
 export async function loadOrCreateToken(dataDir: string): Promise<string> {
   await makeDir(dataDir, 0o700)
   const file = join(dataDir, CONTROL_TOKEN_FILE)
+  await sweepTempFiles(file)
   for (let attempt = 0; attempt < 3; attempt++) {
     const existing = await readToken(file)
     if (existing) {
@@ -27,7 +28,7 @@ export async function loadOrCreateToken(dataDir: string): Promise<string> {
     }
     if (existing === '') await rm(file, { force: true })
     const token = randomBytes(32).toString('base64url')
-    const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+    const temp = tempFileFor(file)
     await writeFile(temp, `${token}\n`, { mode: 0o600, flag: 'wx' })
     try {
       await link(temp, file)

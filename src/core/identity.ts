@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
 import { chmod, link, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -8,6 +7,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { meshError, reasonOf } from './errors.js'
 import type { Logger } from './logger.js'
 import { ensurePrivateDir } from './make-dir.js'
+import { sweepTempFiles, tempFileFor } from './temp-files.js'
 
 /** The identity key's file name inside the data dir. */
 export const IDENTITY_FILE = 'identity.key'
@@ -41,6 +41,8 @@ export async function ensureDataDir(dir: string, logger?: Logger): Promise<void>
 export async function loadOrCreateIdentity(dataDir: string, logger?: Logger): Promise<Identity> {
   await ensureDataDir(dataDir, logger)
   const file = join(dataDir, IDENTITY_FILE)
+  // a creator killed between writing its temp file and linking it left that file behind
+  await sweepTempFiles(file, logger)
   let bytes: Uint8Array | undefined
   try {
     bytes = await readFile(file)
@@ -67,7 +69,7 @@ export async function loadOrCreateIdentity(dataDir: string, logger?: Logger): Pr
 
   const privateKey = await generateKeyPair('Ed25519')
   // unique per call: two loads in one process must not share (and delete) each other's temp file
-  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  const temp = tempFileFor(file)
   let linked: boolean
   try {
     const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)

@@ -99,5 +99,6 @@ export type {
 } from './reputation.js'
 export { type PluginRegistry, resolveConfig } from './resolve-config.js'
 export { type RunningMesh, type StartMeshOptions, startMesh } from './start-mesh.js'
+export { sweepTempFiles, tempFileFor } from './temp-files.js'
 export { LruMap, TokenBucket } from './token-bucket.js'
 export { decodeJsonObject, sleep } from './wire-json.js'
