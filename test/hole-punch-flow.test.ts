@@ -20,7 +20,17 @@ import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import { definePlugin, type MeshEventBus, type MeshPlugin } from 'meshkit'
-import { holePunch, identify, noise, ping, relayClient, relayServer, tcp, yamux } from 'meshkit/plugins'
+import {
+  holePunch,
+  identify,
+  kadTopics,
+  noise,
+  ping,
+  relayClient,
+  relayServer,
+  tcp,
+  yamux,
+} from 'meshkit/plugins'
 import {
   type ConnectionMethodEvent,
   type HolePunchApi,
@@ -218,6 +228,22 @@ describe('hole-punch: the strategy in the user flow (loopback)', function () {
     classifier(a).set('full-cone')
     await sleep(500)
     expect(methods(b).filter((e) => e.method === 'hole-punched')).to.have.length(1)
+  })
+
+  it('a pair that stays relayed (symmetric + symmetric) sees each other in a topic on both sides', async () => {
+    // kadTopics' member exchange runs over the relayed connection too (small and counted): without it only
+    // the dialler reported the other as a topic peer
+    const a = await peer('a', [kadTopics({ topics: ['chat'] })])
+    const b = await peer('b', [kadTopics({ topics: ['chat'] })])
+    classifier(a).set('symmetric')
+    classifier(b).set('symmetric')
+    await Promise.all([reserved(a), reserved(b)])
+    const r = await api(b).connect(circuitOf(a))
+    expect(r).to.deep.include({ method: 'relayed', attempts: 0 })
+    const topicPeer = (n: TestNode, other: TestNode) =>
+      n.events.some((e) => e.event === 'topic:peer' && e.topic === 'chat' && e.peerId === other.peerId)
+    await waitFor(() => topicPeer(a, b) && topicPeer(b, a), 'both sides report the topic peer', 10_000)
+    expect(conns(a, b).map((c) => c.limits !== undefined)).to.deep.equal([true])
   })
 
   it('two symmetric peers behind one NAT (the same external IP) try the LAN once', async () => {
