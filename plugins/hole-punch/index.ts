@@ -325,6 +325,12 @@ const MAX_LATER_AT_ONCE = 2
 const MAX_IDENTIFIED = 512
 /** After a connection opened or closed: the wait before the pair's connections are pruned. */
 const PRUNE_DELAY_MS = 1000
+/**
+ * When both peers decide on their own relayed connection at once, both would start a birthday punch and
+ * each would refuse the other's (one per peer per 30 s): the side with the higher peer id waits this long
+ * for the other's request before it starts one itself.
+ */
+const BIRTHDAY_YIELD_MS = 1500
 
 /** A decision's key: both UDP types (what the rules read). */
 const decisionKey = (local: PeerNatType, remote: PeerNatType) => `${local}|${remote}`
@@ -861,6 +867,10 @@ class Strategy implements HolePunchApi {
   /** Dialer side: a birthday punch over the relayed connection; undefined when both sides pinned. */
   async #birthday(relayed: Connection, role: 'cone' | 'random'): Promise<string | undefined> {
     const peer = relayed.remotePeer.toString()
+    // the lower id starts; the higher one starts only if no request came meanwhile (then the punch it
+    // answers is the pair's, and this one stands back: 'another birthday punch is running')
+    if (this.ctx.peerId.toString() > peer) await sleep(BIRTHDAY_YIELD_MS, this.ctx.signal)
+    if (this.ctx.signal.aborted) return 'stopped'
     const { refusal, stunServer } = this.#birthdayRefusal(peer, role, role)
     if (refusal !== undefined) return refusal
     let stream: Stream | undefined
