@@ -103,10 +103,10 @@ export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
 
 /**
  * Why the strategy decided again on a relayed connection: this node's NAT type arrived or changed, the
- * remote's did, or the relayed connection the other side was upgrading closed (a duplicate) and this one
- * is left.
+ * remote's did, the relayed connection the other side was upgrading closed (a duplicate) and this one
+ * is left, or a later retry of a pair that can punch but whose attempts all failed (`laterAttempts`).
  */
-export type DecisionTrigger = 'classified' | 'remote-classified' | 'connection-closed'
+export type DecisionTrigger = 'classified' | 'remote-classified' | 'connection-closed' | 'retry'
 
 /** What `connection:method` carries, and what {@link HolePunchApi.connect} resolves with. */
 export interface ConnectionMethodEvent {
@@ -218,6 +218,16 @@ const options = z
      */
     maxAttempts: z.number().int().min(0).default(2),
     /**
+     * Attempts made later, in the background, on a relayed connection whose decision spent attempts on a
+     * pair that can punch (both NAT types known) and failed: on a lossy path a whole run of ICE checks,
+     * DTLS or SCTP handshake packets can be lost. One attempt each (`2 × upgradeTimeout`), the first
+     * `retryDelay` after the failure, each next twice as long after the previous one; only while the
+     * connection stays relayed; at most 2 such attempts run at once per node. `0`: none. @default 2
+     */
+    laterAttempts: z.number().int().min(0).max(8).default(2),
+    /** ms from a failed decision to its first later attempt (`laterAttempts`), doubling after each. @default 4000 */
+    retryDelay: z.number().int().positive().default(4000),
+    /**
      * How long an inbound WebRTC connection may take to carry a first round trip (identify over it)
      * before the listener closes it: @libp2p/webrtc opens the listener's side of a failed ICE run too,
      * a connection without a path. Only a connection that carried data counts as hole-punched.
@@ -260,6 +270,8 @@ const options = z
     relays: [],
     upgradeTimeout: 6000,
     maxAttempts: 2,
+    laterAttempts: 2,
+    retryDelay: 4000,
     inboundSettleMs: 5000,
     classificationWait: 10_000,
     classifier: 'auto',
@@ -307,10 +319,18 @@ export function webrtcAddressOf(relayed: string, peer: string): string {
 
 /** Decisions (distinct NAT-type pairs) the strategy takes on one relayed connection, at most. */
 const MAX_DECISIONS = 4
+/** Later attempts (`laterAttempts`) running at once per node, at most; the others wait their turn. */
+const MAX_LATER_AT_ONCE = 2
 /** Ids of identified connections remembered (identify may finish before the strategy looks). */
 const MAX_IDENTIFIED = 512
 /** After a connection opened or closed: the wait before the pair's connections are pruned. */
 const PRUNE_DELAY_MS = 1000
+/**
+ * When both peers decide on their own relayed connection at once, both would start a birthday punch and
+ * each would refuse the other's (one per peer per 30 s): the side with the higher peer id waits this long
+ * for the other's request before it starts one itself.
+ */
+const BIRTHDAY_YIELD_MS = 1500
 
 /** A decision's key: both UDP types (what the rules read). */
 const decisionKey = (local: PeerNatType, remote: PeerNatType) => `${local}|${remote}`
@@ -330,6 +350,9 @@ class Strategy implements HolePunchApi {
   readonly #decided = new Map<string, Set<string>>()
   /** Peers whose running decision saw their types change meanwhile: decide again after it. */
   readonly #again = new Set<string>()
+  /** Later attempts per relayed connection (made so far, and the timer of the next one). */
+  readonly #later = new Map<string, { made: number; timer?: ReturnType<typeof setTimeout> }>()
+  #laterRunning = 0
   /** Peers the strategy dials over WebRTC right now (see webrtc-gate.ts). */
   readonly #webrtcDials = new Map<string, number>()
   /** Inbound WebRTC connections that carried identify (open ones). */
@@ -408,6 +431,8 @@ class Strategy implements HolePunchApi {
     on<Connection>('connection:close', (evt) => {
       const c = evt.detail
       this.#decided.delete(c.id)
+      clearTimeout(this.#later.get(c.id)?.timer)
+      this.#later.delete(c.id)
       this.#proven.delete(c.id)
       this.#keepRelayed.delete(c.id)
       const peer = c.remotePeer.toString()
@@ -433,6 +458,8 @@ class Strategy implements HolePunchApi {
     for (const off of this.#off.splice(0)) off()
     for (const t of this.#pruneTimers.values()) clearTimeout(t)
     this.#pruneTimers.clear()
+    for (const l of this.#later.values()) clearTimeout(l.timer)
+    this.#later.clear()
     this.#wake()
     await this.ctx.libp2p.unhandle(NAT_TYPE_PROTOCOL).catch(() => {})
     await this.ctx.libp2p.unhandle(BIRTHDAY_PROTOCOL).catch(() => {})
@@ -840,6 +867,10 @@ class Strategy implements HolePunchApi {
   /** Dialer side: a birthday punch over the relayed connection; undefined when both sides pinned. */
   async #birthday(relayed: Connection, role: 'cone' | 'random'): Promise<string | undefined> {
     const peer = relayed.remotePeer.toString()
+    // the lower id starts; the higher one starts only if no request came meanwhile (then the punch it
+    // answers is the pair's, and this one stands back: 'another birthday punch is running')
+    if (this.ctx.peerId.toString() > peer) await sleep(BIRTHDAY_YIELD_MS, this.ctx.signal)
+    if (this.ctx.signal.aborted) return 'stopped'
     const { refusal, stunServer } = this.#birthdayRefusal(peer, role, role)
     if (refusal !== undefined) return refusal
     let stream: Stream | undefined
@@ -1212,7 +1243,8 @@ class Strategy implements HolePunchApi {
         }
       const key = decisionKey(localNat, remoteNat)
       const relayedEvent = { ...base, ...nat, method: 'relayed' as const, transport: 'relay', attempts: 0 }
-      if (trigger && (decided.has(key) || decided.size >= MAX_DECISIONS || this.#usable(peer)))
+      const retry = trigger === 'retry'
+      if (trigger && (this.#usable(peer) || (!retry && (decided.has(key) || decided.size >= MAX_DECISIONS))))
         return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), unchanged: true }
       decided.add(key)
       if (this.#usable(peer))
@@ -1307,8 +1339,9 @@ class Strategy implements HolePunchApi {
           await sleep(50, this.ctx.signal)
       // with both types known (and able to punch), a failed attempt is worth another (a lost ICE check
       // or DTLS flight on a lossy link); with an unknown type, one
+      // (a later attempt is one, of the retry's length)
       const allowed =
-        localNat === 'unknown' || remoteNat === 'unknown' || technique === 'same-nat'
+        localNat === 'unknown' || remoteNat === 'unknown' || technique === 'same-nat' || retry
           ? Math.min(1, this.opts.maxAttempts)
           : this.opts.maxAttempts
       let attempts = 0
@@ -1316,7 +1349,7 @@ class Strategy implements HolePunchApi {
         attempts++
         // a punchable pair whose attempt failed is most often on a lossy path (an ICE check, a DTLS or
         // SCTP handshake packet lost and sent again seconds later): the retry gets twice the time
-        const timeout = this.opts.upgradeTimeout * (attempts > 1 ? 2 : 1)
+        const timeout = this.opts.upgradeTimeout * (attempts > 1 || retry ? 2 : 1)
         const signal = AbortSignal.any([this.ctx.signal, AbortSignal.timeout(timeout)])
         try {
           let progress: string[] = []
@@ -1371,15 +1404,70 @@ class Strategy implements HolePunchApi {
       }
     })()
     this.#upgrading.set(peer, run)
-    const done = () => {
+    const done = (event?: ConnectionMethodEvent & { unchanged?: true }) => {
       this.#upgrading.delete(peer)
+      if (event) this.#scheduleLater(relayed, event)
       // the relayed connection an upgrade replaced, and duplicates, go now
       this.#schedulePrune(peer, 0)
       // a type changed while it ran: decide again with the new one
       if (this.#again.delete(peer)) void this.#reconsider(peer, trigger ?? 'classified')
     }
-    run.then(done, done)
+    run.then(done, () => done())
     return run
+  }
+
+  /**
+   * After a decision that spent attempts on a pair that can punch (both types known) and stayed relayed:
+   * the next later attempt on that connection, `retryDelay` × 2^(made) from now, while it stays relayed
+   * (at most `laterAttempts` per connection).
+   */
+  #scheduleLater(relayed: Connection, event: ConnectionMethodEvent & { unchanged?: true }): void {
+    if (event.unchanged || event.method !== 'relayed' || event.attempts === 0 || event.skipped) return
+    if (event.localNat === undefined || event.localNat === 'unknown') return
+    if (event.remoteNat === undefined || event.remoteNat === 'unknown') return
+    if (this.ctx.signal.aborted || relayed.status !== 'open') return
+    const state = this.#later.get(relayed.id) ?? { made: 0 }
+    if (state.made >= this.opts.laterAttempts || state.timer) return
+    this.#later.set(relayed.id, state)
+    this.#armLater(relayed, state, this.opts.retryDelay * 2 ** state.made)
+  }
+
+  #armLater(relayed: Connection, state: { made: number; timer?: ReturnType<typeof setTimeout> }, ms: number) {
+    state.timer = setTimeout(() => {
+      state.timer = undefined
+      void this.#runLater(relayed, state)
+    }, ms)
+    state.timer.unref?.()
+  }
+
+  /** One later attempt on `relayed` (or a wait for its turn: one decision per peer, MAX_LATER_AT_ONCE). */
+  async #runLater(relayed: Connection, state: { made: number }): Promise<void> {
+    const peer = relayed.remotePeer.toString()
+    if (this.ctx.signal.aborted || relayed.status !== 'open' || this.#later.get(relayed.id) !== state) return
+    if (this.#usable(peer) || this.#upgraderConnection(peer)?.id !== relayed.id) return
+    if (this.#upgrading.has(peer) || this.#laterRunning >= MAX_LATER_AT_ONCE) {
+      // a decision on this peer runs, or the node's later attempts are busy: wait a turn, uncounted
+      this.#armLater(relayed, state, this.opts.retryDelay)
+      return
+    }
+    state.made++
+    this.#laterRunning++
+    try {
+      const event = await this.#upgrade(relayed, relayed.timeline.open, undefined, 'retry')
+      if (event.unchanged) return
+      if (event.method === 'relayed') {
+        this.#stats.attemptsFailed(event.attempts)
+        this.ctx.logger.debug(
+          `later attempt ${state.made} on ${peer}: still relayed (${event.skipped ?? event.error ?? 'no attempt'})`,
+        )
+        return
+      }
+      const { unchanged: _, ...report } = event
+      this.#stats.record(report)
+      this.ctx.events.emit('connection:method', { ...report })
+    } finally {
+      this.#laterRunning--
+    }
   }
 }
 

@@ -115,16 +115,39 @@ class ForgedError extends Error {
 }
 
 /**
- * The connection a member exchange with `peer` runs on: an open, unlimited one, or none. An exchange
- * never dials. libp2p's `dialProtocol()` does not reuse a limited (relayed) connection: it dials a new
- * circuit through the relay, then closes it as a duplicate of the one already open (same address), and
- * that new connection's `connection:open` asked for the next exchange: a peer reached only through a
- * relay got dozens of relayed connections opened and closed a second. Exchanges stay off relayed
- * connections (the relay's budget, 128 KiB and 2 min by default, is kept for hole punching); they run
- * once the peer has a direct or hole-punched connection, whose `connection:open` starts one.
+ * Member exchanges one limited (relayed) connection carries, at most, each way: the one its opening
+ * starts, and a few while the topic is short (the relay's data budget, 128 KiB and 2 min by default per
+ * circuit, is mostly kept for hole punching's signalling).
  */
-function exchangeConnection(libp2p: Pick<Libp2p, 'getConnections'>, peer: PeerId): Connection | undefined {
-  return libp2p.getConnections(peer).find((c) => c.status === 'open' && c.limits === undefined)
+const LIMITED_EXCHANGES = 3
+/** The largest exchange message (request or response) on a limited connection. */
+const LIMITED_MESSAGE_BYTES = 8 * 1024
+
+/**
+ * The connection a member exchange with `peer` runs on: an open unlimited one, else an open limited
+ * (relayed) one that has not carried its LIMITED_EXCHANGES yet, or none. An exchange never dials
+ * (libp2p's `dialProtocol()` does not reuse a limited connection: it dials a new circuit through the
+ * relay, then closes it as a duplicate, and that connection's `connection:open` asked for the next
+ * exchange: dozens of relayed connections opened and closed a second). Over a relayed connection the
+ * exchange is small and counted (LIMITED_MESSAGE_BYTES, LIMITED_EXCHANGES): a pair that stays relayed
+ * (symmetric + symmetric) still learns on both sides that the other joined the topic.
+ */
+function exchangeConnection(
+  libp2p: Pick<Libp2p, 'getConnections'>,
+  peer: PeerId,
+  used: WeakMap<Connection, number>,
+): Connection | undefined {
+  const open = libp2p.getConnections(peer).filter((c) => c.status === 'open')
+  return open.find((c) => c.limits === undefined) ?? open.find((c) => (used.get(c) ?? 0) < LIMITED_EXCHANGES)
+}
+
+/** Counts one exchange on a limited connection; false when it carried its share already. */
+function takeLimited(connection: Connection, used: WeakMap<Connection, number>): boolean {
+  if (connection.limits === undefined) return true
+  const n = used.get(connection) ?? 0
+  if (n >= LIMITED_EXCHANGES) return false
+  used.set(connection, n + 1)
+  return true
 }
 
 /** `n` entries of `items` picked at random (all of them when there are fewer). */
@@ -164,6 +187,9 @@ export class TopicManager {
   readonly #signer: MemberSigner
   readonly #self: string
   readonly #queue = new WorkQueue()
+  /** Exchanges made (asked) and served per limited connection (see exchangeConnection()). */
+  readonly #limitedAsked = new WeakMap<Connection, number>()
+  readonly #limitedServed = new WeakMap<Connection, number>()
   #ownAddrs?: { at: number; addrs: string[] }
   #off: Array<() => void> = []
   private readonly settings: TopicManagerSettings
@@ -231,6 +257,8 @@ export class TopicManager {
         await this.libp2p.handle(protocol, (stream, connection) => this.#serve(stream, connection, version), {
           maxInboundStreams: 8,
           maxOutboundStreams: 8,
+          // small and counted there (LIMITED_EXCHANGES, LIMITED_MESSAGE_BYTES): see exchangeConnection()
+          runOnLimitedConnection: true,
         })
       }
       // A node that joined no topic has nothing to tell and nothing to ask: no exchange stream on its
@@ -826,13 +854,25 @@ export class TopicManager {
     const id = peer.toString()
     let stream: Stream | undefined
     try {
-      const connection = exchangeConnection(this.libp2p, peer)
-      if (!connection) return // not connected, or only over a relay: see exchangeConnection()
+      const connection = exchangeConnection(this.libp2p, peer, this.#limitedAsked)
+      if (!connection) return // not connected, or a relayed connection that carried its share
+      const limited = connection.limits !== undefined
+      const maxBytes = limited ? LIMITED_MESSAGE_BYTES : LIMITS.maxMessageBytes
       const signal = AbortSignal.any([this.signal, AbortSignal.timeout(10_000)])
-      stream = await connection.newStream([TOPICS_PROTOCOL, TOPICS_PROTOCOL_V1], { signal })
-      const version = WIRE_VERSION[stream.protocol] ?? 2
-      const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
-      await lp.write(encode(await this.#own(version)), { signal })
+      // (the request is built before the stream: one that does not fit a relayed connection is not sent)
+      let version: 1 | 2 = 2
+      let request = encode(await this.#own(version))
+      if (request.byteLength > maxBytes || !takeLimited(connection, this.#limitedAsked)) return
+      stream = await connection.newStream([TOPICS_PROTOCOL, TOPICS_PROTOCOL_V1], {
+        signal,
+        runOnLimitedConnection: true,
+      })
+      if ((WIRE_VERSION[stream.protocol] ?? 2) !== version) {
+        version = WIRE_VERSION[stream.protocol]
+        request = encode(await this.#own(version))
+      }
+      const lp = lpStream(stream, { maxDataLength: maxBytes })
+      await lp.write(request, { signal })
       const bytes = (await lp.read({ signal })).subarray()
       const response: TopicsResponse = await this.#work(() => decodeResponse(bytes, version))
       await stream.close({ signal }).catch(() => {})
@@ -941,8 +981,13 @@ export class TopicManager {
       return
     }
     try {
+      const limited = connection.limits !== undefined
+      // a relayed connection carries a few small exchanges (see exchangeConnection()); more are refused
+      if (!takeLimited(connection, this.#limitedServed))
+        throw new Error(`topics: this relayed connection carried its ${LIMITED_EXCHANGES} exchanges`)
+      const maxBytes = limited ? LIMITED_MESSAGE_BYTES : LIMITS.maxMessageBytes
       const signal = AbortSignal.any([this.signal, AbortSignal.timeout(10_000)])
-      const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
+      const lp = lpStream(stream, { maxDataLength: maxBytes })
       const bytes = (await lp.read({ signal })).subarray()
       if (!ticket.spend(bytes.byteLength)) throw new Error('topics: over its byte budget')
       const request = await this.#work(() => decodeRequest(bytes, version))
@@ -950,11 +995,11 @@ export class TopicManager {
       const own = await this.#own(version)
       const { members, encoded } = await this.#work(() => {
         this.#applyClaims(peer, request, verdicts, connection)
-        const room = LIMITS.maxMessageBytes - encode({ ...own, members: {} }).byteLength - 16
+        const room = maxBytes - encode({ ...own, members: {} }).byteLength - 16
         const members = this.#replyMembers(request.joined, peer, room)
         return { members, encoded: encode({ ...own, members } satisfies TopicsResponse) }
       })
-      if (encoded.byteLength > LIMITS.maxMessageBytes) throw new Error('topics: response too large') // never
+      if (encoded.byteLength > maxBytes) throw new Error('topics: response too large') // own part too big
       this.logger.debug(
         `served ${peer}: it joined ${request.joined.length} topics; sending ${Object.keys(members).length} member lists (${encoded.byteLength} bytes)`,
       )

@@ -50,6 +50,12 @@ export interface UserFlowScenario {
    * every connection every 10 s, and the peers log its aborts (`DEBUG=libp2p:connection-monitor*`).
    */
   holdMs?: number
+  /**
+   * How long after both peers started a try waits for a direct connection (default: the run's
+   * `observeMs`, 20 s). With loss, the background attempts after two failed ones (holePunch's
+   * `laterAttempts`) land 20-40 s in.
+   */
+  observeMs?: number
 }
 
 /**
@@ -79,6 +85,7 @@ export const USER_FLOW_SCENARIOS: readonly UserFlowScenario[] = [
     b: 'port-restricted-cone',
     loss: 10,
     expect: 'direct',
+    observeMs: 45_000,
   },
   {
     name: 'same NAT',
@@ -534,7 +541,7 @@ async function runTry(
     row.msToStartB = tB - spawnedAt
     const tBoth = Math.max(tA, tB)
     // the outcome: a verified direct connection on one connection per side for 3 s, or the deadline
-    const observe = (options.observeMs ?? 20_000) + (s.holdMs ?? 0)
+    const observe = (s.observeMs ?? options.observeMs ?? 20_000) + (s.holdMs ?? 0)
     let directSince: number | undefined
     while (Date.now() < tBoth + observe) {
       await sleep(250)
