@@ -1,7 +1,8 @@
+import { statSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join, resolve as resolvePath } from 'node:path'
 
 /** A fresh temp dir, removed by the returned cleanup. */
 export async function tempDir(
@@ -46,4 +47,19 @@ export async function freePort(): Promise<number> {
     }
   }
   throw new Error('no free TCP port found in 20000-31999')
+}
+
+/**
+ * Whether another user (such as `nobody`, which root tests switch to) can reach `path`: every directory
+ * on the way must be searchable by others. A checkout inside a private (0700) directory is not, and
+ * tests that run code as another user from it cannot run there.
+ */
+export function othersCanReach(path: string): boolean {
+  let dir = resolvePath(path)
+  for (;;) {
+    if ((statSync(dir).mode & 0o001) === 0) return false
+    const parent = dirname(dir)
+    if (parent === dir) return true
+    dir = parent
+  }
 }
