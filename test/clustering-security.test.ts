@@ -216,7 +216,8 @@ describe('clustering: hostile peers on the wire', function () {
     const accepted = report.counters.tag_sets_accepted ?? 0
     // each Sybil is one connection (the attack counts `sybils` only for those that sent all 20 sets)
     const sybils = report.counters.connections ?? 0
-    expect(accepted, JSON.stringify(report.counters)).to.be.greaterThan(2 * sybils)
+    // the flood got through (each Sybil within its tags budget: a burst of 5, then refused)
+    expect(accepted, JSON.stringify(report.counters)).to.be.at.least(100)
     const c = clusteringOf(a)
     expect(c.size, JSON.stringify({ ...report.counters, ...c.stats() })).to.be.at.most(sybils)
     // the Sybils came and went: their memberships, and so their clusters, go `forgetUntrustedAfter` later
