@@ -187,7 +187,7 @@ export interface UserFlowOptions {
 
 /** The witness plugin, bundled into each peer's config: connection events and echo checks. */
 const WITNESS = `
-import { definePlugin } from 'meshkit'
+import { definePlugin } from 'meshkit/plugin'
 
 const ECHO = '/meshkit-lab/echo/1.0.0'
 const relay = process.env.LAB_RELAY_ID
