@@ -579,7 +579,10 @@ async function runTry(
       // side dialled needs a direct or hole-punched report
       const punchedReports = reports.filter((r) => r.method === 'hole-punched').length
       const directReports = reports.filter((r) => r.method === 'direct' || r.method === 'hole-punched').length
-      const phantoms = Math.max(0, punchedReports - v.verified.filter((c) => c.transport === 'webrtc').length)
+      // with loss, a punched connection that closed before the echo got through is not counted as a phantom
+      // (it was a WebRTC connection, ICE-connected; it is counted in unlimitedClosed instead)
+      const punchedSeen = s.loss ? v.webrtcSeen : v.verified.filter((c) => c.transport === 'webrtc').length
+      const phantoms = Math.max(0, punchedReports - punchedSeen)
       const missed = Math.max(0, v.verified.filter((c) => c.direction === 'outbound').length - directReports)
       return {
         classified: classified?.udp as string | undefined,
@@ -668,6 +671,11 @@ interface View {
   /** Unlimited connections to the other peer that carried an echo. */
   verified: ConnView[]
   verifiedOpen: ConnView[]
+  /**
+   * WebRTC connections to the other peer that carried an echo or closed before one could: under loss a
+   * punched connection can drop before the lab's echo check gets through.
+   */
+  webrtcSeen: number
   unlimitedClosed: number
   relayClosed: number
 }
@@ -703,6 +711,9 @@ function view(l: Line[], other: string, relay: string): View {
     open: all.filter((c) => c.closedAt === undefined),
     verified,
     verifiedOpen: verified.filter((c) => c.closedAt === undefined),
+    webrtcSeen: all.filter(
+      (c) => c.transport === 'webrtc' && !c.limited && (c.echoOk || c.closedAt !== undefined),
+    ).length,
     unlimitedClosed: all.filter((c) => !c.limited && c.closedAt !== undefined && !pruned.has(c.id)).length,
     relayClosed,
   }
