@@ -285,7 +285,7 @@ describe('bootstrap: peer cache', function () {
     expect(problems).to.deep.equal(['1 malformed entries dropped'])
   })
 
-  it('never caches a peer that only connected to it, nor the addresses a peer claims for itself', async () => {
+  it('a peer that only connected to it is cached by the addresses it tells on its own IP, never elsewhere', async () => {
     const sentinels = new Sentinels()
     try {
       const claimed = await sentinels.open('claimed')
@@ -293,7 +293,7 @@ describe('bootstrap: peer cache', function () {
         bootstrap: { minConnections: 3, retryInitial: '100ms', retryMax: '300ms' },
         plugins: [peerCache({ flushInterval: '100ms' })],
       })
-      // a Sybil connects, says it listens at the sentinel (identify), and leaves
+      // a Sybil connects from 127.0.0.44, says it listens at the sentinel and on its own IP, and leaves
       const sybil = await createHostileNode({
         sourceIp: '127.0.0.44',
         listen: ['/ip4/127.0.0.44/tcp/0'],
@@ -306,26 +306,63 @@ describe('bootstrap: peer cache', function () {
       } finally {
         await sybil.stop()
       }
-      // B stays below minConnections: a cache that kept the Sybil would dial it again and again
+      // B stays below minConnections and keeps asking its cache: the Sybil is offered at its own IP only
       await new Promise((r) => setTimeout(r, 2_000))
-      expect(b.node.api<PeerCacheApi>('peer-cache').peers(), 'cached peers').to.deep.equal([])
+      const [heard, ...more] = b.node.api<PeerCacheApi>('peer-cache').peers()
+      expect(more, 'cached peers besides the Sybil').to.deep.equal([])
+      expect(heard).to.include({ id: sybil.peerId.toString() })
+      expect(heard.addrs, 'addresses a dial of ours reached').to.deep.equal([])
+      expect(heard.heard, 'told addresses kept: on its own IP only').to.deep.equal(['/ip4/127.0.0.44/tcp/1'])
       expect(sentinels.since(0, 'claimed'), 'dials to the claimed address').to.deep.equal([])
 
-      // a peer B dials itself is cached at the address B dialled, not at those it claims
+      // a peer B dials itself is cached at the address B dialled, not at those it claims, and ranks first
       const aPort = await freePort()
       const a = await start('a', { listen: [`/ip4/127.0.0.1/tcp/${aPort}`], announce: [claimed.tcp] })
       await b.node.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/${aPort}/p2p/${a.peerId}`))
-      await waitFor(() => b.node.api<PeerCacheApi>('peer-cache').peers().length === 1, { what: 'A cached' })
+      await waitFor(() => b.node.api<PeerCacheApi>('peer-cache').peers().length === 2, { what: 'A cached' })
       await new Promise((r) => setTimeout(r, 500))
       const [cached] = b.node.api<PeerCacheApi>('peer-cache').peers()
       expect(cached.id).to.equal(a.peerId)
       expect(cached.addrs).to.deep.equal([`/ip4/127.0.0.1/tcp/${aPort}`])
+      expect(cached.heard).to.equal(undefined)
       await b.close()
       const saved = await readCache(`${dir}/b/peer-cache.json`)
-      expect(saved.peers.map((p) => p.id)).to.deep.equal([a.peerId])
+      expect(saved.peers.map((p) => p.id)).to.deep.equal([a.peerId, sybil.peerId.toString()])
+      expect(sentinels.since(0, 'claimed'), 'dials to the claimed address').to.deep.equal([])
     } finally {
       await sentinels.close()
     }
+  })
+
+  it('a node only ever dialled (the first of a mesh) rejoins after a restart from what its peers told', async () => {
+    let a = await start('a', { plugins: [peerCache({ flushInterval: '100ms' })] })
+    const b = await start('b', {
+      bootstrap: { minConnections: 1 },
+      plugins: [staticPeers({ peers: [a.address] })],
+    })
+    await waitFor(() => connectedTo(a, b.peerId), { what: 'B joined A' })
+    await waitFor(() => a.node.api<PeerCacheApi>('peer-cache').peers().length === 1, {
+      what: 'B cached by A',
+    })
+    const [told] = a.node.api<PeerCacheApi>('peer-cache').peers()
+    expect(told.heard).to.deep.equal([`/ip4/127.0.0.1/tcp/${b.port}`])
+    await a.close()
+
+    // A again, with its cache as its only source: it dials B back
+    a = await start('a', {
+      bootstrap: { minConnections: 1 },
+      plugins: [peerCache({ flushInterval: '100ms' })],
+    })
+    await waitFor(() => connectedTo(a, b.peerId), { timeoutMs: 5_000, what: 'A rejoined B from its cache' })
+    const connected = a.events.filter((e) => e.event === 'bootstrap:connected')
+    expect(connected[0]).to.include({ peerId: b.peerId, source: 'peer-cache' })
+    // the dial that worked made B a verified entry
+    await waitFor(() => (a.node.api<PeerCacheApi>('peer-cache').peers()[0]?.addrs.length ?? 0) > 0, {
+      what: 'B verified',
+    })
+    const [verified] = a.node.api<PeerCacheApi>('peer-cache').peers()
+    expect(verified.addrs).to.deep.equal([`/ip4/127.0.0.1/tcp/${b.port}`])
+    expect(verified.heard).to.equal(undefined)
   })
 
   it('a cached peer whose dials fail is offered again only after a growing wait', async () => {

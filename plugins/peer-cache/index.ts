@@ -2,7 +2,7 @@ import { constants } from 'node:fs'
 import { lstat, open, rename, unlink } from 'node:fs/promises'
 import { isIPv4 } from 'node:net'
 import { dirname, isAbsolute, join } from 'node:path'
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import {
@@ -63,6 +63,13 @@ export interface CachedPeer {
   streak?: number
   /** How long the node was connected to the peer in all (ms): what makes a peer worth keeping. */
   uptime?: number
+  /**
+   * Addresses the peer said it listens on (identify), for a peer that connected to this node but was
+   * never dialled by it: unverified, in `network.addressScope` only, offered after every peer with
+   * `addrs` and at most for half of the cache. A dial of ours that reaches the peer moves the address
+   * that worked into `addrs`.
+   */
+  heard?: string[]
 }
 
 /** The peer cache's API (`node.api('peer-cache')`): a bootstrap source plus a look at the cache. */
@@ -86,6 +93,7 @@ const entrySchema = z.object({
   lastFailure: time.optional(),
   streak: count.optional(),
   uptime: time.optional(),
+  heard: z.array(z.string().max(2048)).max(1000).optional(),
 })
 const fileSchema = z.object({ version: z.literal(FORMAT_VERSION), peers: z.array(z.unknown()).max(100_000) })
 
@@ -119,6 +127,17 @@ function validPeerId(id: string): boolean {
 /** True when a dial failed after the peer was last seen: it goes behind the peers that still work. */
 const failing = (p: CachedPeer) => (p.lastFailure ?? 0) > p.lastSeen
 
+/** The IP address a multiaddr string starts with, if any. */
+function ipOfAddress(address: string): string | undefined {
+  return /^\/ip[46]\/([^/]+)/.exec(address)?.[1]
+}
+
+/** A peer known only by what it said of itself: no dial of ours has reached it yet. */
+const unverified = (p: CachedPeer) => p.addrs.length === 0
+
+/** The addresses to dial a peer at: those that worked for this node, else those it said it listens on. */
+const dialAddresses = (p: CachedPeer) => (p.addrs.length > 0 ? p.addrs : (p.heard ?? []))
+
 /**
  * How useful a peer has been: dials of ours that reached it (up to 50) and time spent connected (4
  * points per doubling of minutes), less 2 per failed dial in a row. A peer that merely connected to this
@@ -130,9 +149,13 @@ export function usefulness(p: CachedPeer): number {
   )
 }
 
-/** Best first: peers not failing since last seen, then the most useful, then the most recently seen. */
+/**
+ * Best first: peers a dial of ours reached before those known only by their own word, then peers not
+ * failing since last seen, then the most useful, then the most recently seen.
+ */
 export function comparePeers(a: CachedPeer, b: CachedPeer): number {
   return (
+    Number(unverified(a)) - Number(unverified(b)) ||
     Number(failing(a)) - Number(failing(b)) ||
     usefulness(b) - usefulness(a) ||
     b.lastSeen - a.lastSeen ||
@@ -181,7 +204,7 @@ export function networkOf(address: string): string {
 export function spreadAcrossNetworks(peers: readonly CachedPeer[]): CachedPeer[] {
   const groups = new Map<string, CachedPeer[]>()
   for (const p of peers) {
-    const g = networkOf(p.addrs[0] ?? p.id)
+    const g = networkOf(dialAddresses(p)[0] ?? p.id)
     const list = groups.get(g)
     if (list) list.push(p)
     else groups.set(g, [p])
@@ -225,10 +248,18 @@ export function parseCacheFile(
       bad++
       continue
     }
-    const addrs = [...new Set(entry.data.addrs.map((a) => stripPeer(a, entry.data.id)))].filter(dialable)
-    if (addrs.length !== entry.data.addrs.length) bad++
-    if (addrs.length === 0) continue
-    peers.set(entry.data.id, { ...entry.data, addrs: addrs.slice(0, maxAddressesPerPeer) })
+    const clean = (list: string[]) =>
+      [...new Set(list.map((a) => stripPeer(a, entry.data.id)))].filter(dialable)
+    const addrs = clean(entry.data.addrs)
+    const heard = clean(entry.data.heard ?? [])
+    if (addrs.length !== entry.data.addrs.length || heard.length !== (entry.data.heard ?? []).length) bad++
+    if (addrs.length === 0 && heard.length === 0) continue
+    const { heard: _, ...rest } = entry.data
+    peers.set(entry.data.id, {
+      ...rest,
+      addrs: addrs.slice(0, maxAddressesPerPeer),
+      ...(addrs.length === 0 ? { heard: heard.slice(0, maxAddressesPerPeer) } : {}),
+    })
   }
   return { peers: [...peers.values()], problems: bad > 0 ? [`${bad} malformed entries dropped`] : [] }
 }
@@ -358,15 +389,53 @@ class PeerCache {
     const next = [...new Set([...fresh, ...peer.addrs])].slice(0, this.opts.maxAddressesPerPeer)
     if (next.join() !== peer.addrs.join()) {
       peer.addrs = next
+      delete peer.heard
       this.#markDirty()
     }
   }
 
   /**
+   * A peer told its listen addresses (identify). A peer this node has no working address for (it only
+   * ever connected to us: the first node of a mesh is dialled by everyone) is remembered by them, so a
+   * restart whose seeds are gone can still dial it back. They are the peer's word: only addresses on
+   * the IP address its connection came from (`sourceIp`: a peer can point this node at nothing but
+   * itself), in `network.addressScope` (`inScope`), never relayed ones, `maxAddressesPerPeer` of them;
+   * such peers take at most half of the cache and rank after every peer a dial of ours reached.
+   */
+  identified(
+    id: string,
+    listenAddrs: readonly string[],
+    sourceIp: string | undefined,
+    inScope: (a: string[]) => string[],
+  ): void {
+    if (id === this.self || sourceIp === undefined) return
+    const known = this.peers.get(id)
+    if (known && known.addrs.length > 0) return
+    const onSource = (a: string) => ipOfAddress(a) === sourceIp
+    const heard = inScope(
+      [...new Set(listenAddrs.map((a) => stripPeer(a, id)))].filter(
+        (a) => dialable(a) && !a.includes('/p2p-circuit') && onSource(a),
+      ),
+    ).slice(0, this.opts.maxAddressesPerPeer)
+    if (heard.length === 0) return
+    if (!known) {
+      let count = 0
+      for (const p of this.peers.values()) if (unverified(p)) count++
+      if (count >= Math.floor(this.opts.maxPeers / 2)) return
+    }
+    const peer = known ?? { id, addrs: [], successes: 0, failures: 0, lastSeen: Date.now() }
+    if ((peer.heard ?? []).join() === heard.join() && known) return
+    peer.heard = heard
+    this.peers.set(id, peer)
+    if (!this.#since.has(id)) this.#since.set(id, Date.now())
+    this.#markDirty()
+  }
+
+  /**
    * A connection opened. Only one this node dialled (outbound) creates or feeds a cache entry: its
    * address is one that worked for this node. An inbound connection's source address is the peer's
-   * outgoing port, and a peer that only ever connected to us is not worth dialling back: it is not
-   * cached (one already cached counts as seen). Relayed connections are not cached.
+   * outgoing port: it is never cached (a peer that only connected to us is cached by the addresses it
+   * tells, see {@link identified}; one already cached counts as seen). Relayed connections are not cached.
    */
   connectionOpened(connection: Connection): void {
     const id = connection.remotePeer.toString()
@@ -436,7 +505,7 @@ class PeerCache {
 
   /** The peers worth saving or dialling, best first. */
   ranked(): CachedPeer[] {
-    return [...this.peers.values()].filter((p) => p.addrs.length > 0).sort(comparePeers)
+    return [...this.peers.values()].filter((p) => dialAddresses(p).length > 0).sort(comparePeers)
   }
 
   /**
@@ -447,7 +516,7 @@ class PeerCache {
     const before = this.peers.size
     const now = Date.now()
     for (const [id, p] of this.peers) {
-      if (p.addrs.length === 0) this.peers.delete(id)
+      if (dialAddresses(p).length === 0) this.peers.delete(id)
       else if ((p.streak ?? 0) >= FORGET_AFTER_FAILURES && now - p.lastSeen > FORGET_AFTER_MS)
         this.peers.delete(id)
     }
@@ -470,7 +539,7 @@ class PeerCache {
     this.settleDials()
     const now = Date.now()
     const ready = this.ranked().filter((p) => retryAt(p) <= now)
-    return spreadAcrossNetworks(ready).flatMap((p) => p.addrs.map((a) => `${a}/p2p/${p.id}`))
+    return spreadAcrossNetworks(ready).flatMap((p) => dialAddresses(p).map((a) => `${a}/p2p/${p.id}`))
   }
 
   #markDirty(): void {
@@ -524,8 +593,13 @@ class PeerCache {
 /**
  * Remembers the peers this node dialled successfully (the addresses that worked, successes, failures,
  * time connected) in `<dataDir>/peer-cache.json`, and offers them first when bootstrapping, so a
- * restarted node rejoins the mesh without its seeds. Hostile peers: a peer that only connected to this
- * node, or an address a peer claimed for itself, is never cached; peers rank by usefulness (time
+ * restarted node rejoins the mesh without its seeds. A peer that only ever connected to this node (the
+ * first node of a mesh is dialled by everyone) is remembered by the listen addresses it told (identify),
+ * so that such a node too can rejoin when its seeds are gone. Hostile peers: such told addresses count
+ * only on the IP the peer's connection came from (it can point this node at nothing but itself), inside
+ * `network.addressScope`, never relayed ones, at most `maxAddressesPerPeer`, for at most half
+ * of `maxPeers`, and those peers are offered after every peer a dial of ours reached (a dial that
+ * reaches one makes it a verified entry); peers rank by usefulness (time
  * connected, dials that worked), not by how recently they showed up; candidates are spread across
  * networks; a failing peer is offered again only after a backoff (30 s doubling up to 6 h) and forgotten
  * after 8 failures in a row and a week unseen. The kernel keeps a seed connection as well
@@ -575,7 +649,7 @@ export const peerCache = definePlugin({
         if (!cache) return
         const current = cache
         await current.start()
-        const on = <E extends 'peer:disconnect' | 'connection:open'>(
+        const on = <E extends 'peer:disconnect' | 'connection:open' | 'peer:identify'>(
           name: E,
           handle: (detail: never) => void,
         ) => {
@@ -591,6 +665,16 @@ export const peerCache = definePlugin({
         }
         on('connection:open', (connection: Connection) => current.connectionOpened(connection))
         on('peer:disconnect', (peerId: PeerId) => current.disconnected(peerId))
+        on('peer:identify', (result: IdentifyResult) =>
+          current.identified(
+            result.peerId.toString(),
+            result.listenAddrs.map((a) => a.toString()),
+            result.connection.remoteAddr.toString().includes('/p2p-circuit')
+              ? undefined
+              : ipOfAddress(result.connection.remoteAddr.toString()),
+            (addrs) => ctx.peerAddresses.filter(addrs),
+          ),
+        )
       },
       stop: async () => {
         for (const off of unsubscribe) off()
