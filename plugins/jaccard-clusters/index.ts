@@ -1,7 +1,7 @@
 import type { PeerId } from '@libp2p/interface'
-import { definePlugin, durationSchema, z } from 'meshkit/plugin'
-import { ClusteringService, type ClusteringServiceOptions, TAGS_BUDGET } from './service.js'
-import { TAG_LIMITS } from './wire.js'
+import { definePlugin, z } from 'meshkit/plugin'
+import { clusteringServiceShape, clusterRulesShape } from './options.js'
+import { ClusteringService, TAGS_BUDGET } from './service.js'
 
 type PingService = { ping(peer: PeerId, options?: { signal?: AbortSignal }): Promise<number> }
 
@@ -50,80 +50,12 @@ export {
   TagsWireError,
 } from './wire.js'
 
-const options = z
-  .strictObject({
-    /** Jaccard threshold for assignment and `findSimilarClusters`, in (0, 1]. @default 0.7 */
-    threshold: z.number().gt(0).max(1).default(0.7),
-    /** Members not seen for this long are removed; clusters empty this long too. @default '5m' */
-    inactiveAfter: durationSchema("'5m'").default(300_000),
-    /** How often cleanup runs. @default inactiveAfter / 5 (at least 1 s) */
-    cleanupInterval: durationSchema("'1m'").optional(),
-    /** `assignPeer` creates a cluster when none reaches the threshold. @default true */
-    autoCreate: z.boolean().default(true),
-    /** Remove clusters that stayed empty for `inactiveAfter`. @default true */
-    removeEmptyClusters: z.boolean().default(true),
-    /** `'exact'` (prefix-filtering index) or `{ minhash: { bands, rows } }` (approximate). @default 'exact' */
-    index: z
-      .union([
-        z.literal('exact'),
-        z.strictObject({
-          minhash: z.strictObject({
-            bands: z.number().int().min(1).max(512).default(20),
-            rows: z.number().int().min(1).max(64).default(5),
-            seed: z.number().int().optional(),
-          }),
-        }),
-      ])
-      .default('exact'),
-    /** Lowest threshold the exact index serves without scanning (for `findSimilarClusters(id, lower)`). @default threshold */
-    indexMinThreshold: z.number().gt(0).max(1).optional(),
-    /** This node's own topic tags (sent to peers; `setTags()` changes them). @default [] */
-    tags: z.array(z.string().min(1).max(TAG_LIMITS.maxTagLength)).max(TAG_LIMITS.maxTags).default([]),
-    /** Best members of each own cluster protected from pruning (libp2p peer tag). @default 3 */
-    protectBest: z.number().int().min(0).max(1000).default(3),
-    /** Connected members wanted per own cluster; below it the best known are dialled. @default 4 */
-    targetConnectionsPerCluster: z.number().int().min(0).max(1000).default(4),
-    /** How often connected cluster members are pinged. @default '30s' */
-    pingInterval: durationSchema("'30s'").default(30_000),
-    /** How often protection and the per-cluster target are checked (also after every change). @default '5s' */
-    maintainInterval: durationSchema("'5s'").default(5_000),
-    /**
-     * Clusters at most for a peer's tags to create one; at the cap the longest-empty auto-created
-     * cluster gives way, or none is created. @default 1024
-     */
-    maxClusters: z.number().int().min(1).max(1_000_000).default(1024),
-    /** Matching clusters one peer joins at most (the most similar). @default 8 */
-    maxClustersPerPeer: z.number().int().min(1).max(1024).default(8),
-    /** Member peers known at once; beyond, the least recently active one is forgotten. @default 2048 */
-    maxPeers: z.number().int().min(1).max(1_000_000).default(2048),
-    /** A member this node never dialled itself is dialled back only after it stayed connected this long. @default '1m' */
-    trustAfter: durationSchema("'1m'").default(60_000),
-    /** A member without that trust is forgotten this long after it left (not `inactiveAfter`). @default '30s' */
-    forgetUntrustedAfter: durationSchema("'30s'").default(30_000),
-  })
-  .prefault({})
-
-function serviceOptions(opts: z.output<typeof options>): ClusteringServiceOptions {
-  return {
-    threshold: opts.threshold,
-    inactiveAfter: opts.inactiveAfter,
-    cleanupInterval: opts.cleanupInterval,
-    autoCreate: opts.autoCreate,
-    removeEmptyClusters: opts.removeEmptyClusters,
-    index: opts.index,
-    indexMinThreshold: opts.indexMinThreshold,
-    tags: opts.tags,
-    protectBest: opts.protectBest,
-    targetConnectionsPerCluster: opts.targetConnectionsPerCluster,
-    pingInterval: opts.pingInterval,
-    maintainInterval: opts.maintainInterval,
-    maxClusters: opts.maxClusters,
-    maxClustersPerPeer: opts.maxClustersPerPeer,
-    maxPeers: opts.maxPeers,
-    trustAfter: opts.trustAfter,
-    forgetUntrustedAfter: opts.forgetUntrustedAfter,
-  }
-}
+/**
+ * The options: the matching rules (threshold, index, cleanup, caps), then this node's tags, protection,
+ * dialling and timers. Each is written once, with its bounds, JSDoc and `@default`, in options.ts
+ * (ClusterManager, ClusteringService and MinHashIndex resolve theirs with the same schemas).
+ */
+const options = z.strictObject({ ...clusterRulesShape, ...clusteringServiceShape }).prefault({})
 
 /**
  * The default clustering strategy: peers grouped into clusters by their topic tags with Jaccard similarity
@@ -158,11 +90,11 @@ export const jaccardClusters = definePlugin({
   dependencies: ['ping'],
   options,
   create: (opts) => {
-    const service = new ClusteringService(serviceOptions(opts))
+    const service = new ClusteringService(opts)
     return {
       // every option applies in place (ClusteringService.reconfigure); the API object stays the same
       reconfigure: (next) => {
-        service.reconfigure(serviceOptions(next))
+        service.reconfigure(next)
       },
       setup: (ctx) => {
         service.on('*', (fields, event) => ctx.events.emit(event, { ...fields }))

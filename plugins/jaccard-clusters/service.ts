@@ -14,9 +14,10 @@ import {
   type PeerAddressPolicy,
   type PeerReputation,
   TokenBucket,
+  type z,
 } from 'meshkit/plugin'
 import { ClusterManager, type ClusterManagerOptions, type ConnectionMethod } from './cluster-manager.js'
-import { invalidOption } from './errors.js'
+import { clusteringServiceOptions, resolveOptions } from './options.js'
 import { jaccard } from './similarity-index.js'
 import {
   checkTags,
@@ -68,30 +69,9 @@ const MALFORMED = new Set([
 const isMalformed = (err: unknown) =>
   err instanceof TagsWireError || (err instanceof Error && MALFORMED.has(err.name))
 
-export interface ClusteringServiceOptions extends ClusterManagerOptions {
-  /** This node's own topic tags. */
-  tags?: string[]
-  /** Best peers per own cluster that get the `meshkit-cluster` peer tag. @default 3 */
-  protectBest?: number
-  /** Connected members wanted per own cluster; below it the best known members are dialled. @default 4 */
-  targetConnectionsPerCluster?: number
-  /** How often connected cluster members are pinged (ms). @default 30000 */
-  pingInterval?: number
-  /** How often protection and the per-cluster target are checked (ms); also after every change. @default 5000 */
-  maintainInterval?: number
-  /**
-   * A member this node never reached by dialling it is dialled back (when its cluster is short of
-   * connections) only once it stayed connected this long (ms): a peer that connects, claims this node's
-   * tags and leaves is never dialled. @default 60000
-   */
-  trustAfter?: number
-  /**
-   * A member without that trust is forgotten this long after it disconnected (ms; `inactiveAfter` when
-   * that is shorter): the memberships of a peer that came and went do not outlive it by minutes.
-   * @default 30000
-   */
-  forgetUntrustedAfter?: number
-}
+/** What a ClusteringService is made with (see options.ts for each option and its default). */
+export type ClusteringServiceOptions = z.input<typeof clusteringServiceOptions> &
+  Pick<ClusterManagerOptions, 'clock' | 'clusterId'>
 
 interface Runtime {
   libp2p: Libp2p
@@ -168,13 +148,14 @@ export class ClusteringService extends ClusterManager {
 
   constructor(options: ClusteringServiceOptions = {}) {
     super(options)
-    this.#tags = checkTags(options.tags ?? [])
-    this.#protectBest = options.protectBest ?? 3
-    this.#targetConnectionsPerCluster = options.targetConnectionsPerCluster ?? 4
-    this.#pingInterval = Math.max(100, options.pingInterval ?? 30_000)
-    this.#maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
-    this.#trustAfter = checkTrustAfter(options.trustAfter)
-    this.#forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
+    const o = resolveOptions(clusteringServiceOptions, options)
+    this.#tags = checkTags(o.tags)
+    this.#protectBest = o.protectBest
+    this.#targetConnectionsPerCluster = o.targetConnectionsPerCluster
+    this.#pingInterval = Math.max(100, o.pingInterval)
+    this.#maintainInterval = Math.max(100, o.maintainInterval)
+    this.#trustAfter = o.trustAfter
+    this.#forgetUntrustedAfter = o.forgetUntrustedAfter
     this.#peerTags = new LruMap(this.maxPeers)
     this.on('*', () => this.#scheduleMaintain())
   }
@@ -224,15 +205,9 @@ export class ClusteringService extends ClusterManager {
    * timers; protection and dialling are re-checked at once. Connections are kept.
    */
   override reconfigure(options: ClusteringServiceOptions): boolean {
-    const tags = checkTags(options.tags ?? [])
-    const protectBest = options.protectBest ?? 3
-    const target = options.targetConnectionsPerCluster ?? 4
-    if (!(Number.isInteger(protectBest) && protectBest >= 0))
-      throw invalidOption(`protectBest must be a whole number >= 0 (got ${protectBest})`)
-    if (!(Number.isInteger(target) && target >= 0))
-      throw invalidOption(`targetConnectionsPerCluster must be a whole number >= 0 (got ${target})`)
-    const trustAfter = checkTrustAfter(options.trustAfter)
-    const forgetUntrustedAfter = checkForgetAfter(options.forgetUntrustedAfter)
+    const o = resolveOptions(clusteringServiceOptions, options)
+    const tags = checkTags(o.tags)
+    const { protectBest, targetConnectionsPerCluster: target, trustAfter, forgetUntrustedAfter } = o
     const cleanupBefore = this.cleanupInterval
     const rulesChanged = super.reconfigure(options)
     this.#trustAfter = trustAfter
@@ -244,8 +219,8 @@ export class ClusteringService extends ClusterManager {
     }
     this.#protectBest = protectBest
     this.#targetConnectionsPerCluster = target
-    const pingInterval = Math.max(100, options.pingInterval ?? 30_000)
-    const maintainInterval = Math.max(100, options.maintainInterval ?? 5_000)
+    const pingInterval = Math.max(100, o.pingInterval)
+    const maintainInterval = Math.max(100, o.maintainInterval)
     const timersChanged =
       pingInterval !== this.#pingInterval ||
       maintainInterval !== this.#maintainInterval ||
@@ -596,16 +571,4 @@ export class ClusteringService extends ClusterManager {
       this.#dialing.delete(peer)
     }
   }
-}
-
-function checkForgetAfter(value: number | undefined): number {
-  const ms = value ?? 30_000
-  if (!(ms >= 0)) throw invalidOption(`forgetUntrustedAfter must be >= 0 ms (got ${ms})`)
-  return ms
-}
-
-function checkTrustAfter(value: number | undefined): number {
-  const ms = value ?? 60_000
-  if (!(ms >= 0)) throw invalidOption(`trustAfter must be >= 0 ms (got ${ms})`)
-  return ms
 }

@@ -21,6 +21,9 @@
  * passes), never from `Math.ceil(t * n)` alone, so the filters can never reject a pair the rule accepts.
  */
 import { invalidOption } from './errors.js'
+import { type MinHashOptions, minHashOptions, resolveOptions } from './options.js'
+
+export type { MinHashOptions } from './options.js'
 
 /** Anything that behaves like an index of tag sets. */
 export interface SetIndex {
@@ -529,15 +532,6 @@ function matchSets(x: Set<string>, y: Set<string>, threshold: number): number | 
 // ---------------------------------------------------------------------------------------------------------
 // MinHash LSH
 
-export interface MinHashOptions {
-  /** Number of bands. @default 20 */
-  bands?: number
-  /** Rows (hash values) per band. @default 5 */
-  rows?: number
-  /** Seed of the hash family. @default 0x9e3779b9 */
-  seed?: number
-}
-
 /** 32-bit FNV-1a of a string, then a murmur3 finalizer. */
 function hashString(s: string): number {
   let h = 0x811c9dc5
@@ -584,11 +578,10 @@ export class MinHashIndex implements SetIndex {
   private readonly buckets: Map<number, string[]>[]
 
   constructor(options: MinHashOptions = {}) {
-    this.bands = options.bands ?? 20
-    this.rows = options.rows ?? 5
-    if (!Number.isInteger(this.bands) || this.bands < 1 || !Number.isInteger(this.rows) || this.rows < 1)
-      throw invalidOption(`bands and rows must be whole numbers >= 1 (got ${this.bands} and ${this.rows})`)
-    const seed = options.seed ?? 0x9e3779b9
+    const resolved = resolveOptions(minHashOptions, options)
+    this.bands = resolved.bands
+    this.rows = resolved.rows
+    const seed = resolved.seed ?? 0x9e3779b9
     const k = this.bands * this.rows
     this.mul = new Uint32Array(k)
     this.add_ = new Uint32Array(k)

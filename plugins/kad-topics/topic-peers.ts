@@ -1,0 +1,304 @@
+import type { PeerId, PeerInfo } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { AddResult, KnownMember } from './member-registry.js'
+import { netGroupOf } from './net-group.js'
+import type { JoinedTopic, TopicState } from './topic-state.js'
+
+const TOPIC_TAG = 'meshkit-topic'
+/** How long after joining a topic only "higher" members are dialled (see fill()). */
+const DIAL_GRACE_MS = 750
+
+/**
+ * The members of joined topics and which of them are topic peers: members learned go into the registry
+ * and to libp2p's peer discovery; connected members become topic peers (`topic:peer`) spread across
+ * networks (`maxPeersPerNetwork`: the others wait, and step in when there is room); known members are
+ * dialled until each topic has `connectionsPerTopic` peers.
+ */
+export class TopicPeers {
+  constructor(
+    private readonly state: TopicState,
+    /** Tells libp2p's peer discovery of a member. */
+    private readonly onDiscovered: (peer: PeerInfo) => void,
+    /** Asks a connected peer for members (the member exchange). */
+    private readonly ask: (peer: PeerId) => void,
+  ) {}
+
+  /** Keeps a member of `key` in the registry; a new member of a joined topic is reported to libp2p. */
+  learn(key: string, id: string, member: Omit<KnownMember, 'lastSeen'> & { lastSeen?: number }): AddResult {
+    const { state } = this
+    if (id === state.self) return 'ignored'
+    // a connected peer's own word on what it joined beats rumours and (possibly stale) DHT records
+    if (member.source !== id && state.remoteJoined.get(id)?.has(key) === false) return 'ignored'
+    const result = state.registry.add(key, id, member)
+    if (result === 'added' && state.keyToTopic.has(key)) this.report(id, member.addrs)
+    return result
+  }
+
+  /** Tells libp2p's peer discovery of a member (addresses already in scope). */
+  report(id: string, addrs: readonly string[]): void {
+    if (addrs.length === 0) return
+    try {
+      this.onDiscovered({ id: peerIdFromString(id), multiaddrs: addrs.map((a) => multiaddr(a)) })
+    } catch {
+      // a PeerInfo that cannot be built is skipped
+    }
+  }
+
+  /**
+   * Makes a connected member a topic peer, unless its network has its share of the topic's peers
+   * (`maxPeersPerNetwork`) and either a member from another network can be had or the topic is full:
+   * then it waits (connected, not a topic peer) until there is room.
+   */
+  mark(joined: JoinedTopic, peer: string): void {
+    if (joined.peers.has(peer)) return
+    const { libp2p, settings, events } = this.state
+    if (!libp2p.getPeers().some((p) => p.toString() === peer)) return
+    const group = this.#groupOfPeer(peer)
+    if (group !== undefined && this.#countIn(joined.peers, group) >= this.#perNetwork()) {
+      if (joined.peers.size >= settings.connectionsPerTopic || this.#hasAlternative(joined, group, peer)) {
+        joined.waiting.add(peer)
+        return
+      }
+    }
+    joined.waiting.delete(peer)
+    joined.peers.add(peer)
+    events.emit('topic:peer', { topic: joined.topic, peerId: peer })
+    void libp2p.peerStore
+      .merge(peerIdFromString(peer), { tags: { [TOPIC_TAG]: { value: 50 } } })
+      .catch(() => {})
+    this.#rebalance(joined)
+  }
+
+  /**
+   * More topic peers than wanted while a network has more than its share (they were let in when there
+   * was nobody else): peers of the most crowded network step back to waiting (`topic:peer:lost`,
+   * reason 'rebalanced') until the topic has `connectionsPerTopic` peers or no network is over its share.
+   */
+  #rebalance(joined: JoinedTopic): void {
+    while (joined.peers.size > this.state.settings.connectionsPerTopic) {
+      const counts = this.#groupCounts(joined.peers)
+      let crowded: string | undefined
+      let most = this.#perNetwork()
+      for (const [group, n] of counts) {
+        if (n > most) {
+          most = n
+          crowded = group
+        }
+      }
+      if (crowded === undefined) return
+      const peer = [...joined.peers].findLast((p) => this.#groupOfPeer(p) === crowded)
+      if (!peer) return
+      joined.peers.delete(peer)
+      joined.waiting.add(peer)
+      this.state.events.emit('topic:peer:lost', { topic: joined.topic, peerId: peer, reason: 'rebalanced' })
+    }
+  }
+
+  /** Waiting members become topic peers while there is room: under-represented networks first. */
+  promote(joined: JoinedTopic): void {
+    const { connectionsPerTopic } = this.state.settings
+    if (joined.waiting.size === 0 || joined.peers.size >= connectionsPerTopic) return
+    const counts = this.#groupCounts(joined.peers)
+    const waiting = [...joined.waiting].sort(
+      (a, b) => (counts.get(this.#groupOfPeer(a) ?? '') ?? 0) - (counts.get(this.#groupOfPeer(b) ?? '') ?? 0),
+    )
+    for (const peer of waiting) {
+      if (joined.peers.size >= this.state.settings.connectionsPerTopic) return
+      joined.waiting.delete(peer)
+      this.mark(joined, peer)
+    }
+  }
+
+  /**
+   * Topic peers to replace: those over their network's share (`maxPeersPerNetwork`) while members of
+   * other networks can be had. O(peers + maxMembers) per crowded network.
+   */
+  #crowdedExcess(joined: JoinedTopic): number {
+    let excess = 0
+    for (const [group, n] of this.#groupCounts(joined.peers)) {
+      if (n > this.#perNetwork() && this.#hasAlternative(joined, group, '')) excess += n - this.#perNetwork()
+    }
+    return excess
+  }
+
+  /** Whether the topic wants more peers: fewer than `connectionsPerTopic`, or some to replace. */
+  short(joined: JoinedTopic): boolean {
+    return joined.peers.size < this.state.settings.connectionsPerTopic || this.#crowdedExcess(joined) > 0
+  }
+
+  /** A topic peer is no longer one (`topic:peer:lost` with `reason`); a waiting member may step in. */
+  lost(joined: JoinedTopic, peer: string, reason: string): void {
+    joined.waiting.delete(peer)
+    if (!joined.peers.delete(peer)) return
+    this.state.events.emit('topic:peer:lost', { topic: joined.topic, peerId: peer, reason })
+    joined.wake?.()
+    if (this.state.joined.get(joined.topic) === joined) this.promote(joined)
+  }
+
+  /** A peer disconnected: it is no topic peer any more, and its topics look for others. */
+  gone(peer: string): void {
+    this.state.remoteJoined.delete(peer)
+    for (const joined of this.state.joined.values()) {
+      joined.waiting.delete(peer)
+      if (joined.peers.has(peer)) {
+        this.lost(joined, peer, 'disconnected')
+        this.fill(joined)
+      }
+    }
+  }
+
+  #perNetwork(): number {
+    return this.state.settings.maxPeersPerNetwork
+  }
+
+  /** The network of the peer's first open connection (a relayed one: the relay's). */
+  #groupOfPeer(peer: string): string | undefined {
+    const conn = this.state.libp2p.getConnections(peerIdFromString(peer)).find((c) => c.status === 'open')
+    return conn ? netGroupOf(conn.remoteAddr) : undefined
+  }
+
+  #groupCounts(peers: Iterable<string>): Map<string, number> {
+    const counts = new Map<string, number>()
+    for (const p of peers) {
+      const g = this.#groupOfPeer(p)
+      if (g !== undefined) counts.set(g, (counts.get(g) ?? 0) + 1)
+    }
+    return counts
+  }
+
+  #countIn(peers: Iterable<string>, group: string): number {
+    let n = 0
+    for (const p of peers) if (this.#groupOfPeer(p) === group) n++
+    return n
+  }
+
+  /**
+   * Whether the topic can get a peer from a network other than `group` that still has room: a waiting
+   * member, or a known member not connected, not backed off, with a usable address there. O(maxMembers).
+   */
+  #hasAlternative(joined: JoinedTopic, group: string, except: string): boolean {
+    const { libp2p, registry, dials, self } = this.state
+    const counts = this.#groupCounts(joined.peers)
+    const room = (g: string | undefined) =>
+      g !== group && (g === undefined || (counts.get(g) ?? 0) < this.#perNetwork())
+    for (const p of joined.waiting) if (p !== except && room(this.#groupOfPeer(p))) return true
+    for (const [id, m] of registry.members(joined.key)) {
+      if (id === self || id === except || joined.peers.has(id) || dials.backedOff(id)) continue
+      if (libp2p.getConnections(peerIdFromString(id)).length > 0) continue
+      if (dials.usable(m.addrs).some((a) => room(netGroupOf(a)))) return true
+    }
+    return false
+  }
+
+  /** fill() for every joined topic. */
+  fillAll(): void {
+    for (const joined of this.state.joined.values()) this.fill(joined)
+  }
+
+  /**
+   * Dials known members of a topic until it has `connectionsPerTopic` connected members (and, while
+   * some network has more than its share, members of other networks to replace them): at most half
+   * of them in flight, members of networks below their share first (a network at its share only to
+   * reach `connectionsPerTopic`, when no other member can be dialled), each dial within the DialGuard's
+   * budgets and backoffs.
+   */
+  fill(joined: JoinedTopic): void {
+    const { libp2p, settings, registry, dials, self, signal } = this.state
+    if (signal.aborted || joined.abort.signal.aborted) return
+    // At most half the target in flight: members dial each other at the same time, and an inbound
+    // connection that lands meanwhile fills the topic as well as an outbound one.
+    const inFlight = joined.dialing.size
+    const cap = Math.ceil(settings.connectionsPerTopic / 2) - inFlight
+    const missing = settings.connectionsPerTopic - joined.peers.size - inFlight
+    const replace =
+      joined.peers.size >= settings.connectionsPerTopic ? this.#crowdedExcess(joined) - inFlight : 0
+    let deficit = Math.min(Math.max(missing, replace), cap)
+    if (deficit <= 0) return
+    const now = Date.now()
+    // Two members who learn of each other at once would both dial: each pair is dialled by the peer
+    // with the lower id, unless the topic is still short after a grace period (then anyone dials).
+    // Dialled at once all the same: a member not known to be short (it has its peers and dials nobody),
+    // and one whose record was signed before the grace period (it joined earlier: past its own grace it
+    // does not hold back either). A node joining a warm mesh used to wait out the grace, up to the
+    // next poll (~1 s), when every member it heard of had a lower id.
+    const grace = now - joined.since > DIAL_GRACE_MS
+    const settled = now - DIAL_GRACE_MS
+    const counts = this.#groupCounts(joined.peers)
+    const perNetwork = this.#perNetwork()
+    const first: Array<{ id: string; addrs: string[]; source: string }> = []
+    const later: typeof first = []
+    for (const [id, member] of registry.members(joined.key)) {
+      const early = id > self || (member.short && member.direct) || !member.short
+      if (!(grace || early || (member.proof && member.proof.ts <= settled))) continue
+      if (id === self || joined.peers.has(id) || this.state.dialing.has(id)) continue
+      if (member.addrs.length === 0 || dials.backedOff(id)) continue
+      if (libp2p.getConnections(peerIdFromString(id)).length > 0) {
+        // connected but not (yet) known as a member: ask it
+        if (settings.memberExchange && !this.state.remoteJoined.has(id)) this.ask(peerIdFromString(id))
+        continue
+      }
+      const addrs = dials.usable(member.addrs)
+      if (addrs.length === 0) continue
+      const group = netGroupOf(addrs[0])
+      const candidate = { id, addrs, source: member.source }
+      if (group !== undefined && (counts.get(group) ?? 0) >= perNetwork) later.push(candidate)
+      else {
+        first.push(candidate)
+        if (group !== undefined) counts.set(group, (counts.get(group) ?? 0) + 1)
+      }
+    }
+    let dialled = 0
+    const dial = (c: (typeof first)[number]) => {
+      if (!dials.take(c.source)) return
+      deficit--
+      dialled++
+      void this.#dial(c.id, c.addrs, joined)
+    }
+    for (const c of first) if (deficit > 0) dial(c)
+    // members of networks at their share: only to reach connectionsPerTopic
+    deficit = Math.min(deficit, missing - dialled)
+    for (const c of later) if (deficit > 0) dial(c)
+    // nobody to dial: members held back by the network share step in
+    if (dialled === 0 && inFlight === 0) this.promote(joined)
+  }
+
+  async #dial(id: string, addrs: readonly string[], joined: JoinedTopic): Promise<void> {
+    const { libp2p, dials, signal } = this.state
+    this.state.dialing.add(id)
+    joined.dialing.add(id)
+    const suffix = `/p2p/${id}`
+    const targets = addrs
+      .map((a) => (a.endsWith(suffix) ? a : `${a}${suffix}`))
+      .flatMap((a) => {
+        try {
+          return [multiaddr(a)]
+        } catch {
+          return []
+        }
+      })
+    try {
+      const connection = await libp2p.dial(targets, {
+        signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]),
+      })
+      dials.succeeded(id, [connection.remoteAddr.toString()])
+    } catch (err) {
+      if (signal.aborted) return
+      dials.failed(id, addrs)
+      this.state.logger.debug(`dialling topic member ${id} failed: ${(err as Error).message}`)
+    } finally {
+      this.state.dialing.delete(id)
+      joined.dialing.delete(id)
+    }
+    // A member we dialled is known as one (from the DHT or a rendezvous point): it counts as a topic
+    // peer as soon as the connection is up; the exchange on that connection confirms it, or reports it
+    // left (then it is `topic:peer:lost` with reason 'left').
+    if (
+      libp2p.getConnections(peerIdFromString(id)).length > 0 &&
+      this.state.joined.get(joined.topic) === joined
+    ) {
+      this.mark(joined, id)
+    }
+    this.fill(joined)
+  }
+}
