@@ -209,6 +209,37 @@ describe('config loading', () => {
     })
   })
 
+  describe('a config given as a value (startMesh({ config }))', () => {
+    it('takes the same route as a file: no search, function called with the env, overrides win', async () => {
+      // a config file in the project must not be found when a value is given
+      await project.write({ 'mesh.config.json': '{ "name": "file" }' })
+      let seen: ConfigEnv | undefined
+      const loaded = await load({
+        config: (e: ConfigEnv) => {
+          seen = e
+          return { name: 'value', dataDir: 'from-value', plugins: ['noise', 'yamux', 'tcp'] }
+        },
+        overrides: { dataDir: '/tmp/from-flag' },
+      })
+      expect(seen).to.deep.equal(env)
+      expect(loaded.file).to.equal(undefined)
+      expect(loaded.config.name).to.equal('value')
+      expect(loaded.config.dataDir).to.equal('/tmp/from-flag')
+      expect(loaded.config.configFile).to.equal(undefined)
+      expect(loaded.config.plugins.map((p) => p.plugin.name)).to.deep.equal(['noise', 'yamux', 'tcp'])
+    })
+
+    it('names the value, not a file, in its errors', async () => {
+      const err = await load({ config: { name: 'x', dataDri: 'typo' } }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isMeshError(err) && err.code).to.equal('MESH_ERR_CONFIG_INVALID')
+      expect((err as Error).message).to.include('the config object')
+      expect((err as Error).message).to.include('dataDri')
+    })
+  })
+
   describe('a TypeScript config importing a local TypeScript plugin', () => {
     beforeEach(async () => {
       await project.write({

@@ -16,6 +16,11 @@ export interface LoadConfigOptions {
   cwd?: string
   /** An explicit config file (the CLI's `--config`); no search then. */
   configFile?: string
+  /**
+   * A config given as a value instead of a file (`startMesh({ config })`): an object, a promise or a
+   * function of the env, taken through the same steps as a file's default export. No search then.
+   */
+  config?: unknown
   /** Plugins that JSON/YAML configs may name. */
   registry?: PluginRegistry
   /** Used where the config leaves a field unset, and as the whole config when no file is found. */
@@ -38,10 +43,11 @@ export interface LoadedConfig {
  */
 export async function loadConfig(options: LoadConfigOptions): Promise<LoadedConfig> {
   const cwd = options.cwd ?? process.cwd()
-  const found = await findConfigModule(options)
+  const inline = options.config !== undefined
+  const found = inline ? undefined : await findConfigModule(options)
   const file = found?.file
-  const label = file ? labelFor(file, cwd) : 'the default config'
-  let raw: unknown = found ? found.value : {}
+  const label = file ? labelFor(file, cwd) : inline ? 'the config object' : 'the default config'
+  let raw: unknown = inline ? options.config : found ? found.value : {}
   const failed = (what: string, err: unknown) => {
     const at = thrownAt(err, found?.dependencies ?? [], cwd)
     const reason = `${what}: ${reasonOf(err)}${at ? ` (thrown at ${at})` : ''}`
@@ -69,11 +75,10 @@ export async function loadConfig(options: LoadConfigOptions): Promise<LoadedConf
     env: options.env,
     root: file ? dirname(file) : cwd,
     file: label,
+    configFile: file,
     registry: options.registry,
     defaults: options.defaults,
   })
-  // `file` names the config in messages; the resolved config carries the real path (or none).
-  config.configFile = file
   return { config, file, dependencies: found?.dependencies ?? [] }
 }
 

@@ -21,8 +21,10 @@ export interface ResolveConfigOptions {
   env: ConfigEnv
   /** The directory relative paths are resolved against. @default process.cwd() */
   root?: string
-  /** The file the config came from, named in error messages. */
+  /** How error messages name the config (a path relative to the project, 'the config object', ...). */
   file?: string
+  /** The config file's absolute path, kept as `configFile` in the resolved config (none for a value). */
+  configFile?: string
   registry?: PluginRegistry
   /** Values used where the user's config leaves a field unset (e.g. the default plugin list). */
   defaults?: MeshConfig
@@ -109,7 +111,7 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
       peerDialInterval: security.peerDialInterval ?? 10_000,
     },
     shutdownTimeout: pick('shutdownTimeout', 5000),
-    configFile: options.file,
+    configFile: options.configFile,
     root,
   }
 

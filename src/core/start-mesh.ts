@@ -1,10 +1,9 @@
 import type { MeshConfig } from './config-types.js'
 import type { MeshEventBus } from './events.js'
 import { MeshKernel } from './kernel.js'
-import { applyOverrides, type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
+import { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 import type { Logger } from './logger.js'
 import type { MeshNode } from './mesh-node.js'
-import { resolveConfig } from './resolve-config.js'
 
 export interface StartMeshOptions extends Partial<LoadConfigOptions> {
   /** Use this config object instead of searching for a file. */
@@ -23,22 +22,12 @@ export interface RunningMesh {
 
 /**
  * Loads and validates the config, builds the node and starts it: `mesh start` as a function.
- * With `config`, that object is used (after the same validation) instead of a config file.
+ * With `config`, that object is used instead of a config file, through the same route (loadConfig:
+ * overrides, defaults, validation).
  */
 export async function startMesh(options: StartMeshOptions = {}): Promise<RunningMesh> {
   const env = options.env ?? { command: 'start', mode: 'production' }
-  const loaded: LoadedConfig = options.config
-    ? {
-        config: resolveConfig(applyOverrides(options.config, options.overrides), {
-          env,
-          root: options.cwd ?? process.cwd(),
-          file: 'the config object',
-          registry: options.registry,
-          defaults: options.defaults,
-        }),
-        dependencies: [],
-      }
-    : await loadConfig({ ...options, env })
+  const loaded: LoadedConfig = await loadConfig({ ...options, env })
   const kernel = new MeshKernel({ env, logger: options.logger, events: options.events })
   try {
     const node = await kernel.start(loaded.config)
