@@ -135,8 +135,26 @@ describe('bootstrap: static peers', function () {
     expect(b.node.libp2p.getPeers()).to.have.length(2)
     const connected = of(b, 'bootstrap:connected')
     expect(connected).to.have.length(2)
-    expect(connected.map((e) => e.peerId)).to.deep.equal([peers[0].peerId, peers[1].peerId])
+    expect(new Set(connected.map((e) => e.peerId)).size).to.equal(2)
     expect(of(b, 'bootstrap:retry')).to.have.length(0)
+  })
+
+  // nodes sharing one seed list spread over it: the first seeds of the list do not take every join
+  it('takes the seeds in a random order, so nodes sharing one list spread over it', async () => {
+    const seeds = [await start('s0'), await start('s1'), await start('s2'), await start('s3')]
+    const firstDialled = new Map<string, number>()
+    for (let i = 0; i < 8; i++) {
+      const n = await start(`n${i}`, {
+        bootstrap: { minConnections: 1, dialConcurrency: 1 },
+        plugins: [staticPeers({ peers: seeds.map((s) => s.address) })],
+      })
+      await waitFor(() => of(n, 'bootstrap:connected').length === 1, { what: 'a seed' })
+      const first = String(of(n, 'bootstrap:connected')[0].peerId)
+      firstDialled.set(first, (firstDialled.get(first) ?? 0) + 1)
+      await n.close()
+    }
+    // in list order all 8 would pick s0; at random, all 8 on one seed has probability 4 * (1/4)^8
+    expect(firstDialled.size, JSON.stringify([...firstDialled.values()])).to.be.greaterThan(1)
   })
 
   // dials in flight count towards minConnections: dialConcurrency 4 must not end with 3 peers

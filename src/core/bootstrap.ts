@@ -19,9 +19,21 @@ export interface BootstrapSource {
    * The candidates are seeds: they come from the operator (the config, DNS seeds), not from peers. Seeds
    * are dialled whatever their address scope, and the node keeps `bootstrap.seedConnections` connections
    * to seeds even when other sources (a peer cache) gave it enough peers: peers that fill the cache
-   * cannot cut a node off from the mesh (eclipse). @default false
+   * cannot cut a node off from the mesh (eclipse). Each round takes a seed source's candidates in a
+   * random order (per node and round), so that the nodes of a mesh spread over its seeds instead of all
+   * loading the first ones of one shared list. @default false
    */
   readonly seed?: boolean
+}
+
+/** `items` in a random order (Fisher-Yates). */
+export function shuffled<T>(items: readonly T[], random = Math.random): T[] {
+  const out = [...items]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[out[i], out[j]] = [out[j], out[i]]
+  }
+  return out
 }
 
 export interface NamedBootstrapSource {
@@ -151,7 +163,10 @@ export class Bootstrapper {
     const queue: Array<{ address: string; source: string; seed: boolean }> = []
     for (const { name, source } of ordered) {
       try {
-        for (const address of await source.candidates({ signal })) {
+        const candidates = await source.candidates({ signal })
+        // seeds in a random order: every node of a mesh starting at the head of one list would load its
+        // first seeds with every join while the others idle
+        for (const address of source.seed ? shuffled(candidates) : candidates) {
           if (seen.has(address)) continue
           seen.add(address)
           if (source.seed) {
