@@ -3,7 +3,9 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import type { z } from 'meshkit'
+import { parseDuration } from 'meshkit'
 import { builtinPlugins } from 'meshkit/plugins'
+import { CORE_DEFAULTS } from '../src/core/config-defaults.js'
 import { coreConfigSchema } from '../src/core/config-schema.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -33,6 +35,68 @@ function sectionOf(pluginName: string): string | undefined {
     return heading.includes(`(\`${pluginName}\`)`)
   })
 }
+
+/** A default as written in docs or JSDoc (`300`, `'10s'`, `[]`, `false`, `'public'`), as resolved. */
+function readDefault(text: string, resolved: unknown): unknown {
+  const t = text.trim().replace(/^`|`$/g, '')
+  if (t === '[]') return []
+  if (t === 'true' || t === 'false') return t === 'true'
+  if (/^-?[\d_]+$/.test(t)) return Number(t.replaceAll('_', ''))
+  const quoted = /^'(.*)'$/.exec(t)?.[1]
+  if (quoted === undefined) return `unreadable: ${t}`
+  // a duration where the resolved value is ms
+  return typeof resolved === 'number' ? parseDuration(quoted) : quoted
+}
+
+/** The core defaults as [dotted key, value] (sections one level deep). */
+const coreDefaults = (): Array<[string, unknown]> =>
+  Object.entries(CORE_DEFAULTS).flatMap(([key, value]) =>
+    value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? Object.entries(value).map(([k, v]): [string, unknown] => [`${key}.${k}`, v])
+      : [[key, value]],
+  )
+
+describe('core defaults are written once (config-defaults.ts); the docs say the same', () => {
+  it('docs/config.md gives every core default as CORE_DEFAULTS has it', () => {
+    const wrong: string[] = []
+    for (const [key, value] of coreDefaults()) {
+      const row = doc.split('\n').find((l) => l.startsWith(`| \`${key}\``))
+      const cell = row?.split(/(?<!\\)\|/)[3]
+      if (cell === undefined) wrong.push(`${key}: no row`)
+      else if (JSON.stringify(readDefault(cell, value)) !== JSON.stringify(value))
+        wrong.push(`${key}: docs say ${cell.trim()}, the code ${JSON.stringify(value)}`)
+    }
+    expect(wrong).to.deep.equal([])
+  })
+
+  it('every @default in config-types.ts (what editors show) matches CORE_DEFAULTS', () => {
+    const source = readFileSync(join(root, 'src', 'core', 'config-types.ts'), 'utf8')
+    const body = source.slice(source.indexOf('export interface MeshConfig'))
+    const wrong: string[] = []
+    let checked = 0
+    for (const [key, value] of coreDefaults()) {
+      const field = key.split('.').pop()!
+      // the JSDoc right before `field?:` (inside its section for dotted keys)
+      const from = key.includes('.') ? body.indexOf(`${key.split('.')[0]}?:`) : 0
+      const at = body.indexOf(`\n  ${key.includes('.') ? '  ' : ''}${field}?:`, from)
+      if (at < 0) {
+        wrong.push(`${key}: no field`)
+        continue
+      }
+      const doc = body.slice(body.lastIndexOf('/**', at), at)
+      const written = /@default\s+([^*\n]+?)\s*(?:\*\/|\n)/.exec(doc)?.[1]
+      if (written === undefined) {
+        wrong.push(`${key}: no @default`)
+        continue
+      }
+      checked++
+      if (JSON.stringify(readDefault(written, value)) !== JSON.stringify(value))
+        wrong.push(`${key}: @default ${written}, the code ${JSON.stringify(value)}`)
+    }
+    expect(wrong).to.deep.equal([])
+    expect(checked).to.be.greaterThan(20)
+  })
+})
 
 describe('docs/config.md', () => {
   it('lists every core option', () => {

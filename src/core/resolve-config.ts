@@ -5,6 +5,7 @@
  */
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import type { z } from 'zod'
+import { CORE_DEFAULTS } from './config-defaults.js'
 import { type ConfigProblem, describeValue, formatProblems, problemsFromZod } from './config-problems.js'
 import { coreConfigSchema } from './config-schema.js'
 import type { ConfigEnv, MeshConfig, ResolvedMeshConfig, ResolvedPlugin } from './config-types.js'
@@ -67,50 +68,28 @@ export function resolveConfig(raw: unknown, options: ResolveConfigOptions): Reso
   const base = (parsedDefaults.success ? parsedDefaults.data : {}) as Record<string, unknown>
   const pick = <T>(key: string, fallback: T): T => (user[key] ?? base[key] ?? fallback) as T
 
-  const dataDir = pick<string>('dataDir', '.mesh')
-  const section = <T>(key: string) =>
-    ({ ...definedOnly(base[key]), ...(parsed.success ? definedOnly(user[key]) : {}) }) as Partial<T>
-  const connections = section<ResolvedMeshConfig['connections']>('connections')
-  const bootstrap = section<ResolvedMeshConfig['bootstrap']>('bootstrap')
-  const network = section<ResolvedMeshConfig['network']>('network')
-  const security = section<ResolvedMeshConfig['security']>('security')
+  const d = CORE_DEFAULTS
+  const dataDir = pick<string>('dataDir', d.dataDir)
+  const section = <K extends 'connections' | 'bootstrap' | 'network' | 'security'>(key: K) =>
+    ({
+      ...structuredClone(d[key]), // a copy: a resolved config never shares an array with the defaults
+      ...definedOnly(base[key]),
+      ...(parsed.success ? definedOnly(user[key]) : {}),
+    }) as ResolvedMeshConfig[K]
   const resolved: ResolvedMeshConfig = {
-    name: pick('name', 'mesh'),
+    name: pick('name', d.name),
     dataDir: isAbsolute(dataDir) ? dataDir : resolvePath(root, dataDir),
     listen: pick<string[] | undefined>('listen', undefined),
     announce: pick<string[] | undefined>('announce', undefined),
-    dial: pick<string[]>('dial', []),
+    dial: pick<string[]>('dial', [...d.dial]),
     plugins: [],
-    logLevel: pick('logLevel', 'info'),
-    datastore: pick('datastore', 'persistent'),
-    connections: {
-      maxConnections: connections.maxConnections ?? 300,
-      dialTimeout: connections.dialTimeout ?? 10_000,
-      allow: connections.allow ?? [],
-      inboundConnectionThreshold: connections.inboundConnectionThreshold ?? 5,
-      maxIncomingPendingConnections: connections.maxIncomingPendingConnections ?? 64,
-      maxIncomingPendingPerHost: connections.maxIncomingPendingPerHost ?? 2,
-    },
-    bootstrap: {
-      minConnections: bootstrap.minConnections ?? 3,
-      retryInitial: bootstrap.retryInitial ?? 1000,
-      retryMax: bootstrap.retryMax ?? 60_000,
-      dialConcurrency: bootstrap.dialConcurrency ?? 4,
-      seedConnections: bootstrap.seedConnections ?? 1,
-    },
-    network: {
-      publicCidrs: network.publicCidrs ?? [],
-      addressScope: network.addressScope ?? 'public',
-      local: network.local ?? false,
-    },
-    security: {
-      banThreshold: security.banThreshold ?? 100,
-      banDuration: security.banDuration ?? 600_000,
-      banIps: security.banIps ?? false,
-      penaltyHalfLife: security.penaltyHalfLife ?? 600_000,
-      peerDialInterval: security.peerDialInterval ?? 10_000,
-    },
-    shutdownTimeout: pick('shutdownTimeout', 5000),
+    logLevel: pick('logLevel', d.logLevel),
+    datastore: pick('datastore', d.datastore),
+    connections: section('connections'),
+    bootstrap: section('bootstrap'),
+    network: section('network'),
+    security: section('security'),
+    shutdownTimeout: pick('shutdownTimeout', d.shutdownTimeout),
     configFile: options.configFile,
     root,
   }
