@@ -475,8 +475,17 @@ export class TopicManager {
     if (id === this.#self) return 'ignored'
     // a connected peer's own word on what it joined beats rumours and (possibly stale) DHT records
     if (member.source !== id && this.#remoteJoined.get(id)?.has(key) === false) return 'ignored'
+    const before = this.registry.get(key, id)?.addrs.join(' ')
     const result = this.registry.add(key, id, member)
     if (result === 'added' && this.#keyToTopic.has(key)) this.#report(id, member.addrs)
+    if (result !== 'updated' || before === undefined) return result
+    // a member at new addresses (it moved, e.g. reserved on another relay when its relay died): dialled
+    // there at the next fill, not after the backoff its old, dead addresses earned
+    const now = this.registry.get(key, id)?.addrs ?? []
+    if (now.join(' ') !== before) {
+      this.#dials.moved(id)
+      if (this.#keyToTopic.has(key)) this.#report(id, now)
+    }
     return result
   }
 
