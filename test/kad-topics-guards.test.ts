@@ -115,6 +115,30 @@ describe('kad-topics guards', () => {
       expect(r.get('k', 'n')?.source).to.equal('y')
     })
 
+    it("a member's own newer signed record, passed on, moves a direct member to its new addresses", () => {
+      const r = make()
+      r.pin('k')
+      const proof = (addrs: string[], ts: number) => ({ addrs, ts, sig: `sig-${ts}` })
+      const before = ['/ip4/198.51.100.9/tcp/9/p2p/relay0/p2p-circuit']
+      // the member told us itself (its record signed at now - 100)
+      r.add('k', 'm', { ...direct('m', before), proof: proof(before, now - 100) })
+      const moved = ['/ip4/198.51.100.7/tcp/7/p2p/relay1/p2p-circuit']
+      // an unsigned rumour, or the member's own record signed before it told us: no change
+      expect(r.add('k', 'm', { ...relayed('x', now), addrs: moved })).to.equal('ignored')
+      const older = { ...relayed('x', now - 200), addrs: moved, proof: proof(moved, now - 200) }
+      expect(r.add('k', 'm', older)).to.equal('ignored')
+      expect(r.get('k', 'm')?.addrs).to.deep.equal(before)
+      // signed since (it reserved on another relay when its relay died): its new addresses count
+      now += 1000
+      const newer = { ...relayed('x', now - 10), addrs: moved, proof: proof(moved, now - 10) }
+      expect(r.add('k', 'm', newer)).to.equal('updated')
+      expect(r.get('k', 'm')).to.include({ direct: true, source: 'x' })
+      expect(r.get('k', 'm')?.addrs).to.deep.equal(moved)
+      expect(r.get('k', 'm')?.proof?.ts).to.equal(now - 10)
+      // the same record again changes nothing
+      expect(r.add('k', 'm', newer)).to.equal('ignored')
+    })
+
     it('expires members after the TTL (a relayed one counts from when it was signed)', () => {
       const r = make()
       r.pin('k')

@@ -87,6 +87,14 @@ export class DialGuard {
     for (const a of addrs) this.#addrs.delete(endpoint(a))
   }
 
+  /**
+   * `member` is at other addresses now (it moved, e.g. to another relay): the backoff it earned at the
+   * old ones ends; each address keeps its own.
+   */
+  moved(member: string): void {
+    this.#members.delete(member)
+  }
+
   #fail(map: LruMap<string, Backoff>, key: string): void {
     const failures = (map.get(key)?.failures ?? 0) + 1
     const wait = Math.min(

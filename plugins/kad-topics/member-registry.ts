@@ -119,8 +119,10 @@ export class MemberRegistry {
   }
 
   /**
-   * Records a member of `key` (see {@link KnownMember}). A relayed record never overrides a direct one
-   * (it only refreshes the kept proof when it is newer); a relayed one is replaced only by a newer one.
+   * Records a member of `key` (see {@link KnownMember}). A relayed record never overrides a direct one,
+   * except with the member's own newer signed record (a proof signed after the member last told us
+   * itself): that one's addresses replace the direct member's (`updated`), so a member that moved is
+   * reachable again before it can tell us itself; a relayed one is replaced only by a newer one.
    * `refused`: the peer holds `maxKeysPerPeer` keys already, or a relayed member found no room.
    */
   add(key: string, peerId: string, member: Omit<KnownMember, 'lastSeen'> & { lastSeen?: number }): AddResult {
@@ -135,8 +137,14 @@ export class MemberRegistry {
     if (existing && entry) {
       if (existing.direct && !m.direct) {
         // a relayed copy of a direct member: keep the direct one, take a newer proof
+        const moved = m.proof !== undefined && m.proof.ts > (existing.proof?.ts ?? existing.lastSeen)
         if (m.proof && (!existing.proof || m.proof.ts > existing.proof.ts)) existing.proof = m.proof
-        return 'ignored'
+        // signed after the member last told us itself, with other addresses: it moved (e.g. reserved on
+        // another relay when its relay died), and the addresses it told us may be dead: take the new ones
+        if (!moved || m.addrs.length === 0 || m.addrs.join(' ') === existing.addrs.join(' ')) return 'ignored'
+        existing.addrs = [...m.addrs]
+        existing.source = m.source
+        return 'updated'
       }
       if (!existing.direct && !m.direct && existing.lastSeen >= m.lastSeen) return 'ignored'
       if (!existing.direct && m.direct) {

@@ -30,8 +30,17 @@ export class TopicPeers {
     if (id === state.self) return 'ignored'
     // a connected peer's own word on what it joined beats rumours and (possibly stale) DHT records
     if (member.source !== id && state.remoteJoined.get(id)?.has(key) === false) return 'ignored'
+    const before = state.registry.get(key, id)?.addrs.join(' ')
     const result = state.registry.add(key, id, member)
     if (result === 'added' && state.keyToTopic.has(key)) this.report(id, member.addrs)
+    if (result !== 'updated' || before === undefined) return result
+    // a member at new addresses (it moved, e.g. reserved on another relay when its relay died): dialled
+    // there at the next fill, not after the backoff its old, dead addresses earned
+    const now = state.registry.get(key, id)?.addrs ?? []
+    if (now.join(' ') !== before) {
+      state.dials.moved(id)
+      if (state.keyToTopic.has(key)) this.report(id, now)
+    }
     return result
   }
 

@@ -86,7 +86,8 @@ export class NatMesh {
       name,
       cwd,
       netns: host.netns,
-      args,
+      // NATMESH_LOG_LEVEL=debug: the nodes' own logs (stderr, in the NATMESH_DUMP files)
+      args: process.env.NATMESH_LOG_LEVEL ? [...args, '--log-level', process.env.NATMESH_LOG_LEVEL] : args,
       env: process.env.NATMESH_DEBUG ? { DEBUG: process.env.NATMESH_DEBUG } : undefined,
       dumpFile: process.env.NATMESH_DUMP ? join(process.env.NATMESH_DUMP, `${name}.log`) : undefined,
     })
