@@ -31,7 +31,6 @@ const MAX_LINES = 400
  */
 const TO_BE_SPLIT = new Set([
   'plugins/gossip/router.ts',
-  'plugins/hole-punch/index.ts',
   'plugins/jaccard-clusters/cluster-manager.ts',
   'plugins/jaccard-clusters/service.ts',
   'plugins/jaccard-clusters/similarity-index.ts',
