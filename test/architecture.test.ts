@@ -35,8 +35,6 @@ const TO_BE_SPLIT = new Set([
   'plugins/jaccard-clusters/service.ts',
   'plugins/jaccard-clusters/similarity-index.ts',
   'plugins/kad-topics/topic-manager.ts',
-  'plugins/nat-probe/client.ts',
-  'plugins/nat-probe/index.ts',
   'plugins/peer-cache/index.ts',
   'plugins/relay-client/index.ts',
 ])
