@@ -1,19 +1,19 @@
-/** How a connection was made (relayed, hole-punched, direct), and the addresses of a relayed peer. */
+/**
+ * How a connection was made (relayed, hole-punched, direct): the shared judgement of `meshkit/plugin`
+ * (`connectionMethod()`, src/contracts), and the addresses of a relayed peer.
+ */
 import type { Connection } from '@libp2p/interface'
-import { describeConnection } from 'meshkit/plugin'
-import type { ConnectionMethod } from './index.js'
+import { type ConnectionMethod, connectionMethod } from 'meshkit/plugin'
 
 /**
- * Relayed = the connection has limits, or is a circuit (a relay may grant one without limits); a WebRTC
- * connection signalled through a relay still names /p2p-circuit in its address, and is direct.
+ * The method of one connection by itself (no event, no other source): relayed when it has limits or is
+ * a circuit (a relay may grant one without limits); WebRTC (even signalled through a relay, whose
+ * address still names /p2p-circuit) is hole-punched; anything else direct.
  */
-export const isRelayed = (c: Connection) =>
-  c.limits !== undefined || describeConnection(c).transport === 'relay'
+export const methodOfConnection = (c: Connection): ConnectionMethod => connectionMethod(c)
 
-export function methodOfConnection(c: Connection): ConnectionMethod {
-  if (isRelayed(c)) return 'relayed'
-  return describeConnection(c).transport === 'webrtc' ? 'hole-punched' : 'direct'
-}
+/** A relayed connection (see {@link methodOfConnection}). */
+export const isRelayed = (c: Connection) => connectionMethod(c) === 'relayed'
 
 /** The last /p2p/<id> of an address (the target peer), or undefined. */
 export function peerIdOf(address: string): string | undefined {

@@ -21,8 +21,9 @@
  * ICE run still opens one; it is closed). A pair keeps one connection: the relayed one an upgrade
  * replaced, and duplicates, are closed (dedupe.ts).
  *
- * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed`, emits
- * `connection:method` on the node's event bus and keeps counters and timing histograms (`stats()`).
+ * `holePunch()` classifies every connection as `direct`, `hole-punched` or `relayed` (the shared judgement,
+ * `connectionMethod()` of `meshkit/plugin`), emits `connection:method` on the node's event bus, keeps
+ * counters and timing histograms (`stats()`), and provides the 'connection-methods' capability (`methodOf`).
  * `stunServer()` serves STUN (RFC 5389 binding) on a public node, so that NATed peers learn their mapped
  * addresses from the mesh itself, and signs attestations of them (stun-wire.ts).
  *
@@ -43,6 +44,8 @@
 import type { PeerId } from '@libp2p/interface'
 import {
   type Capability,
+  CONNECTION_METHODS_CAPABILITY,
+  type ConnectionMethod,
   definePlugin,
   type Libp2pContribution,
   type MeshPlugin,
@@ -54,6 +57,8 @@ import type { HolePunchStats } from './stats.js'
 import { Strategy } from './strategy.js'
 import { holePunchTransports } from './transports.js'
 
+/** How a connection was made: the shared contract's vocabulary (`meshkit/plugin`). */
+export type { ConnectionMethod } from 'meshkit/plugin'
 export {
   BIRTHDAY_PROTOCOL,
   type BirthdayMessage,
@@ -82,8 +87,6 @@ export {
   parseBindingResponse,
   verifyAttestation,
 } from './stun-wire.js'
-
-export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
 
 /**
  * Why the strategy decided again on a relayed connection: this node's NAT type arrived or changed, the
@@ -253,7 +256,8 @@ export type HolePunchOptions = z.output<typeof options>
  */
 const holePunchPlugin = definePlugin({
   name: 'hole-punch',
-  provides: ['hole-punch'],
+  // its API is a connection-method source (`methodOf`) for the tools and metrics()
+  provides: ['hole-punch', CONNECTION_METHODS_CAPABILITY],
   dependencies: ['transport', 'identify'],
   optionalDependencies: ['nat-classification', 'relay-client'],
   options,
