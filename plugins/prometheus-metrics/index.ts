@@ -71,16 +71,11 @@ const options = z
   })
   .prefault({})
 
-/**
- * The 'hole-punch' capability's API tells connection methods too (`methodOf`); listed beside
- * 'connection-methods' until the built-in `holePunch()` provides that capability itself.
- */
-const HOLE_PUNCH = 'hole-punch'
-
-/** The declared connection-method sources: every 'connection-methods' provider and 'hole-punch'. */
+/** The declared connection-method sources: every 'connection-methods' provider (holePunch() is one). */
 function methodSources(ctx: PluginContext): ConnectionMethodSource[] {
-  const apis = [...ctx.useAll(CONNECTION_METHODS_CAPABILITY), ctx.useOptional(HOLE_PUNCH)]
-  return apis.filter((api) => hasMethods<ConnectionMethodSource>(api, 'methodOf'))
+  return ctx
+    .useAll(CONNECTION_METHODS_CAPABILITY)
+    .filter((api) => hasMethods<ConnectionMethodSource>(api, 'methodOf'))
 }
 
 /**
@@ -271,7 +266,7 @@ function meshkitMetrics(
 export const metrics = definePlugin({
   name: 'prometheus-metrics',
   provides: ['metrics'],
-  optionalDependencies: ['discovery', 'clustering', CONNECTION_METHODS_CAPABILITY, HOLE_PUNCH],
+  optionalDependencies: ['discovery', 'clustering', CONNECTION_METHODS_CAPABILITY],
   options,
   create: (opts) => {
     let ctxRef: PluginContext | undefined

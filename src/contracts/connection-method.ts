@@ -53,10 +53,11 @@ export function toldMethodOf(event: MeshEvent): ({ peerId: string } & ToldMethod
 }
 
 /**
- * How one connection was made: `relayed` when it is limited (a circuit relay), `hole-punched` when it
- * is WebRTC, or when the peer's last `connection:method` event (`told`, when it is about this
- * connection's transport) or else a method source says so; `direct` otherwise. A source that throws
- * (e.g. not started) is skipped.
+ * How one connection was made: `relayed` when it is limited or a circuit (a relay may grant one without
+ * limits; a WebRTC connection signalled through a relay is not one), `hole-punched` when it is WebRTC,
+ * or when the peer's last `connection:method` event (`told`, when it is about this connection's
+ * transport) or else a method source says so; `direct` otherwise. A source that throws (e.g. not
+ * started) is skipped.
  */
 export function connectionMethod(
   connection: Connection,
@@ -64,7 +65,7 @@ export function connectionMethod(
   sources: readonly ConnectionMethodSource[] = [],
 ): ConnectionMethod {
   const info = describeConnection(connection)
-  if (info.relayed) return 'relayed'
+  if (info.relayed || info.transport === 'relay') return 'relayed'
   if (info.transport === 'webrtc') return 'hole-punched'
   if (told && (told.transport === undefined || told.transport === info.transport))
     return told.method === 'hole-punched' ? 'hole-punched' : 'direct'

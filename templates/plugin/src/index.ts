@@ -6,13 +6,37 @@
  * `greeter:greeted` event. The API (`node.api<GreeterApi>('greeter')`, or `ctx.use('greeter')` from
  * another plugin) greets a connected peer and counts greetings.
  */
-import { definePlugin, type PluginContext, z } from 'meshkit/plugin'
+import { defineErrors, definePlugin, type PluginContext, z } from 'meshkit/plugin'
 
 export const GREETER_PROTOCOL = '/greeter/1.0.0'
 /** Longest greeting accepted, in bytes (JSON included). */
 export const MAX_MESSAGE_BYTES = 1024
 
 type Stream = Awaited<ReturnType<PluginContext['libp2p']['dialProtocol']>>
+
+/**
+ * greeter()'s coded errors, each with a fix-it hint (the CLI prints it). Apps test them with
+ * `isMeshError(err, 'GREETER_ERR_NOT_CONNECTED')` (from 'meshkit') or `greeterErrors.is(err, code)`.
+ */
+export const greeterErrors = defineErrors({
+  GREETER_ERR_NOT_STARTED: {
+    user: true,
+    message: () => 'greeter is not started.',
+    hint: () => 'Call greet() once the node runs: after startMesh() (or node.start()) resolved.',
+  },
+  GREETER_ERR_NOT_CONNECTED: {
+    user: true,
+    message: (peerId: string) => `greeter: not connected to ${peerId}.`,
+    hint: () =>
+      "Greet a peer in node.libp2p.getPeers(); dial it first (the config's `dial`, or node.libp2p.dial()).",
+  },
+  GREETER_ERR_BAD_GREETING: {
+    user: false,
+    message: (why: string) => `greeter: no valid greeting from the peer (${why}).`,
+    hint: () =>
+      `The peer must answer one JSON line {"greeting": "..."} of at most ${MAX_MESSAGE_BYTES} bytes: does it run greeter()?`,
+  },
+})
 
 /** What greeter() offers: `node.api<GreeterApi>('greeter')`. */
 export interface GreeterApi {
@@ -44,10 +68,19 @@ async function readMessage(stream: Stream): Promise<z.infer<typeof wire>> {
   for await (const chunk of stream) {
     text += new TextDecoder().decode(chunk instanceof Uint8Array ? chunk : chunk.subarray())
     const end = text.indexOf('\n')
-    if (end >= 0) return wire.parse(JSON.parse(text.slice(0, end)))
-    if (text.length > MAX_MESSAGE_BYTES) break
+    if (end >= 0) {
+      try {
+        return wire.parse(JSON.parse(text.slice(0, end)))
+      } catch (err) {
+        throw greeterErrors.create('GREETER_ERR_BAD_GREETING', ['not a {"greeting": "..."} line'], {
+          cause: err,
+        })
+      }
+    }
+    if (text.length > MAX_MESSAGE_BYTES)
+      throw greeterErrors.create('GREETER_ERR_BAD_GREETING', [`longer than ${MAX_MESSAGE_BYTES} bytes`])
   }
-  throw new Error('no valid greeting')
+  throw greeterErrors.create('GREETER_ERR_BAD_GREETING', ['the stream ended before a greeting'])
 }
 
 export const greeter = definePlugin({
@@ -79,9 +112,9 @@ export const greeter = definePlugin({
 
     const api: GreeterApi = {
       async greet(peerId) {
-        if (!ctx) throw new Error('greeter is not started')
+        if (!ctx) throw greeterErrors.create('GREETER_ERR_NOT_STARTED', [])
         const connection = ctx.libp2p.getConnections().find((c) => c.remotePeer.toString() === peerId)
-        if (!connection) throw new Error(`not connected to ${peerId}`)
+        if (!connection) throw greeterErrors.create('GREETER_ERR_NOT_CONNECTED', [peerId])
         const signal = AbortSignal.timeout(opts.timeout)
         const stream = await connection.newStream(GREETER_PROTOCOL, { signal })
         const onAbort = () => stream.abort(new Error('greeting timed out'))

@@ -77,7 +77,13 @@ describe('greeter', () => {
     const carol = await startNode('carol', 'hey')
     await assert.rejects(
       carol.node.api<GreeterApi>('greeter').greet('12D3KooWNotConnectedPeerxxxxxxxxxxxxxxxxxxxxxxxxxx'),
-      /not connected/,
+      (err: unknown) => {
+        // a coded error with a fix-it hint
+        assert.ok(isMeshError(err, 'GREETER_ERR_NOT_CONNECTED'), String(err))
+        assert.match(err.message, /not connected/)
+        assert.match(err.hint ?? '', /dial it first/)
+        return true
+      },
     )
   })
 
