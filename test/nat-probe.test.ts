@@ -41,6 +41,7 @@ import {
   RateLimiter,
 } from '../plugins/nat-probe/index.js'
 import { ask } from '../plugins/nat-probe/protocol.js'
+import { keepKnown, verdictOf } from '../plugins/nat-probe/verdicts.js'
 import { natCommand } from '../src/cli/nat-command.js'
 import { configProject, REPO_ROOT } from './fixtures/configs/project.js'
 import { tempDir, waitFor } from './helpers.js'
@@ -248,6 +249,39 @@ describe('nat-probe', function () {
         expect(v.confidence).to.equal(0)
         expect(lackedAnswers(e), JSON.stringify(e)).to.equal(gap)
       }
+    })
+
+    it('a re-check that reached no probe server keeps the known verdict, unless the network changed', () => {
+      const known = verdictOf(
+        evidence({
+          mappings: threeSame('203.0.113.10:40000'),
+          filtering: { otherPort: filt(true, true), otherIp: filt(true, true) },
+        }),
+        10,
+      )
+      expect(known.type).to.not.equal('unknown')
+      const nothing = verdictOf(evidence({ mappings: [obs('198.51.100.10:3478')] }), 10)
+      expect(nothing.type).to.equal('unknown')
+      // the probe server died (its relay was killed): the node's addresses changed, the NAT did not
+      const kept = keepKnown(known, nothing, ['self:peer:update (the node’s addresses changed)'])
+      expect(kept?.type).to.equal(known.type)
+      expect(kept?.confidence).to.equal(known.confidence)
+      expect(kept?.reason).to.match(/kept: a re-check reached no probe server/)
+      expect(keepKnown(kept, nothing, ['periodic'])?.reason, 'noted once').to.equal(kept?.reason)
+      // the network itself changed: the old verdict may be stale
+      for (const reason of [
+        'network interfaces changed (eth1)',
+        'identify: new external IP 198.51.100.9 (seen by x)',
+        'UDP mapping check: none (last classification: a)',
+      ])
+        expect(keepKnown(known, nothing, [reason])?.type, reason).to.equal('unknown')
+      // answers that came and say unknown are evidence; nothing known before: nothing to keep
+      const inconclusive = verdictOf(
+        evidence({ mappings: [obs('198.51.100.10:3478', '203.0.113.10:40000')] }),
+        10,
+      )
+      expect(keepKnown(known, inconclusive, ['periodic'])?.type).to.equal('unknown')
+      expect(keepKnown(undefined, nothing, ['periodic'])).to.equal(nothing)
     })
   })
 

@@ -22,6 +22,7 @@ import { isPeerAddress, ProbeEndpoints } from './probe-endpoints.js'
 import {
   corroborate,
   interfaceSignature,
+  keepKnown,
   mappingSignature,
   reachedNothing,
   verdictOf,
@@ -96,7 +97,12 @@ export function createClassifier(
       // hole punching needs only UDP's
       const early = (v: ProtocolVerdict) => {
         if (signal.aborted) return v
-        const judged = corroborate(v, observed?.list() ?? [], autonatNow(ctx))
+        const protocol = v.evidence.protocol
+        const judged = keepKnown(
+          last?.[protocol],
+          corroborate(v, observed?.list() ?? [], autonatNow(ctx)),
+          reasons,
+        )!
         latest[judged.evidence.protocol] = judged
         ctx.events.emit('nat:verdict', {
           protocol: judged.evidence.protocol,
@@ -114,8 +120,8 @@ export function createClassifier(
       if (signal.aborted) throw new Error('nat-classifier stopped during the classification')
       const seen = observed?.list() ?? []
       const autonat = autonatNow(ctx)
-      const udp = udpProbe && corroborate(udpProbe, seen, autonat)
-      const tcp = tcpProbe && corroborate(tcpProbe, seen, autonat)
+      const udp = keepKnown(last?.udp, udpProbe && corroborate(udpProbe, seen, autonat), reasons)
+      const tcp = keepKnown(last?.tcp, tcpProbe && corroborate(tcpProbe, seen, autonat), reasons)
       const report: NatReport = {
         udp,
         tcp,

@@ -21,6 +21,27 @@ export const reachedNothing = (report: NatReport): boolean =>
   report.udp.type === 'unknown' &&
   !report.udp.evidence.mappings.some((m) => m.mapped)
 
+/** Re-check reasons that say the network itself may have changed (a kept verdict could be stale then). */
+const NETWORK_CHANGE = /^(network interfaces changed|identify: new external IP|UDP mapping check)/
+
+/**
+ * A re-check that reached no probe server at all (its server gone, e.g. the relay that served probes
+ * died) is no evidence that the NAT changed: the previous known verdict stays, its reason saying so,
+ * unless the re-check was asked for because the network itself changed (`reasons`).
+ */
+export function keepKnown(
+  previous: ProtocolVerdict | undefined,
+  now: ProtocolVerdict | undefined,
+  reasons: readonly string[],
+): ProtocolVerdict | undefined {
+  if (!now || !previous || previous.type === 'unknown' || now.type !== 'unknown') return now
+  if (now.evidence.mappings.some((m) => m.mapped) || reasons.some((r) => NETWORK_CHANGE.test(r))) return now
+  const note = 'kept: a re-check reached no probe server'
+  return previous.reason.endsWith(`(${note})`)
+    ? previous
+    : { ...previous, reason: `${previous.reason} (${note})` }
+}
+
 /** A probe verdict: the judgement of `e`, with the evidence and how long it took. */
 export const verdictOf = (e: ProtocolEvidence, ms: number): ProtocolVerdict => ({
   ...judge(e),
