@@ -7,6 +7,7 @@ import type { CID } from 'multiformats/cid'
 import { DIAL_GUARD_DEFAULTS, DialGuard } from './dial-guard.js'
 import { MemberExchange } from './member-exchange.js'
 import { MemberRegistry } from './member-registry.js'
+import { nextPoll, quickPoll } from './poll-schedule.js'
 import { topicKey } from './topic-key.js'
 import { TopicPeers } from './topic-peers.js'
 import type { JoinedTopic, TopicManagerSettings, TopicSecurity, TopicState } from './topic-state.js'
@@ -29,9 +30,6 @@ export const TOPICS_BUDGET = {
 
 /** Connected peers asked for members per lookup round (at random when there are more). */
 const EXCHANGE_FANOUT = 32
-
-/** Longest pause between asking connected peers for members while a topic is short. */
-const EXCHANGE_POLL_MAX_MS = 2000
 
 /** `n` entries of `items` picked at random (all of them when there are fewer). */
 function sample<T>(items: T[], n: number): T[] {
@@ -258,22 +256,26 @@ export class TopicManager {
    * While a topic is short of peers: ask connected non-members again (rendezvous points learn new
    * members all the time) each round, at most EXCHANGE_FANOUT of them, and query the DHT from the second
    * round on (DHT queries open connections, the exchange reuses them). Rounds back off from
-   * `lookupBackoff.initial` to `max`.
+   * `lookupBackoff.initial` to `max`; the exchange poll is quick (at most 2 s apart) while rounds learn
+   * something, and slows down when they keep learning nothing (poll-schedule.ts: a small topic is short
+   * for good).
    */
   async #lookupLoop(joined: JoinedTopic): Promise<void> {
     const { initial, max } = this.settings.lookupBackoff
-    // asking connected peers is cheap: at most EXCHANGE_POLL_MAX_MS apart while short; DHT queries open
-    // connections: they back off up to `max`, and run only when the exchange brought nothing new
-    let pollDelay = initial
+    // asking connected peers is cheap: quick while it learns something; DHT queries open connections:
+    // they back off up to `max`, and run only when the exchange brought nothing new
+    let poll = quickPoll(initial)
+    let peersBefore = joined.peers.size
     let dhtDelay = Math.max(initial * 4, 1000)
     let nextDht = Date.now() + (this.settings.memberExchange ? dhtDelay : 0)
     const signal = joined.abort.signal
     const short = () => this.#peers.short(joined)
     while (!signal.aborted && !this.signal.aborted) {
-      await this.#sleep(joined, short() ? pollDelay : this.settings.refreshInterval)
+      await this.#sleep(joined, short() ? poll.delay : this.settings.refreshInterval)
       if (signal.aborted || this.signal.aborted) return
       if (!short()) {
-        pollDelay = initial
+        poll = quickPoll(initial)
+        peersBefore = joined.peers.size
         continue
       }
       let learned = false
@@ -296,7 +298,9 @@ export class TopicManager {
         dhtDelay = Math.min(dhtDelay * 2, max)
       }
       this.#peers.fill(joined)
-      pollDelay = Math.min(pollDelay * 2, EXCHANGE_POLL_MAX_MS)
+      const changed = joined.peers.size !== peersBefore
+      peersBefore = joined.peers.size
+      poll = nextPoll(poll, learned || changed, { initial, max })
     }
   }
 
