@@ -33,7 +33,6 @@ const TO_BE_SPLIT = new Set([
   'plugins/gossip/router.ts',
   'plugins/hole-punch/birthday.ts',
   'plugins/hole-punch/index.ts',
-  'plugins/jaccard-clusters/similarity-index.ts',
   'plugins/nat-probe/client.ts',
   'plugins/nat-probe/index.ts',
   'plugins/peer-cache/index.ts',
