@@ -35,7 +35,6 @@ const TO_BE_SPLIT = new Set([
   'plugins/hole-punch/index.ts',
   'plugins/nat-probe/client.ts',
   'plugins/nat-probe/index.ts',
-  'plugins/relay-client/index.ts',
 ])
 
 /** Lines as `wc -l` counts them (a last line without a newline counts too). */
