@@ -11,9 +11,9 @@ import {
   z,
 } from 'meshkit/plugin'
 import { Admission, guardValidation } from './admission.js'
-import { GOSSIP_ERRORS } from './errors.js'
+import { GOSSIP_ERRORS, invalid } from './errors.js'
 import { fastMessageId, messageIdBytes, messageIdString } from './message-id.js'
-import { type GossipRegistry, GossipRouter, type GossipService, invalid } from './router.js'
+import { type GossipRegistry, GossipRouter, type GossipService } from './router.js'
 import type { GossipApi } from './types.js'
 
 export type { PayloadPreview } from './preview.js'

@@ -1,14 +1,9 @@
 import type { GossipSub, GossipsubMessage, Message, SubscriptionChangeData } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
-import {
-  type Budget,
-  type DiscoverySlotApi,
-  MeshError,
-  type PluginContext,
-  TokenBucket,
-} from 'meshkit/plugin'
+import { type Budget, type DiscoverySlotApi, type PluginContext, TokenBucket } from 'meshkit/plugin'
 import type { AdmissionRefusal, InvalidMessage } from './admission.js'
+import { OwnPublisher } from './own-publish.js'
 import { previewOf } from './preview.js'
 import { gossipTopicName } from './topic-name.js'
 import type { GossipMessage, GossipPublishResult, GossipStats, GossipValidator } from './types.js'
@@ -47,11 +42,6 @@ interface JoinedTopic {
 const REJECT_EVENTS_PER_SECOND = 10
 const PEER_EVENTS_PER_SECOND = 50
 
-/** A coded error for a call the app got wrong (exit 2 / HTTP 400 in the CLI and control API). */
-export function invalid(what: string, reason: string, hint: string): MeshError {
-  return new MeshError('MESH_ERR_INVALID_ARGUMENT', `Invalid ${what}: ${reason}`, { hint })
-}
-
 /**
  * Binds GossipSub to the topics the node joins through the `discovery` slot: subscribed to
  * `/<namespace>/gossip/<topic>` for each joined topic, unsubscribed when it is left. Runs the topic
@@ -61,17 +51,13 @@ export function invalid(what: string, reason: string, hint: string): MeshError {
 export class GossipRouter {
   readonly #topics = new Map<string, JoinedTopic>()
   readonly #byGossip = new Map<string, string>()
-  /** Ids of this node's own messages, by payload object, between GossipSub's dispatch and publish()'s return. */
-  readonly #ownIds = new Map<Uint8Array, string>()
   readonly #rejectEvents = new TokenBucket(REJECT_EVENTS_PER_SECOND, REJECT_EVENTS_PER_SECOND * 2)
   readonly #peerEvents = new TokenBucket(PEER_EVENTS_PER_SECOND, PEER_EVENTS_PER_SECOND * 2)
   readonly #offs: Array<() => void> = []
   readonly #validators: ValidatorRunner
   readonly #discovery: DiscoverySlotApi
-  readonly #self: string
   /** This node's own publishing, held to the budget its peers hold it to. */
-  readonly #ownRate: TokenBucket
-  readonly #ownBytes: TokenBucket
+  readonly #publisher: OwnPublisher
   #timer?: NodeJS.Timeout
   readonly #stats: Omit<GossipStats, 'topics'> = {
     received: 0,
@@ -97,10 +83,8 @@ export class GossipRouter {
     private readonly messageId: (message: Message) => string,
   ) {
     this.#discovery = ctx.use<DiscoverySlotApi>('discovery')
-    this.#self = ctx.peerId.toString()
-    this.#ownRate = new TokenBucket(settings.publisherRate, settings.publisherBurst)
-    this.#ownBytes = new TokenBucket(settings.publisherBytesPerMinute / 60, settings.publisherBytesPerMinute)
     this.#validators = new ValidatorRunner(registry.validators, settings.validatorTimeout, ctx.logger)
+    this.#publisher = new OwnPublisher(ctx, service, settings, this.#validators, this.#stats)
   }
 
   /** Whether `gossipTopic` is one this node is subscribed to. */
@@ -197,66 +181,10 @@ export class GossipRouter {
     }
   }
 
+  /** Publishes `data` on a joined `topic` (see own-publish.ts). */
   async publish(topic: string, data: Uint8Array): Promise<GossipPublishResult> {
     this.reconcile()
-    const joined = this.#topics.get(topic)
-    if (!joined)
-      throw invalid(
-        'gossip topic',
-        `this node has not joined '${topic}', so it has no peers to send to there`,
-        `Join it first: node.api('discovery').join('${topic}'), \`mesh topics join ${topic}\`, or list it in kadTopics({ topics }).`,
-      )
-    const max = this.settings.maxMessageBytes
-    if (data.byteLength > max)
-      throw invalid(
-        'gossip message',
-        `${data.byteLength} bytes is more than the limit of ${max}`,
-        'Send less (split it up), or raise gossip({ maxMessageBytes }) on every node of the mesh: a node drops and penalizes messages over its own limit.',
-      )
-    // peers drop (and penalize) a publisher over its budget: an honest node stays under it
-    if (this.#ownRate.available < 1 || this.#ownBytes.available < data.byteLength)
-      throw invalid(
-        'gossip publish',
-        `it would go over this node's publisher budget (${this.settings.publisherRate} messages/s in bursts of ${this.settings.publisherBurst}, ${this.settings.publisherBytesPerMinute} bytes/min)`,
-        'Publish more slowly (peers drop and penalize a publisher over its budget), or raise publisherRate / publisherBytesPerMinute on every node of the mesh.',
-      )
-    this.#ownRate.take()
-    this.#ownBytes.take(data.byteLength)
-    // the payload is copied: the caller may reuse its buffer, and the copy identifies the message below
-    const payload = data.slice()
-    const verdict = await this.#validators.run(topic, {
-      topic,
-      id: '',
-      from: this.#self,
-      via: this.#self,
-      data: payload,
-      receivedAt: Date.now(),
-    })
-    if (verdict !== 'accept')
-      throw invalid(
-        'gossip message',
-        `the validator of topic '${topic}' says '${verdict}' to it`,
-        'Peers running the same validator would drop it (and penalize this node for a rejected one): send a message the validator accepts.',
-      )
-    let sentTo: PeerId[]
-    let id: string
-    try {
-      sentTo = (await this.service.publish(joined.gossipTopic, payload)).recipients
-    } finally {
-      // GossipSub tells the id (emitSelf, see #onMessage) before its publish() resolves
-      id = this.#ownIds.get(payload) ?? ''
-      this.#ownIds.delete(payload)
-    }
-    const recipients = sentTo.map(String).filter((p) => p !== this.#self)
-    this.#stats.published++
-    this.ctx.events.emit('gossip:published', {
-      topic,
-      id,
-      bytes: payload.byteLength,
-      recipients: recipients.length,
-      ...previewOf(payload, this.settings.previewChars),
-    })
-    return { topic, id, bytes: payload.byteLength, recipients }
+    return this.#publisher.publish(topic, this.#topics.get(topic)?.gossipTopic, data)
   }
 
   /** Called by the admission guard when it stopped a message. */
@@ -392,7 +320,7 @@ export class GossipRouter {
   #onMessage({ propagationSource, msgId, msg }: GossipsubMessage): void {
     if (propagationSource.equals(this.ctx.peerId)) {
       // this node's own message (emitSelf): publish() reads its id
-      this.#ownIds.set(msg.data, msgId)
+      this.#publisher.dispatched(msg.data, msgId)
       return
     }
     const topic = this.#byGossip.get(msg.topic)
