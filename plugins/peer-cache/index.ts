@@ -1,6 +1,7 @@
 import { isAbsolute, join } from 'node:path'
 import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
-import { type BootstrapSource, definePlugin, durationSchema, z } from 'meshkit/plugin'
+import { multiaddr } from '@multiformats/multiaddr'
+import { type BootstrapSource, createAddressScope, definePlugin, durationSchema, z } from 'meshkit/plugin'
 import { type CachedPeer, ipOfAddress } from './cached-peer.js'
 import { PeerCache } from './peer-cache.js'
 
@@ -9,6 +10,7 @@ import { PeerCache } from './peer-cache.js'
 // backups) and peer-cache.ts (the cache: what connections and dials teach it, what it offers).
 export { MAX_CACHE_FILE_BYTES, parseCacheFile } from './cache-file.js'
 export type { CachedPeer } from './cached-peer.js'
+export { MAX_TOLD_PER_NETWORK } from './peer-cache.js'
 export {
   comparePeers,
   FORGET_AFTER_FAILURES,
@@ -107,6 +109,7 @@ export const peerCache = definePlugin({
       start: async (ctx) => {
         if (!cache) return
         const current = cache
+        const scope = createAddressScope(ctx.config.network.publicCidrs)
         await current.start()
         const on = <E extends 'peer:disconnect' | 'connection:open' | 'peer:identify'>(
           name: E,
@@ -132,6 +135,13 @@ export const peerCache = definePlugin({
               ? undefined
               : ipOfAddress(result.connection.remoteAddr.toString()),
             (addrs) => ctx.peerAddresses.filter(addrs),
+            (address) => {
+              try {
+                return scope.isPublic(multiaddr(address))
+              } catch {
+                return true // counted against its network: the stricter reading
+              }
+            },
           ),
         )
       },

@@ -25,9 +25,17 @@ import {
   comparePeers,
   FORGET_AFTER_FAILURES,
   FORGET_AFTER_MS,
+  networkOf,
   retryAt,
   spreadAcrossNetworks,
 } from './ranking.js'
+
+/**
+ * Peers known only by their own word kept from one public network (an IPv4 /24, an IPv6 /48): Sybils
+ * from one network cannot fill the cache's half for such peers. Private and loopback networks (a LAN,
+ * one machine: addresses only `network.addressScope` 'private' or 'all' lets in) are not capped.
+ */
+export const MAX_TOLD_PER_NETWORK = 2
 
 /** The options the cache works with (the plugin's, see index.ts). */
 export interface PeerCacheSettings {
@@ -140,13 +148,15 @@ export class PeerCache {
    * restart whose seeds are gone can still dial it back. They are the peer's word: only addresses on
    * the IP address its connection came from (`sourceIp`: a peer can point this node at nothing but
    * itself), in `network.addressScope` (`inScope`), never relayed ones, `maxAddressesPerPeer` of them;
-   * such peers take at most half of the cache and rank after every peer a dial of ours reached.
+   * such peers take at most half of the cache, MAX_TOLD_PER_NETWORK per public network (`isPublic`), and
+   * rank after every peer a dial of ours reached.
    */
   identified(
     id: string,
     listenAddrs: readonly string[],
     sourceIp: string | undefined,
     inScope: (a: string[]) => string[],
+    isPublic: (address: string) => boolean,
   ): void {
     if (id === this.self || sourceIp === undefined) return
     const known = this.peers.get(id)
@@ -159,9 +169,15 @@ export class PeerCache {
     ).slice(0, this.opts.maxAddressesPerPeer)
     if (heard.length === 0) return
     if (!known) {
+      const network = isPublic(heard[0]) ? networkOf(heard[0]) : undefined
       let count = 0
-      for (const p of this.peers.values()) if (unverified(p)) count++
-      if (count >= Math.floor(this.opts.maxPeers / 2)) return
+      let sameNetwork = 0
+      for (const p of this.peers.values()) {
+        if (!unverified(p)) continue
+        count++
+        if (network !== undefined && networkOf(dialAddresses(p)[0] ?? '') === network) sameNetwork++
+      }
+      if (count >= Math.floor(this.opts.maxPeers / 2) || sameNetwork >= MAX_TOLD_PER_NETWORK) return
     }
     const peer = known ?? { id, addrs: [], successes: 0, failures: 0, lastSeen: Date.now() }
     if ((peer.heard ?? []).join() === heard.join() && known) return
