@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
@@ -95,6 +95,58 @@ describe('core defaults are written once (config-defaults.ts); the docs say the 
     }
     expect(wrong).to.deep.equal([])
     expect(checked).to.be.greaterThan(20)
+  })
+})
+
+/** Each `/** ... @default X ... *\/` right before a `key:` or `key?:` in the plugin folder's sources. */
+function jsdocDefaults(folder: string): Map<string, string[]> {
+  const out = new Map<string, string[]>()
+  for (const file of readdirSync(folder).filter((f) => f.endsWith('.ts'))) {
+    const text = readFileSync(join(folder, file), 'utf8')
+    for (const m of text.matchAll(/\/\*\*((?:(?!\*\/)[\s\S])*?)\*\/\s*(\w+)\??:/g)) {
+      const written = /@default\s+([^\n]+?)\s*(?:\*\/)?\s*$/m.exec(m[1].replace(/\n\s*\* ?/g, '\n'))?.[1]
+      if (written === undefined) continue
+      out.set(m[2], [...(out.get(m[2]) ?? []), written])
+    }
+  }
+  return out
+}
+
+describe("built-in plugins' defaults are written once (the zod schema); their JSDoc says the same", () => {
+  it('every @default next to an option field matches what the schema fills in', () => {
+    const pluginsDir = join(root, 'plugins')
+    const folders = readdirSync(pluginsDir, { withFileTypes: true }).filter((d) => d.isDirectory())
+    const folderOf = (name: string) =>
+      folders.find((d) =>
+        readdirSync(join(pluginsDir, d.name))
+          .filter((f) => f.endsWith('.ts'))
+          .some((f) => readFileSync(join(pluginsDir, d.name, f), 'utf8').includes(`name: '${name}'`)),
+      )?.name
+    const wrong: string[] = []
+    let checked = 0
+    for (const [name, factory] of builtinPlugins) {
+      const schema = factory.definition.options as z.ZodType | undefined
+      const folder = folderOf(name)
+      if (!schema || !folder) continue
+      const parsed = schema.safeParse(undefined)
+      const resolved = (parsed.success ? parsed.data : schema.safeParse({}).data) as Record<string, unknown>
+      if (!resolved || typeof resolved !== 'object') continue
+      const written = jsdocDefaults(join(pluginsDir, folder))
+      for (const [key, value] of Object.entries(resolved)) {
+        if (value === undefined) continue
+        const readable = (written.get(key) ?? [])
+          .map((w) => ({ w, v: readDefault(w, value) }))
+          .filter(({ v }) => !String(v).startsWith('unreadable'))
+        if (readable.length === 0) continue
+        checked++
+        if (!readable.some(({ v }) => JSON.stringify(v) === JSON.stringify(value)))
+          wrong.push(
+            `${name}.${key}: @default ${readable.map((r) => r.w).join(' / ')}, the schema ${JSON.stringify(value)}`,
+          )
+      }
+    }
+    expect(wrong).to.deep.equal([])
+    expect(checked, 'defaults compared').to.be.greaterThan(40)
   })
 })
 
