@@ -294,16 +294,26 @@ describe('clustering: cluster manager', () => {
 
 describe('clustering: connection method', () => {
   const conn = (addr: string, limited = false) =>
-    ({ remoteAddr: { toString: () => addr }, limits: limited ? { bytes: 1n } : undefined }) as never
+    ({
+      id: 'c',
+      direction: 'outbound',
+      remotePeer: { toString: () => 'B' },
+      remoteAddr: { toString: () => addr },
+      limits: limited ? { bytes: 1n } : undefined,
+    }) as never
 
-  it('judges relayed by limits, hole-punched by WebRTC or a relayed sibling, else direct', async () => {
+  it("judges as the tools do (the shared connectionMethod): limits or a circuit, WebRTC, then what 'connection-methods' providers say", async () => {
     const { methodOf } = await import('../plugins/jaccard-clusters/service.js')
     const relayed = conn('/ip4/198.51.100.10/tcp/4001/p2p/R/p2p-circuit/p2p/B', true)
-    expect(methodOf(relayed, [relayed])).to.equal('relayed')
+    expect(methodOf(relayed)).to.equal('relayed')
     const webrtc = conn('/ip4/198.51.100.10/tcp/4001/p2p/R/p2p-circuit/webrtc/p2p/B')
-    expect(methodOf(webrtc, [webrtc])).to.equal('hole-punched')
+    expect(methodOf(webrtc)).to.equal('hole-punched')
     const tcp = conn('/ip4/198.51.100.7/tcp/4001/p2p/B')
-    expect(methodOf(tcp, [tcp, relayed])).to.equal('hole-punched')
-    expect(methodOf(tcp, [tcp])).to.equal('direct')
+    expect(methodOf(tcp)).to.equal('direct')
+    // a direct connection that holePunch() made (an upgrade of a relayed one) is hole-punched
+    expect(methodOf(tcp, [{ methodOf: (p) => (p === 'B' ? 'hole-punched' : undefined) }])).to.equal(
+      'hole-punched',
+    )
+    expect(methodOf(tcp, [{ methodOf: () => undefined }])).to.equal('direct')
   })
 })

@@ -1,6 +1,8 @@
 /** The vocabulary of the clusters: members and their metrics, clusters, events, the clock. */
+import type { ConnectionMethod } from 'meshkit/plugin'
 
-export type ConnectionMethod = 'direct' | 'hole-punched' | 'relayed'
+/** How a member is connected: the shared contract's methods (`meshkit/plugin`). */
+export type { ConnectionMethod }
 
 /** What is measured about a member peer. Unknown values rank last. */
 export interface PeerMetrics {

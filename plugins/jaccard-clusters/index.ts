@@ -1,5 +1,11 @@
 import type { PeerId } from '@libp2p/interface'
-import { definePlugin, z } from 'meshkit/plugin'
+import {
+  CONNECTION_METHODS_CAPABILITY,
+  type ConnectionMethodSource,
+  definePlugin,
+  hasMethods,
+  z,
+} from 'meshkit/plugin'
 import { clusteringServiceShape, clusterRulesShape } from './options.js'
 import { ClusteringService, TAGS_BUDGET } from './service.js'
 
@@ -88,6 +94,8 @@ export const jaccardClusters = definePlugin({
   name: 'jaccard-clusters',
   provides: ['clustering'],
   dependencies: ['ping'],
+  // how members are connected (cluster views rank direct > hole-punched > relayed) comes from these
+  optionalDependencies: [CONNECTION_METHODS_CAPABILITY],
   options,
   create: (opts) => {
     const service = new ClusteringService(opts)
@@ -111,6 +119,10 @@ export const jaccardClusters = definePlugin({
           budget: ctx.budget('tags', TAGS_BUDGET),
           reputation: ctx.reputation,
           peerAddresses: ctx.peerAddresses,
+          methodSources: () =>
+            ctx
+              .useAll(CONNECTION_METHODS_CAPABILITY)
+              .filter((api) => hasMethods<ConnectionMethodSource>(api, 'methodOf')),
         })
       },
       stop: () => service.stopService(),

@@ -1,5 +1,13 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
-import type { Budget, Logger, LruMap, MeshEventBus, PeerAddressPolicy, PeerReputation } from 'meshkit/plugin'
+import type {
+  Budget,
+  ConnectionMethodSource,
+  Logger,
+  LruMap,
+  MeshEventBus,
+  PeerAddressPolicy,
+  PeerReputation,
+} from 'meshkit/plugin'
 import type { ClusterManager } from './cluster-manager.js'
 
 /** Bound on one exchange, ping or dial. */
@@ -18,6 +26,8 @@ export interface ServiceRuntime {
   reputation?: Pick<PeerReputation, 'penalize'>
   /** One dial on a peer's word per `security.peerDialInterval`. */
   peerAddresses?: Pick<PeerAddressPolicy, 'takeDial'>
+  /** The node's 'connection-methods' providers (holePunch()), read when a member's method is judged. */
+  methodSources?: () => readonly ConnectionMethodSource[]
 }
 
 /**

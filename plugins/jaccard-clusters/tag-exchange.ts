@@ -1,7 +1,7 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { coalescePerKey } from 'meshkit/plugin'
+import { type ConnectionMethodSource, coalescePerKey, connectionMethod } from 'meshkit/plugin'
 import type { ConnectionMethod } from './cluster-manager.js'
 import { OP_TIMEOUT_MS, type ServiceRuntime, type ServiceState } from './service-state.js'
 import {
@@ -38,15 +38,15 @@ const isMalformed = (err: unknown) =>
   err instanceof TagsWireError || (err instanceof Error && MALFORMED.has(err.name))
 
 /**
- * How a connection reached the peer: relayed (a limited connection through a circuit), hole-punched
- * (WebRTC, or direct while a relayed one to the same peer is open) or direct. Relayed is judged by the
- * connection's limits, not its address: a hole-punched WebRTC connection's address keeps `/p2p-circuit`.
+ * How a connection reached the peer: the shared judgement (`connectionMethod` of `meshkit/plugin`:
+ * relayed when limited or a circuit, hole-punched when WebRTC or when a 'connection-methods' provider
+ * such as holePunch() says so, else direct), the same the control API, `mesh status` and the metrics use.
  */
-export function methodOf(connection: Connection, others: Connection[]): ConnectionMethod {
-  const relayed = (c: Connection) => c.limits !== undefined
-  if (relayed(connection)) return 'relayed'
-  if (connection.remoteAddr.toString().includes('/webrtc')) return 'hole-punched'
-  return others.some((c) => c !== connection && relayed(c)) ? 'hole-punched' : 'direct'
+export function methodOf(
+  connection: Connection,
+  sources: readonly ConnectionMethodSource[] = [],
+): ConnectionMethod {
+  return connectionMethod(connection, undefined, sources)
 }
 
 /**
@@ -93,7 +93,10 @@ export class TagExchange {
     const conns = libp2p.getConnections(peerIdFromString(peer))
     const c = connection ?? conns[0]
     if (!c) return {}
-    return { method: methodOf(c, conns), connectedSince: this.state.connectedSince.get(peer) }
+    return {
+      method: methodOf(c, this.state.rt?.methodSources?.() ?? []),
+      connectedSince: this.state.connectedSince.get(peer),
+    }
   }
 
   /** One exchange per peer at a time; a request made while one runs makes one follow-up exchange. */
