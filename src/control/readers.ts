@@ -6,6 +6,7 @@ import {
   type ClusteringSlotApi,
   type ClusterMemberView,
   type ClusterView,
+  CONNECTION_METHODS_CAPABILITY,
   type ConnectionMethod,
   type ConnectionMethodSource,
   connectionMethod,
@@ -35,10 +36,11 @@ export const natOf = (node: MeshNode) =>
 export const metricsOf = (node: MeshNode) =>
   providerOf<MetricsSlotApi>(node, SLOT_CAPABILITIES.metrics, 'render')
 
-/** Every plugin API that tells connection methods (has `methodOf`), whatever it provides. */
+/** The APIs of the plugins that provide 'connection-methods' (and have `methodOf`). */
 export function methodSourcesOf(node: MeshNode): ConnectionMethodSource[] {
   const sources: ConnectionMethodSource[] = []
   for (const { plugin } of node.plugins) {
+    if (!(plugin.provides ?? []).includes(CONNECTION_METHODS_CAPABILITY)) continue
     let api: unknown
     try {
       api = node.api(plugin.name)
