@@ -3,7 +3,7 @@
  * (half the cache, MAX_TOLD_PER_NETWORK per public network) on every path (a new peer, a known one telling
  * new addresses, a hand-edited file), addresses the node cannot read back, and networks of IPv6 forms.
  */
-import { readdir, writeFile } from 'node:fs/promises'
+import { readdir, stat, writeFile } from 'node:fs/promises'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { expect } from 'chai'
@@ -13,6 +13,7 @@ import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import {
   type CachedPeer,
   cappedPerNetwork,
+  MAX_CACHE_FILE_BYTES,
   MAX_TOLD_PER_NETWORK,
   networkOf,
   type PeerCacheApi,
@@ -172,5 +173,41 @@ describe('peer cache: peers known by their own word, attacked', function () {
     for (const address of ['/ip4/10.1.2.3/tcp/1', '/ip4/127.0.0.1/tcp/1', '/ip6/fd00::1/tcp/1'])
       expect(cappedPerNetwork(address, scope), address).to.equal(false)
     expect(cappedPerNetwork('/ip4/127.0.50.1/tcp/1', createAddressScope(['127.0.50.0/24']))).to.equal(true)
+  })
+
+  it('a big cache full of long told addresses still writes a file its next start reads', async () => {
+    // maxPeers and maxAddressesPerPeer at their largest allowed sizes: told addresses alone (each from its
+    // own /48) add up to more than MAX_CACHE_FILE_BYTES
+    const big = { maxPeers: 10_000, maxAddressesPerPeer: 64, flushInterval: 60_000 }
+    const rules = { inScope: everything, isPublic: allPublic }
+    const cache = new PeerCache(`${dir}/peer-cache.json`, big, logger, self, 1_000, rules)
+    await cache.start()
+    const verified = await newPeerId()
+    cache.peers.set(verified, {
+      id: verified,
+      addrs: ['/ip4/9.9.9.9/tcp/1'],
+      successes: 5,
+      failures: 0,
+      lastSeen: Date.now(),
+    })
+    for (let i = 0; i < 400; i++) {
+      const ip = `2001:db8:${i.toString(16)}::1`
+      const addrs = Array.from(
+        { length: 8 },
+        (_, k) => `/ip6/${ip}/tcp/${k + 1}/tls/sni/${'a'.repeat(1_900)}/ws`,
+      )
+      cache.identified(await newPeerId(), addrs, ip)
+    }
+    await cache.stop()
+    expect((await stat(`${dir}/peer-cache.json`)).size).to.be.at.most(MAX_CACHE_FILE_BYTES)
+    const again = new PeerCache(`${dir}/peer-cache.json`, big, logger, self, 1_000, rules)
+    await again.start()
+    expect(
+      (await readdir(dir)).filter((f) => f.includes('.corrupt')),
+      'files set aside',
+    ).to.deep.equal([])
+    expect(again.ranked()[0]?.id, 'the verified peer kept').to.equal(verified)
+    expect(again.peers.size).to.be.greaterThan(100)
+    await again.stop()
   })
 })

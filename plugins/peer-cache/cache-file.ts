@@ -73,6 +73,24 @@ export function parseCacheFile(
   return { peers: [...peers.values()], problems: bad > 0 ? [`${bad} malformed entries dropped`] : [] }
 }
 
+/**
+ * The best of `peers` (best first) whose entries fit in a file its next start reads (MAX_CACHE_FILE_BYTES,
+ * as `JSON.stringify(file, null, 2)` writes it): a big cache (`maxPeers`, `maxAddressesPerPeer` at their
+ * largest) of long addresses, e.g. told by peers, must not grow a file the next start sets aside whole.
+ */
+export function fitInFile<T extends object>(peers: readonly T[]): T[] {
+  let room = MAX_CACHE_FILE_BYTES - 4096 // the file's own lines
+  const out: T[] = []
+  for (const p of peers) {
+    const text = JSON.stringify(p, null, 2)
+    // each line indented by 4 more inside the file's peers array, and ",\n" after the entry
+    room -= Buffer.byteLength(text) + 4 * (text.split('\n').length + 1)
+    if (room < 0) break
+    out.push(p)
+  }
+  return out
+}
+
 /** A free name for a backup of `file`: `<file>.corrupt`, else `<file>.corrupt.1`, `.2`, ... */
 export async function backupName(file: string): Promise<string> {
   for (let i = 0; i < 100; i++) {

@@ -9,6 +9,7 @@ import { type Logger, sweepTempFiles } from 'meshkit/plugin'
 import {
   backupName,
   FORMAT_VERSION,
+  fitInFile,
   MAX_CACHE_FILE_BYTES,
   parseCacheFile,
   writeAtomic,
@@ -354,7 +355,7 @@ export class PeerCache {
       this.#dirty = false
       this.#checkpoint()
       this.#prune()
-      const peers = this.ranked().map((p) => ({ ...p }))
+      const peers = fitInFile(this.ranked()).map((p) => ({ ...p }))
       const text = `${JSON.stringify({ version: FORMAT_VERSION, updated: Date.now(), peers }, null, 2)}\n`
       try {
         await writeAtomic(this.file, text)
