@@ -3,7 +3,7 @@ import { constants } from 'node:fs'
 import { lstat, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { makeDir, tempFileFor, z } from 'meshkit/plugin'
-import { type CachedPeer, dialable, stripPeer, validPeerId } from './cached-peer.js'
+import { type CachedPeer, dialable, MAX_ADDRESS_CHARS, stripPeer, validPeerId } from './cached-peer.js'
 
 /** A cache file larger than this is not read (it is treated as corrupt and kept aside). */
 export const MAX_CACHE_FILE_BYTES = 4 * 1024 * 1024
@@ -15,14 +15,14 @@ const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
 const time = z.number().min(0).max(8.64e15)
 const entrySchema = z.object({
   id: z.string().min(1).max(200),
-  addrs: z.array(z.string().max(2048)).max(1000),
+  addrs: z.array(z.string().max(MAX_ADDRESS_CHARS)).max(1000),
   successes: count,
   failures: count,
   lastSeen: time,
   lastFailure: time.optional(),
   streak: count.optional(),
   uptime: time.optional(),
-  heard: z.array(z.string().max(2048)).max(1000).optional(),
+  heard: z.array(z.string().max(MAX_ADDRESS_CHARS)).max(1000).optional(),
 })
 const fileSchema = z.object({ version: z.literal(FORMAT_VERSION), peers: z.array(z.unknown()).max(100_000) })
 
@@ -71,6 +71,24 @@ export function parseCacheFile(
     })
   }
   return { peers: [...peers.values()], problems: bad > 0 ? [`${bad} malformed entries dropped`] : [] }
+}
+
+/**
+ * The best of `peers` (best first) whose entries fit in a file its next start reads (MAX_CACHE_FILE_BYTES,
+ * as `JSON.stringify(file, null, 2)` writes it): a big cache (`maxPeers`, `maxAddressesPerPeer` at their
+ * largest) of long addresses, e.g. told by peers, must not grow a file the next start sets aside whole.
+ */
+export function fitInFile<T extends object>(peers: readonly T[]): T[] {
+  let room = MAX_CACHE_FILE_BYTES - 4096 // the file's own lines
+  const out: T[] = []
+  for (const p of peers) {
+    const text = JSON.stringify(p, null, 2)
+    // each line indented by 4 more inside the file's peers array, and ",\n" after the entry
+    room -= Buffer.byteLength(text) + 4 * (text.split('\n').length + 1)
+    if (room < 0) break
+    out.push(p)
+  }
+  return out
 }
 
 /** A free name for a backup of `file`: `<file>.corrupt`, else `<file>.corrupt.1`, `.2`, ... */

@@ -38,9 +38,16 @@ export function stripPeer(address: string, id: string): string {
   return address.endsWith(suffix) ? address.slice(0, -suffix.length) : address
 }
 
-/** Whether a multiaddr string parses and is worth dialling (not 0.0.0.0 or ::). */
+/**
+ * The longest address kept (characters): the file holds no longer one (cache-file.ts), so an address a
+ * peer told (identify allows 8 KiB) or one dialled that is longer must not be kept either, else the node
+ * would write a file it sets aside at its next start.
+ */
+export const MAX_ADDRESS_CHARS = 2048
+
+/** Whether a multiaddr string parses and is worth dialling (not 0.0.0.0 or ::, not overlong). */
 export function dialable(address: string): boolean {
-  if (!address.startsWith('/')) return false
+  if (!address.startsWith('/') || address.length > MAX_ADDRESS_CHARS) return false
   try {
     const components = multiaddr(address).getComponents()
     if (components.length === 0) return false

@@ -1,9 +1,9 @@
 import { isAbsolute, join } from 'node:path'
 import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
 import { type BootstrapSource, createAddressScope, definePlugin, durationSchema, z } from 'meshkit/plugin'
 import { type CachedPeer, ipOfAddress } from './cached-peer.js'
 import { PeerCache } from './peer-cache.js'
+import { cappedPerNetwork } from './ranking.js'
 
 // The machinery beside this file: cached-peer.ts (an entry and its addresses), ranking.ts (usefulness,
 // order, retry backoff, spread across networks), cache-file.ts (the file's format, atomic writes,
@@ -12,6 +12,7 @@ export { MAX_CACHE_FILE_BYTES, parseCacheFile } from './cache-file.js'
 export type { CachedPeer } from './cached-peer.js'
 export { MAX_TOLD_PER_NETWORK } from './peer-cache.js'
 export {
+  cappedPerNetwork,
   comparePeers,
   FORGET_AFTER_FAILURES,
   networkOf,
@@ -81,12 +82,17 @@ export const peerCache = definePlugin({
           : isAbsolute(opts.file)
             ? opts.file
             : join(ctx.config.dataDir, opts.file)
+        const scope = createAddressScope(ctx.config.network.publicCidrs)
         const current = new PeerCache(
           file,
           opts,
           ctx.logger,
           ctx.peerId.toString(),
           ctx.config.connections.dialTimeout,
+          {
+            inScope: (addrs) => ctx.peerAddresses.filter(addrs),
+            isPublic: (address) => cappedPerNetwork(address, scope),
+          },
         )
         cache = current
         return {
@@ -109,7 +115,6 @@ export const peerCache = definePlugin({
       start: async (ctx) => {
         if (!cache) return
         const current = cache
-        const scope = createAddressScope(ctx.config.network.publicCidrs)
         await current.start()
         const on = <E extends 'peer:disconnect' | 'connection:open' | 'peer:identify'>(
           name: E,
@@ -134,14 +139,6 @@ export const peerCache = definePlugin({
             result.connection.remoteAddr.toString().includes('/p2p-circuit')
               ? undefined
               : ipOfAddress(result.connection.remoteAddr.toString()),
-            (addrs) => ctx.peerAddresses.filter(addrs),
-            (address) => {
-              try {
-                return scope.isPublic(multiaddr(address))
-              } catch {
-                return true // counted against its network: the stricter reading
-              }
-            },
           ),
         )
       },

@@ -9,6 +9,7 @@ import { type Logger, sweepTempFiles } from 'meshkit/plugin'
 import {
   backupName,
   FORMAT_VERSION,
+  fitInFile,
   MAX_CACHE_FILE_BYTES,
   parseCacheFile,
   writeAtomic,
@@ -36,6 +37,14 @@ import {
  * one machine: addresses only `network.addressScope` 'private' or 'all' lets in) are not capped.
  */
 export const MAX_TOLD_PER_NETWORK = 2
+
+/** The node's rules for addresses peers tell of themselves (see index.ts: `network.addressScope`). */
+export interface ToldAddressRules {
+  /** The addresses a peer's word may make this node dial (`network.addressScope`), in their order. */
+  inScope(addresses: string[]): string[]
+  /** Whether the address is on a public network: its peers count against MAX_TOLD_PER_NETWORK. */
+  isPublic(address: string): boolean
+}
 
 /** The options the cache works with (the plugin's, see index.ts). */
 export interface PeerCacheSettings {
@@ -66,6 +75,7 @@ export class PeerCache {
     private readonly logger: Logger,
     private readonly self: string,
     private readonly dialTimeout: number,
+    private readonly rules: ToldAddressRules,
   ) {}
 
   /** Loads the file on the first start; on a restart only resumes saving. */
@@ -103,7 +113,17 @@ export class PeerCache {
       return
     }
     const { peers, problems } = parseCacheFile(text, this.opts.maxAddressesPerPeer)
-    for (const peer of peers) if (peer.id !== this.self) this.peers.set(peer.id, peer)
+    for (const peer of peers) {
+      if (peer.id === this.self) continue
+      // told addresses are checked again as when they were told (the file may be hand-edited, or from
+      // a run with another network.addressScope): in scope, all on the IP of the first
+      if (peer.addrs.length === 0) {
+        const ip = ipOfAddress(peer.heard?.[0] ?? '')
+        peer.heard = this.rules.inScope((peer.heard ?? []).filter((a) => ip && ipOfAddress(a) === ip))
+        if (peer.heard.length === 0) continue
+      }
+      this.peers.set(peer.id, peer)
+    }
     if (problems.length > 0) {
       await this.#setAside(problems.join('; '), peers.length)
       // re-save the entries that were good, now that the original is kept aside
@@ -151,40 +171,44 @@ export class PeerCache {
    * such peers take at most half of the cache, MAX_TOLD_PER_NETWORK per public network (`isPublic`), and
    * rank after every peer a dial of ours reached.
    */
-  identified(
-    id: string,
-    listenAddrs: readonly string[],
-    sourceIp: string | undefined,
-    inScope: (a: string[]) => string[],
-    isPublic: (address: string) => boolean,
-  ): void {
+  identified(id: string, listenAddrs: readonly string[], sourceIp: string | undefined): void {
     if (id === this.self || sourceIp === undefined) return
     const known = this.peers.get(id)
     if (known && known.addrs.length > 0) return
     const onSource = (a: string) => ipOfAddress(a) === sourceIp
-    const heard = inScope(
-      [...new Set(listenAddrs.map((a) => stripPeer(a, id)))].filter(
-        (a) => dialable(a) && !a.includes('/p2p-circuit') && onSource(a),
-      ),
-    ).slice(0, this.opts.maxAddressesPerPeer)
+    const heard = this.rules
+      .inScope(
+        [...new Set(listenAddrs.map((a) => stripPeer(a, id)))].filter(
+          (a) => dialable(a) && !a.includes('/p2p-circuit') && onSource(a),
+        ),
+      )
+      .slice(0, this.opts.maxAddressesPerPeer)
     if (heard.length === 0) return
-    if (!known) {
-      const network = isPublic(heard[0]) ? networkOf(heard[0]) : undefined
-      let count = 0
-      let sameNetwork = 0
-      for (const p of this.peers.values()) {
-        if (!unverified(p)) continue
-        count++
-        if (network !== undefined && networkOf(dialAddresses(p)[0] ?? '') === network) sameNetwork++
-      }
-      if (count >= Math.floor(this.opts.maxPeers / 2) || sameNetwork >= MAX_TOLD_PER_NETWORK) return
-    }
+    // the caps hold for a known peer too: one that moves (connects again from another network) must
+    // not take a full network's place; it keeps the addresses it told before
+    if (!this.#roomToTell(id, heard[0])) return
     const peer = known ?? { id, addrs: [], successes: 0, failures: 0, lastSeen: Date.now() }
     if ((peer.heard ?? []).join() === heard.join() && known) return
     peer.heard = heard
     this.peers.set(id, peer)
     if (!this.#since.has(id)) this.#since.set(id, Date.now())
     this.#markDirty()
+  }
+
+  /**
+   * Whether peer `id`, telling addresses starting with `address`, fits beside the other peers known by
+   * their word: fewer than half of `maxPeers`, fewer than MAX_TOLD_PER_NETWORK in a public network.
+   */
+  #roomToTell(id: string, address: string): boolean {
+    const network = this.rules.isPublic(address) ? networkOf(address) : undefined
+    let count = 0
+    let sameNetwork = 0
+    for (const p of this.peers.values()) {
+      if (p.id === id || !unverified(p)) continue
+      count++
+      if (network !== undefined && networkOf(dialAddresses(p)[0] ?? '') === network) sameNetwork++
+    }
+    return count < Math.floor(this.opts.maxPeers / 2) && sameNetwork < MAX_TOLD_PER_NETWORK
   }
 
   /**
@@ -276,6 +300,22 @@ export class PeerCache {
       else if ((p.streak ?? 0) >= FORGET_AFTER_FAILURES && now - p.lastSeen > FORGET_AFTER_MS)
         this.peers.delete(id)
     }
+    // peers known by their word: the caps of identified() (a file may hold more), the best kept
+    const half = Math.floor(this.opts.maxPeers / 2)
+    let told = 0
+    const perNetwork = new Map<string, number>()
+    for (const p of this.ranked()) {
+      if (!unverified(p)) continue
+      const first = dialAddresses(p)[0]
+      const network = this.rules.isPublic(first) ? networkOf(first) : undefined
+      const same = network === undefined ? 0 : (perNetwork.get(network) ?? 0)
+      if (told >= half || same >= MAX_TOLD_PER_NETWORK) {
+        this.peers.delete(p.id)
+        continue
+      }
+      told++
+      if (network !== undefined) perNetwork.set(network, same + 1)
+    }
     if (this.peers.size > this.opts.maxPeers) {
       const keep = new Set(
         this.ranked()
@@ -315,7 +355,7 @@ export class PeerCache {
       this.#dirty = false
       this.#checkpoint()
       this.#prune()
-      const peers = this.ranked().map((p) => ({ ...p }))
+      const peers = fitInFile(this.ranked()).map((p) => ({ ...p }))
       const text = `${JSON.stringify({ version: FORMAT_VERSION, updated: Date.now(), peers }, null, 2)}\n`
       try {
         await writeAtomic(this.file, text)

@@ -1,6 +1,8 @@
 /** How cached peers rank, when a failing one is offered again, and how candidates spread across networks. */
 import { isIPv4 } from 'node:net'
-import { type CachedPeer, dialAddresses, failing, unverified } from './cached-peer.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { type AddressScope, classifyIp, unmapIp } from 'meshkit/plugin'
+import { type CachedPeer, dialAddresses, failing, ipOfAddress, unverified } from './cached-peer.js'
 
 /**
  * How useful a peer has been: dials of ours that reached it (up to 50) and time spent connected (4
@@ -42,9 +44,13 @@ export function retryAt(p: CachedPeer): number {
   return (p.lastFailure ?? 0) + Math.min(RETRY_MAX_MS, RETRY_INITIAL_MS * 2 ** Math.min(streak - 1, 20))
 }
 
-/** The network of an address (an IPv4 /24, an IPv6 /48), or the address itself when it has no IP. */
+/**
+ * The network of an address (an IPv4 /24, an IPv6 /48; an IPv4-mapped IPv6 address, as a dual-stack
+ * socket shows an IPv4 peer, is its IPv4 /24), or the address itself when it has no IP.
+ */
 export function networkOf(address: string): string {
-  const ip4 = /^\/ip4\/([^/]+)/.exec(address)?.[1]
+  const ip = /^\/ip[46]\/([^/]+)/.exec(address)?.[1]
+  const ip4 = ip === undefined ? undefined : unmapIp(ip)
   if (ip4 && isIPv4(ip4)) return `4:${ip4.split('.').slice(0, 3).join('.')}`
   const ip6 = /^\/ip6\/([^/]+)/.exec(address)?.[1]
   if (ip6) {
@@ -79,4 +85,20 @@ export function spreadAcrossNetworks(peers: readonly CachedPeer[]): CachedPeer[]
     for (const list of lists) if (round < list.length) out.push(list[round])
   }
   return out
+}
+
+/**
+ * Whether peers told at `address` count against MAX_TOLD_PER_NETWORK: an address public by this node's
+ * own address classes (those `network.addressScope` 'public' lets in) or by `scope` (`publicCidrs`).
+ * Only a LAN or this host is not capped (only scope 'private' or 'all' lets it in): libp2p's isPrivate
+ * alone also calls e.g. 6to4 (2002::/16) private, which scope 'public' lets in.
+ */
+export function cappedPerNetwork(address: string, scope: AddressScope): boolean {
+  const ip = ipOfAddress(address)
+  if (ip === undefined || classifyIp(ip) === 'public') return true
+  try {
+    return scope.isPublic(multiaddr(address))
+  } catch {
+    return true // counted against its network: the stricter reading
+  }
 }

@@ -55,7 +55,7 @@ export { createEventBus, type MeshEvent, type MeshEventBus, type MeshEventListen
 export { CONFIG_SEARCH_PLACES } from './find-config.js'
 export { type Identity, loadOrCreateIdentity } from './identity.js'
 export type { ReloadStep } from './in-place-reload.js'
-export { unmapIp } from './ip-class.js'
+export { classifyIp, type IpClass, unmapIp } from './ip-class.js'
 export { MeshKernel, type MeshKernelOptions, type UpdateResult } from './kernel.js'
 export { type LoadConfigOptions, type LoadedConfig, loadConfig } from './load-config.js'
 export { type ThrottledLog, type ThrottleLogOptions, throttleLog } from './log-throttle.js'
