@@ -34,7 +34,11 @@ export interface SimOptions {
   perTopic?: number
   /** Fraction of ordinary nodes that are DHT servers (the rest are clients, as NATed peers are). */
   dhtServers: number
-  /** 'same': every node lists the bootstrap nodes in the same order (a static list); 'shuffled': each its own order. */
+  /**
+   * 'same': every node lists the bootstrap nodes in the same order (a static list); 'shuffled': each its
+   * own order. The kernel's bootstrapper now shuffles a seed list per node and round itself, so both
+   * behave alike (kept to compare with older builds).
+   */
   bootstrapOrder: 'same' | 'shuffled'
   /** `public` (production default, with 10.0.0.0/8 declared public) or `all`. */
   scope: 'public' | 'all'
