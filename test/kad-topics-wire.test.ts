@@ -510,6 +510,56 @@ describe('kad-topics wire format', () => {
         expect(ok, 'the request carries a valid signature of the node').to.equal(true)
       }
     })
+
+    it("a peer's answer built before its newer word (it left the topic meanwhile) does not undo that word", async () => {
+      mesh ??= await TopicTestMesh.create()
+      const node = await mesh.start({ topics: ['stale'], dial: [] })
+      const key = (await node.api.topicKey('stale')).toString()
+      const lKey = await generateKeyPair('Ed25519')
+      const leaver = await plainNode(lKey)
+      try {
+        const addr = leaver.getMultiaddrs()[0].toString()
+        const ts = Date.now()
+        const inTopic = {
+          v: 2,
+          joined: [key],
+          addrs: [addr],
+          ts,
+          sigs: [await signMember(lKey, key, ts, [addr])],
+        }
+        let newer: RawReply | undefined
+        // the node asks the leaver (its outbound connection starts an exchange); before answering, the
+        // leaver leaves and tells the node so in its own request; then the answer it built before arrives
+        await leaver.handle(TOPICS_PROTOCOL, async (stream) => {
+          try {
+            const lp = lpStream(stream, { maxDataLength: LIMITS.maxMessageBytes })
+            await lp.read({ signal: AbortSignal.timeout(10_000) })
+            newer = await rawExchange(leaver, node.libp2p.peerId, {
+              v: 2,
+              joined: [],
+              addrs: [addr],
+              ts,
+              sigs: [],
+            })
+            stream.send(lengthPrefixed(json({ ...inTopic, members: {} })))
+            await stream.close({ signal: AbortSignal.timeout(10_000) })
+          } catch (err) {
+            stream.abort(err as Error)
+          }
+        })
+        await node.libp2p.dial(leaver.getMultiaddrs()[0])
+        await waitFor(() => newer !== undefined, {
+          timeoutMs: 15_000,
+          what: "the leaver's newer request served",
+        })
+        expect(newer?.error, 'the newer request was served').to.equal(undefined)
+        await new Promise((r) => setTimeout(r, 1_000)) // the stale answer arrives and is applied (or not)
+        expect(node.api.peers('stale'), 'the leaver is no topic peer').to.deep.equal([])
+        expect(node.events('topic:peer', (e) => e.peerId === leaver.peerId.toString())).to.deep.equal([])
+      } finally {
+        await leaver.stop()
+      }
+    })
   })
 })
 

@@ -1,6 +1,6 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { coalescePerKey } from 'meshkit/plugin'
+import { coalescePerKey, LruMap } from 'meshkit/plugin'
 import {
   exchangeConnection,
   LIMITED_EXCHANGES,
@@ -65,6 +65,9 @@ export class MemberExchange {
   /** Exchanges made (asked) and served per limited connection (see exchangeConnection()). */
   readonly #limitedAsked = new WeakMap<Connection, number>()
   readonly #limitedServed = new WeakMap<Connection, number>()
+  /** Orders claims: a counter, and per peer the count when its last claim was applied (bounded). */
+  #claimSeq = 0
+  readonly #claimApplied = new LruMap<string, number>(4096)
   #ownAddrs?: { at: number; addrs: string[] }
 
   constructor(
@@ -136,6 +139,8 @@ export class MemberExchange {
 
   async #exchangeOnce(peer: PeerId): Promise<void> {
     const id = peer.toString()
+    // claims of this peer applied from now on are fresher than what its answer to this request says
+    const asked = ++this.#claimSeq
     let stream: Stream | undefined
     try {
       const connection = exchangeConnection(this.state.libp2p, peer, this.#limitedAsked)
@@ -160,7 +165,7 @@ export class MemberExchange {
       const bytes = (await lp.read({ signal })).subarray()
       const response: TopicsResponse = await this.#work(() => decodeResponse(bytes, version))
       await stream.close({ signal }).catch(() => {})
-      await this.#applyResponse(id, response, connection)
+      await this.#applyResponse(id, response, connection, asked)
       this.peers.fillAll()
     } catch (err) {
       stream?.abort(err as Error)
@@ -177,7 +182,12 @@ export class MemberExchange {
    * forged one drops the whole response (and penalizes its sender); then the sender's own claims, then
    * the members it relayed for keys this node joined: signed ones only, and only addresses in scope.
    */
-  async #applyResponse(peer: string, response: TopicsResponse, connection: Connection): Promise<void> {
+  async #applyResponse(
+    peer: string,
+    response: TopicsResponse,
+    connection: Connection,
+    asked: number,
+  ): Promise<void> {
     const own = await this.#verify(peer, this.#ownRecords(peer, response), 'response')
     const relayed: Array<SignedMember & { short: boolean }> = []
     let unsigned = 0
@@ -199,7 +209,7 @@ export class MemberExchange {
       `exchange with ${peer}: it joined ${response.joined.length} topics, relayed ${relayed.length} signed members` +
         (unsigned > 0 ? ` and ${unsigned} unsigned ones (dropped)` : ''),
     )
-    await this.#work(() => this.#learnResponse(peer, response, own, relayed, verdicts, connection))
+    await this.#work(() => this.#learnResponse(peer, response, own, relayed, verdicts, connection, asked))
   }
 
   #learnResponse(
@@ -209,8 +219,11 @@ export class MemberExchange {
     relayed: Array<SignedMember & { short: boolean }>,
     verdicts: RecordVerdict[],
     connection: Connection,
+    asked: number,
   ): void {
-    this.#applyClaims(peer, response, own, connection)
+    // the peer told this node something newer meanwhile (its own request, e.g. after leaving a topic,
+    // served while this answer was on its way): the answer's claims are stale, its relayed members not
+    if ((this.#claimApplied.get(peer) ?? 0) <= asked) this.#applyClaims(peer, response, own, connection)
     relayed.forEach((r, i) => {
       if (verdicts[i] !== 'valid') return
       const addrs = this.security.addresses.filter(r.addrs)
@@ -285,6 +298,7 @@ export class MemberExchange {
     verdicts: readonly RecordVerdict[],
     connection?: Connection,
   ): void {
+    this.#claimApplied.set(peer, ++this.#claimSeq)
     const inScope = this.security.addresses.filter(claim.addrs)
     const relayable = inScope.length === claim.addrs.length
     // no address given: the one this node dialled it at, if it did (an inbound connection's remote
