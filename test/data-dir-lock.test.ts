@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { expect } from 'chai'
 import { LOCK_FILE, lockDataDir } from '../src/core/data-dir-lock.js'
 import { isMeshError, type MeshError } from '../src/core/errors.js'
-import { selfIdentity } from '../src/core/process-identity.js'
+import { processState, selfIdentity } from '../src/core/process-identity.js'
 import { tempDir } from './helpers.js'
 
 /** dist/src/core/data-dir-lock.js, seen from dist/test/. */
@@ -242,6 +242,29 @@ describe('data dir lock', function () {
     const t0 = Date.now()
     releases.push(await lockDataDir(dir))
     expect(Date.now() - t0, 'no wait for a dead holder').to.be.below(1_000)
+  })
+
+  it("removes at once the temp files and takeover markers of an acquirer that was SIGKILLed; keeps a live one's", async function () {
+    if (!selfIdentity().start) this.skip() // needs /proc
+    const dead = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' })
+    await once(dead, 'exit')
+    const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' })
+    children.push(live)
+    await once(live, 'spawn')
+    const state = processState(live.pid as number)
+    const liveStart = typeof state === 'object' ? state.start : undefined
+    const deadTemp = `${LOCK_FILE}.${randomBytes(16).toString('hex')}.tmp`
+    const deadMarker = `${LOCK_FILE}.takeover.n${randomBytes(16).toString('hex')}`
+    const liveTemp = `${LOCK_FILE}.${randomBytes(16).toString('hex')}.tmp`
+    // fresh files (a kill during a start, the next start a second later): age alone would keep them
+    await writeFile(join(dir, deadTemp), lockRecord({ pid: dead.pid }), { mode: 0o600 })
+    await writeFile(join(dir, deadMarker), lockRecord({ pid: dead.pid }), { mode: 0o600 })
+    await writeFile(join(dir, liveTemp), lockRecord({ pid: live.pid, start: liveStart }), { mode: 0o600 })
+    releases.push(await lockDataDir(dir))
+    const left = await readdir(dir)
+    expect(left).to.not.include(deadTemp)
+    expect(left).to.not.include(deadMarker)
+    expect(left, 'a live acquirer keeps its temp file').to.include(liveTemp)
   })
 
   it('an empty lock file is not stale while fresh (two nodes must never share a data dir); an old one is', async () => {

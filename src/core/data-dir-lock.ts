@@ -165,7 +165,7 @@ export async function lockDataDir(
     await unlink(temp).catch(() => {})
   }
   held.add(nonce)
-  await sweep(dataDir, staleMs)
+  await sweep(dataDir, staleMs, me)
 
   let released = false
   let beating = false

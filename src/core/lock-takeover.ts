@@ -1,7 +1,15 @@
 /** Taking over a stale lock (one taker per stale lock), exclusive creation, and sweeping leftovers. */
-import { link, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { link, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LOCK_FILE, type LockFile, type LockRecord, readLockFile, type Verdict } from './lock-record.js'
+import {
+  judgeNow,
+  LOCK_FILE,
+  type LockFile,
+  type LockRecord,
+  readLockFile,
+  type Verdict,
+} from './lock-record.js'
+import type { ProcessIdentity } from './process-identity.js'
 
 /**
  * Replaces the stale lock `staleId` with this process's (`temp`), unless another process is doing so:
@@ -80,14 +88,23 @@ export async function createExclusive(temp: string, path: string): Promise<boole
   }
 }
 
-/** Removes takeover markers and temp files that acquirers which died left in the data dir. */
-export async function sweep(dataDir: string, staleMs: number): Promise<void> {
+/**
+ * Removes takeover markers and temp files that acquirers which died left in the data dir: at once when
+ * the record in one names a process of this host that is gone (a SIGKILL during a start leaves its temp
+ * file, and the next start follows within a second), otherwise once older than `staleMs` (a writer on
+ * another host or namespace, or no record). This process's own files are left to age: they may belong
+ * to an acquisition still under way here.
+ */
+export async function sweep(dataDir: string, staleMs: number, me: ProcessIdentity): Promise<void> {
   const names = await readdir(dataDir).catch(() => [] as string[])
   for (const name of names) {
     if (!name.startsWith(`${LOCK_FILE}.`)) continue
     if (!name.startsWith(`${LOCK_FILE}.takeover.`) && !name.endsWith('.tmp')) continue
     const path = join(dataDir, name)
-    const s = await stat(path).catch(() => undefined)
-    if (s && Date.now() - s.mtimeMs > staleMs) await unlink(path).catch(() => {})
+    const found = await readLockFile(path).catch(() => undefined)
+    if (!found) continue
+    const writerGone =
+      found.record !== undefined && found.record.pid !== me.pid && judgeNow(found, me, false) === 'stale'
+    if (writerGone || Date.now() - found.mtimeMs > staleMs) await unlink(path).catch(() => {})
   }
 }
