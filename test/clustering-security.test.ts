@@ -221,7 +221,10 @@ describe('clustering: hostile peers on the wire', function () {
     const c = clusteringOf(a)
     expect(c.size, JSON.stringify({ ...report.counters, ...c.stats() })).to.be.at.most(sybils)
     // the Sybils came and went: their memberships, and so their clusters, go `forgetUntrustedAfter` later
-    await waitFor(() => c.size === 0, { timeoutMs: 6_000, what: 'the Sybils forgotten' })
+    await waitFor(() => c.size === 0, { timeoutMs: 10_000, what: 'the Sybils forgotten' }).catch((err) => {
+      const left = a.node.libp2p.getConnections().length
+      throw new Error(`${(err as Error).message}: ${JSON.stringify({ ...c.stats(), connectionsLeft: left })}`)
+    })
     expect(c.stats().peers).to.equal(0)
   })
 

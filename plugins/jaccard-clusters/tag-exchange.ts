@@ -78,9 +78,18 @@ export class TagExchange {
     const { manager } = state
     manager.assignPeer(peer, tags, this.metricsOf(peer))
     // kept to re-assign the peer when the rules change, while it is a member or connected (bounded)
-    if (manager.clustersOf(peer).length > 0 || state.connectedSince.has(peer))
-      state.peerTags.set(peer, [...tags])
+    const member = manager.clustersOf(peer).length > 0
+    if (member || state.connectedSince.has(peer)) state.peerTags.set(peer, [...tags])
     else state.peerTags.delete(peer)
+    // tags served after the peer's last connection closed (its message and its FIN in one read): it
+    // left before this made it a member, so nothing else starts its `forgetUntrustedAfter` clock
+    if (
+      member &&
+      !state.connectedSince.has(peer) &&
+      !state.trusted.has(peer) &&
+      !state.leftUntrusted.has(peer)
+    )
+      state.leftUntrusted.set(peer, Date.now())
     state.rt?.logger.debug(
       `${peer} has tags [${tags.join(', ')}]: clusters ${manager.clustersOf(peer).join(', ')}`,
     )
