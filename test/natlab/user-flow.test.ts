@@ -132,7 +132,12 @@ describe('NAT lab: the user flow (peers meeting through a topic, classification 
 
   it('ends with one connection per pair', () => {
     const dup = rows.filter((r) => r.openAtEndA !== 1 || r.openAtEndB !== 1)
-    expect(dup.map((r) => [r.scenario, r.openAtEndA, r.openAtEndB])).to.deep.equal([])
+    expect(
+      dup.map((r) => [r.scenario, r.openAtEndA, r.openAtEndB]),
+      JSON.stringify(
+        dup.map((r) => ({ a: r.connectionsA, b: r.connectionsB, ra: r.reportsA, rb: r.reportsB })),
+      ),
+    ).to.deep.equal([])
   })
 
   it('finds the first topic peer within 3 s (p50, both peers NATed and started together)', () => {
@@ -152,9 +157,18 @@ describe('NAT lab: the user flow (peers meeting through a topic, classification 
     expect(held.direct, JSON.stringify(held)).to.equal(true)
     expect(held.wallMs).to.be.above(60_000)
     // libp2p's connection monitor aborted nothing (TooManyOutboundProtocolStreamsError on ping before)
-    expect(held.monitorAborts).to.equal(0)
-    expect(held.unlimitedClosed, 'direct connections closed').to.equal(0)
-    expect(held.relayClosed, 'connections to the relay closed').to.equal(0)
-    expect([held.openAtEndA, held.openAtEndB]).to.deep.equal([1, 1])
+    const detail = JSON.stringify({
+      monitor: held.monitorAbortLines,
+      a: held.connectionsA,
+      b: held.connectionsB,
+      reportsA: held.reportsA,
+      reportsB: held.reportsB,
+    })
+    expect(held.monitorAborts, detail).to.equal(0)
+    expect(held.unlimitedClosed, `direct connections closed: ${detail}`).to.equal(0)
+    expect(held.relayClosed, `connections to the relay closed: ${detail}`).to.equal(0)
+    expect([held.openAtEndA, held.openAtEndB], detail).to.deep.equal([1, 1])
+    // nothing re-dials a pair that is connected directly: no connection opened while held
+    expect(held.openedDuringHold, `connections opened during the hold: ${detail}`).to.equal(0)
   })
 })

@@ -160,10 +160,17 @@ export interface UserFlowRow {
   /** Connections between the two peers open at the end, as each side sees them. */
   openAtEndA: number
   openAtEndB: number
+  /** Every connection between the two peers each side saw (`<direction> <transport>[ limited] <opened ms>-<closed ms|open>[ pruned]`), for a failure's message. */
+  connectionsA: string[]
+  connectionsB: string[]
+  /** The lines of the connection monitor's failed pings (the first few), for a failure's message. */
+  monitorAbortLines: string[]
   /** Unlimited connections that closed while their node ran, but not on purpose (`hole-punch:closed`). */
   unlimitedClosed: number
   /** Connections to the relay that closed while their node ran. */
   relayClosed: number
+  /** Held pairs: connections between the two peers opened (either side) after the hold began. */
+  openedDuringHold?: number
   /** Lines of libp2p's connection monitor about a failed ping (aborted connections). */
   monitorAborts: number
   /** Wall time of the try (sites to teardown). */
@@ -479,6 +486,9 @@ async function runTry(
     prematureUnknown: 0,
     openAtEndA: 0,
     openAtEndB: 0,
+    connectionsA: [],
+    connectionsB: [],
+    monitorAbortLines: [],
     unlimitedClosed: 0,
     relayClosed: 0,
     monitorAborts: 0,
@@ -549,10 +559,27 @@ async function runTry(
       const va = view(lines(pa), idB, run.relayId)
       const vb = view(lines(pb), idA, run.relayId)
       const single = va.open.length === 1 && vb.open.length === 1
-      if (va.verifiedOpen.length + vb.verifiedOpen.length > 0 && single) {
+      // both ends' echo checks came back (with loss one can take seconds: a try that ended on one side's
+      // echo counted the other side's punched connection, unchecked yet, as a phantom)
+      if (va.verifiedOpen.length > 0 && vb.verifiedOpen.length > 0 && single) {
         directSince ??= Date.now()
         if (Date.now() - directSince >= 3000 + (s.holdMs ?? 0)) break
       } else if (!s.holdMs) directSince = undefined
+    }
+    if (s.holdMs && directSince !== undefined) {
+      // the end of a hold: a duplicate opened just before is given the prune delay (1 s) and its close
+      // to go, then counted as one in `openedDuringHold`
+      const until = Date.now() + 3000
+      while (Date.now() < until) {
+        const va = view(lines(pa), idB, run.relayId)
+        const vb = view(lines(pb), idA, run.relayId)
+        if (va.open.length === 1 && vb.open.length === 1) break
+        await sleep(250)
+      }
+      const since = directSince
+      row.openedDuringHold =
+        view(lines(pa), idB, run.relayId).openedSince(since) +
+        view(lines(pb), idA, run.relayId).openedSince(since)
     }
     const la = lines(pa)
     const lb = lines(pb)
@@ -560,6 +587,8 @@ async function runTry(
     const vb = view(lb, idA, run.relayId)
     row.openAtEndA = va.open.length
     row.openAtEndB = vb.open.length
+    row.connectionsA = va.describe(tBoth)
+    row.connectionsB = vb.describe(tBoth)
     row.connected = va.open.length + vb.open.length > 0
     const verified = [...va.verifiedOpen, ...vb.verifiedOpen]
     row.direct = verified.length > 0
@@ -625,9 +654,15 @@ async function runTry(
     row.missed = A.missed + B.missed
     row.unlimitedClosed = va.unlimitedClosed + vb.unlimitedClosed
     row.relayClosed = va.relayClosed + vb.relayClosed
-    row.monitorAborts = [...pa.stdoutLines, ...pa.stderrLines, ...pb.stdoutLines, ...pb.stderrLines].filter(
+    const monitorLines = [...pa.stdoutLines, ...pa.stderrLines, ...pb.stdoutLines, ...pb.stderrLines].filter(
       (l) => /ping failure|TooManyOutboundProtocolStreams/.test(l),
-    ).length
+    )
+    row.monitorAborts = monitorLines.length
+    // the heartbeat's own error line (why the ping failed) comes just before "aborting connection"
+    row.monitorAbortLines = [...pa.stdoutLines, ...pa.stderrLines, ...pb.stdoutLines, ...pb.stderrLines]
+      .filter((l) => /connection-monitor/.test(l))
+      .slice(0, 6)
+      .map((l) => l.slice(0, 400))
   } catch (err) {
     const tails = procs.map(
       (p) =>
@@ -678,6 +713,10 @@ interface View {
   webrtcSeen: number
   unlimitedClosed: number
   relayClosed: number
+  /** Every connection to the other peer, one line each, times from `t0`. */
+  describe(t0: number): string[]
+  /** Connections to the other peer opened after `t` (ms since the epoch). */
+  openedSince(t: number): number
 }
 
 /** One side's connections to `other` (and to the relay), from its witness lines. */
@@ -716,6 +755,12 @@ function view(l: Line[], other: string, relay: string): View {
     ).length,
     unlimitedClosed: all.filter((c) => !c.limited && c.closedAt !== undefined && !pruned.has(c.id)).length,
     relayClosed,
+    openedSince: (t) => all.filter((c) => c.openedAt > t).length,
+    describe: (t0) =>
+      all.map(
+        (c) =>
+          `${c.direction} ${c.transport}${c.limited ? ' limited' : ''} ${c.openedAt - t0}-${c.closedAt === undefined ? 'open' : c.closedAt - t0}${pruned.has(c.id) ? ' pruned' : ''}${c.echoOk ? ' echo' : ''}`,
+      ),
   }
 }
 
