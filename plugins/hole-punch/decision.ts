@@ -88,27 +88,20 @@ export async function decide(
   const nat = { localNat, remoteNat }
   const decided = s.decided.get(relayed.id) ?? new Set<string>()
   s.decided.set(relayed.id, decided)
-  if (s.pair.upgraderConnection(peer)?.id !== relayed.id)
-    // both dialled at once: the remote's relayed connection opened after ours (while the types were
-    // exchanged), and the side with the lower id upgrades; this one is decided on if that one closes
-    return {
-      ...base,
-      ...nat,
-      method: 'relayed',
-      transport: 'relay',
-      attempts: 0,
-      remoteAddr: relayed.remoteAddr.toString(),
-      connectionId: relayed.id,
-    }
-  const key = decisionKey(localNat, remoteNat)
   const relayedEvent = { ...base, ...nat, method: 'relayed' as const, transport: 'relay', attempts: 0 }
+  /** The pair stays relayed on this connection. */
+  const stayRelayed = { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), connectionId: relayed.id }
+  // both dialled at once: the remote's relayed connection opened after ours (while the types were
+  // exchanged), and the side with the lower id upgrades; this one is decided on if that one closes
+  if (s.pair.upgraderConnection(peer)?.id !== relayed.id) return stayRelayed
+  const key = decisionKey(localNat, remoteNat)
   const retry = trigger === 'retry'
   if (trigger && (s.pair.usable(peer) || (!retry && (decided.has(key) || decided.size >= MAX_DECISIONS))))
     return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), unchanged: true }
   decided.add(key)
   if (s.pair.usable(peer))
     // nothing to do: the peer is reachable another way (this relayed connection is redundant)
-    return { ...relayedEvent, remoteAddr: relayed.remoteAddr.toString(), connectionId: relayed.id }
+    return stayRelayed
   let directAttempts = 0
   let error: string | undefined
   if (remote?.addrs && (remote.udp === 'public' || remote.tcp === 'public')) {
@@ -165,32 +158,16 @@ export async function decide(
     const failure = await s.birthday.punch(relayed, role)
     if (failure)
       return {
-        ...base,
-        ...nat,
-        method: 'relayed',
-        transport: 'relay',
+        ...stayRelayed,
         attempts: 1,
         directAttempts,
-        remoteAddr: relayed.remoteAddr.toString(),
-        connectionId: relayed.id,
         technique: 'birthday',
         error: `birthday punch: ${failure}`,
       }
     technique = 'birthday'
   } else if (!canPunch(localNat, remoteNat) && !sameNat) {
     // port-restricted cone or symmetric with symmetric: a punch cannot work, do not spend one
-    return {
-      ...base,
-      ...nat,
-      method: 'relayed',
-      transport: 'relay',
-      attempts: 0,
-      directAttempts,
-      remoteAddr: relayed.remoteAddr.toString(),
-      connectionId: relayed.id,
-      skipped: `${localNat} + ${remoteNat} cannot punch`,
-      error,
-    }
+    return { ...stayRelayed, directAttempts, skipped: `${localNat} + ${remoteNat} cannot punch`, error }
   }
   // a birthday punch's pin is for its own connection: another upgrade waits until it is taken
   if (technique !== 'birthday')
@@ -248,16 +225,5 @@ export async function decide(
       ctx.logger.debug(`upgrade to ${address}, attempt ${attempts}: ${error}`)
     }
   }
-  return {
-    ...base,
-    ...nat,
-    directAttempts,
-    ...(technique ? { technique } : {}),
-    method: 'relayed',
-    transport: 'relay',
-    attempts,
-    remoteAddr: relayed.remoteAddr.toString(),
-    connectionId: relayed.id,
-    error,
-  }
+  return { ...stayRelayed, directAttempts, ...(technique ? { technique } : {}), attempts, error }
 }
