@@ -347,6 +347,24 @@ describe('hole-punch: the strategy in the user flow (loopback)', function () {
     expect(methods(a).filter((e) => e.method === 'hole-punched')).to.deep.equal([])
   })
 
+  it('keeps and counts an inbound WebRTC connection whose identify came late, once a ping over it came back', async () => {
+    // identify cannot finish within 1 ms: the listener asks for a round trip over the connection instead
+    // (CI, under load, saw a punched connection that carried data closed as 'no-path' before this)
+    const a = await peer('a', [], { inboundSettleMs: 1 })
+    const b = await peer('b')
+    classifier(a).set('full-cone')
+    classifier(b).set('full-cone')
+    await Promise.all([reserved(a), reserved(b)])
+    const r = await api(b).connect(circuitOf(a))
+    expect(r.method, JSON.stringify(r)).to.equal('hole-punched')
+    await waitFor(() => api(a).stats().byMethod['hole-punched'] === 1, "the listener's count")
+    await sleep(500)
+    expect(api(a).stats().unverified).to.equal(0)
+    expect(a.events.some((e) => e.event === 'hole-punch:closed' && e.reason === 'no-path')).to.equal(false)
+    const webrtc = conns(a, b).filter((c) => c.remoteAddr.toString().includes('/webrtc'))
+    expect(webrtc.length).to.equal(1)
+  })
+
   it('two peers dialling each other at once end with one connection', async () => {
     const a = await peer('a')
     const b = await peer('b')

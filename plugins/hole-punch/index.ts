@@ -191,9 +191,10 @@ const options = z
     /** ms from a failed decision to its first later attempt (`laterAttempts`), doubling after each. @default 4000 */
     retryDelay: z.number().int().positive().default(4000),
     /**
-     * How long an inbound WebRTC connection may take to carry a first round trip (identify over it)
-     * before the listener closes it: @libp2p/webrtc opens the listener's side of a failed ICE run too,
-     * a connection without a path. Only a connection that carried data counts as hole-punched.
+     * How long the listener waits for identify over an inbound WebRTC connection before it asks for one
+     * ping round trip over it (up to 5 s more); a connection that carried neither is closed:
+     * @libp2p/webrtc opens the listener's side of a failed ICE run too, a connection without a path.
+     * Only a connection that carried data counts as hole-punched; 0 counts every one unchecked.
      * @default 5000
      */
     inboundSettleMs: z.number().int().min(0).default(5000),

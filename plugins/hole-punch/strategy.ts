@@ -24,11 +24,9 @@ import { LaterAttempts } from './later-attempts.js'
 import { NAT_TYPE_PROTOCOL } from './nat-type.js'
 import { NatTypes } from './nat-types.js'
 import { PairConnections } from './pair-connections.js'
+import { PathProof } from './path-probe.js'
 import type { RelayClientView } from './punch-context.js'
 import { ConnectionStats, type HolePunchStats } from './stats.js'
-
-/** Ids of identified connections remembered (identify may finish before the strategy looks). */
-const MAX_IDENTIFIED = 512
 
 export class Strategy implements HolePunchApi, DecisionContext {
   readonly #dialStarts = new Map<string, number>()
@@ -43,9 +41,8 @@ export class Strategy implements HolePunchApi, DecisionContext {
   readonly #again = new Set<string>()
   /** Peers the strategy dials over WebRTC right now (see webrtc-gate.ts). */
   readonly #webrtcDials = new Map<string, number>()
-  /** Recently identified connection ids, and who waits for one. */
-  readonly #identified = new Set<string>()
-  readonly #identifyWaiters = new Map<string, () => void>()
+  /** Which inbound WebRTC connections have a two-way path (path-probe.ts). */
+  readonly #paths = new PathProof()
   readonly counters = new ConnectionStats()
   #lastOwn?: string
   #off: Array<() => void> = []
@@ -115,13 +112,7 @@ export class Strategy implements HolePunchApi, DecisionContext {
       // upgrade now (we had left it to the other side)
       if (isRelayed(c)) void this.#reconsider(peer, 'connection-closed')
     })
-    on<{ connection: Connection }>('peer:identify', (evt) => {
-      const id = evt.detail.connection.id
-      this.#identified.add(id)
-      if (this.#identified.size > MAX_IDENTIFIED)
-        this.#identified.delete(this.#identified.values().next().value!)
-      this.#identifyWaiters.get(id)?.()
-    })
+    on<{ connection: Connection }>('peer:identify', (evt) => this.#paths.identified(evt.detail.connection.id))
     // this node's type arrived or changed: tell the peers we are relayed to, and decide again
     this.#lastOwn = this.nat.ownKey()
     this.#off.push(this.ctx.events.on('nat:verdict', () => this.#ownTypeMaybeChanged()))
@@ -303,8 +294,9 @@ export class Strategy implements HolePunchApi, DecisionContext {
       const method = methodOfConnection(connection)
       if (method === 'hole-punched' && connection.direction === 'inbound' && this.opts.inboundSettleMs > 0) {
         // @libp2p/webrtc opens the listener's side of a failed ICE run too: only a connection that
-        // carried a round trip (identify over it) has a path; one that did not is closed, never counted
-        if (!(await this.#carried(connection))) {
+        // carried a round trip (identify over it, or else a ping: path-probe.ts) has a path; one that did
+        // not is closed, never counted
+        if (!(await this.#paths.carried(connection, this.opts.inboundSettleMs, this.ctx.signal))) {
           this.counters.unverifiedClosed()
           connection.abort(new Error('no data went through this WebRTC connection (ICE did not connect)'))
           this.ctx.events.emit('hole-punch:closed', {
@@ -348,22 +340,6 @@ export class Strategy implements HolePunchApi, DecisionContext {
     this.counters.record(report)
     this.ctx.events.emit('connection:method', { ...report })
     return report
-  }
-
-  /** Whether identify ran over `c` (a two-way path), waiting at most `inboundSettleMs`. */
-  #carried(c: Connection): Promise<boolean> {
-    if (this.#identified.has(c.id)) return Promise.resolve(true)
-    return new Promise((resolve) => {
-      const finish = () => {
-        clearTimeout(timer)
-        this.#identifyWaiters.delete(c.id)
-        this.ctx.signal.removeEventListener('abort', finish)
-        resolve(this.#identified.has(c.id) && c.status === 'open')
-      }
-      const timer = setTimeout(finish, this.opts.inboundSettleMs)
-      this.#identifyWaiters.set(c.id, finish)
-      this.ctx.signal.addEventListener('abort', finish, { once: true })
-    })
   }
 
   /**
