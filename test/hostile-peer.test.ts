@@ -2,7 +2,7 @@
  * Security issue 10's acceptance, in the reduced form `npm test` can afford: one `mesh start` node with
  * every built-in plugin that runs on loopback, attacked for 15 s with every attack of test/hostile in
  * rotation (6 at a time: every protocol it serves, the transport, and Meshkit's own protocols), then left
- * alone for 20 s. The full run (60 s + 30 s) is `npm run bench:hostile`.
+ * alone for 30 s. The full run (60 s + 30 s) is `npm run bench:hostile`.
  */
 import { expect } from 'chai'
 import { builtinPlugins } from 'meshkit/plugins'
@@ -21,10 +21,12 @@ import {
 
 const ATTACK_MS = 15_000
 /**
- * The issue asks for < 2 % CPU after 30 s idle; 20 s here: CI measured 3 % in the 5-10 s window after
- * a 15 s attack (6.4 % over the first 10 s: the attack's connections and streams still closing, GC).
+ * The issue's measure: < 2 % CPU after 30 s idle (the CPU window is the last 5 s). Shorter idles failed
+ * in CI: 3 % 5-10 s after a 15 s attack, 2.0 % at 15-20 s, where the memory reclaimer's one
+ * memory-reducing GC after the attack (src/core/memory-reclaimer.ts) or the attack's last connections
+ * closing fell into the window.
  */
-const IDLE_MS = 20_000
+const IDLE_MS = 30_000
 /** "no more than a few hundred log lines" for the 60 s + 30 s run; this run is a quarter of it. */
 const MAX_LOG_LINES = 300
 
