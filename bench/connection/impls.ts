@@ -159,7 +159,8 @@ function meshkitSubject(variant: 'default' | 'quic' | 'topics'): Subject {
     const mesh = await core.startMesh({
       config: {
         dataDir: join(root, String(dirs++)),
-        datastore: 'memory',
+        // what users run (the default): the peer store writes go to LevelDB in the data dir
+        datastore: 'persistent',
         listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/udp/0/quic-v1'],
         logLevel: 'info',
         connections: { allow: ['/ip4/127.0.0.1'] },

@@ -153,6 +153,13 @@ export function meshkitHarness(m: MeshkitModules, root: string): Harness {
     },
     snapshot: () => ({
       connections_per_peer_at_end: meanOf(peers.map((p) => p.node.libp2p.getConnections().length)),
+      // open connections beyond one per remote peer (both sides dialled at once, or a re-dial)
+      duplicate_connections_per_peer_at_end: meanOf(
+        peers.map((p) => {
+          const conns = p.node.libp2p.getConnections()
+          return conns.length - new Set(conns.map((c) => c.remotePeer.toString())).size
+        }),
+      ),
     }),
     async stop() {
       await Promise.allSettled([...peers, ...bootstrap].map((mesh) => mesh.close()))

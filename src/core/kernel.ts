@@ -12,6 +12,7 @@ import type { ReloadStep } from './in-place-reload.js'
 import { createLogger, type Logger } from './logger.js'
 import { ensurePrivateDir } from './make-dir.js'
 import { MeshNode, NODE_CONTAINER } from './mesh-node.js'
+import { PeerRecordCache } from './peer-record-cache.js'
 import { Reputation } from './reputation.js'
 import { TOKENS } from './tokens.js'
 
@@ -77,14 +78,20 @@ async function openDatastore(
           (e: unknown) => e,
         )
       : err
-    if (db && real === undefined) return { datastore: store, close: () => store.close() }
+    if (db && real === undefined) return cachePeerRecords(store)
     if (isLockError(real) || isLockError(err))
       throw meshError('MESH_ERR_DATA_DIR_LOCKED', [config.dataDir], { cause: real })
     throw meshError('MESH_ERR_DATA_DIR', [config.dataDir, `cannot open the datastore: ${causeText(real)}`], {
       cause: real,
     })
   }
-  return { datastore: store, close: () => store.close() }
+  return cachePeerRecords(store)
+}
+
+/** The peer store's records served from memory, their stamp-only rewrites held back (see PeerRecordCache). */
+function cachePeerRecords(store: Datastore): { datastore: Datastore; close: () => Promise<void> } {
+  const cache = new PeerRecordCache(store)
+  return { datastore: cache, close: () => cache.close() }
 }
 
 /** Whether `err` or one of its causes says the database is locked by another process. */
