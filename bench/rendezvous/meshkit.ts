@@ -84,6 +84,10 @@ export async function meshkitAvailability(): Promise<{ available: boolean; reaso
 export function meshkitHarness(m: MeshkitModules, root: string): Harness {
   const bootstrap: RunningMesh[] = []
   const peers: RunningMesh[] = []
+  /** Each peer's topic peers (from its topic:peer / topic:peer:lost events), by index. */
+  const topicPeers: Set<string>[] = []
+  /** Connections the peers opened and closed after their start returned (both ends count). */
+  const churn = { opened: 0, closed: 0 }
   let bootstrapAddrs: string[] = []
   let dirs = 0
 
@@ -143,17 +147,60 @@ export function meshkitHarness(m: MeshkitModules, root: string): Harness {
       // the kernel's bus, made here so the listeners are there before start() joins the topic;
       // it is what mesh.kernel.events is
       const events = m.createEventBus()
+      const mine = new Set<string>()
       events.on('topic:peer', (e) => {
-        if (e.topic === TOPIC_NAME) sink.up(String(e.peerId))
+        if (e.topic !== TOPIC_NAME) return
+        mine.add(String(e.peerId))
+        sink.up(String(e.peerId))
       })
       events.on('topic:peer:lost', (e) => {
-        if (e.topic === TOPIC_NAME) sink.down(String(e.peerId))
+        if (e.topic !== TOPIC_NAME) return
+        mine.delete(String(e.peerId))
+        sink.down(String(e.peerId))
       })
-      peers.push(await start([TOPIC_NAME], someBootstrap(), events))
+      const mesh = await start([TOPIC_NAME], someBootstrap(), events)
+      peers.push(mesh)
+      topicPeers.push(mine)
+      mesh.node.libp2p.addEventListener('connection:open', () => churn.opened++)
+      mesh.node.libp2p.addEventListener('connection:close', () => churn.closed++)
     },
     snapshot: () => ({
       connections_per_peer_at_end: meanOf(peers.map((p) => p.node.libp2p.getConnections().length)),
+      // what each peer's connections go to, per peer: bootstrap nodes, its topic peers, other members
+      connections_by_kind_per_peer_at_end: (() => {
+        const boot = new Set(bootstrap.map((b) => b.node.libp2p.peerId.toString()))
+        const kinds = peers.map((p, i) => {
+          const conns = p.node.libp2p.getConnections()
+          const remotes = new Set(conns.map((c) => c.remotePeer.toString()))
+          let toBootstrap = 0
+          let toTopicPeers = 0
+          for (const r of remotes) {
+            if (boot.has(r)) toBootstrap++
+            else if (topicPeers[i]?.has(r)) toTopicPeers++
+          }
+          const members = conns.filter((c) => !boot.has(c.remotePeer.toString()))
+          const outbound = members.filter((c) => c.direction === 'outbound').length
+          return {
+            toBootstrap,
+            toTopicPeers,
+            toOthers: remotes.size - toBootstrap - toTopicPeers,
+            outbound,
+            inbound: members.length - outbound,
+          }
+        })
+        const inbound = kinds.map((k) => k.inbound)
+        return {
+          bootstrap: meanOf(kinds.map((k) => k.toBootstrap)),
+          topic_peers: meanOf(kinds.map((k) => k.toTopicPeers)),
+          other_members: meanOf(kinds.map((k) => k.toOthers)),
+          member_outbound: meanOf(kinds.map((k) => k.outbound)),
+          member_inbound: meanOf(inbound),
+          member_inbound_max: Math.max(0, ...inbound),
+        }
+      })(),
       // open connections beyond one per remote peer (both sides dialled at once, or a re-dial)
+      connections_opened_per_peer: peers.length ? churn.opened / peers.length : 0,
+      connections_closed_per_peer: peers.length ? churn.closed / peers.length : 0,
       duplicate_connections_per_peer_at_end: meanOf(
         peers.map((p) => {
           const conns = p.node.libp2p.getConnections()

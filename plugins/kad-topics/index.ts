@@ -15,6 +15,7 @@ import {
   z,
 } from 'meshkit/plugin'
 import type { CID } from 'multiformats/cid'
+import { dhtContactCheck } from './contact-check.js'
 import type { DialGuard } from './dial-guard.js'
 import { TOPICS_ERRORS } from './errors.js'
 import { KAD_LIMITS, KadGuard } from './kad-guard.js'
@@ -303,13 +304,15 @@ export const kadTopics = definePlugin({
                 registrar: Parameters<KadGuard['registrar']>[0]
                 peerStore: PeerStore
               }
+              let dht: KadDHT | undefined
+              const ping = dhtContactCheck(components, protocol, () => dht)
               // kad-dht sees: a provider store with bounds, a registrar whose DHT handler is guarded,
               // a peer store that keeps only addresses in scope
               const datastore = limitProviderStore(
                 opts.records === 'memory' ? new MemoryDatastore() : c.datastore,
                 ctx.peerId.toString(),
               )
-              return kadDHT({
+              dht = kadDHT({
                 protocol,
                 clientMode: serverMode === undefined ? undefined : !serverMode,
                 peerInfoMapper: (peer: PeerInfo) => ({ ...peer, multiaddrs: policy.filter(peer.multiaddrs) }),
@@ -327,8 +330,11 @@ export const kadTopics = definePlugin({
                   datastore: { value: datastore },
                   registrar: { value: guard.registrar(c.registrar, protocol) },
                   peerStore: { value: filteredPeerStore(c.peerStore, policy) },
+                  // new contacts enter the routing table over a connection this node has (contact-check.ts)
+                  ping: { value: ping },
                 }),
               )
+              return dht
             },
           } as unknown as Libp2pContribution['services'],
           peerDiscovery: [() => discovery],
