@@ -4,7 +4,7 @@
  * SIGKILLed at once, and every survivor's own `--json` lines tell, on one clock (ms after the kill):
  *
  *   closes    each connection to a dead peer: when it closed and its transport (tcp / quic), and how
- *             (`reset`: within 1 s, a TCP reset or a QUIC connection closed on the peer's word; `ping`:
+ *             (`reset`: a TCP connection closed within 1 s, by the reset of the dead peer's kernel; `ping`:
  *             libp2p's connection monitor aborted it, seen in its log line; `idle`: otherwise, the QUIC
  *             idle timeout)
  *   left      when each dead peer left its topic view, and the reason
@@ -48,6 +48,11 @@ export interface HealOptions {
   windowMs?: number
   /** How long the newcomer is watched. @default 30000 */
   joinWindowMs?: number
+  /**
+   * When the newcomer is spawned: this many ms after the kill (the mesh may not have healed; members
+   * still pass on the dead), or (undefined) once every survivor healed.
+   */
+  joinDelayMs?: number
   seed?: number
   dumpDir?: string
   log?: (text: string) => void
@@ -115,6 +120,13 @@ export interface HealRun {
   stale_max_ms: number | null
   stale_p50_ms: number | null
   closes_by_how: Record<string, number>
+  /**
+   * Connections closed while both ends were alive (from formation to the end of the window, every
+   * process, by transport): what a too short idle timeout would add to.
+   */
+  live_closes: Record<string, number>
+  /** Connections libp2p's connection monitor aborted (its log lines, every survivor and the bootstrap node). */
+  monitor_aborts: number
   newcomer: {
     start_ms: number | null
     first_peer_ms: number | null
@@ -122,6 +134,8 @@ export interface HealRun {
     target: number
     /** ms after `started` of each topic peer, in order. */
     peers_ms: number[]
+    /** ms after `started` of each failed dial of a topic member (kad-topics' debug lines). */
+    failed_dials_ms: number[]
     /** ms after `started` of each outbound / inbound connection open. */
     outbound_ms: number[]
     inbound_ms: number[]
@@ -137,11 +151,11 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
   if (o.dumpDir) await mkdir(o.dumpDir, { recursive: true })
   const procs: MeshProc[] = []
   const debug = 'libp2p:connection-monitor*'
-  const spawn = (name: string, cwd: string, topic: boolean) => {
+  const spawn = (name: string, cwd: string, topic: boolean, extraDebug = '') => {
     const proc = new MeshProc({
       name,
       cwd,
-      env: { DEBUG: debug },
+      env: { DEBUG: `${debug}${extraDebug}` },
       dumpFile: o.dumpDir ? join(o.dumpDir, `${name}.log`) : undefined,
       args: [
         '--local',
@@ -222,6 +236,34 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
     const healedAt = new Map<View, number>()
     const staleDone = new Map<string, number>() // `${survivor}|${dead}` -> ms
     const end = killAt + windowMs
+    // closes between live processes, counted over the whole run (the dead: closes after their kill)
+    const liveCloses: Record<string, number> = {}
+    const countLive = (v: View, until: number) => {
+      const opened = new Map<string, string>()
+      for (const l of v.lines) {
+        const t = (l.time as number) ?? 0
+        if (t > until) break
+        if (l.event === 'connection:open') opened.set(String(l.connectionId), String(l.transport))
+        else if (l.event === 'connection:close') {
+          const transport = opened.get(String(l.connectionId)) ?? '?'
+          if (dead.has(String(l.peerId)) && t >= killAt) continue
+          liveCloses[transport] = (liveCloses[transport] ?? 0) + 1
+        }
+      }
+    }
+    // the newcomer, early: spawned while survivors heal
+    const startNewcomer = () => {
+      const nc = spawn('newcomer', peerDir, true, ',kad-topics')
+      const view = new View(nc)
+      const failedDials: number[] = []
+      nc.child.stderr?.on('data', (chunk: Buffer | string) => {
+        for (const _ of String(chunk).matchAll(/dialling topic member \S+ failed/g))
+          failedDials.push(Date.now())
+      })
+      return { nc, ncView: view, failedDials }
+    }
+    let early: Promise<ReturnType<typeof startNewcomer>> | undefined
+    if (o.joinDelayMs !== undefined) early = sleep(o.joinDelayMs).then(startNewcomer)
     while (Date.now() < end) {
       const now = Date.now()
       for (const v of survivors) {
@@ -242,8 +284,9 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
         if (l.event === 'connection:close' && dead.has(String(l.peerId))) {
           const c = before[i].get(String(l.connectionId))
           const ms = t - killAt
-          const how =
-            ms < 1000 ? 'reset' : v.monitorAborts.some((a) => Math.abs(a - t) < 500) ? 'ping' : 'idle'
+          // the monitor's ping times out after >= 5 s; its log line may also follow a close it did not cause
+          const pinged = ms >= 4500 && v.monitorAborts.some((a) => Math.abs(a - t) < 500)
+          const how = c?.transport === 'tcp' && ms < 1000 ? 'reset' : pinged ? 'ping' : 'idle'
           closes.push({ dead: String(l.peerId).slice(-6), transport: c?.transport ?? '?', ms, how })
         }
       }
@@ -275,6 +318,7 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
     // the bootstrap node's connections to the dead count as stale too (`mesh peers`)
     const bootStale = [...bootView.conns.values()].filter((c) => dead.has(c.peer)).length
     if (bootStale > 0) log(`bootstrap node still has ${bootStale} connections to dead peers`)
+    for (const v of [...survivors, bootView]) countLive(v, Date.now())
     const heals = [...healedAt.values()]
     const stale = [...staleDone.values()]
     const closesByHow: Record<string, number> = {}
@@ -283,8 +327,7 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
         closesByHow[`${c.transport}:${c.how}`] = (closesByHow[`${c.transport}:${c.how}`] ?? 0) + 1
 
     // a fresh node joins the healed mesh
-    const nc = spawn('newcomer', peerDir, true)
-    const ncView = new View(nc)
+    const { nc, ncView, failedDials } = early ? await early : startNewcomer()
     const spawnedAt = nc.spawnedAt
     await nc.waitStarted(60_000)
     const started = nc.startedAt ?? Date.now()
@@ -306,12 +349,15 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
       stale_max_ms: stale.length === survivors.length * dead.size ? Math.max(...stale) : null,
       stale_p50_ms: stale.length ? percentile(stale, 50) : null,
       closes_by_how: closesByHow,
+      live_closes: liveCloses,
+      monitor_aborts: [...survivors, bootView].reduce((n, v) => n + v.monitorAborts.length, 0),
       newcomer: {
         start_ms: started - spawnedAt,
         first_peer_ms: peerTimes[0] ?? null,
         k_peers_ms: liveCount(ncView, dead) >= ncTarget ? (peerTimes[ncTarget - 1] ?? null) : null,
         target: ncTarget,
         peers_ms: peerTimes,
+        failed_dials_ms: failedDials.map((t) => t - started),
         outbound_ms: opens('outbound'),
         inbound_ms: opens('inbound'),
       },
@@ -340,6 +386,7 @@ async function main(): Promise<void> {
       kad: { type: 'string', default: '{}' },
       config: { type: 'string', default: '{}' },
       window: { type: 'string', default: '25000' },
+      'join-delay': { type: 'string' },
       seed: { type: 'string' },
       timeline: { type: 'boolean', default: false },
       'dump-dir': { type: 'string' },
@@ -359,6 +406,7 @@ async function main(): Promise<void> {
       kadTopics: JSON.parse(opt.kad!),
       config: JSON.parse(opt.config!),
       windowMs: Number(opt.window),
+      joinDelayMs: opt['join-delay'] === undefined ? undefined : Number(opt['join-delay']),
       seed: opt.seed === undefined ? undefined : Number(opt.seed) + r,
       dumpDir: opt['dump-dir'] ? join(opt['dump-dir'], `run${r}`) : undefined,
       log,
