@@ -253,7 +253,7 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
     }
     // the newcomer, early: spawned while survivors heal
     const startNewcomer = () => {
-      const nc = spawn('newcomer', peerDir, true, ',kad-topics')
+      const nc = spawn('newcomer', peerDir, true, ',meshkit:kad-topics')
       const view = new View(nc)
       const failedDials: number[] = []
       nc.child.stderr?.on('data', (chunk: Buffer | string) => {
