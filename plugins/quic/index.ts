@@ -18,8 +18,8 @@ const options = z
     maxIdleTimeout: z.number().int().positive().default(3_000),
     /**
      * Keep-alive interval (ms): a PING frame when nothing else was sent, answered by QUIC itself (the
-     * native transport, not the event loop: a busy or stalled node does not miss it). Costs about 2.6
-     * packets / 160 bytes per second per idle connection (both directions, IP headers included) more than
+     * native transport, not the event loop: a busy or stalled node does not miss it). Costs 2.3-2.6
+     * packets / 140-160 bytes per second per idle connection (both directions, IP headers included) more than
      * at 5000 (measured: bench/churn/quic-traffic.ts). Keep it under a third of `maxIdleTimeout`.
      * @default 1000
      */
