@@ -269,7 +269,7 @@ describe('config validation: in-memory configs', () => {
     expectProblem(err, 'plugins[1](quic).maxIdleTimeout', {
       got: '-1 (number)',
       expected: 'a number > 0',
-      fix: 'remove it to use the default (3000)',
+      fix: 'remove it to use the default (4000)',
     })
   })
 
@@ -415,7 +415,7 @@ describe('config validation: in-memory configs', () => {
     expectProblem(err, 'plugins[1](quic).maxIdleTimeout', {
       got: '0 (number)',
       expected: 'a number > 0',
-      fix: 'default (3000)',
+      fix: 'default (4000)',
     })
     expectProblem(err, 'plugins[2]', {
       got: 'the plugin factory tcp, not called',
@@ -722,7 +722,7 @@ describe('config validation: config files', () => {
     expectProblem(err, 'plugins[3](quic).maxIdleTimeout', {
       got: '-5 (number)',
       expected: 'a number > 0',
-      fix: 'default (3000)',
+      fix: 'default (4000)',
     })
   })
 

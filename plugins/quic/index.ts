@@ -11,11 +11,14 @@ const options = z
      * Time (ms) without a packet from the peer after which a QUIC connection closes (both sides' lower
      * value applies). This is how a node notices a peer that died without a goodbye (SIGKILL, power or
      * network loss): QUIC has no reset a dead peer's kernel sends, as TCP has. With `keepAliveInterval`
-     * a live peer is never that long silent; a dead one's connections close 3 to 4 s after its death
+     * a live peer is never that long silent; a dead one's connections close 4 to 5 s after its death
      * (30 s before: dead topic peers stayed until libp2p's connection monitor missed a ping, 5 to 15 s).
-     * @default 3000
+     * A live connection closes only when every packet from the peer (at least its four keep-alives) is
+     * lost for 4 s: with 10 % independent loss about one 4 s window in 10,000; an outage that long (a
+     * phone changing networks) closes it and it is dialled again. Raise it on links known to stall.
+     * @default 4000
      */
-    maxIdleTimeout: z.number().int().positive().default(3_000),
+    maxIdleTimeout: z.number().int().positive().default(4_000),
     /**
      * Keep-alive interval (ms): a PING frame when nothing else was sent, answered by QUIC itself (the
      * native transport, not the event loop: a busy or stalled node does not miss it). Costs 2.3-2.6
@@ -40,7 +43,7 @@ export const quic = definePlugin({
       : [
           {
             message: `quic keepAliveInterval (${opts.keepAliveInterval} ms) is not shorter than maxIdleTimeout (${opts.maxIdleTimeout} ms): idle connections would close`,
-            hint: 'Keep keepAliveInterval under a third of maxIdleTimeout, e.g. { maxIdleTimeout: 3000, keepAliveInterval: 1000 }.',
+            hint: 'Keep keepAliveInterval under a third of maxIdleTimeout, e.g. { maxIdleTimeout: 4000, keepAliveInterval: 1000 }.',
           },
         ],
   // its listen addresses count only when the config has no `listen` of its own
