@@ -32,7 +32,7 @@ export type {
   GossipVerdict,
 } from './gossip/index.js'
 export { gossipTopicName } from './gossip/index.js'
-export type { TopicDiscovery } from './kad-topics/index.js'
+export type { KnownTopicMember, TopicDiscovery } from './kad-topics/index.js'
 export { AMINO_KAD_PROTOCOL, MESH_KAD_PROTOCOL, TOPICS_PROTOCOL, topicKey } from './kad-topics/index.js'
 export { MDNS_SERVICE_TAG } from './mdns/index.js'
 export type {

@@ -21,6 +21,7 @@ import {
   VERIFIER_DEFAULTS,
 } from '../plugins/kad-topics/member-record.js'
 import { MemberRegistry } from '../plugins/kad-topics/member-registry.js'
+import { replyMembers } from '../plugins/kad-topics/member-reply.js'
 import { netGroup, netGroupOf } from '../plugins/kad-topics/net-group.js'
 import { limitProviderStore } from '../plugins/kad-topics/provider-store.js'
 import { networkOf, spreadAcrossNetworks } from '../plugins/peer-cache/index.js'
@@ -163,6 +164,36 @@ describe('kad-topics guards', () => {
       expect(r.size).to.equal(4096)
       // 6,400 inserts, each evicting a key (the scan it replaced took ~2 s here: ~20 ms per request)
       expect(ms, 'ms for 6,400 evicting inserts').to.be.below(250)
+    })
+  })
+
+  describe('rendezvous answers', () => {
+    const proofOf = (ts: number) => ({ addrs: ['/ip4/198.51.100.1/tcp/1'], ts, sig: 'sig' })
+    const fresh = { age: () => undefined }
+
+    it('hands out members it is connected to before those whose connections closed (dead until the TTL)', () => {
+      let t = Date.now()
+      const r = new MemberRegistry({ maxKeys: 8, maxMembers: 8, maxKeysPerPeer: 8, ttl: 900_000 }, () => t)
+      // told by themselves, most recently seen first: dead2, dead1, live2, live1
+      for (const id of ['live1', 'live2', 'dead1', 'dead2']) {
+        t += 1000
+        r.add('k', id, { ...direct(id), proof: proofOf(t) })
+      }
+      const alive = new Set(['live1', 'live2'])
+      const all = replyMembers(r, fresh, ['k'], 'asker', 64 * 1024, (id) => alive.has(id))
+      expect(all.k.map((m) => m.id)).to.deep.equal(['live2', 'live1', 'dead2', 'dead1'])
+      // a reply with room for two: both live ones
+      const one = JSON.stringify({ id: 'live1', addrs: proofOf(t).addrs, ts: t, sig: 'sig' }).length + 1
+      const room = 2 + JSON.stringify('k').length + 4 + 2 * one
+      const two = replyMembers(r, fresh, ['k'], 'asker', room, (id) => alive.has(id))
+      expect(two.k.map((m) => m.id)).to.deep.equal(['live2', 'live1'])
+      // without connection knowledge: the registry's order
+      expect(replyMembers(r, fresh, ['k'], 'asker', 64 * 1024).k.map((m) => m.id)).to.deep.equal([
+        'dead2',
+        'dead1',
+        'live2',
+        'live1',
+      ])
     })
   })
 

@@ -70,6 +70,8 @@ describe('kad-topics', function () {
       expect(a.api.peers('chat')).to.deep.equal([b.peerId])
       expect(b.api.peers('chat')).to.deep.equal([a.peerId])
       expect(a.api.peers('other'), 'not joined: no peers').to.deep.equal([])
+      expect(a.api.knownMembers('chat').map((m) => [m.peerId, m.state])).to.deep.equal([[b.peerId, 'peer']])
+      expect(a.api.knownMembers('other'), 'not joined: none known').to.deep.equal([])
       const found = await collectPeers((signal) => a.api.findPeersForTopic('chat', { signal }), {
         timeoutMs: 10_000,
         stopWhen: (ids) => ids.has(b.peerId),
@@ -84,6 +86,7 @@ describe('kad-topics', function () {
       const lost = await a.waitForEvent('topic:peer:lost', (e) => e.topic === 'chat' && e.peerId === b.peerId)
       expect(lost.reason).to.equal('left')
       expect(a.api.peers('chat')).to.deep.equal([])
+      expect(a.api.knownMembers('chat'), 'b left: no longer a member').to.deep.equal([])
       await a.api.leave('chat')
       await c.api.leave('other')
     })

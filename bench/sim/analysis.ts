@@ -112,6 +112,23 @@ function rendezvous(memberships: MembershipRecord[]) {
     ),
     neverFound: neverFound.length,
     noPeerEver: rows.filter((r) => r.possible && r.m.peersEver === 0).length,
+    // why the short ones are short at the end: too few members known (discovery), or members known but
+    // not connected (the fill: dial failures, spread rules, full peers)
+    neverFoundWhy: {
+      knewTooFew: neverFound.filter((r) => r.m.knownAtEnd !== undefined && r.m.knownAtEnd < r.m.target)
+        .length,
+      knewEnough: neverFound.filter((r) => r.m.knownAtEnd !== undefined && r.m.knownAtEnd >= r.m.target)
+        .length,
+      knownConnectedEnough: neverFound.filter(
+        (r) => r.m.connectedKnownAtEnd !== undefined && r.m.connectedKnownAtEnd >= r.m.target,
+      ).length,
+      // their known members that are not topic peers, by state (waiting, connected, backed-off, ...)
+      knownNotPeers: neverFound.reduce<Record<string, number>>((acc, r) => {
+        for (const [state, n] of Object.entries(r.m.knownStates ?? {}))
+          if (state !== 'peer') acc[state] = (acc[state] ?? 0) + n
+        return acc
+      }, {}),
+    },
     impossible: rows.filter((r) => !r.possible).length,
     neverFoundSamples: neverFound.slice(0, 10).map((r) => ({
       node: r.m.node,
@@ -119,6 +136,9 @@ function rendezvous(memberships: MembershipRecord[]) {
       target: r.m.target,
       peersAtEnd: r.m.peersAtEnd,
       peersMax: r.m.peersMax,
+      knownAtEnd: r.m.knownAtEnd,
+      connectedKnownAtEnd: r.m.connectedKnownAtEnd,
+      knownStates: r.m.knownStates,
     })),
   }
 }

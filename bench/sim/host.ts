@@ -19,7 +19,15 @@ import {
   startMesh,
 } from 'meshkit'
 import { definePlugin } from 'meshkit/plugin'
-import { identify, jaccardClusters, ping, staticPeers, topicKey, yamux } from 'meshkit/plugins'
+import {
+  identify,
+  jaccardClusters,
+  ping,
+  staticPeers,
+  type TopicDiscovery,
+  topicKey,
+  yamux,
+} from 'meshkit/plugins'
 import { slowdown } from './clock.js'
 import { type LedgerSnapshot, NodeLedger, SimMetrics } from './ledger.js'
 import { now, SIM_CIDR, SimNet } from './net.js'
@@ -64,6 +72,12 @@ export interface MembershipRecord {
   peersMax: number
   /** Distinct topic peers ever. */
   peersEver: number
+  /** Live members the node knew of at the end (its kadTopics registry), connected or not. */
+  knownAtEnd?: number
+  /** Of those, members it had a connection to at the end (topic peer or not). */
+  connectedKnownAtEnd?: number
+  /** The known members at the end by what the node did with them (TopicDiscovery.knownMembers()). */
+  knownStates?: Record<string, number>
   /** The node left (churn) before the end. */
   left: boolean
 }
@@ -515,9 +529,21 @@ async function main(): Promise<void> {
         servedPerSecond: node.ledger.servedPerSecond,
         snapshots: node.snaps,
       })
-      for (const t of node.topics.values()) {
+      const alive = node.leftAt === undefined && node.mesh !== undefined
+      const discovery = alive ? node.mesh!.node.api<TopicDiscovery>('discovery') : undefined
+      const connected = new Set(
+        alive ? node.mesh!.node.libp2p.getPeers().map((p) => p.toString()) : ([] as string[]),
+      )
+      for (const [name, t] of node.topics) {
         t.rec.peersAtEnd = t.peers.size
         t.rec.peersEver = t.ever.size
+        if (discovery) {
+          const known = discovery.knownMembers(name)
+          t.rec.knownAtEnd = known.length
+          t.rec.connectedKnownAtEnd = known.filter((m) => connected.has(m.peerId)).length
+          t.rec.knownStates = {}
+          for (const m of known) t.rec.knownStates[m.state] = (t.rec.knownStates[m.state] ?? 0) + 1
+        }
         memberships.push(t.rec)
       }
     }

@@ -23,6 +23,7 @@ import type { MemberRegistry } from './member-registry.js'
 import { limitProviderStore } from './provider-store.js'
 import { TopicPeerDiscovery } from './topic-discovery.js'
 import { TOPICS_BUDGET, TopicManager, type TopicManagerSettings } from './topic-manager.js'
+import type { KnownTopicMember } from './topic-state.js'
 import { LIMITS } from './wire.js'
 
 export { KAD_LIMITS } from './kad-guard.js'
@@ -30,6 +31,7 @@ export { memberPayload, signMember } from './member-record.js'
 export { PROVIDER_STORE_LIMITS } from './provider-store.js'
 export { topicKey } from './topic-key.js'
 export { TOPICS_BUDGET } from './topic-manager.js'
+export type { KnownTopicMember } from './topic-state.js'
 export { TOPICS_PROTOCOL, TOPICS_PROTOCOL_V1 } from './wire.js'
 
 /** Options the DHT service is built from: a change to one of them needs a new libp2p node. */
@@ -121,6 +123,13 @@ export interface TopicDiscovery {
   topics(): string[]
   /** Connected members of a joined topic (peer ids). */
   peers(topic: string): string[]
+  /**
+   * Members of a joined topic this node knows of and heard from within `memberTtl`, connected or not,
+   * each with what this node does with it (see {@link KnownTopicMember}): told by themselves first.
+   * Why a topic stays short shows here: too few members known (discovery), or known ones backed off,
+   * unconfirmed or held back (connections).
+   */
+  knownMembers(topic: string): KnownTopicMember[]
   /** Announces a topic on the DHT once, without joining it. */
   announceTopic(topic: string, options?: { signal?: AbortSignal }): Promise<void>
   /** Members of a topic (known ones first, then a DHT lookup), with addresses. Abort with `signal`. */
@@ -264,6 +273,7 @@ export const kadTopics = definePlugin({
       leave: (topic) => need().leave(validTopic(topic)),
       topics: () => manager?.topics() ?? [],
       peers: (topic) => manager?.peers(topic) ?? [],
+      knownMembers: (topic) => manager?.knownMembers(topic) ?? [],
       announceTopic: async (topic, o) => {
         const m = need()
         await m.announce(await m.keyOf(validTopic(topic)), o?.signal)

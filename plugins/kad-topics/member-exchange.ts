@@ -266,7 +266,14 @@ export class MemberExchange {
       const { members, encoded } = await this.#work(() => {
         this.#applyClaims(peer, request, verdicts, connection)
         const room = maxBytes - encode({ ...own, members: {} }).byteLength - 16
-        const members = replyMembers(this.state.registry, this.#verifier, request.joined, peer, room)
+        const members = replyMembers(
+          this.state.registry,
+          this.#verifier,
+          request.joined,
+          peer,
+          room,
+          this.#connectedNow(),
+        )
         return { members, encoded: encode({ ...own, members } satisfies TopicsResponse) }
       })
       if (encoded.byteLength > maxBytes) throw new Error('topics: response too large') // own part too big
@@ -359,6 +366,18 @@ export class MemberExchange {
       throw new ForgedError(detail)
     }
     return verdicts
+  }
+
+  /**
+   * Whether this node has a connection to a peer, by id: the connections are read once, at the first
+   * question (an answer asks for at most the members of the keys it covers).
+   */
+  #connectedNow(): (id: string) => boolean {
+    let ids: Set<string> | undefined
+    return (id) => {
+      ids ??= new Set(this.state.libp2p.getConnections().map((c) => c.remotePeer.toString()))
+      return ids.has(id)
+    }
   }
 
   /** This node's addresses in its own scope (at most 16), read from libp2p at most once a second. */

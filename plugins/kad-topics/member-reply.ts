@@ -8,6 +8,10 @@ const utf8Length = (s: string) => Buffer.byteLength(s, 'utf8')
  * Members to tell `requester` for the keys it asked about: signed records only, picked round-robin
  * across the keys (each key's best first) until `budget` bytes of JSON are used, so that one key full
  * of long addresses cannot crowd out the others, and the response fits what requesters accept.
+ * A key's best: members this node is connected to right now (`connected`: alive a moment ago), then the
+ * others, each group in the registry's order (told by themselves first, most recently seen first). A
+ * member that died without a goodbye stays known until `memberTtl`, but once its connections closed it
+ * is handed out after every live one, not in place of one.
  */
 export function replyMembers(
   registry: MemberRegistry,
@@ -15,12 +19,17 @@ export function replyMembers(
   keys: readonly string[],
   requester: string,
   budget: number,
+  connected: (id: string) => boolean = () => false,
 ): Record<string, WireMember[]> {
-  const lists = keys.map((key) =>
-    registry
+  const lists = keys.map((key) => {
+    const usable = registry
       .members(key)
-      .filter(([id, m]) => id !== requester && m.proof !== undefined && !verifier.age(m.proof.ts)),
-  )
+      .filter(([id, m]) => id !== requester && m.proof !== undefined && !verifier.age(m.proof.ts))
+    const live = usable.filter(([id]) => connected(id))
+    return live.length === 0 || live.length === usable.length
+      ? usable
+      : [...live, ...usable.filter(([id]) => !connected(id))]
+  })
   const out: Record<string, WireMember[]> = {}
   let used = 2 // {}
   const longest = Math.min(LIMITS.maxMembersPerTopic, Math.max(0, ...lists.map((l) => l.length)))

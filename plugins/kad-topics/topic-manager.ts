@@ -10,7 +10,13 @@ import { MemberRegistry } from './member-registry.js'
 import { nextPoll, quickPoll } from './poll-schedule.js'
 import { topicKey } from './topic-key.js'
 import { TopicPeers } from './topic-peers.js'
-import type { JoinedTopic, TopicManagerSettings, TopicSecurity, TopicState } from './topic-state.js'
+import type {
+  JoinedTopic,
+  KnownTopicMember,
+  TopicManagerSettings,
+  TopicSecurity,
+  TopicState,
+} from './topic-state.js'
 import { LIMITS } from './wire.js'
 
 export type { TopicManagerSettings, TopicSecurity } from './topic-state.js'
@@ -153,6 +159,24 @@ export class TopicManager {
   /** Connected members of a joined topic. */
   peers(topic: string): string[] {
     return [...(this.#state.joined.get(topic)?.peers ?? [])]
+  }
+
+  /** Live members of a joined topic this node knows of, connected or not (see TopicDiscovery). */
+  knownMembers(topic: string): KnownTopicMember[] {
+    const joined = this.#state.joined.get(topic)
+    if (!joined) return []
+    const connected = new Set(this.libp2p.getConnections().map((c) => c.remotePeer.toString()))
+    const state = (id: string): KnownTopicMember['state'] => {
+      if (joined.peers.has(id)) return 'peer'
+      if (joined.waiting.has(id)) return 'waiting'
+      if (connected.has(id)) return 'connected'
+      if (this.#state.dialing.has(id)) return 'dialling'
+      if (this.#state.dials.backedOff(id)) return 'backed-off'
+      return 'idle'
+    }
+    return this.registry
+      .members(joined.key)
+      .map(([id, m]) => ({ peerId: id, state: state(id), direct: m.direct, lastSeen: m.lastSeen }))
   }
 
   keyOf(topic: string): Promise<CID> {

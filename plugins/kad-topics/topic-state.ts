@@ -27,6 +27,24 @@ export interface TopicSecurity {
   budget: Budget
 }
 
+/** A known member of a joined topic, as TopicDiscovery.knownMembers() reports it. */
+export interface KnownTopicMember {
+  peerId: string
+  /**
+   * - `peer`: a topic peer (connected, confirmed by its own word or the dial that found it)
+   * - `waiting`: connected, held back while its network has its share of the topic's peers
+   * - `connected`: connected, not (yet) confirmed as a member by itself: it is asked
+   * - `dialling`: a dial is under way
+   * - `backed-off`: dials failed; not dialled again before the backoff ends
+   * - `idle`: not connected: dialled while the topic is short (within the dial budgets)
+   */
+  state: 'peer' | 'waiting' | 'connected' | 'dialling' | 'backed-off' | 'idle'
+  /** Told by the member itself (or the DHT); false: relayed by a third peer. */
+  direct: boolean
+  /** When the member was last confirmed (ms since epoch). */
+  lastSeen: number
+}
+
 /** A topic this node joined. */
 export interface JoinedTopic {
   topic: string
