@@ -8,6 +8,7 @@ import { DIAL_GUARD_DEFAULTS, DialGuard } from './dial-guard.js'
 import { MemberExchange } from './member-exchange.js'
 import { MemberRegistry } from './member-registry.js'
 import { nextPoll, quickPoll } from './poll-schedule.js'
+import { RendezvousPoints } from './rendezvous-points.js'
 import { topicKey } from './topic-key.js'
 import { TopicPeers } from './topic-peers.js'
 import type {
@@ -34,20 +35,6 @@ export const TOPICS_BUDGET = {
   globalRatePerSecond: 100,
 }
 
-/** Connected peers asked for members per lookup round (at random when there are more). */
-const EXCHANGE_FANOUT = 32
-
-/** `n` entries of `items` picked at random (all of them when there are fewer). */
-function sample<T>(items: T[], n: number): T[] {
-  if (items.length <= n) return items
-  const copy = [...items]
-  for (let i = 0; i < n; i++) {
-    const j = i + Math.floor(Math.random() * (copy.length - i))
-    ;[copy[i], copy[j]] = [copy[j], copy[i]]
-  }
-  return copy.slice(0, n)
-}
-
 /**
  * Joins and leaves topics: announces them on the DHT, looks members up (DHT provider records and the
  * member exchange with every connected peer, see MemberExchange), keeps up to `connectionsPerTopic`
@@ -63,6 +50,7 @@ export class TopicManager {
   readonly #state: TopicState
   readonly #peers: TopicPeers
   readonly #exchange: MemberExchange
+  readonly #points = new RendezvousPoints()
   #off: Array<() => void> = []
   private readonly settings: TopicManagerSettings
 
@@ -278,8 +266,8 @@ export class TopicManager {
 
   /**
    * While a topic is short of peers: ask connected non-members again (rendezvous points learn new
-   * members all the time) each round, at most EXCHANGE_FANOUT of them, and query the DHT from the second
-   * round on (DHT queries open connections, the exchange reuses them). Rounds back off from
+   * members all the time) each round, the few closest to the topic key and a few others
+   * (RendezvousPoints), and query the DHT from the second round on (DHT queries open connections, the exchange reuses them). Rounds back off from
    * `lookupBackoff.initial` to `max`; the exchange poll is quick (at most 2 s apart) while rounds learn
    * something, and slows down when they keep learning nothing (poll-schedule.ts: a small topic is short
    * for good).
@@ -308,7 +296,8 @@ export class TopicManager {
         const others = this.libp2p
           .getPeers()
           .filter((p) => !joined.peers.has(p.toString()) && !joined.waiting.has(p.toString()))
-        await Promise.all(sample(others, EXCHANGE_FANOUT).map((p) => this.#exchange.exchange(p)))
+        const asked = this.#points.pick(joined.key, joined.cid.multihash.bytes, others)
+        await Promise.all(asked.map((p) => this.#exchange.exchange(p)))
         learned = this.registry.members(joined.key).length > before
       }
       if (short() && !learned && Date.now() >= nextDht) {

@@ -1,6 +1,7 @@
 import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { LruMap } from 'meshkit/plugin'
 import type { AddResult, KnownMember } from './member-registry.js'
 import { netGroupOf } from './net-group.js'
 import type { JoinedTopic, TopicState } from './topic-state.js'
@@ -8,6 +9,8 @@ import type { JoinedTopic, TopicState } from './topic-state.js'
 const TOPIC_TAG = 'meshkit-topic'
 /** How long after joining a topic only "higher" members are dialled (see fill()). */
 const DIAL_GRACE_MS = 750
+/** A connected member that has not confirmed itself is asked again at most this often (see fill()). */
+const ASK_AGAIN_MS = 5_000
 
 /**
  * The members of joined topics and which of them are topic peers: members learned go into the registry
@@ -17,6 +20,8 @@ const DIAL_GRACE_MS = 750
  */
 export class TopicPeers {
   #snapshot?: { peers: Set<string>; groups: Map<string, string | undefined> }
+  /** When fill() last asked a connected member to confirm itself (bounded). */
+  readonly #asked = new LruMap<string, number>(1024)
 
   constructor(
     private readonly state: TopicState,
@@ -272,8 +277,10 @@ export class TopicPeers {
       if (id === self || joined.peers.has(id) || this.state.dialing.has(id)) continue
       if (member.addrs.length === 0 || dials.backedOff(id)) continue
       if (this.#connected(id)) {
-        // connected but not (yet) known as a member: ask it
-        if (settings.memberExchange && !this.state.remoteJoined.has(id)) this.ask(peerIdFromString(id))
+        // connected, known as a member, but it has not said so itself (no exchange yet, or one from before
+        // it joined): ask it, at most every ASK_AGAIN_MS (a rumour of a member that left costs that much)
+        if (settings.memberExchange && !this.state.remoteJoined.get(id)?.has(joined.key))
+          this.#askAgain(id, now)
         continue
       }
       const addrs = dials.usable(member.addrs)
@@ -299,6 +306,14 @@ export class TopicPeers {
     for (const c of later) if (deficit > 0) dial(c)
     // nobody to dial: members held back by the network share step in
     if (dialled === 0 && inFlight === 0) this.promote(joined)
+  }
+
+  /** Asks a connected peer for its claims, unless fill() did so within ASK_AGAIN_MS. */
+  #askAgain(id: string, now: number): void {
+    const last = this.#asked.get(id)
+    if (last !== undefined && now - last < ASK_AGAIN_MS) return
+    this.#asked.set(id, now)
+    this.ask(peerIdFromString(id))
   }
 
   async #dial(id: string, addrs: readonly string[], joined: JoinedTopic): Promise<void> {

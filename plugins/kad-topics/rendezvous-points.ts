@@ -1,0 +1,68 @@
+import { createHash } from 'node:crypto'
+import type { PeerId } from '@libp2p/interface'
+import { LruMap } from 'meshkit/plugin'
+
+/** Connected peers a lookup round asks: the closest to the topic key, and a few others at random. */
+export const RENDEZVOUS_FANOUT = { closest: 4, random: 2 }
+
+/** The Kademlia id of bytes (kad-dht's: sha256 of them): of a peer id's multihash, of a key's. */
+const kadId = (bytes: Uint8Array): Buffer => createHash('sha256').update(bytes).digest()
+
+/**
+ * Picks the connected peers a short topic asks for members in a lookup round. Members register where
+ * they connect (the exchange on each new outbound connection tells the peer their signed records), and
+ * announcing or looking a topic up on the DHT connects them to the DHT servers closest to its key: those
+ * servers are where a topic's members meet, wherever the mesh's bootstrap nodes are. A round asks the
+ * `closest` connected peers to the key (by XOR distance of their Kademlia ids) and `random` others (a
+ * member that learned of the topic elsewhere), not every connected peer: a small topic is short for
+ * good, and asking 32 peers each round was most of an idle node's traffic (bench/sim).
+ */
+export class RendezvousPoints {
+  /** Kademlia ids of peer ids (hashing costs ~1 µs, a round sorts every connected peer). */
+  readonly #ids = new LruMap<string, Buffer>(4096)
+  readonly #keys = new LruMap<string, Buffer>(256)
+
+  constructor(private readonly fanout = RENDEZVOUS_FANOUT) {}
+
+  /**
+   * The peers of `candidates` to ask about `key` (a topic key's CID multihash bytes, `keyId` caches its
+   * id by its string form): the `closest` to it, then `random` of the others.
+   */
+  pick(key: string, multihash: Uint8Array, candidates: PeerId[]): PeerId[] {
+    const { closest, random } = this.fanout
+    if (candidates.length <= closest + random) return candidates
+    let target = this.#keys.get(key)
+    if (!target) {
+      target = kadId(multihash)
+      this.#keys.set(key, target)
+    }
+    const ranked = candidates
+      .map((peer) => ({ peer, distance: xor(this.#idOf(peer), target) }))
+      .sort((a, b) => Buffer.compare(a.distance, b.distance))
+    const picked = ranked.slice(0, closest).map((r) => r.peer)
+    const rest = ranked.slice(closest)
+    for (let i = 0; i < random && rest.length > 0; i++) {
+      const j = Math.floor(Math.random() * rest.length)
+      picked.push(rest[j].peer)
+      rest[j] = rest[rest.length - 1]
+      rest.pop()
+    }
+    return picked
+  }
+
+  #idOf(peer: PeerId): Buffer {
+    const id = peer.toString()
+    let kad = this.#ids.get(id)
+    if (!kad) {
+      kad = kadId(peer.toMultihash().bytes)
+      this.#ids.set(id, kad)
+    }
+    return kad
+  }
+}
+
+function xor(a: Buffer, b: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(a.length)
+  for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i]
+  return out
+}
