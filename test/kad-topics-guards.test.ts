@@ -70,6 +70,33 @@ describe('kad-topics guards', () => {
       expect(r.has('joined', 'm')).to.equal(false)
     })
 
+    it('with distances, a full registry keeps the keys closest to the node: a farther new key is refused', () => {
+      // distance of k<n> is n; 'joined' is pinned (never evicted; room for 4 others)
+      const distance = (key: string) => Number(key.slice(1))
+      const r = make({ maxKeys: 5, maxKeysPerPeer: 100, distance })
+      r.pin('joined')
+      r.add('joined', 'm', direct('m'))
+      for (const k of ['k50', 'k10', 'k40', 'k20']) {
+        now += 1
+        expect(r.add(k, 'p', direct('p'))).to.equal('added')
+      }
+      // full (4 others): the farthest goes for a closer key, whatever was touched last
+      r.add('k50', 'q', direct('q'))
+      expect(r.add('k30', 'p', direct('p'))).to.equal('added')
+      expect(r.has('k50', 'q'), 'the farthest key went, though touched last').to.equal(false)
+      // a farther key than every held one is refused, held keys stay
+      expect(r.add('k99', 'p', direct('p'))).to.equal('refused')
+      expect(r.has('k99', 'p')).to.equal(false)
+      for (const k of ['k10', 'k20', 'k30', 'k40']) expect(r.has(k, 'p'), k).to.equal(true)
+      expect(r.has('joined', 'm')).to.equal(true)
+      // keys whose members all expired make room first, near or far
+      now += 61_000
+      r.add('k10', 'p', direct('p'))
+      expect(r.add('k99', 'p', direct('p'))).to.equal('added')
+      expect(r.has('k99', 'p')).to.equal(true)
+      expect(r.has('k10', 'p')).to.equal(true)
+    })
+
     it('bounds the keys one peer holds as a direct member', () => {
       const r = make()
       expect(['a', 'b', 'c'].map((k) => r.add(k, 'sybil', direct('sybil')))).to.deep.equal([
@@ -164,6 +191,27 @@ describe('kad-topics guards', () => {
       expect(r.size).to.equal(4096)
       // 6,400 inserts, each evicting a key (the scan it replaced took ~2 s here: ~20 ms per request)
       expect(ms, 'ms for 6,400 evicting inserts').to.be.below(250)
+    })
+
+    it('stays cheap when full with distances: 100 Sybils claiming 64 new keys each', () => {
+      let d = 0
+      const distance = () => (d = (d * 7919 + 13) % 100_003)
+      const r = new MemberRegistry({
+        maxKeys: 4096,
+        maxMembers: 64,
+        maxKeysPerPeer: 64,
+        ttl: 900_000,
+        distance,
+      })
+      for (let i = 0; i < 4096; i++) r.add(`fill${i}`, `p${i % 64}x${Math.floor(i / 64)}`, direct('p'))
+      const started = performance.now()
+      for (let round = 0; round < 100; round++) {
+        for (let k = 0; k < 64; k++) r.add(`round${round}-${k}`, `sybil${round}`, direct(`sybil${round}`))
+      }
+      const ms = performance.now() - started
+      expect(r.size).to.equal(4096)
+      // each insert compares the 4,096 keys' distances once
+      expect(ms, 'ms for 6,400 inserts into a full registry').to.be.below(250)
     })
   })
 

@@ -8,7 +8,7 @@ import type { PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { expect } from 'chai'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { RENDEZVOUS_FANOUT, RendezvousPoints } from '../plugins/kad-topics/rendezvous-points.js'
+import { keyDistance, RENDEZVOUS_FANOUT, RendezvousPoints } from '../plugins/kad-topics/rendezvous-points.js'
 import { topicKey } from '../plugins/kad-topics/topic-key.js'
 
 /** Kademlia distance as kad-dht computes it (sha256 of the bytes, XOR), written out independently. */
@@ -60,5 +60,21 @@ describe('kad-topics: rendezvous points of a lookup round', () => {
     const points = new RendezvousPoints()
     expect(points.pick(cid.toString(), cid.multihash.bytes, few)).to.deep.equal(few)
     expect(points.pick(cid.toString(), cid.multihash.bytes, [])).to.deep.equal([])
+  })
+})
+
+describe('kad-topics: key distance (what a full member registry keeps)', () => {
+  it('orders topic keys by Kademlia distance from the node; a string that is no CID is farthest', async () => {
+    const self = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const distanceOf = keyDistance(self)
+    const keys = await Promise.all(Array.from({ length: 40 }, (_, i) => topicKey('meshkit', `t${i}`)))
+    const exact = await Promise.all(keys.map((k) => distance(k.multihash.bytes, self.toMultihash().bytes)))
+    const byExact = keys
+      .map((k, i) => ({ k: k.toString(), d: exact[i] }))
+      .sort((a, b) => (a.d < b.d ? -1 : 1))
+    const byPrefix = [...byExact].sort((a, b) => distanceOf(a.k) - distanceOf(b.k))
+    expect(byPrefix.map((x) => x.k)).to.deep.equal(byExact.map((x) => x.k))
+    expect(distanceOf('not a cid')).to.equal(Number.MAX_SAFE_INTEGER)
+    expect(distanceOf(byExact[39].k)).to.be.below(Number.MAX_SAFE_INTEGER)
   })
 })

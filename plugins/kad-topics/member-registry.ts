@@ -34,6 +34,57 @@ export interface RegistryLimits {
   maxKeysPerPeer: number
   /** How long a member stays known without news (ms). */
   ttl: number
+  /**
+   * How far a key is from this node (smaller: closer; e.g. a prefix of the XOR distance of the Kademlia
+   * ids, see keyDistance()). With it, a full registry keeps the keys closest to the node: a new key
+   * takes the place of the farthest one only when it is closer, and is refused otherwise, so that keys
+   * this node is a rendezvous point for (the DHT leads members of those to it) are not pushed out by
+   * whatever many peers happen to tell it. Without it, the least recently touched key goes.
+   */
+  distance?: (key: string) => number
+}
+
+/** Keys and their distances, the farthest found by one scan of a Float64Array (~µs for 4,096 keys). */
+class Distances {
+  #values = new Float64Array(64)
+  readonly #keys: string[] = []
+  readonly #index = new Map<string, number>()
+
+  add(key: string, distance: number): void {
+    if (this.#index.has(key)) return
+    const i = this.#keys.length
+    if (i === this.#values.length) {
+      const grown = new Float64Array(i * 2)
+      grown.set(this.#values)
+      this.#values = grown
+    }
+    this.#values[i] = distance
+    this.#keys.push(key)
+    this.#index.set(key, i)
+  }
+
+  delete(key: string): void {
+    const i = this.#index.get(key)
+    if (i === undefined) return
+    const last = this.#keys.length - 1
+    this.#index.delete(key)
+    if (i !== last) {
+      const moved = this.#keys[last]
+      this.#keys[i] = moved
+      this.#values[i] = this.#values[last]
+      this.#index.set(moved, i)
+    }
+    this.#keys.pop()
+  }
+
+  farthest(): string | undefined {
+    const n = this.#keys.length
+    if (n === 0) return undefined
+    let best = 0
+    const values = this.#values
+    for (let i = 1; i < n; i++) if (values[i] > values[best]) best = i
+    return this.#keys[best]
+  }
 }
 
 /** What became of an add(). */
@@ -45,6 +96,8 @@ class KeyMembers {
   readonly relayed = new Map<string, KnownMember>()
   /** When a member was last added or refreshed (ms since epoch). */
   touched = 0
+  /** The key's distance from this node (RegistryLimits.distance), 0 without one. */
+  distance = 0
 
   get size(): number {
     return this.direct.size + this.relayed.size
@@ -57,8 +110,10 @@ class KeyMembers {
 
 /**
  * Who is in which topic key, from member exchanges and DHT lookups. Every operation costs O(1) in the
- * number of keys (and at most O(maxMembers) for one key): keys are kept least recently used first, keys
- * this node joined ("pinned") apart and never evicted; per key, a relayed member is evicted before a
+ * number of keys (and at most O(maxMembers) for one key; a new key in a full registry O(maxKeys) with
+ * `distance`): keys are kept least recently used first, keys this node joined ("pinned") apart and never
+ * evicted; a full registry keeps the keys closest to the node (`distance`) or drops the least recently
+ * used; per key, a relayed member is evicted before a
  * direct one, the least recently refreshed first. A peer holds at most `maxKeysPerPeer` keys as a
  * direct member, so one identity cannot fill the registry. Entries expire after `ttl` without news.
  * Non-members (e.g. bootstrap nodes) keep one too, which makes them rendezvous points.
@@ -69,6 +124,8 @@ export class MemberRegistry {
   readonly #lru = new Map<string, KeyMembers>()
   /** Direct memberships per peer id. */
   readonly #held = new Map<string, number>()
+  /** The distances of the keys in #lru (with `distance`): the farthest is found by a scan of numbers. */
+  readonly #far = new Distances()
   readonly #pins = new Set<string>()
 
   constructor(
@@ -102,7 +159,7 @@ export class MemberRegistry {
     this.#pins.add(key)
     const entry = this.#lru.get(key)
     if (entry) {
-      this.#lru.delete(key)
+      this.#unlist(key)
       this.#pinned.set(key, entry)
     }
   }
@@ -114,7 +171,7 @@ export class MemberRegistry {
     if (!entry) return
     this.#pinned.delete(key)
     if (entry.size === 0) return
-    this.#lru.set(key, entry)
+    this.#list(key, entry)
     this.#trimKeys()
   }
 
@@ -165,9 +222,10 @@ export class MemberRegistry {
     if (!entry) {
       entry = new KeyMembers()
       entry.touched = now
+      entry.distance = this.limits.distance?.(key) ?? 0
       if (this.#pins.has(key)) this.#pinned.set(key, entry)
       else {
-        this.#lru.set(key, entry)
+        this.#list(key, entry)
         this.#trimKeys()
         if (!this.#lru.has(key)) return 'refused'
       }
@@ -203,7 +261,7 @@ export class MemberRegistry {
     if (!entry) return
     if (entry.direct.has(peerId)) this.#deleteDirect(entry, peerId)
     entry.relayed.delete(peerId)
-    if (entry.size === 0) this.#lru.delete(key)
+    if (entry.size === 0) this.#unlist(key)
   }
 
   /** Live members of `key`: direct ones first, each group most recently seen first. O(maxMembers log). */
@@ -212,7 +270,7 @@ export class MemberRegistry {
     if (!entry) return []
     this.#expire(entry, this.now())
     if (entry.size === 0 && !this.#pins.has(key)) {
-      this.#lru.delete(key)
+      this.#unlist(key)
       return []
     }
     const newest = (a: [string, KnownMember], b: [string, KnownMember]) => b[1].lastSeen - a[1].lastSeen
@@ -232,8 +290,10 @@ export class MemberRegistry {
   }
 
   /**
-   * Drops keys whose every member expired (they sit at the least recently used end), then the least
-   * recently used keys while over `maxKeys`. Amortized O(1): each key is dropped once.
+   * Drops keys whose every member expired (they sit at the least recently used end), then, while over
+   * `maxKeys`, the farthest key from this node (with `distance`: O(maxKeys) numbers compared, only when
+   * full) or the least recently used one (amortized O(1)). A key just added can be the one dropped: it
+   * was refused.
    */
   #trimKeys(): void {
     const cutoff = this.now() - this.limits.ttl
@@ -243,14 +303,26 @@ export class MemberRegistry {
     }
     const room = Math.max(0, this.limits.maxKeys - this.#pinned.size)
     while (this.#lru.size > room) {
-      const [key, entry] = this.#lru.entries().next().value as [string, KeyMembers]
-      this.#dropKey(key, entry)
+      const farthest = this.limits.distance ? this.#far.farthest() : undefined
+      const key = farthest ?? (this.#lru.keys().next().value as string)
+      this.#dropKey(key, this.#lru.get(key) as KeyMembers)
     }
+  }
+
+  /** Adds an unpinned key. */
+  #list(key: string, entry: KeyMembers): void {
+    this.#lru.set(key, entry)
+    if (this.limits.distance) this.#far.add(key, entry.distance)
+  }
+
+  /** Removes an unpinned key. */
+  #unlist(key: string): void {
+    if (this.#lru.delete(key)) this.#far.delete(key)
   }
 
   #dropKey(key: string, entry: KeyMembers): void {
     for (const id of entry.direct.keys()) this.#hold(id, -1)
-    this.#lru.delete(key)
+    this.#unlist(key)
   }
 
   /** Drops the members of one key that expired: at most `maxMembers` looked at. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import { LruMap } from 'meshkit/plugin'
+import { CID } from 'multiformats/cid'
 
 /** Connected peers a lookup round asks: the closest to the topic key, and a few others at random. */
 export const RENDEZVOUS_FANOUT = { closest: 4, random: 2 }
@@ -65,4 +66,22 @@ function xor(a: Buffer, b: Buffer): Buffer {
   const out = Buffer.allocUnsafe(a.length)
   for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i]
   return out
+}
+
+/**
+ * How far topic keys (CID strings) are from `self` in Kademlia terms: the first 48 bits of the XOR of
+ * their ids, as a number (smaller: closer). A string that is no CID is as far as can be. For the member
+ * registry's `distance` (a full registry keeps the keys this node is a rendezvous point for).
+ */
+export function keyDistance(self: PeerId): (key: string) => number {
+  const own = kadId(self.toMultihash().bytes)
+  return (key) => {
+    let multihash: Uint8Array
+    try {
+      multihash = CID.parse(key).multihash.bytes
+    } catch {
+      return Number.MAX_SAFE_INTEGER
+    }
+    return xor(kadId(multihash), own).readUIntBE(0, 6)
+  }
 }

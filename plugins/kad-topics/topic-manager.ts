@@ -8,7 +8,7 @@ import { DIAL_GUARD_DEFAULTS, DialGuard } from './dial-guard.js'
 import { MemberExchange } from './member-exchange.js'
 import { MemberRegistry } from './member-registry.js'
 import { nextPoll, quickPoll } from './poll-schedule.js'
-import { RendezvousPoints } from './rendezvous-points.js'
+import { keyDistance, RendezvousPoints } from './rendezvous-points.js'
 import { topicKey } from './topic-key.js'
 import { TopicPeers } from './topic-peers.js'
 import type {
@@ -67,7 +67,13 @@ export class TopicManager {
     dials?: DialGuard,
   ) {
     this.settings = { ...settings, lookupBackoff: { ...settings.lookupBackoff } }
-    this.registry = registry ?? new MemberRegistry({ ...REGISTRY_LIMITS, ttl: settings.memberTtl })
+    this.registry =
+      registry ??
+      new MemberRegistry({
+        ...REGISTRY_LIMITS,
+        ttl: settings.memberTtl,
+        distance: keyDistance(libp2p.peerId),
+      })
     if (registry) registry.setTtl(settings.memberTtl)
     this.#state = {
       libp2p,
