@@ -5,6 +5,7 @@
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { mulberry32, randomSeed } from '../lib/random.js'
 import { analyze, type WaveInput, type WaveResult } from './analyze.js'
 import {
   loopbackListen,
@@ -102,16 +103,9 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnOutput> {
   const K = typeof KAD.connectionsPerTopic === 'number' ? KAD.connectionsPerTopic : 8
   if (!(N >= 2) || !(WAVES >= 0) || !(KILL_FRACTION > 0 && KILL_FRACTION < 1) || !(TOPIC_COUNT >= 1))
     throw new Error('bad options: peers >= 2, waves >= 0, 0 < killFraction < 1, topics >= 1')
-  let seed = o.seed ?? Math.floor(Math.random() * 2 ** 31)
-  const SEED = seed
-  /** mulberry32: a run can be repeated with the same seed */
-  const random = (): number => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = seed
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const SEED = o.seed ?? randomSeed()
+  /** a run can be repeated with the same seed */
+  const random = mulberry32(SEED)
   const TOPICS = Array.from({ length: TOPIC_COUNT }, (_, i) => `churn-${i}`)
   /** Slot i joins every topic but topic (i mod topics) (with one topic: that one). */
   const topicsOf = (i: number) =>

@@ -25,6 +25,7 @@ import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { LevelDatastore } from 'datastore-level'
 import { parseCacheFile } from '../../plugins/peer-cache/index.js'
+import { mulberry32, randomSeed } from '../lib/random.js'
 import { MeshProc, sleep, writeConfig } from './fleet.js'
 
 export interface CrashOptions {
@@ -90,14 +91,8 @@ const TOPIC = 'crash-topic'
 export async function runCrashCycles(options: CrashOptions): Promise<CrashReport> {
   const t0 = Date.now()
   const log = options.log ?? (() => {})
-  let seed = options.seed ?? Math.floor(Math.random() * 2 ** 31)
-  const random = () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = seed
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const seed = options.seed ?? randomSeed()
+  const random = mulberry32(seed)
   const maxDelay = options.maxDelayMs ?? 3500
   const reloadShare = Math.min(0.85, Math.max(0, options.reloadShare ?? 0.3))
   const procs = new Set<MeshProc>()

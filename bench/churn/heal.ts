@@ -25,6 +25,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { mulberry32, randomSeed } from '../lib/random.js'
 import {
   loopbackListen,
   type MeshLine,
@@ -182,14 +183,8 @@ export async function runHeal(o: HealOptions): Promise<HealRun> {
       )
     return c
   }
-  let seed = o.seed ?? Math.floor(Math.random() * 2 ** 31)
-  const random = () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = seed
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const seed = o.seed ?? randomSeed()
+  const random = mulberry32(seed)
   try {
     const bootDir = join(root, 'boot')
     await mkdir(bootDir, { recursive: true })

@@ -34,21 +34,10 @@ import {
   SimilarityIndex,
   type SimilarityMatch,
 } from '../../plugins/jaccard-clusters/similarity-index.js'
+import { mulberry32 } from '../lib/random.js'
 import { median, round } from '../lib/stats.js'
 
 const MIB = 1024 * 1024
-
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Zipf sampler over ranks 0..n-1 (P(k) ~ 1 / (k+1)^s) by inverse CDF. */
 function zipf(n: number, s: number, rnd: () => number): () => number {
@@ -128,7 +117,7 @@ async function main(): Promise<void> {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a whole number >= 1`)
   if (!(threshold > 0 && threshold <= 1)) throw new Error('--threshold must be in (0, 1]')
 
-  const rnd = prng(seed)
+  const rnd = mulberry32(seed)
   const draw = zipf(vocab, s, rnd)
   const tag = (k: number) => `tag${k}`
   const makeSet = (): string[] => {

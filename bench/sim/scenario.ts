@@ -4,6 +4,7 @@
  * arrives, and churn.
  */
 import { availableParallelism } from 'node:os'
+import { mulberry32 } from '../lib/random.js'
 
 export interface SimOptions {
   /** Ordinary nodes (peers). */
@@ -206,18 +207,6 @@ export function parseOptions(argv: readonly string[]): SimOptions {
   return o
 }
 
-/** mulberry32: a small seeded PRNG (deterministic scenarios). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 export function shuffle<T>(items: T[], random: () => number): T[] {
   for (let i = items.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1))
@@ -286,7 +275,7 @@ export function ipOf(index: number): string {
 }
 
 export function buildScenario(o: SimOptions): Scenario {
-  const random = rng(o.seed)
+  const random = mulberry32(o.seed)
   const nodes: NodeSpec[] = []
   for (let b = 0; b < o.bootstrap; b++) {
     nodes.push({

@@ -30,6 +30,7 @@ import {
   sleep,
   writeConfig,
 } from '../churn/fleet.js'
+import { mulberry32, randomSeed } from '../lib/random.js'
 
 const { values: opt } = parseArgs({
   options: {
@@ -61,14 +62,8 @@ const T0 = Date.now()
 const log = (text: string) =>
   process.stderr.write(`[soak +${((Date.now() - T0) / 1000).toFixed(0)}s] ${text}\n`)
 
-let seed = opt.seed ? Number(opt.seed) : Math.floor(Math.random() * 2 ** 31)
-function random(): number {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = seed
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
+const seed = opt.seed ? Number(opt.seed) : randomSeed()
+const random = mulberry32(seed)
 
 /** Least-squares slope of (t ms, v) per hour; NaN with fewer than 2 points. */
 export function slopePerHour(points: ReadonlyArray<[number, number]>): number {
