@@ -1,6 +1,5 @@
 import type { PeerInfo, PeerStore } from '@libp2p/interface'
 import { type KadDHT, kadDHT } from '@libp2p/kad-dht'
-import type { Multiaddr } from '@multiformats/multiaddr'
 import { MemoryDatastore } from 'datastore-core'
 import type { Datastore } from 'interface-datastore'
 import {
@@ -18,13 +17,13 @@ import type { CID } from 'multiformats/cid'
 import { dhtContactCheck } from './contact-check.js'
 import type { DialGuard } from './dial-guard.js'
 import { TOPICS_ERRORS } from './errors.js'
+import { filteredPeerStore } from './filtered-peer-store.js'
 import { KAD_LIMITS, KadGuard } from './kad-guard.js'
 import type { MemberRegistry } from './member-registry.js'
 import { limitProviderStore } from './provider-store.js'
 import { TopicPeerDiscovery } from './topic-discovery.js'
 import { TOPICS_BUDGET, TopicManager, type TopicManagerSettings } from './topic-manager.js'
 import type { KnownTopicMember } from './topic-state.js'
-import { LIMITS } from './wire.js'
 
 export { KAD_LIMITS } from './kad-guard.js'
 export { memberPayload, signMember } from './member-record.js'
@@ -172,29 +171,6 @@ function addressPolicy(ctx: PluginContext, scope: KadTopicsOptions['addressScope
     refuse: (address) => own.refuse(address) ?? core.refuse(address),
     filter: (addresses) => core.filter(own.filter(addresses)),
   }
-}
-
-/** A peer store whose `merge` keeps only addresses `policy` allows (at most 16): what kad-dht stores. */
-function filteredPeerStore(peerStore: PeerStore, policy: PeerAddressPolicy): PeerStore {
-  return new Proxy(peerStore, {
-    get(target, prop) {
-      if (prop === 'merge') {
-        return (id: Parameters<PeerStore['merge']>[0], data: Parameters<PeerStore['merge']>[1], o?: never) =>
-          target.merge(
-            id,
-            data.multiaddrs
-              ? {
-                  ...data,
-                  multiaddrs: policy.filter(data.multiaddrs as Multiaddr[]).slice(0, LIMITS.maxAddrs),
-                }
-              : data,
-            o,
-          )
-      }
-      const value = Reflect.get(target, prop, target)
-      return typeof value === 'function' ? value.bind(target) : value
-    },
-  })
 }
 
 /** In a private mesh nobody stores DHT values here (Meshkit uses provider records only). */
