@@ -25,10 +25,10 @@ export function replyMembers(
     const usable = registry
       .members(key)
       .filter(([id, m]) => id !== requester && m.proof !== undefined && !verifier.age(m.proof.ts))
-    const live = usable.filter(([id]) => connected(id))
-    return live.length === 0 || live.length === usable.length
-      ? usable
-      : [...live, ...usable.filter(([id]) => !connected(id))]
+    const live: typeof usable = []
+    const rest: typeof usable = []
+    for (const entry of usable) (connected(entry[0]) ? live : rest).push(entry)
+    return live.length === 0 ? rest : [...live, ...rest]
   })
   const out: Record<string, WireMember[]> = {}
   let used = 2 // {}
