@@ -128,10 +128,15 @@ describe('the package, installed outside this repository', function () {
     expect(pkg.dependencies.meshkit).to.equal(`file:${tarball}`)
     expect(JSON.stringify(pkg), 'nothing of this repository').not.to.include(REPO_ROOT)
     // the system Node decides: pinned Node 24 when too old (this machine's Node 20), else engines + .nvmrc
-    const systemNode = (await run('node', ['-p', 'process.versions.node'], outside, 10_000)).output.trim()
+    const read = await run('node', ['-p', 'process.versions.node'], outside, 10_000)
+    const systemNode = read.output.trim()
+    // a fresh-clone run once took the other branch here: say what `node -p` printed if it is no version
+    expect(systemNode, `system node -p (exit ${read.code}): ${JSON.stringify(read.output)}`).to.match(
+      /^\d+\.\d+\.\d+$/,
+    )
     const [major, minor] = systemNode.split('.').map(Number)
     if (major < 22 || (major === 22 && minor < 15)) expect(pkg.devDependencies.node).to.equal('^24')
-    else expect(existsSync(join(app, '.nvmrc'))).to.equal(true)
+    else expect(existsSync(join(app, '.nvmrc')), `system Node ${systemNode}: .nvmrc`).to.equal(true)
     const t2 = Date.now()
 
     const start = spawn('npx', ['mesh', 'start', '--mode', 'local', '--json', '--no-control'], {
