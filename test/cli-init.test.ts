@@ -9,7 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
-import { dirname, join } from 'node:path'
+import { delimiter, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { isMeshError } from 'meshkit'
@@ -21,6 +21,7 @@ import {
   projectFileName,
   scaffoldProject,
   suggestPackageName,
+  systemNodeVersion,
   templatesDir,
   versionAtLeast,
 } from '../src/init/index.js'
@@ -102,6 +103,46 @@ describe('mesh init', () => {
       expect(versionAtLeast('22.14.9', '22.15')).to.equal(false)
       expect(versionAtLeast('22.15.0', '22.15')).to.equal(true)
       expect(versionAtLeast('v23.0.1', '22.15')).to.equal(true)
+    })
+
+    it('system Node: the first node on PATH outside node_modules that answers; a node that cannot be asked pins Node 24', async () => {
+      const fake = async (name: string, script: string) => {
+        const bin = join(dir, 'fake-path', name)
+        await mkdir(bin, { recursive: true })
+        await writeFile(join(bin, 'node'), `#!/bin/sh\n${script}\n`, { mode: 0o755 })
+        return bin
+      }
+      const garbage = await fake('garbage', 'echo "Segmentation fault"')
+      const failing = await fake('failing', 'exit 1')
+      const pinned = await fake(join('proj', 'node_modules', '.bin'), 'echo 24.11.0')
+      const system = await fake('system', 'echo 22.16.0')
+      const path = (...dirs: string[]) => ({ PATH: dirs.join(delimiter) })
+      expect(
+        systemNodeVersion(path(pinned, garbage, failing, system)),
+        'skips node_modules and non-answers',
+      ).to.equal('22.16.0')
+      expect(systemNodeVersion(path(garbage, failing)), 'a node is there but says no version').to.equal(
+        undefined,
+      )
+      expect(systemNodeVersion(path(join(dir, 'no-such-dir'))), 'no other node: this one').to.equal(
+        process.versions.node,
+      )
+      // scaffoldProject() without a systemNode option asks PATH: could not tell -> pinned, no .nvmrc
+      const saved = process.env.PATH
+      process.env.PATH = garbage
+      try {
+        const unknown = await scaffoldProject({
+          meshkit: `^${VERSION}`,
+          dir: 'on-unknown-node',
+          cwd: dir,
+          install: false,
+        })
+        const pkg = JSON.parse(await readFile(join(unknown.dir, 'package.json'), 'utf8'))
+        expect(pkg.devDependencies.node).to.equal('^24')
+        expect(existsSync(join(unknown.dir, '.nvmrc'))).to.equal(false)
+      } finally {
+        process.env.PATH = saved
+      }
     })
 
     it('copies a template: package name from the directory, meshkit dependency set, dotfiles renamed', async () => {

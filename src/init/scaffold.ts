@@ -134,24 +134,30 @@ export function versionAtLeast(a: string, b: string): boolean {
 
 /**
  * The version of the system's Node.js: the first `node` on PATH outside any `node_modules/.bin` (a
- * project's pinned Node, as this repository's, is not the system's), or this process's when none is
- * found. Bounded: 5 s.
+ * project's pinned Node, as this repository's, is not the system's) that answers with a version, or
+ * this process's when there is no other `node` on PATH. `undefined` when a `node` is there but none
+ * answered with a version within 15 s each (a loaded machine): the caller cannot tell, and must not
+ * guess this process's Node (a project's pinned Node 24 would pass for a system Node 20).
  */
-export function systemNodeVersion(env: NodeJS.ProcessEnv = process.env): string {
+export function systemNodeVersion(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  let found = false
   for (const entry of (env.PATH ?? '').split(delimiter)) {
     if (!entry || entry.split(sep).includes('node_modules')) continue
     const candidate = join(entry, process.platform === 'win32' ? 'node.exe' : 'node')
     if (!existsSync(candidate)) continue
+    found = true
     try {
-      return execFileSync(candidate, ['-p', 'process.versions.node'], {
-        timeout: 5000,
+      const version = execFileSync(candidate, ['-p', 'process.versions.node'], {
+        timeout: 15_000,
         encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
       }).trim()
+      if (/^\d+\.\d+\.\d+/.test(version)) return version
     } catch {
-      // not runnable: look further
+      // not runnable (or too slow): look further
     }
   }
-  return process.versions.node
+  return found ? undefined : process.versions.node
 }
 
 /**
@@ -234,10 +240,11 @@ export async function scaffoldProject(options: ScaffoldOptions): Promise<Scaffol
     const engines = (pkg.engines as Record<string, string> | undefined) ?? {}
     pkg.engines = { ...engines, node: engines.node ?? `>=${MIN_NODE}` }
     const needs = /^>=\s*(\d+(?:\.\d+){0,2})$/.exec(engines.node ?? '')?.[1] ?? MIN_NODE
-    // Node: pinned only where the system's is too old; else the project says what it needs
+    // Node: pinned where the system's is too old or could not be told; else the project says what it
+    // needs (a pinned Node runs everywhere, an .nvmrc only where that Node is installed)
     const systemNode = options.systemNode ?? systemNodeVersion()
     const dev = pkg.devDependencies as Record<string, string> | undefined
-    if (versionAtLeast(systemNode, needs)) {
+    if (systemNode !== undefined && versionAtLeast(systemNode, needs)) {
       if (dev) delete dev.node
       await writeFile(join(dir, '.nvmrc'), `${systemNode.split('.')[0]}\n`)
       files.push('.nvmrc')
