@@ -1,14 +1,19 @@
-/** What a running node does about its remote peers: bans enforced, peers nobody values forgotten. */
+/**
+ * What a running node does about its remote peers: bans enforced, peers nobody values forgotten,
+ * duplicate connections closed.
+ */
 import type { Libp2p } from '@libp2p/interface'
+import { closeDuplicateConnections } from './duplicate-connections.js'
 import type { Logger } from './logger.js'
 import { ipOf } from './node-gater.js'
 import { startPeerStoreHygiene } from './peer-store-hygiene.js'
 import type { Reputation } from './reputation.js'
 
-/** Starts the node's peer guards (bans, peer store hygiene); returns the functions that stop them. */
+/** Starts the node's peer guards (bans, peer store hygiene, duplicates); returns what stops them. */
 export function guardPeers(libp2p: Libp2p, reputation: Reputation, logger: Logger): Array<() => void> {
   const hygiene = startPeerStoreHygiene(libp2p, logger)
-  return [enforceBans(libp2p, reputation), () => hygiene.stop()]
+  const duplicates = closeDuplicateConnections(libp2p, logger)
+  return [enforceBans(libp2p, reputation), () => hygiene.stop(), () => duplicates.stop()]
 }
 
 /**
