@@ -8,13 +8,14 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { readdir, readFile, realpath, stat, utimes, writeFile } from 'node:fs/promises'
+import { readdir, readFile, realpath, rename, stat, utimes, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { expect } from 'chai'
 import { LOCK_FILE, lockDataDir } from '../src/core/data-dir-lock.js'
 import { isMeshError, type MeshError } from '../src/core/errors.js'
+import type { Logger } from '../src/core/logger.js'
 import { processState, selfIdentity } from '../src/core/process-identity.js'
 import { tempDir } from './helpers.js'
 
@@ -319,6 +320,25 @@ describe('data dir lock', function () {
     // a second lock in this process (another kernel on the same data dir) is refused too
     await expectLocked(lockDataDir(dir, { staleMs }))
     await expectLocked(lockDataDir(dir, { staleMs, socket: false }))
+  })
+
+  it("says so once when another process replaced its lock file; its own file's mtime only is touched", async () => {
+    const staleMs = 500
+    const errors: string[] = []
+    const logger = { error: (m: string) => errors.push(m) } as unknown as Logger
+    releases.push(await lockDataDir(dir, { staleMs, logger }))
+    const file = join(dir, LOCK_FILE)
+    const ours = await readFile(file, 'utf8')
+    await new Promise((r) => setTimeout(r, staleMs / 2))
+    expect(await readFile(file, 'utf8'), 'beats do not rewrite the record').to.equal(ours)
+    expect(errors).to.deep.equal([])
+    // another process takes the lock over: a new file (new inode) linked in place
+    const other = { ...JSON.parse(ours), pid: 999_999, nonce: randomBytes(16).toString('hex') }
+    await writeFile(`${file}.other.tmp`, JSON.stringify(other))
+    await rename(`${file}.other.tmp`, file)
+    await new Promise((r) => setTimeout(r, staleMs))
+    expect(errors).to.have.length(1)
+    expect(errors[0]).to.include('pid 999999').and.include('took the data dir')
   })
 
   it('a process squatting the lock socket name does not keep the node from starting', async function () {
