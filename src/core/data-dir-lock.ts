@@ -183,6 +183,7 @@ export async function lockDataDir(
       await utimes(file, at, at)
       return
     }
+    if (released) return // it unlinked its file meanwhile: whatever is there now is not a takeover
     const current = await readLockFile(file)
     if (current?.record?.nonce === nonce) {
       const at = new Date()
