@@ -282,6 +282,16 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
     }
   }
 
+  /** Inbound streams `nodes` served during the join phase, by protocol family, divided by `per`. */
+  const servedByProtocol = (nodes: NodeReport[], per: number): Record<string, number> => {
+    const out: Record<string, number> = {}
+    for (const n of nodes)
+      for (const [family, st] of Object.entries(n.snapshots.join?.protocols ?? {}))
+        out[family] = (out[family] ?? 0) + st.streamsIn
+    return Object.fromEntries(
+      Object.entries(out).map(([k, v]) => [k, Math.round((v / Math.max(1, per)) * 10) / 10]),
+    )
+  }
   // load: requests served per second (inbound protocol streams), bytes, connections, registry
   const servedIn = (n: NodeReport, from: string | undefined, to: string) =>
     (n.snapshots[to]?.requestsServed ?? 0) - (from ? (n.snapshots[from]?.requestsServed ?? 0) : 0)
@@ -404,8 +414,12 @@ export function analyze(options: SimOptions, finals: HostFinal[], phases: RunPha
       bootstrapMaxServedPerJoin: r1(
         Math.max(0, ...boots.map((n) => servedIn(n, undefined, 'join'))) / Math.max(1, joins),
       ),
+      /** The same by protocol family (member exchange `topics`, DHT `kad`, `identify`, `ping`, ...). */
+      bootstrapServedPerJoinByProtocol: servedByProtocol(boots, joins),
       /** Requests an ordinary node served during the join phase (mean over nodes). */
       ordinaryServedMean: r1(mean(livePeers.map((n) => servedIn(n, undefined, 'join')))),
+      /** The same by protocol family. */
+      ordinaryServedMeanByProtocol: servedByProtocol(livePeers, livePeers.length),
       bootstrapConnections: boots.map((n) => n.connections),
       ordinaryConnectionsMean: r1(
         mean(livePeers.filter((n) => n.leftAt === undefined).map((n) => n.connections)),
