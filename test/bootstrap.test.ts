@@ -1,6 +1,7 @@
+import { multiaddr } from '@multiformats/multiaddr'
 import { expect } from 'chai'
 import { loadOrCreateIdentity, type MeshConfig, resolveConfig } from 'meshkit'
-import { backoffDelay } from 'meshkit/plugin'
+import { backoffDelay, definePlugin, type PluginContext } from 'meshkit/plugin'
 import { builtinPlugins, identify, noise, tcp, yamux } from 'meshkit/plugins'
 import { staticPeers } from '../plugins/static-peers/index.js'
 import { LoopbackNodes, TEST_ENV, type TestNode } from './fixtures/loopback-nodes.js'
@@ -46,6 +47,30 @@ describe('bootstrap: static peers', function () {
     })
     expect(connectedTo(b, a.peerId)).to.equal(true)
     expect(of(b, 'bootstrap:retry'), 'no retry once the minimum is met').to.have.length(0)
+  })
+
+  it('tells plugins which peers are seeds (ctx.isSeed): the static peer, not a peer that dialled in', async () => {
+    let ctx: PluginContext | undefined
+    const probe = definePlugin({
+      name: 'seed-probe',
+      create: () => ({
+        start: (c) => {
+          ctx = c
+        },
+      }),
+    })
+    const seed = await start('seed')
+    const b = await start('b', {
+      bootstrap: { minConnections: 1 },
+      plugins: [staticPeers({ peers: [seed.address] }), probe()],
+    })
+    await waitFor(() => connectedTo(b, seed.peerId), { what: 'connected to the seed' })
+    const other = await start('other')
+    await other.node.libp2p.dial(multiaddr(b.address))
+    await waitFor(() => connectedTo(b, other.peerId), { what: 'dialled in' })
+    expect(ctx?.isSeed(seed.peerId), 'the static peer').to.equal(true)
+    expect(ctx?.isSeed(other.peerId), 'a peer that dialled in').to.equal(false)
+    expect(ctx?.isSeed(b.peerId), 'itself').to.equal(false)
   })
 
   it('rejects a bad multiaddr in the options, naming the plugin and the entry', () => {

@@ -63,6 +63,45 @@ describe('kad-topics: rendezvous points of a lookup round', () => {
   })
 })
 
+describe('kad-topics: lookup rounds spare the seeds', () => {
+  let peers: PeerId[]
+  before(async () => {
+    peers = await Promise.all(
+      Array.from({ length: 12 }, async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519'))),
+    )
+  })
+
+  it('asks a seed at most every seedInterval while other peers can be asked; seeds alone are asked every round', async () => {
+    const cid = await topicKey('meshkit', 'chat')
+    const seeds = new Set(peers.slice(0, 5).map(String))
+    const interval = 30_000
+    const points = new RendezvousPoints(undefined, (id) => seeds.has(id), interval)
+    const seedAsks = (t0: number, rounds: number, step: number, candidates: PeerId[]) => {
+      let n = 0
+      for (let i = 0; i < rounds; i++)
+        n += points
+          .pick(cid.toString(), cid.multihash.bytes, candidates, t0 + i * step)
+          .filter((p) => seeds.has(p.toString())).length
+      return n
+    }
+    // 5 seeds and 7 others, a round every 2 s for a minute: each seed at most twice (at 0 and 30 s)
+    const mixed = seedAsks(0, 30, 2_000, peers)
+    expect(mixed, 'seed asks in 30 rounds').to.be.at.most(2 * seeds.size)
+    expect(mixed, 'seeds are still asked now and then').to.be.above(0)
+    // without the rule every round would take seeds among its 6 picks of 12 peers
+    const plain = new RendezvousPoints()
+    let unspared = 0
+    for (let i = 0; i < 30; i++)
+      unspared += plain
+        .pick(cid.toString(), cid.multihash.bytes, peers)
+        .filter((p) => seeds.has(p.toString())).length
+    expect(unspared).to.be.above(2 * seeds.size)
+    // a node connected to seeds only asks them every round (as before)
+    const onlySeeds = peers.slice(0, 5)
+    expect(seedAsks(100_000, 5, 2_000, onlySeeds)).to.equal(5 * onlySeeds.length)
+  })
+})
+
 describe('kad-topics: key distance (what a full member registry keeps)', () => {
   it('orders topic keys by Kademlia distance from the node; a string that is no CID is farthest', async () => {
     const self = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))

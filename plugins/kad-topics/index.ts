@@ -239,6 +239,7 @@ export const kadTopics = definePlugin({
           reputation: ctx.reputation,
           addresses: addressPolicy(ctx, o.addressScope),
           budget,
+          isSeed: (peer) => ctx.isSeed(peer),
         },
         registry,
         dials,

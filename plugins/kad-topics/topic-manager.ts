@@ -50,7 +50,7 @@ export class TopicManager {
   readonly #state: TopicState
   readonly #peers: TopicPeers
   readonly #exchange: MemberExchange
-  readonly #points = new RendezvousPoints()
+  readonly #points: RendezvousPoints
   #off: Array<() => void> = []
   private readonly settings: TopicManagerSettings
 
@@ -67,6 +67,7 @@ export class TopicManager {
     dials?: DialGuard,
   ) {
     this.settings = { ...settings, lookupBackoff: { ...settings.lookupBackoff } }
+    this.#points = new RendezvousPoints(undefined, security.isSeed)
     this.registry =
       registry ??
       new MemberRegistry({

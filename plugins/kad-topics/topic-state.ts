@@ -25,6 +25,8 @@ export interface TopicSecurity {
   addresses: PeerAddressPolicy
   /** The member exchange's per-peer and global budget (both protocol versions share it). */
   budget: Budget
+  /** `ctx.isSeed`: lookup rounds spare the operator's bootstrap nodes (RendezvousPoints). */
+  isSeed?: (peer: string) => boolean
 }
 
 /** A known member of a joined topic, as TopicDiscovery.knownMembers() reports it. */

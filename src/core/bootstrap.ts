@@ -96,6 +96,11 @@ export class Bootstrapper {
     return this.libp2p.getPeers().length
   }
 
+  /** Whether `peer` was reached through a seed source's address (or named by one). */
+  isSeed(peer: string): boolean {
+    return this.#seedPeers.has(peer)
+  }
+
   /** Connected seed peers, when the node has seed sources and wants seed connections; else undefined. */
   #seedsConnected(): number | undefined {
     if (this.settings.seedConnections === 0 || !this.sources.some((s) => s.source.seed)) return undefined

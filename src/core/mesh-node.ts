@@ -385,6 +385,7 @@ export class MeshNode {
       slots: this.#slots,
       context: (resolved) => this.#context(resolved),
       startBootstrapper: () => this.#startBootstrapper(),
+      isSeed: (peer) => this.#bootstrapper?.isSeed(peer) ?? false,
       dialConfigured: (addresses) =>
         void dialConfigured(addresses, {
           started: () => this.#state === 'started',

@@ -34,6 +34,8 @@ export interface PluginContextHost {
   /** Aborted when the node stops (a new one for each start). */
   readonly signal: AbortSignal
   readonly peerAddresses: PeerAddressPolicy
+  /** Whether `peer` is one of the seeds the bootstrapper reached (false while it has none). */
+  isSeed(peer: string): boolean
 }
 
 /** The context of the plugin `resolved` on the node `host`. */
@@ -72,6 +74,7 @@ export function createPluginContext(resolved: ResolvedPlugin, host: PluginContex
     get peerAddresses() {
       return host.peerAddresses
     },
+    isSeed: (peer: string) => host.isSeed(peer),
     budget(name: string, init?: BudgetInit): Budget {
       return createBudget(`${plugin.name}/${name}`, init, (peer, refusal) => {
         if (refusal.peerFault)

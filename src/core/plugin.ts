@@ -87,6 +87,13 @@ export interface PluginContext {
    */
   readonly peerAddresses: PeerAddressPolicy
   /**
+   * Whether `peer` (a peer id string) is one of the node's seeds: a bootstrap node the operator gave it
+   * (static peers, DNS seeds) and that every node of the mesh keeps a connection to. A protocol can
+   * spare seeds the work other peers can do: kad-topics tells them its members when it connects, and
+   * its lookup rounds ask other peers first. `false` before the node started.
+   */
+  isSeed(peer: string): boolean
+  /**
    * A per-peer and global budget for one protocol the plugin serves (rate, concurrency, bytes); a peer
    * that goes over its own budget is refused and penalized (`budget` offence). Make it in `start()`.
    */
