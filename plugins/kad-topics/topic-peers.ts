@@ -7,7 +7,7 @@ import { netGroupOf } from './net-group.js'
 import type { JoinedTopic, TopicState } from './topic-state.js'
 
 const TOPIC_TAG = 'meshkit-topic'
-/** How long after joining a topic only "higher" members are dialled (see fill()). */
+/** How long after joining a topic, or learning of a member, only "higher" members are dialled (see fill()). */
 const DIAL_GRACE_MS = 750
 /** A connected member that has not confirmed itself is asked again at most this often (see fill()). */
 const ASK_AGAIN_MS = 5_000
@@ -22,6 +22,8 @@ export class TopicPeers {
   #snapshot?: { peers: Set<string>; groups: Map<string, string | undefined> }
   /** When fill() last asked a connected member to confirm itself (bounded). */
   readonly #asked = new LruMap<string, number>(1024)
+  /** When this node first learned of a member of a joined topic (`<key> <id>`, bounded). */
+  readonly #learnedAt = new LruMap<string, number>(4096)
 
   constructor(
     private readonly state: TopicState,
@@ -39,7 +41,10 @@ export class TopicPeers {
     if (member.source !== id && state.remoteJoined.get(id)?.has(key) === false) return 'ignored'
     const before = state.registry.get(key, id)?.addrs.join(' ')
     const result = state.registry.add(key, id, member)
-    if (result === 'added' && state.keyToTopic.has(key)) this.report(id, member.addrs)
+    if (result === 'added' && state.keyToTopic.has(key)) {
+      this.#learnedAt.set(`${key} ${id}`, Date.now())
+      this.report(id, member.addrs)
+    }
     if (result !== 'updated' || before === undefined) return result
     // a member at new addresses (it moved, e.g. reserved on another relay when its relay died): dialled
     // there at the next fill, not after the backoff its old, dead addresses earned
@@ -259,21 +264,25 @@ export class TopicPeers {
     let deficit = Math.min(Math.max(missing, replace), cap)
     if (deficit <= 0) return
     const now = Date.now()
-    // Two members who learn of each other at once would both dial: each pair is dialled by the peer
-    // with the lower id, unless the topic is still short after a grace period (then anyone dials).
-    // Dialled at once all the same: a member not known to be short (it has its peers and dials nobody),
-    // and one whose record was signed before the grace period (it joined earlier: past its own grace it
-    // does not hold back either). A node joining a warm mesh used to wait out the grace, up to the
-    // next poll (~1 s), when every member it heard of had a lower id.
-    const grace = now - joined.since > DIAL_GRACE_MS
-    const settled = now - DIAL_GRACE_MS
+    // Two members who learn of each other at once would both dial (and both connections stay until the
+    // duplicate is closed): each pair is dialled by the peer with the lower id, unless the grace period
+    // after joining and after learning of that member is over (then anyone dials). The grace runs from
+    // the later of the two: in a CPU-bound start members learn of each other seconds after joining, and
+    // a grace from the join alone was over by then (bench:rendezvous: 2-3 duplicates of a peer's ~11
+    // connections at 10 peers). Dialled at once all the same: a member not known to be short (it has its
+    // peers and dials nobody), and one whose record was signed well before this node joined (it was
+    // there first: it learns of this node later, from this node's registration, and does not dial at
+    // the same moment). A node joining a warm mesh used to wait out the grace, up to the next poll
+    // (~1 s), when every member it heard of had a lower id.
+    const earlier = joined.since - DIAL_GRACE_MS
     const counts = this.#groupCounts(joined.peers)
     const perNetwork = this.#perNetwork()
     const first: Array<{ id: string; addrs: string[]; source: string }> = []
     const later: typeof first = []
     for (const [id, member] of registry.members(joined.key)) {
       const early = id > self || (member.short && member.direct) || !member.short
-      if (!(grace || early || (member.proof && member.proof.ts <= settled))) continue
+      const since = Math.max(joined.since, this.#learnedAt.get(`${joined.key} ${id}`) ?? 0)
+      if (!(early || now - since > DIAL_GRACE_MS || (member.proof && member.proof.ts <= earlier))) continue
       if (id === self || joined.peers.has(id) || this.state.dialing.has(id)) continue
       if (member.addrs.length === 0 || dials.backedOff(id)) continue
       if (this.#connected(id)) {
