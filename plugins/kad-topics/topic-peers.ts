@@ -280,9 +280,16 @@ export class TopicPeers {
     const first: Array<{ id: string; addrs: string[]; source: string }> = []
     const later: typeof first = []
     for (const [id, member] of registry.members(joined.key)) {
-      const early = id > self || (member.short && member.direct) || !member.short
-      const since = Math.max(joined.since, this.#learnedAt.get(`${joined.key} ${id}`) ?? 0)
-      if (!(early || now - since > DIAL_GRACE_MS || (member.proof && member.proof.ts <= earlier))) continue
+      const early =
+        id > self ||
+        (member.short && member.direct) ||
+        !member.short ||
+        (member.proof !== undefined && member.proof.ts <= earlier)
+      if (
+        !early &&
+        now - Math.max(joined.since, this.#learnedAt.peek(`${joined.key} ${id}`) ?? 0) <= DIAL_GRACE_MS
+      )
+        continue
       if (id === self || joined.peers.has(id) || this.state.dialing.has(id)) continue
       if (member.addrs.length === 0 || dials.backedOff(id)) continue
       if (this.#connected(id)) {
