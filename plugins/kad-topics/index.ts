@@ -97,7 +97,7 @@ const options = z
     lookupInitial: durationSchema("'250ms'").default(250),
     /** @default '30s' */
     lookupMax: durationSchema("'30s'").default(30_000),
-    /** Lookup interval once a topic has its peers. @default '5m' */
+    /** Lookup interval once a topic has its peers, and of a short one's fruitless DHT query while it has some. @default '5m' */
     refreshInterval: durationSchema("'5m'").default(300_000),
     /**
      * How long a member learned from others stays known without news; also the longest a signed member

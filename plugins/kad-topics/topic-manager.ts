@@ -277,7 +277,10 @@ export class TopicManager {
    * (RendezvousPoints), and query the DHT from the second round on (DHT queries open connections, the exchange reuses them). Rounds back off from
    * `lookupBackoff.initial` to `max`; the exchange poll is quick (at most 2 s apart) while rounds learn
    * something, and slows down when they keep learning nothing (poll-schedule.ts: a small topic is short
-   * for good).
+   * for good). A DHT query that found nobody new is not repeated while the topic has peers, until
+   * `refreshInterval` (each query brings ~20 peer records per answer into the peer store and routing
+   * table of the asker: a killed third of a mesh kept the survivors' CPU busy with it); a member with no
+   * topic peer keeps querying on the backoff.
    */
   async #lookupLoop(joined: JoinedTopic): Promise<void> {
     const { initial, max } = this.settings.lookupBackoff
@@ -287,6 +290,8 @@ export class TopicManager {
     let peersBefore = joined.peers.size
     let dhtDelay = Math.max(initial * 4, 1000)
     let nextDht = Date.now() + (this.settings.memberExchange ? dhtDelay : 0)
+    // when the last DHT query found no member this node did not know (-Infinity: it found some)
+    let fruitlessDhtAt = Number.NEGATIVE_INFINITY
     const signal = joined.abort.signal
     const short = () => this.#peers.short(joined)
     while (!signal.aborted && !this.signal.aborted) {
@@ -307,9 +312,18 @@ export class TopicManager {
         await Promise.all(asked.map((p) => this.#exchange.exchange(p)))
         learned = this.registry.members(joined.key).length > before
       }
-      if (short() && !learned && Date.now() >= nextDht) {
+      // a fruitless query is not repeated while the topic has peers, until refreshInterval: their
+      // exchanges hear of every newcomer that reaches a member, and a small topic is short for good
+      const dhtDue =
+        Date.now() >= nextDht &&
+        (joined.peers.size === 0 || Date.now() - fruitlessDhtAt >= this.settings.refreshInterval)
+      if (short() && !learned && dhtDue) {
+        const before = this.registry.members(joined.key).length
         try {
           for await (const _ of this.find(joined.topic, signal)) this.#peers.fill(joined)
+          // only a query that ran to its end says that the DHT knows nobody new
+          fruitlessDhtAt =
+            this.registry.members(joined.key).length > before ? Number.NEGATIVE_INFINITY : Date.now()
         } catch (err) {
           if (signal.aborted) return
           this.logger.debug(`lookup of ${joined.topic} failed: ${(err as Error).message}`)
