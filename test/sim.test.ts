@@ -13,6 +13,8 @@ import { defaultOptions } from '../bench/sim/scenario.js'
  * bound, not the issue's goal of 10 s: the 100-node run measured a p99 of 36-38 s (docs/scale.md).
  */
 const P99_BOUND_MS = 60_000
+/** The process's own clock and timers: the run's time dilation must not outlive it (tests run after it). */
+const real = { Date, setTimeout, setInterval, timeout: AbortSignal.timeout, perfNow: performance.now }
 
 describe('scale simulator: 100 nodes', function () {
   this.timeout(300_000)
@@ -21,6 +23,13 @@ describe('scale simulator: 100 nodes', function () {
     const options = { ...defaultOptions(100), settle: 30, background: 2, clusters: false }
     const lines: string[] = []
     const { summary, result } = await runSimulation(options, (line) => lines.push(line))
+    // the clock is the process's own again: a slowdown left installed made a later test file's
+    // replacements look 47 s slow to start (dilated Date.now against the children's real one)
+    expect(globalThis.Date, 'Date after the run').to.equal(real.Date)
+    expect(globalThis.setTimeout, 'setTimeout after the run').to.equal(real.setTimeout)
+    expect(globalThis.setInterval, 'setInterval after the run').to.equal(real.setInterval)
+    expect(AbortSignal.timeout, 'AbortSignal.timeout after the run').to.equal(real.timeout)
+    expect(performance.now, 'performance.now after the run').to.equal(real.perfNow)
     const detail = JSON.stringify({ summary, neverFound: result.rendezvous.neverFoundSamples })
     expect(result.nodes.startErrors, detail).to.equal(0)
     expect(summary.nodes).to.equal(100)

@@ -29,15 +29,37 @@ export const slowdown = (): number => factor
 let installed = false
 const CONTROLLER = Symbol('sim-timeout-controller')
 
-/** Installs a slowdown of `s` counted from `epochMs` (a real time, the same in every thread). Once per thread. */
-export function installSlowdown(s: number, epochMs: number): void {
+/**
+ * Installs a slowdown of `s` counted from `epochMs` (a real time, the same in every thread), one at a
+ * time per thread. Returns the uninstall: the thread's own timers, clocks and AbortSignal.timeout back
+ * (a run inside a test process must not leave the tests after it on a dilated clock).
+ */
+export function installSlowdown(s: number, epochMs: number): () => void {
   if (installed) throw new Error('the simulator clock is already installed in this thread')
-  installed = true
   if (!(s >= 1)) throw new RangeError(`slowdown must be >= 1 (got ${s})`)
+  installed = true
   factor = s
   epoch = epochMs
-  if (s === 1) return
   const g = globalThis as unknown as Record<string, unknown>
+  const saved = {
+    setTimeout: g.setTimeout,
+    setInterval: g.setInterval,
+    Date: g.Date,
+    perfNow: performance.now,
+    timeout: AbortSignal.timeout,
+  }
+  const uninstall = () => {
+    if (!installed) return
+    installed = false
+    factor = 1
+    if (s === 1) return
+    g.setTimeout = saved.setTimeout
+    g.setInterval = saved.setInterval
+    g.Date = saved.Date
+    performance.now = saved.perfNow
+    AbortSignal.timeout = saved.timeout
+  }
+  if (s === 1) return uninstall
   const realSetTimeout = globalThis.setTimeout
   const realSetInterval = globalThis.setInterval
   const scale = (ms: unknown) => Math.max(0, Number(ms) || 0) * factor
@@ -79,4 +101,5 @@ export function installSlowdown(s: number, epochMs: number): void {
     timers.register(signal, timer)
     return signal
   }
+  return uninstall
 }

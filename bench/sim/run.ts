@@ -84,15 +84,15 @@ export function autoSlowdown(o: SimOptions): number {
 
 /**
  * Runs one simulation and returns its figures (the CLI below prints them). Installs the run's clock
- * (time dilation) in this thread: call it once per process.
+ * (time dilation) in this thread for the run and takes it away at the end: one run at a time.
  */
 export async function runSimulation(o: SimOptions, progress: (line: string) => void = log): Promise<SimRun> {
   if (o.slowdown === 0) o.slowdown = autoSlowdown(o)
-  const epoch = realNow()
-  installSlowdown(o.slowdown, epoch)
-  const wallStart = realNow()
   const scenario = buildScenario(o)
   const root = await mkdtemp(join(tmpdir(), 'meshkit-sim-'))
+  const epoch = realNow()
+  const uninstallClock = installSlowdown(o.slowdown, epoch)
+  const wallStart = realNow()
   const hostCount = 1 + scenario.hosts
   // a MessageChannel between every two hosts
   const ports: Array<Array<[number, MessagePort]>> = Array.from({ length: hostCount }, () => [])
@@ -201,6 +201,7 @@ export async function runSimulation(o: SimOptions, progress: (line: string) => v
   } finally {
     await Promise.all(hosts.map((h) => h.worker.terminate().catch(() => 0)))
     await rm(root, { recursive: true, force: true }).catch(() => {})
+    uninstallClock()
   }
 }
 
