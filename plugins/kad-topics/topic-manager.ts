@@ -278,7 +278,8 @@ export class TopicManager {
    * `lookupBackoff.initial` to `max`; the exchange poll is quick (at most 2 s apart) while rounds learn
    * something, and slows down when they keep learning nothing (poll-schedule.ts: a small topic is short
    * for good). A DHT query that found nobody new is not repeated while the topic has peers, until
-   * `refreshInterval` (each query brings ~20 peer records per answer into the peer store and routing
+   * `refreshInterval`, once the node has been in the topic for `max` (before, members are still
+   * announcing) (each query brings ~20 peer records per answer into the peer store and routing
    * table of the asker: a killed third of a mesh kept the survivors' CPU busy with it); a member with no
    * topic peer keeps querying on the backoff.
    */
@@ -313,10 +314,14 @@ export class TopicManager {
         learned = this.registry.members(joined.key).length > before
       }
       // a fruitless query is not repeated while the topic has peers, until refreshInterval: their
-      // exchanges hear of every newcomer that reaches a member, and a small topic is short for good
+      // exchanges hear of every newcomer that reaches a member, and a small topic is short for good;
+      // not in the topic's first `max` (members still announcing while a mesh forms)
+      const now = Date.now()
       const dhtDue =
-        Date.now() >= nextDht &&
-        (joined.peers.size === 0 || Date.now() - fruitlessDhtAt >= this.settings.refreshInterval)
+        now >= nextDht &&
+        (joined.peers.size === 0 ||
+          now - joined.since < max ||
+          now - fruitlessDhtAt >= this.settings.refreshInterval)
       if (short() && !learned && dhtDue) {
         const before = this.registry.members(joined.key).length
         try {
