@@ -15,10 +15,15 @@ const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string })
   .version
 
-/** PATH without this repository's folders: the system's node and npm, as a user outside it has. */
+/**
+ * PATH without this repository's folders and without any `node_modules` folder (another checkout's
+ * pinned Node 24 on the PATH of the shell that ran the tests passed for the system's Node here, while
+ * `mesh init`, which skips them, saw Node 20): the system's node and npm, as a user outside it has.
+ */
 const SYSTEM_PATH = (process.env.PATH ?? '')
   .split(delimiter)
   .filter((entry) => !entry.startsWith(REPO_ROOT + sep) && entry !== REPO_ROOT)
+  .filter((entry) => entry !== '' && !entry.split(sep).includes('node_modules'))
   .join(delimiter)
 
 const ENV: NodeJS.ProcessEnv = {

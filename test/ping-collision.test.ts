@@ -9,6 +9,7 @@
 import { expect } from 'chai'
 import type { MeshPlugin } from 'meshkit'
 import { identify, noise, ping, tcp, yamux } from 'meshkit/plugins'
+import { coalescePings } from '../plugins/ping/index.js'
 import { LoopbackNodes } from './fixtures/loopback-nodes.js'
 import { tempDir, waitFor } from './helpers.js'
 
@@ -64,5 +65,32 @@ describe('ping: no connection is aborted by a ping collision', function () {
     expect(pings).to.be.greaterThan(100)
     // stock @libp2p/ping (one outbound stream) fails here: its pings collide (846 refused in one run) and
     // the monitor aborts the connection at ~10 s
+  })
+})
+
+describe('ping: coalesced pings', () => {
+  it('a failed ping whose only caller had given up (aborted signal) is no unhandled rejection', async () => {
+    // the simulator caught one (StreamStateError from a ping on a closing stream, kad-dht checking a
+    // contact with a signal already aborted): an unhandled rejection ends a Node process
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const service = {
+        ping: () =>
+          new Promise<number>((_, reject) => setTimeout(() => reject(new Error('stream closed')), 5)),
+      }
+      const coalesced = coalescePings(service as never) as unknown as PingService
+      const aborted = AbortSignal.abort(new Error('gave up'))
+      const first = await coalesced.ping('peer-a', { signal: aborted }).catch((err: Error) => err.message)
+      expect(first).to.equal('gave up')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(unhandled, 'unhandled rejections').to.deep.equal([])
+      // the others who wait for the shared ping still get its failure
+      const second = await coalesced.ping('peer-b').catch((err: Error) => err.message)
+      expect(second).to.equal('stream closed')
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 })

@@ -291,14 +291,16 @@ export class TopicPeers {
       )
         continue
       if (id === self || joined.peers.has(id) || this.state.dialing.has(id)) continue
-      if (member.addrs.length === 0 || dials.backedOff(id)) continue
       if (this.#connected(id)) {
         // connected, known as a member, but it has not said so itself (no exchange yet, or one from before
-        // it joined): ask it, at most every ASK_AGAIN_MS (a rumour of a member that left costs that much)
+        // it joined): ask it, at most every ASK_AGAIN_MS (a rumour of a member that left costs that much);
+        // asking needs no address and no dial, so a backoff from an earlier failed dial (two members
+        // dialling each other at once) does not hold it back
         if (settings.memberExchange && !this.state.remoteJoined.get(id)?.has(joined.key))
           this.#askAgain(id, now)
         continue
       }
+      if (member.addrs.length === 0 || dials.backedOff(id)) continue
       const addrs = dials.usable(member.addrs)
       if (addrs.length === 0) continue
       const group = netGroupOf(addrs[0])

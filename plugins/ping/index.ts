@@ -31,6 +31,9 @@ export function coalescePings(service: PingService): PingService {
       // the shared ping is bounded by the service's own timeout, not by the first caller's signal
       const { signal: _first, ...rest } = options
       pending = service.ping(peer, rest).finally(() => inFlight.delete(key))
+      // a caller whose signal is already aborted never waits for it, and later callers may not come:
+      // its failure must not be an unhandled rejection (Node ends the process on one)
+      pending.catch(() => {})
       inFlight.set(key, pending)
     }
     const shared = pending
