@@ -1,6 +1,6 @@
 /**
  * The scale simulator (bench/sim, `npm run sim`) at 100 nodes: real Meshkit nodes (kernel, bootstrap,
- * kadTopics, jaccardClusters) over the simulated network with 50 ms links, topics with Zipf sizes, all
+ * kadTopics; clustering off) over the simulated network with 50 ms links, topics with Zipf sizes, all
  * nodes joining at once. Every member of every topic must reach min(5, members - 1) topic peers, within
  * a p99 bound. Worker threads in this process; nothing leaves it (no socket is opened).
  */
@@ -10,17 +10,28 @@ import { defaultOptions } from '../bench/sim/scenario.js'
 
 /**
  * p99 time to reach the target, for rare and popular topics alike (ms of simulated time). A regression
- * bound, not the issue's goal of 10 s: the 100-node run measured a p99 of 36-38 s (docs/scale.md).
+ * bound with room for a slower machine, not the issue's goal of 10 s: at a slowdown of 4 the 100-node
+ * run measured a p99 of 5.7-11.2 s in 13 runs (at the old slowdown of 2: 21-39 s, see SLOWDOWN).
  */
-const P99_BOUND_MS = 60_000
+const P99_BOUND_MS = 30_000
+/**
+ * Time dilation of the run. At the simulator's default for 100 nodes (2) both node threads of this
+ * 2-core machine were 99 % busy with an event-loop lag p99 of 0.7-1.5 s of simulated time in every run:
+ * libp2p's connection monitor aborted connections whose pings came back late, upgrades timed out, and
+ * in 1 run of 7 (and one CI run) a member of a 2-member topic never reached the other (`noPeerEver`).
+ * At 4 the lag p99 is ~0.2 s simulated, the mesh converges in 10-14 s instead of 25-35 s, and the run
+ * takes no longer (50-72 s against 65-97 s of wall time): the test measures the protocol, not the
+ * starvation.
+ */
+const SLOWDOWN = 4
 /** The process's own clock and timers: the run's time dilation must not outlive it (tests run after it). */
 const real = { Date, setTimeout, setInterval, timeout: AbortSignal.timeout, perfNow: performance.now }
 
 describe('scale simulator: 100 nodes', function () {
   this.timeout(300_000)
 
-  it('every member of every topic, rare ones included, finds its topic; at most 5 % end short of min(k, members - 1); p99 bounded', async () => {
-    const options = { ...defaultOptions(100), settle: 30, background: 2, clusters: false }
+  it('every member of every topic, rare ones included, reaches min(k, members - 1) topic peers (never_found = 0); p99 bounded', async () => {
+    const options = { ...defaultOptions(100), settle: 30, background: 2, clusters: false, slowdown: SLOWDOWN }
     const lines: string[] = []
     const { summary, result } = await runSimulation(options, (line) => lines.push(line))
     // the clock is the process's own again: a slowdown left installed made a later test file's
@@ -34,11 +45,11 @@ describe('scale simulator: 100 nodes', function () {
     expect(result.nodes.startErrors, detail).to.equal(0)
     expect(summary.nodes).to.equal(100)
     expect(result.rendezvous.all.members, detail).to.be.greaterThan(100)
-    // every member finds its topic (at least one topic peer); reaching the full min(k, members - 1) is
-    // not reliable yet: a few members of small topics end one or two peers short (issue 15 stays open,
-    // 0-8 of ~300 memberships in CI runs), bounded here at 5 %
+    // every member finds its topic and reaches min(k, members - 1) topic peers: at a slowdown of 4,
+    // never_found was 0 in 13 of 13 runs (at 2, members of small topics ended short in CI runs, 0-8 of
+    // ~150, and once one never had a peer)
     expect(result.rendezvous.noPeerEver, detail).to.equal(0)
-    expect(summary.never_found, detail).to.be.at.most(Math.ceil(result.rendezvous.all.members * 0.05))
+    expect(summary.never_found, detail).to.equal(0)
     expect(summary.rendezvous_p99_ms_rare, detail).to.be.a('number').and.at.most(P99_BOUND_MS)
     expect(summary.rendezvous_p99_ms_popular, detail).to.be.a('number').and.at.most(P99_BOUND_MS)
   })

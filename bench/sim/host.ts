@@ -234,6 +234,7 @@ async function main(): Promise<void> {
       if (logs.samples.length < 30) logs.samples.push(line.slice(0, 400))
     },
   })
+  const debugNodes = new Set((process.env.SIM_DEBUG_NODES ?? '').split(',').filter(Boolean).map(Number))
   // topic name <-> key (member-exchange requests carry keys)
   const keyOfTopic = new Map<string, string>()
   for (const name of Object.keys(init.topicSize))
@@ -334,7 +335,7 @@ async function main(): Promise<void> {
       name: `sim-${spec.index}`,
       dataDir: join(init.root, String(spec.index)),
       datastore: 'memory',
-      logLevel: 'warn',
+      logLevel: debugNodes.has(spec.index) ? 'debug' : 'warn',
       listen: [`/ip4/${spec.ip}/tcp/4001`],
       network: { addressScope: o.scope, ...(o.scope === 'public' ? { publicCidrs: [SIM_CIDR] } : {}) },
       plugins: [
@@ -416,7 +417,13 @@ async function main(): Promise<void> {
       node.mesh = await startMesh({
         config: configOf(node),
         events: bus,
-        logger,
+        // SIM_DEBUG_NODES=44,84: those nodes' debug log on stderr, each line with the simulated time
+        logger: debugNodes.has(spec.index)
+          ? createLogger({
+              level: 'debug',
+              write: (line) => process.stderr.write(`${rel()} n${spec.index} LOG ${line}\n`),
+            })
+          : logger,
         env: { command: 'start', mode: 'production' },
       })
       node.readyAt = rel()

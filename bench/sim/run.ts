@@ -71,15 +71,17 @@ export interface SimRun {
 
 /** Runs one simulation and returns its figures (the CLI below prints them). */
 /**
- * The slowdown `auto` picks: one per 60 simulated nodes, at least 2. A settled node costs the simulator
+ * The slowdown `auto` picks: one per 25 simulated nodes, at least 4. A settled node costs the simulator
  * about 10-20 ms of CPU per simulated second (pings of the connection monitor, DHT and exchange
  * refreshes) and a join a few hundred ms: at a slowdown of 1, 100 nodes on one thread kept it 100% busy,
  * event-loop lag passed libp2p's ping timeouts, the connection monitor aborted connections, and the
  * mesh spiralled into connection churn (a dial per node and second) that real nodes, each with its own
- * CPU, do not see.
+ * CPU, do not see. The earlier default (one per 60, at least 2) still starved the node threads of a
+ * 2-core machine (99 % busy, docs/scale.md "Starvation, measured"): 100 nodes at 2 against 4, and 300
+ * at 6 against 12, reached their topic peers several times slower, some never, at 4 and 12 all did.
  */
 export function autoSlowdown(o: SimOptions): number {
-  return Math.max(2, Math.ceil((o.nodes + o.bootstrap) / 60))
+  return Math.max(4, Math.ceil((o.nodes + o.bootstrap) / 25))
 }
 
 /**

@@ -112,7 +112,7 @@ const USAGE = `npm run sim -- [options]
   --background S       measure the settled mesh's background traffic (5)
   --threads H          worker threads for ordinary nodes (one per core, at most 4)
   --slowdown S         time dilation: timers and clocks run S times slower than the wall clock
-                       (auto: nodes/60, at least 2)
+                       (auto: nodes/25, at least 4: below that the node threads starve)
   --impl NAME          kad-topics: main or a prototype in bench/sim/prototypes (main)
   --seed N  --out FILE  --label TEXT`
 
