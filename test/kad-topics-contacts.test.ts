@@ -44,7 +44,7 @@ async function check(f: Fake): Promise<{ result: number | string; pinged: number
 describe('kad-topics: DHT contacts enter the routing table over an open connection', function () {
   this.timeout(180_000)
 
-  it('decides without dialling: connected DHT peer yes, connected non-DHT peer or unconnected newcomer no', async () => {
+  it('decides without dialling: connected DHT peer yes; connected non-DHT peer, peer not identified yet or unconnected newcomer no', async () => {
     expect(await check({ connected: true, protocols: [DHT, '/ipfs/id/1.0.0'] })).to.deep.equal({
       result: 3,
       pinged: 0,
@@ -59,8 +59,16 @@ describe('kad-topics: DHT contacts enter the routing table over an open connecti
       result: 'ContactRefusedError',
       pinged: 0,
     })
-    // protocols not known yet: a real ping over the connection
-    expect(await check({ connected: true, protocols: [] })).to.deep.equal({ result: 7, pinged: 1 })
+    // protocols not known yet (identify under way): a newcomer is refused (kad-dht's topology adds it
+    // once identify says it speaks the protocol); an old contact is pinged over the connection
+    expect(await check({ connected: true, protocols: [] })).to.deep.equal({
+      result: 'ContactRefusedError',
+      pinged: 0,
+    })
+    expect(await check({ connected: true, protocols: [], inTable: true })).to.deep.equal({
+      result: 7,
+      pinged: 1,
+    })
     // an old contact's liveness check may still dial, as kad-dht expects
     expect(await check({ connected: false, inTable: true })).to.deep.equal({ result: 7, pinged: 1 })
   })

@@ -13,7 +13,11 @@
  * Here, as go-libp2p's DHT does, a new contact enters only over a connection this node already has:
  * - connected, and identify said it speaks the DHT protocol: it answered a moment ago (no stream);
  * - connected, identify said it does not speak the DHT protocol: refused (a client, or not a DHT peer);
- * - connected, protocols not known yet: a real ping over that connection;
+ * - connected, protocols not known yet (identify under way): refused, unless already in the routing table
+ *   (then a real ping over that connection); a DHT server enters through kad-dht's topology as soon as
+ *   identify says it speaks the protocol (as go-libp2p's DHT, which tables only peers whose protocols
+ *   the peer store confirms). A ping here had let DHT clients in: a member connected to another whose
+ *   identify was still running, named in a DHT response at that moment, entered the table (a CI flake);
  * - not connected and not in the routing table: refused without dialling (a peer met later over a
  *   connection, e.g. the query that dials it, is added then, through kad-dht's topology);
  * - already in the routing table (kad-dht checking whether an old contact is still alive): a real ping,
@@ -59,7 +63,11 @@ export function contactCheckPing(inner: PingLike, deps: ContactCheckDeps): PingL
       // kad-dht awaits the answer and uses no figure of it: the connection's last measured round trip
       if (protocols.includes(deps.protocol)) return open[0].rtt ?? 0
       if (protocols.length > 0) throw new ContactRefusedError(`the peer does not speak ${deps.protocol}`)
-      return inner.ping(peer, options)
+      // identify has not said yet: an old contact is pinged over the connection; a new one is refused,
+      // and enters through kad-dht's topology if identify then says it speaks the protocol (a DHT client
+      // named in a response while its identify was under way entered the table when this pinged it)
+      if (await deps.inRoutingTable(peer)) return inner.ping(peer, options)
+      throw new ContactRefusedError('a new DHT contact is added once identify says it speaks the protocol')
     },
   }
 }
