@@ -420,7 +420,6 @@ async function main(): Promise<void> {
         // SIM_DEBUG_NODES=44,84: those nodes' debug log on stderr, each line with the simulated time
         logger: debugNodes.has(spec.index)
           ? createLogger({
-              level: 'debug',
               write: (line) => process.stderr.write(`${rel()} n${spec.index} LOG ${line}\n`),
             })
           : logger,

@@ -69,7 +69,6 @@ export interface SimRun {
   summary: SimSummary
 }
 
-/** Runs one simulation and returns its figures (the CLI below prints them). */
 /**
  * The slowdown `auto` picks: one per 25 simulated nodes, at least 4. A settled node costs the simulator
  * about 10-20 ms of CPU per simulated second (pings of the connection monitor, DHT and exchange

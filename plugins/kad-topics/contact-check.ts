@@ -55,19 +55,21 @@ export function contactCheckPing(inner: PingLike, deps: ContactCheckDeps): PingL
     async ping(peer, options) {
       if (Array.isArray(peer) || !isPeerId(peer)) return inner.ping(peer, options)
       const open = deps.connections(peer).filter((c) => c.status === 'open' && c.limits == null)
-      if (open.length === 0) {
-        if (await deps.inRoutingTable(peer)) return inner.ping(peer, options)
-        throw new ContactRefusedError('a new DHT contact is checked only over an open connection')
+      if (open.length > 0) {
+        const protocols = await deps.protocols(peer).catch(() => [] as string[])
+        // kad-dht awaits the answer and uses no figure of it: the connection's last measured round trip
+        if (protocols.includes(deps.protocol)) return open[0].rtt ?? 0
+        if (protocols.length > 0) throw new ContactRefusedError(`the peer does not speak ${deps.protocol}`)
       }
-      const protocols = await deps.protocols(peer).catch(() => [] as string[])
-      // kad-dht awaits the answer and uses no figure of it: the connection's last measured round trip
-      if (protocols.includes(deps.protocol)) return open[0].rtt ?? 0
-      if (protocols.length > 0) throw new ContactRefusedError(`the peer does not speak ${deps.protocol}`)
-      // identify has not said yet: an old contact is pinged over the connection; a new one is refused,
-      // and enters through kad-dht's topology if identify then says it speaks the protocol (a DHT client
-      // named in a response while its identify was under way entered the table when this pinged it)
+      // not connected, or identify has not said yet: an old contact is pinged (kad-dht checking it is
+      // alive); a new one is refused, and enters through kad-dht's topology once identify, over a
+      // connection this node has, says it speaks the protocol
       if (await deps.inRoutingTable(peer)) return inner.ping(peer, options)
-      throw new ContactRefusedError('a new DHT contact is added once identify says it speaks the protocol')
+      throw new ContactRefusedError(
+        open.length === 0
+          ? 'a new DHT contact is checked only over an open connection'
+          : 'a new DHT contact is added once identify says it speaks the protocol',
+      )
     },
   }
 }
